@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: run test lint pytest bench-ingest migration clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed  ## start the server on its embedded defaults (SQLite, ./pacsnode-data)
+	$(VENV)/bin/pacsnode serve $(ARGS)
+
+test: lint pytest  ## everything CI checks
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.installed
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench-ingest: $(VENV)/.installed  ## pacsnode vs Orthanc ingest throughput (needs dcmtk, orthanc)
+	cd benchmarks && ../$(PY) ingest.py
+
+migration: $(VENV)/.installed  ## new Alembic revision from schema changes: make migration MSG="..."
+	$(PY) -c "from alembic import command; from pacsnode.archive.database import alembic_config; \
+	command.revision(alembic_config('sqlite:///$(CURDIR)/.migration.sqlite'), message='$(MSG)', autogenerate=True)"
+	rm -f .migration.sqlite
+
+clean:
+	rm -rf $(VENV) pacsnode-data

@@ -1,0 +1,105 @@
+"""Ingest throughput: DCMTK storescu into pacsnode and into Orthanc, measured side by side.
+
+    python benchmarks/ingest.py [--count 1000] [--repeat 3]
+
+Each measurement starts a fresh server (empty storage), sends the same corpus of
+512x512 16-bit CT instances with ``storescu`` over one association and over four
+parallel associations, and reports instances/s and MB/s. Orthanc runs twice: as
+installed, and with ``TCP_NODELAY=1`` (DCMTK leaves Nagle's algorithm on, which on
+loopback costs Orthanc an order of magnitude). storescu always gets TCP_NODELAY=1.
+pacsnode fsyncs every file and commits its index before answering success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from common import ct_corpus, orthanc_server, pacsnode_server, workdir
+
+
+def send(port: int, called_ae: str, files: list[Path], associations: int) -> float:
+    """Seconds for ``associations`` storescu processes to send ``files`` between them."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    groups = [files[i::associations] for i in range(associations)]
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            ["storescu", "-aec", called_ae, "127.0.0.1", str(port), *map(str, group)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for group in groups
+    ]
+    for process in processes:
+        _, errors = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"storescu failed: {errors.decode()[-500:]}")
+    return time.perf_counter() - started
+
+
+Server = Callable[[], AbstractContextManager[int]]
+
+
+def measure(
+    server: Server, called_ae: str, files: list[Path], associations: int, repeat: int
+) -> float:
+    """Median seconds over ``repeat`` runs, each into a fresh server."""
+    times = []
+    for _ in range(repeat):
+        with server() as port:
+            times.append(send(port, called_ae, files, associations))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    base = workdir("pacsnode-bench-ingest")
+    files = ct_corpus(base / "corpus", args.count)
+    megabytes = sum(f.stat().st_size for f in files) / 1e6
+
+    def orthanc(nodelay: bool) -> Server:
+        @contextmanager
+        def start() -> Iterator[int]:
+            with orthanc_server(base, nodelay) as (dicom_port, _http_port):
+                yield dicom_port
+
+        return start
+
+    servers: dict[str, tuple[Server, str]] = {
+        "pacsnode": (lambda: pacsnode_server(base), "PACSNODE"),
+        "orthanc": (orthanc(False), "ORTHANC"),
+        "orthanc TCP_NODELAY=1": (orthanc(True), "ORTHANC"),
+    }
+    print(f"corpus: {len(files)} CT instances, {megabytes:.0f} MB; median of {args.repeat}")
+    results: dict[tuple[str, int], float] = {}
+    for associations in (1, 4):
+        for name, (server, ae) in servers.items():
+            seconds = measure(server, ae, files, associations, args.repeat)
+            results[(name, associations)] = seconds
+            print(
+                f"{name:24s} {associations} assoc: {len(files) / seconds:8.1f} inst/s "
+                f"{megabytes / seconds:8.1f} MB/s"
+            )
+    for associations in (1, 4):
+        ours = results[("pacsnode", associations)]
+        for name in ("orthanc", "orthanc TCP_NODELAY=1"):
+            print(
+                f"pacsnode / {name:22s} {associations} assoc: "
+                f"{results[(name, associations)] / ours:5.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

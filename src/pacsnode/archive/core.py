@@ -1,0 +1,22 @@
+"""The archive as one object: index, storage and ingest behind the network doors."""
+
+from __future__ import annotations
+
+from pacsnode.archive.database import Database, migrate, open_database
+from pacsnode.archive.index import Index
+from pacsnode.archive.ingest import Ingest
+from pacsnode.archive.storage import Storage
+from pacsnode.config import Settings
+
+
+class Archive:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database: Database = open_database(settings.resolved_database_url)
+        migrate(self.database.writer)
+        self.storage = Storage(settings.data_dir)
+        self.index = Index(self.database)
+        self.ingest = Ingest(self.storage, self.index)
+
+    def close(self) -> None:
+        self.database.dispose()

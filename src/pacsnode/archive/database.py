@@ -1,0 +1,80 @@
+"""Connecting to the index database and bringing its schema up to date.
+
+SQLite and PostgreSQL must behave the same. For SQLite that takes WAL (readers never
+wait for the writer), ``synchronous=FULL`` (a commit is on disk before C-STORE answers
+success) and ``BEGIN IMMEDIATE`` (two writers queue on the lock instead of deadlocking
+when both upgrade from a read lock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _configure_sqlite(engine: Engine, begin: str) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+
+@dataclass(frozen=True)
+class Database:
+    """Two engines onto one database: reads must not take SQLite's write lock.
+
+    On PostgreSQL both are the same engine.
+    """
+
+    writer: Engine
+    reader: Engine
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        self.reader.dispose()
+
+
+def open_database(url: str) -> Database:
+    if url.startswith("sqlite"):
+        database = sa.make_url(url).database
+        if database:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        writer = sa.create_engine(url, pool_size=32, max_overflow=32, pool_timeout=60)
+        _configure_sqlite(writer, "BEGIN IMMEDIATE")
+        reader = sa.create_engine(url, pool_size=32, max_overflow=32, pool_timeout=60)
+        _configure_sqlite(reader, "BEGIN")
+        return Database(writer, reader)
+    engine = sa.create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
+    return Database(engine, engine)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; a no-op when it is already there."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

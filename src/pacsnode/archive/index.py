@@ -1,0 +1,324 @@
+"""Writing instances into the index and reading what is there.
+
+Adding an instance is one transaction: find or create its patient, study and series,
+insert the instance row and bump the counters that C-FIND returns. It commits before
+C-STORE answers success, so what a peer was told is stored is in the index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from pacsnode.archive.database import Database
+from pacsnode.archive.schema import instance, patient, series, study
+from pacsnode.config import DuplicatePolicy
+
+
+@dataclass(frozen=True)
+class LevelRows:
+    """The column values of one instance, split by level as the index keeps them."""
+
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    pk: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    file_path: str
+    transfer_syntax_uid: str
+    checksum: str
+
+
+@dataclass(frozen=True)
+class ArchiveStats:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    bytes: int
+
+
+AddOutcome = Literal["added", "replaced", "kept", "refused"]
+
+
+@dataclass(frozen=True)
+class Added:
+    pk: int
+    outcome: AddOutcome
+    obsolete_file: str | None = None
+    """The file of the copy that was replaced, to delete once the index has committed."""
+
+
+class _Unchanged(Exception):
+    """Leaves the transaction, rolling back, with the answer for the caller."""
+
+    def __init__(self, added: Added) -> None:
+        super().__init__(added.outcome)
+        self.added = added
+
+
+@cache
+def _insert_or_skip(dialect: str, table: sa.Table, key: tuple[str, ...]) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING pk``, built once per table.
+
+    Values are bound at execution, so SQLAlchemy compiles the statement once instead
+    of coercing every column value on every instance.
+    """
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return insert.on_conflict_do_nothing(index_elements=list(key)).returning(table.c.pk)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _get_or_create(
+    connection: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]
+) -> tuple[int, bool]:
+    """Return the row's primary key and whether this call created it.
+
+    ``ON CONFLICT DO NOTHING`` makes two associations that create the same study at
+    once both succeed on PostgreSQL, where they do not wait on one lock as on SQLite.
+    """
+    where = sa.and_(*(table.c[name] == value for name, value in key.items()))
+    pk = connection.execute(sa.select(table.c.pk).where(where)).scalar()
+    if pk is not None:
+        return pk, False
+    now = _now()
+    statement = _insert_or_skip(connection.dialect.name, table, tuple(key))
+    pk = connection.execute(
+        statement, {**values, **key, "created_at": now, "updated_at": now}
+    ).scalar()
+    if pk is not None:
+        return pk, True
+    return connection.execute(sa.select(table.c.pk).where(where)).scalar_one(), False
+
+
+LEVELS = {table.name: table for table in (patient, study, series)}
+
+
+def _counter_update(table: sa.Table, *counters: str) -> sa.Update:
+    changes: dict[str, Any] = {name: table.c[name] + sa.bindparam(name) for name in counters}
+    changes["updated_at"] = sa.bindparam("now")
+    return sa.update(table).where(table.c.pk == sa.bindparam("target")).values(**changes)
+
+
+_COUNTERS = {
+    "series": ("num_instances",),
+    "study": ("num_instances", "num_series"),
+    "patient": ("num_instances", "num_series", "num_studies"),
+}
+_COUNTER_UPDATES = {name: _counter_update(LEVELS[name], *c) for name, c in _COUNTERS.items()}
+
+
+def _bump(connection: Connection, table: sa.Table, pk: int, **increments: int) -> None:
+    params: dict[str, Any] = dict.fromkeys(_COUNTERS[table.name], 0)
+    params.update(increments, target=pk, now=_now())
+    connection.execute(_COUNTER_UPDATES[table.name], params)
+
+
+def _add_modality(connection: Connection, study_pk: int, modality: str | None) -> None:
+    if not modality:
+        return
+    current = connection.execute(
+        sa.select(study.c.modalities_in_study).where(study.c.pk == study_pk)
+    ).scalar()
+    modalities = set(current.split("\\")) if current else set()
+    if modality not in modalities:
+        joined = "\\".join(sorted(modalities | {modality}))
+        connection.execute(
+            sa.update(study).where(study.c.pk == study_pk).values(modalities_in_study=joined)
+        )
+
+
+class Index:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def add(self, rows: LevelRows, charset: str | None, on_duplicate: DuplicatePolicy) -> Added:
+        """Index one instance in one transaction.
+
+        A SOP Instance UID already indexed is handled by ``on_duplicate``: ``keep``
+        and ``refuse`` change nothing, ``overwrite`` replaces the row; either way the
+        caller learns which file is no longer referenced.
+        """
+        try:
+            with self.database.writer.begin() as connection:
+                return self._add(connection, rows, charset, on_duplicate)
+        except _Unchanged as unchanged:
+            return unchanged.added
+
+    def _add(
+        self,
+        connection: Connection,
+        rows: LevelRows,
+        charset: str | None,
+        on_duplicate: DuplicatePolicy,
+    ) -> Added:
+        series_pk, study_pk, patient_pk, new_series, new_study = self._parents(
+            connection, rows, charset
+        )
+        statement = _insert_or_skip(connection.dialect.name, instance, ("sop_instance_uid",))
+        instance_pk = connection.execute(
+            statement, {**rows.instance, "series_pk": series_pk, "received_at": _now()}
+        ).scalar()
+        if instance_pk is None:
+            return self._duplicate(connection, rows, charset, on_duplicate)
+        _bump(connection, series, series_pk, num_instances=1)
+        _bump(connection, study, study_pk, num_instances=1, num_series=int(new_series))
+        _bump(
+            connection,
+            patient,
+            patient_pk,
+            num_instances=1,
+            num_series=int(new_series),
+            num_studies=int(new_study),
+        )
+        if new_series:
+            _add_modality(connection, study_pk, rows.series.get("modality"))
+        return Added(int(instance_pk), "added")
+
+    def _duplicate(
+        self,
+        connection: Connection,
+        rows: LevelRows,
+        charset: str | None,
+        on_duplicate: DuplicatePolicy,
+    ) -> Added:
+        uid = rows.instance["sop_instance_uid"]
+        existing_pk, existing_file = connection.execute(
+            sa.select(instance.c.pk, instance.c.file_path).where(instance.c.sop_instance_uid == uid)
+        ).one()
+        if on_duplicate != "overwrite":
+            outcome: AddOutcome = "kept" if on_duplicate == "keep" else "refused"
+            raise _Unchanged(Added(existing_pk, outcome))  # rolls back any new parents
+        self._remove(connection, existing_pk)
+        added = self._add(connection, rows, charset, "keep")
+        return Added(added.pk, "replaced", obsolete_file=existing_file)
+
+    def _parents(
+        self, connection: Connection, rows: LevelRows, charset: str | None
+    ) -> tuple[int, int, int, bool, bool]:
+        """Series, study and patient keys, and whether the series or study is new.
+
+        Almost every instance joins a series that exists, which one query finds.
+        """
+        found = connection.execute(
+            sa.select(series.c.pk, study.c.pk, study.c.patient_pk)
+            .join(study, study.c.pk == series.c.study_pk)
+            .where(series.c.series_instance_uid == rows.series["series_instance_uid"])
+        ).first()
+        if found is not None:
+            return found[0], found[1], found[2], False, False
+        patient_key = {
+            "patient_id": rows.patient["patient_id"],
+            "issuer_of_patient_id": rows.patient["issuer_of_patient_id"],
+        }
+        patient_values = {k: v for k, v in rows.patient.items() if k not in patient_key}
+        patient_pk, _ = _get_or_create(connection, patient, patient_key, patient_values)
+        study_key = {"study_instance_uid": rows.study["study_instance_uid"]}
+        study_values = {k: v for k, v in rows.study.items() if k not in study_key}
+        study_values.update(patient_pk=patient_pk, specific_character_set=charset)
+        study_pk, new_study = _get_or_create(connection, study, study_key, study_values)
+        if not new_study:  # the study keeps the patient it was first stored under
+            patient_pk = connection.execute(
+                sa.select(study.c.patient_pk).where(study.c.pk == study_pk)
+            ).scalar_one()
+        series_key = {"series_instance_uid": rows.series["series_instance_uid"]}
+        series_values = {k: v for k, v in rows.series.items() if k not in series_key}
+        series_values["study_pk"] = study_pk
+        series_pk, new_series = _get_or_create(connection, series, series_key, series_values)
+        return series_pk, study_pk, patient_pk, new_series, new_study
+
+    def _remove(self, connection: Connection, instance_pk: int) -> None:
+        """Delete one instance row and drop the counters and empty parents with it."""
+        series_pk = connection.execute(
+            sa.select(instance.c.series_pk).where(instance.c.pk == instance_pk)
+        ).scalar_one()
+        study_pk = connection.execute(
+            sa.select(series.c.study_pk).where(series.c.pk == series_pk)
+        ).scalar_one()
+        patient_pk = connection.execute(
+            sa.select(study.c.patient_pk).where(study.c.pk == study_pk)
+        ).scalar_one()
+        connection.execute(sa.delete(instance).where(instance.c.pk == instance_pk))
+        _bump(connection, series, series_pk, num_instances=-1)
+        _bump(connection, study, study_pk, num_instances=-1)
+        _bump(connection, patient, patient_pk, num_instances=-1)
+        if (
+            connection.execute(
+                sa.select(series.c.num_instances).where(series.c.pk == series_pk)
+            ).scalar_one()
+            == 0
+        ):
+            connection.execute(sa.delete(series).where(series.c.pk == series_pk))
+            _bump(connection, study, study_pk, num_series=-1)
+            _bump(connection, patient, patient_pk, num_series=-1)
+            self._recompute_modalities(connection, study_pk)
+        if (
+            connection.execute(
+                sa.select(study.c.num_instances).where(study.c.pk == study_pk)
+            ).scalar_one()
+            == 0
+        ):
+            connection.execute(sa.delete(study).where(study.c.pk == study_pk))
+            _bump(connection, patient, patient_pk, num_studies=-1)
+
+    @staticmethod
+    def _recompute_modalities(connection: Connection, study_pk: int) -> None:
+        modalities = connection.execute(
+            sa.select(sa.distinct(series.c.modality)).where(series.c.study_pk == study_pk)
+        ).scalars()
+        joined = "\\".join(sorted(m for m in modalities if m)) or None
+        connection.execute(
+            sa.update(study).where(study.c.pk == study_pk).values(modalities_in_study=joined)
+        )
+
+    def find_instance(self, sop_instance_uid: str) -> StoredInstance | None:
+        query = (
+            sa.select(
+                instance.c.pk,
+                instance.c.sop_instance_uid,
+                instance.c.sop_class_uid,
+                study.c.study_instance_uid,
+                series.c.series_instance_uid,
+                instance.c.file_path,
+                instance.c.transfer_syntax_uid,
+                instance.c.checksum,
+            )
+            .join(series, series.c.pk == instance.c.series_pk)
+            .join(study, study.c.pk == series.c.study_pk)
+            .where(instance.c.sop_instance_uid == sop_instance_uid)
+        )
+        with self.database.reader.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else StoredInstance(**row._mapping)
+
+    def stats(self) -> ArchiveStats:
+        def count(table: sa.Table) -> sa.ScalarSelect[int]:
+            return sa.select(sa.func.count()).select_from(table).scalar_subquery()
+
+        query = sa.select(
+            count(patient),
+            count(study),
+            count(series),
+            count(instance),
+            sa.select(sa.func.coalesce(sa.func.sum(instance.c.file_size), 0)).scalar_subquery(),
+        )
+        with self.database.reader.connect() as connection:
+            row = connection.execute(query).one()
+        return ArchiveStats(*(int(v) for v in row))

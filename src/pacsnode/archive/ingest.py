@@ -1,0 +1,290 @@
+"""Ingest: the one path by which an object enters the archive.
+
+C-STORE, ``pacsnode import`` and (later) STOW-RS all hand a file to :func:`ingest`.
+The data set bytes are kept exactly as received (private elements, odd UIDs and all);
+they are parsed only to index them and to refuse what cannot be understood. The
+answer is a DICOM status, because every door reports it to someone: a C-STORE
+response, an import summary, a STOW-RS failure reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import VR
+from sqlalchemy.exc import DBAPIError
+
+from pacsnode.archive.attributes import Level, column_values, text_value
+from pacsnode.archive.index import Index, LevelRows
+from pacsnode.archive.storage import Storage, StoredFile, file_meta
+from pacsnode.archive.uids import syntax_of_encoding
+from pacsnode.config import DuplicatePolicy
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+DUPLICATE_REFUSED = 0x0111
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+_DEFER_SIZE = 64 * 1024
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+_VRS = frozenset(vr.value for vr in VR)
+
+
+class Outcome(StrEnum):
+    STORED = "stored"
+    REPLACED = "replaced"
+    DUPLICATE = "duplicate"  # kept the copy we had
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: int
+    outcome: Outcome
+    comment: str = ""
+    sop_instance_uid: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SUCCESS
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A received file already in our storage format: our File Meta, then the data set."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    size: int
+    checksum: str
+
+    def matches(self, uids: dict[str, str]) -> bool:
+        """Whether its File Meta agrees with the data set (senders sometimes differ)."""
+        return (
+            self.sop_class_uid == uids["SOPClassUID"]
+            and self.sop_instance_uid == uids["SOPInstanceUID"]
+        )
+
+
+@dataclass(frozen=True)
+class Received:
+    """A data set waiting in a file, with what the sender said about it."""
+
+    path: Path
+    source_ae: str | None = None
+    transfer_syntax: str | None = None
+    """From the presentation context; read from the file when ``None``."""
+    expected_sop_class: str | None = None
+    expected_sop_instance: str | None = None
+    duplicate_policy: DuplicatePolicy = "keep"
+    prepared: Prepared | None = None
+
+
+class IngestError(Exception):
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    dataset: Dataset
+    offset: int
+    transfer_syntax: str
+
+
+def _parse(received: Received) -> _Parsed:
+    """Find where the data set starts, its transfer syntax, and its attributes.
+
+    The whole data set is walked so that a truncated one is refused, but values over
+    64 KiB (pixel data above all) are skipped, not read: memory stays flat for a 1 GB
+    multi-frame object.
+    """
+    size = received.path.stat().st_size
+    try:
+        with received.path.open("rb") as fp:
+            read_preamble(fp, True)
+            meta = _read_file_meta_info(fp)
+            offset = fp.tell()
+            fp.seek(0)
+            dataset = dcmread(fp, force=True, defer_size=_DEFER_SIZE)
+            end = fp.tell()
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise
+        raise IngestError(CANNOT_UNDERSTAND, f"data set does not parse: {exc}"[:64]) from exc
+    syntax = received.transfer_syntax or meta.get("TransferSyntaxUID")
+    syntax = str(syntax) if syntax else syntax_of_encoding(dataset)
+    if syntax != DeflatedExplicitVRLittleEndian:
+        _check_encoding(received.path, offset, syntax)
+        _check_complete(dataset, end, size)
+    if len(dataset) == 0:
+        raise IngestError(CANNOT_UNDERSTAND, "data set is empty or truncated")
+    return _Parsed(dataset, offset, syntax)
+
+
+def _check_encoding(path: Path, offset: int, syntax: str) -> None:
+    """Refuse an implicit VR data set sent under an explicit VR transfer syntax.
+
+    pydicom reads such a data set by guessing, but DCMTK and most viewers cannot read
+    it back, so keeping it would hand every later reader a broken object.
+    """
+    uid = UID(syntax)
+    if not uid.is_transfer_syntax or uid.is_implicit_VR:
+        return  # a private syntax, or implicit VR: nothing to check on the first element
+    with path.open("rb") as fp:
+        fp.seek(offset)
+        first = fp.read(6)
+    if len(first) == 6 and first[4:6].decode("latin-1") not in _VRS:
+        raise IngestError(CANNOT_UNDERSTAND, "data set is not in explicit VR as negotiated")
+
+
+def _check_complete(dataset: Dataset, end: int, size: int) -> None:
+    if end > size:
+        raise IngestError(CANNOT_UNDERSTAND, "data set is truncated")
+    for raw in dataset._dict.values():
+        if (
+            isinstance(raw, RawDataElement)
+            and raw.value is not None
+            and raw.length != 0xFFFFFFFF
+            and len(raw.value) < raw.length
+        ):
+            raise IngestError(CANNOT_UNDERSTAND, f"element {raw.tag} is truncated")
+
+
+def _required_uids(dataset: Dataset) -> dict[str, str]:
+    uids: dict[str, str] = {}
+    for keyword in _REQUIRED_UIDS:
+        try:
+            value = dataset.get(keyword)
+        except Exception as exc:  # a malformed element raises on first access
+            raise IngestError(CANNOT_UNDERSTAND, f"{keyword} unreadable") from exc
+        if not value:
+            raise IngestError(CANNOT_UNDERSTAND, f"{keyword} is missing")
+        uids[keyword] = str(value).strip("\0 ")
+    return uids
+
+
+def _check_against_request(received: Received, uids: dict[str, str]) -> None:
+    expected_class = received.expected_sop_class
+    if expected_class and uids["SOPClassUID"] != expected_class:
+        raise IngestError(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            f"SOP Class {uids['SOPClassUID']} is not {expected_class}"[:64],
+        )
+    expected_instance = received.expected_sop_instance
+    if expected_instance and uids["SOPInstanceUID"] != expected_instance:
+        # Files whose meta and data set disagree are common (old anonymisers); the
+        # data set is what gets indexed and returned, so it is what counts.
+        log.warning(
+            "request names SOP Instance %s, data set holds %s; keeping the latter",
+            expected_instance,
+            uids["SOPInstanceUID"],
+        )
+
+
+def _level_rows(dataset: Dataset) -> LevelRows:
+    try:
+        rows = LevelRows(*(column_values(dataset, level) for level in Level))
+    except Exception as exc:  # a value that does not decode in its VR
+        raise IngestError(CANNOT_UNDERSTAND, f"attribute unreadable: {exc}"[:64]) from exc
+    rows.patient["patient_id"] = rows.patient["patient_id"] or ""
+    rows.patient["issuer_of_patient_id"] = rows.patient["issuer_of_patient_id"] or ""
+    return rows
+
+
+class Ingest:
+    def __init__(self, storage: Storage, index: Index) -> None:
+        self.storage = storage
+        self.index = index
+
+    def __call__(self, received: Received) -> IngestResult:
+        try:
+            return self._ingest(received)
+        except IngestError as exc:
+            outcome = Outcome.REFUSED if exc.status == DUPLICATE_REFUSED else Outcome.FAILED
+            return IngestResult(exc.status, outcome, exc.comment)
+
+    def _ingest(self, received: Received) -> IngestResult:
+        try:
+            parsed = _parse(received)
+        except OSError as exc:
+            raise _resource_error(exc) from exc
+        uids = _required_uids(parsed.dataset)
+        _check_against_request(received, uids)
+        rows = _level_rows(parsed.dataset)
+        stored = self._store_file(received, parsed, uids)
+        rows.instance.update(
+            transfer_syntax_uid=parsed.transfer_syntax,
+            file_path=stored.relative_path,
+            file_size=stored.size,
+            checksum=stored.checksum,
+            source_ae=(received.source_ae or "").strip() or None,
+        )
+        charset = parsed.dataset.get("SpecificCharacterSet")
+        try:
+            added = self.index.add(
+                rows, text_value(charset) if charset else None, received.duplicate_policy
+            )
+        except DBAPIError as exc:
+            self.storage.delete(stored.relative_path)
+            log.error("index unavailable while storing %s: %s", uids["SOPInstanceUID"], exc)
+            raise IngestError(OUT_OF_RESOURCES, "index unavailable") from exc
+        if added.outcome in ("kept", "refused"):
+            self.storage.delete(stored.relative_path)
+        if added.obsolete_file:
+            self.storage.delete(added.obsolete_file)
+        if added.outcome == "refused":
+            raise IngestError(DUPLICATE_REFUSED, "Duplicate SOP Instance")
+        outcome = {
+            "added": Outcome.STORED,
+            "replaced": Outcome.REPLACED,
+            "kept": Outcome.DUPLICATE,
+        }[added.outcome]
+        return IngestResult(SUCCESS, outcome, "", uids["SOPInstanceUID"])
+
+    def _store_file(self, received: Received, parsed: _Parsed, uids: dict[str, str]) -> StoredFile:
+        """Move a receiver-prepared file into storage, or write a copy with our header.
+
+        A duplicate is written too and dropped once the index has decided: checking
+        first would cost every instance a query to save work on the rare duplicate.
+        """
+        relative = self.storage.new_relative_path(uids["StudyInstanceUID"], uids["SOPInstanceUID"])
+        prepared = received.prepared
+        try:
+            if prepared is not None and prepared.matches(uids):
+                return self.storage.adopt(received.path, relative, prepared.size, prepared.checksum)
+            header = file_meta(
+                uids["SOPClassUID"],
+                uids["SOPInstanceUID"],
+                parsed.transfer_syntax,
+                received.source_ae,
+            )
+            with received.path.open("rb") as source:
+                source.seek(parsed.offset)
+                return self.storage.write(relative, header, source)
+        except OSError as exc:
+            raise _resource_error(exc) from exc
+
+
+def _resource_error(exc: OSError) -> IngestError:
+    reason = "disk full" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
+    log.error("cannot write to storage: %s", exc)
+    return IngestError(OUT_OF_RESOURCES, f"out of resources: {reason}"[:64])

@@ -1,0 +1,146 @@
+"""The index schema: patient, study, series and instance, one table a level.
+
+Matching columns come from :mod:`pacsnode.archive.attributes`; the rest are the
+counters that C-FIND returns without counting rows, and where each instance's file is.
+Changes to this module need an Alembic revision (``make migration``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from pacsnode.archive.attributes import ATTRIBUTES, BY_KEYWORD, Attribute, Kind, Level
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_TYPES: dict[Kind, sa.types.TypeEngine[Any]] = {
+    Kind.TEXT: sa.Text(),
+    Kind.NAME: sa.Text(),
+    Kind.DATE: sa.String(8),
+    Kind.TIME: sa.String(16),
+    Kind.DATETIME: sa.String(26),
+    Kind.INT: sa.Integer(),
+    Kind.UID: sa.String(64),
+    Kind.SEQUENCE: sa.Text(),
+}
+
+# Columns that queries at scale filter on: an index each.
+_INDEXED = {
+    "patient_name_ci",
+    "patient_birth_date",
+    "study_date",
+    "accession_number_ci",
+    "referring_physician_name_ci",
+    "study_id",
+    "modality_ci",
+    "sop_class_uid",
+}
+
+
+def _attribute_columns(level: Level, skip: set[str]) -> list[sa.Column[Any]]:
+    columns: list[sa.Column[Any]] = []
+    for attr in ATTRIBUTES[level]:
+        if attr.keyword in skip:
+            continue
+        columns.append(_column(attr.column, _TYPES[attr.kind]))
+        if attr.has_folded_copy:
+            columns.append(_column(attr.folded_column, _TYPES[attr.kind]))
+    return columns
+
+
+def _column(name: str, type_: sa.types.TypeEngine[Any]) -> sa.Column[Any]:
+    return sa.Column(name, type_, index=name in _INDEXED)
+
+
+def _uid(attr: Attribute) -> sa.Column[str]:
+    return sa.Column(attr.column, sa.String(64), nullable=False, unique=True)
+
+
+def _counter(name: str) -> sa.Column[int]:
+    return sa.Column(name, sa.Integer, nullable=False, server_default="0")
+
+
+def _timestamps() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    ]
+
+
+def _parent(table: str) -> sa.Column[int]:
+    return sa.Column(
+        f"{table}_pk", sa.Integer, sa.ForeignKey(f"{table}.pk"), nullable=False, index=True
+    )
+
+
+patient = sa.Table(
+    "patient",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    # Patient identity is Patient ID plus its issuer; both are '' rather than NULL so
+    # that the unique constraint holds (NULLs never collide).
+    sa.Column("patient_id", sa.Text, nullable=False, index=True),
+    sa.Column("issuer_of_patient_id", sa.Text, nullable=False),
+    *_attribute_columns(Level.PATIENT, skip={"PatientID", "IssuerOfPatientID"}),
+    _counter("num_studies"),
+    _counter("num_series"),
+    _counter("num_instances"),
+    *_timestamps(),
+    sa.UniqueConstraint("patient_id", "issuer_of_patient_id", name="uq_patient_identity"),
+)
+
+study = sa.Table(
+    "study",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    _parent("patient"),
+    _uid(BY_KEYWORD["StudyInstanceUID"]),
+    *_attribute_columns(Level.STUDY, skip={"StudyInstanceUID"}),
+    sa.Column("modalities_in_study", sa.Text),
+    sa.Column("specific_character_set", sa.Text),
+    _counter("num_series"),
+    _counter("num_instances"),
+    *_timestamps(),
+)
+
+series = sa.Table(
+    "series",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    _parent("study"),
+    _uid(BY_KEYWORD["SeriesInstanceUID"]),
+    *_attribute_columns(Level.SERIES, skip={"SeriesInstanceUID"}),
+    _counter("num_instances"),
+    *_timestamps(),
+)
+
+instance = sa.Table(
+    "instance",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    _parent("series"),
+    _uid(BY_KEYWORD["SOPInstanceUID"]),
+    *_attribute_columns(Level.IMAGE, skip={"SOPInstanceUID"}),
+    sa.Column("transfer_syntax_uid", sa.String(64), nullable=False),
+    sa.Column("file_path", sa.Text, nullable=False),
+    sa.Column("file_size", sa.BigInteger, nullable=False),
+    sa.Column("checksum", sa.String(64), nullable=False),
+    sa.Column("source_ae", sa.String(16)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+LEVEL_TABLES: dict[Level, sa.Table] = {
+    Level.PATIENT: patient,
+    Level.STUDY: study,
+    Level.SERIES: series,
+    Level.IMAGE: instance,
+}

@@ -1,0 +1,169 @@
+"""Settings: a TOML file, then ``PACSNODE_*`` environment variables, then CLI flags.
+
+Each later source wins over the earlier ones. The file's ``[server]`` keys carry the
+names of the CLI flags (``ae_title`` for ``--ae-title``), so an administrator can move a
+setting between the three places without translating it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+DuplicatePolicy = Literal["keep", "overwrite", "refuse"]
+DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
+
+CONFIG_ENV = "PACSNODE_CONFIG"
+ENV_PREFIX = "PACSNODE_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or has a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class RemoteAE:
+    """A DICOM node we know by AE title.
+
+    Later capabilities add fields here (allowed services, TLS, preferred transfer
+    syntaxes); a field always has a default so that old config files stay valid.
+    """
+
+    ae_title: str
+    host: str
+    port: int
+    description: str = ""
+    duplicate_policy: DuplicatePolicy | None = None
+    """Overrides the server's policy for what this AE sends (CDRClient re-sends edits)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    ae_title: str = "PACSNODE"
+    dicom_port: int = 11112
+    http_port: int = 8042
+    bind_address: str = "0.0.0.0"
+    data_dir: Path = Path("pacsnode-data")
+    database_url: str = ""
+    """Empty means a SQLite file inside ``data_dir``."""
+    max_associations: int = 30
+    max_pdu_size: int = 1_048_576
+    """The largest PDU we accept; 0 means unlimited. Large PDUs cut per-PDU overhead."""
+    duplicate_policy: DuplicatePolicy = "keep"
+    network_timeout: float = 60.0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    shutdown_grace: float = 30.0
+    """Seconds to let in-flight C-STOREs finish on SIGTERM before aborting."""
+    log_level: str = "INFO"
+    remote_ae: tuple[RemoteAE, ...] = field(default_factory=tuple)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    def remote(self, ae_title: str) -> RemoteAE | None:
+        for remote in self.remote_ae:
+            if remote.ae_title == ae_title.strip():
+                return remote
+        return None
+
+    def duplicate_policy_for(self, calling_ae: str) -> DuplicatePolicy:
+        remote = self.remote(calling_ae)
+        if remote is not None and remote.duplicate_policy is not None:
+            return remote.duplicate_policy
+        return self.duplicate_policy
+
+
+SERVER_KEYS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "remote_ae"}
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """Turn a value from a file or the environment into the field's type."""
+    if value is None:
+        return None
+    try:
+        if kind in (int, "int"):
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+        if kind in (Path, "Path"):
+            return Path(value)
+        if kind in (bool, "bool"):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: {value!r} is not a valid {kind}") from exc
+    return str(value)
+
+
+def _check_policy(name: str, value: str | None) -> None:
+    if value is not None and value not in DUPLICATE_POLICIES:
+        raise ConfigError(f"setting {name!r} must be one of {', '.join(DUPLICATE_POLICIES)}")
+
+
+def _remote_from_table(table: dict[str, Any]) -> RemoteAE:
+    known = {f.name: f for f in dataclasses.fields(RemoteAE)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise ConfigError(f"[[remote_ae]] has unknown keys: {', '.join(sorted(unknown))}")
+    missing = {"ae_title", "host", "port"} - set(table)
+    if missing:
+        raise ConfigError(f"[[remote_ae]] needs {', '.join(sorted(missing))}")
+    values = {key: _coerce(key, value, known[key].type) for key, value in table.items()}
+    _check_policy("remote_ae.duplicate_policy", values.get("duplicate_policy"))
+    return RemoteAE(**values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+    server = document.get("server", {})
+    unknown = set(server) - set(SERVER_KEYS)
+    if unknown:
+        raise ConfigError(f"[server] has unknown keys: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = dict(server)
+    values["remote_ae"] = tuple(_remote_from_table(t) for t in document.get("remote_ae", []))
+    return values
+
+
+def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
+    return {
+        name: environ[ENV_PREFIX + name.upper()]
+        for name in SERVER_KEYS
+        if ENV_PREFIX + name.upper() in environ
+    }
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge file, environment and flags (``None`` flags are ignored) into Settings."""
+    environ = dict(os.environ) if environ is None else environ
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    merged: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    merged.update(_from_environment(environ))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values = {
+        name: _coerce(name, value, SERVER_KEYS[name].type)
+        for name, value in merged.items()
+        if name != "remote_ae"
+    }
+    _check_policy("duplicate_policy", values.get("duplicate_policy"))
+    settings = Settings(**values, remote_ae=merged.get("remote_ae", ()))
+    if len(settings.ae_title) > 16 or not settings.ae_title.strip():
+        raise ConfigError("ae_title must be 1 to 16 characters")
+    return settings

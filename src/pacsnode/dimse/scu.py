@@ -1,0 +1,194 @@
+"""The SCU side used by the CLI: C-ECHO and C-STORE toward any node.
+
+Files are sent as their own bytes whenever the peer accepts their transfer syntax
+(pynetdicom's chunked send: nothing is decoded, nothing changes). Otherwise they are
+decoded and sent uncompressed, which every Storage SCP must accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from pynetdicom import AE, _config
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext, build_context
+
+from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from pacsnode.archive.uids import (
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+    syntax_of_encoding,
+)
+
+MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
+
+
+class AssociationFailed(Exception):
+    """The peer rejected or never answered the association request."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    host: str
+    port: int
+    ae_title: str = "ANY-SCP"
+    calling_ae: str = "PACSNODE"
+
+
+@dataclass(frozen=True)
+class OutgoingFile:
+    path: Path
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    has_meta: bool
+    """Only a file with complete File Meta can be streamed byte for byte."""
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    path: Path
+    status: int | None
+    """``None`` when no response came (association lost) or the file was unreadable."""
+    comment: str = ""
+
+
+def _ae(calling_ae: str) -> AE:
+    ae = AE(ae_title=calling_ae)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
+    return ae
+
+
+def _associate(peer: Peer, contexts: list[PresentationContext]) -> Association:
+    ae = _ae(peer.calling_ae)
+    assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        reason = "rejected" if assoc.is_rejected else "aborted or unreachable"
+        raise AssociationFailed(
+            f"association with {peer.ae_title}@{peer.host}:{peer.port} {reason}"
+        )
+    return assoc
+
+
+def echo(peer: Peer) -> int:
+    """Send a C-ECHO; returns the status (``0x0000`` on success)."""
+    context = build_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+    assoc = _associate(peer, [context])
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if not status:
+        raise AssociationFailed("no C-ECHO response")
+    return int(status.Status)
+
+
+def describe(path: Path) -> OutgoingFile | None:
+    """Read just enough of a file to choose a presentation context for it."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return None
+    meta = ds.file_meta
+    sop_class = meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
+    sop_instance = meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID")
+    if not (sop_class and sop_instance):
+        return None
+    syntax = meta.get("TransferSyntaxUID") or syntax_of_encoding(ds)
+    has_meta = all(
+        meta.get(keyword)
+        for keyword in (
+            "MediaStorageSOPClassUID",
+            "MediaStorageSOPInstanceUID",
+            "TransferSyntaxUID",
+        )
+    )
+    return OutgoingFile(path, str(sop_class), str(sop_instance), str(syntax), has_meta)
+
+
+def _contexts(files: list[OutgoingFile]) -> list[PresentationContext]:
+    """One context per SOP class, with the files' own syntaxes first."""
+    wanted: dict[str, list[str]] = {}
+    for item in files:
+        syntaxes = wanted.setdefault(item.sop_class, [])
+        if item.transfer_syntax not in syntaxes:
+            syntaxes.insert(0, item.transfer_syntax)
+    contexts = []
+    for sop_class, syntaxes in wanted.items():
+        for fallback in UNCOMPRESSED_TRANSFER_SYNTAXES:
+            if fallback not in syntaxes:
+                syntaxes.append(fallback)
+        contexts.append(build_context(sop_class, syntaxes))
+    return contexts
+
+
+def _batches(files: list[OutgoingFile]) -> Iterator[list[OutgoingFile]]:
+    """Split so that no association needs more than 128 presentation contexts."""
+    batch: list[OutgoingFile] = []
+    classes: set[str] = set()
+    for item in files:
+        if item.sop_class not in classes and len(classes) == MAX_CONTEXTS:
+            yield batch
+            batch, classes = [], set()
+        batch.append(item)
+        classes.add(item.sop_class)
+    if batch:
+        yield batch
+
+
+def _accepted(assoc: Association, item: OutgoingFile) -> set[str]:
+    return {
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == item.sop_class
+    }
+
+
+def _payload(assoc: Association, item: OutgoingFile) -> Path | Dataset:
+    accepted = _accepted(assoc, item)
+    if item.has_meta and item.transfer_syntax in accepted:
+        return item.path  # sent byte for byte
+    dataset = dcmread(item.path, force=True)
+    dataset.file_meta.TransferSyntaxUID = UID(item.transfer_syntax)
+    if item.transfer_syntax in accepted:
+        return dataset
+    if UID(item.transfer_syntax).is_compressed:
+        dataset.decompress()
+    if ExplicitVRLittleEndian not in accepted:
+        dataset.file_meta.TransferSyntaxUID = UID(sorted(accepted)[0])
+    return dataset
+
+
+def store(
+    peer: Peer, files: Iterable[OutgoingFile], progress: Callable[[StoreOutcome], None]
+) -> None:
+    """Send files over as few associations as the 128-context limit allows."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    for batch in _batches(list(files)):
+        assoc = _associate(peer, _contexts(batch))
+        try:
+            for item in batch:
+                progress(_send_one(assoc, item))
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+
+def _send_one(assoc: Association, item: OutgoingFile) -> StoreOutcome:
+    if not _accepted(assoc, item):
+        return StoreOutcome(item.path, None, "SOP class not accepted by the peer")
+    try:
+        payload = _payload(assoc, item)
+    except Exception as exc:  # a codec that is missing or fails
+        return StoreOutcome(item.path, None, f"cannot convert for the peer: {exc}")
+    response = assoc.send_c_store(payload)
+    if not response or "Status" not in response:
+        return StoreOutcome(item.path, None, "no response")
+    return StoreOutcome(item.path, int(response.Status), str(response.get("ErrorComment", "")))

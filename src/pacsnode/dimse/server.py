@@ -1,0 +1,153 @@
+"""The DIMSE server: one pynetdicom Application Entity serving every DICOM service.
+
+Shutdown order matters for durability: stop accepting, let the C-STOREs being
+ingested finish (each commits before it answers), then abort what is left. A data set
+that was still arriving is never acknowledged, so the sender knows to send it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+from pynetdicom import AE, _config, evt, register_uid, sop_class
+from pynetdicom.events import Event
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacsnode.archive.core import Archive
+from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from pacsnode.archive.uids import (
+    STORAGE_SOP_CLASSES,
+    STORAGE_TRANSFER_SYNTAXES,
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+)
+from pacsnode.config import Settings
+from pacsnode.dimse import reactor, spool
+from pacsnode.dimse.storage_scp import StorageSCP
+
+log = logging.getLogger("pacsnode.dimse")
+
+
+class _NoDelayServer(ThreadedAssociationServer):
+    """Disables Nagle's algorithm on every accepted connection.
+
+    DIMSE is request/response: with Nagle on, each small response waits for the
+    peer's delayed ACK, which caps a loopback sender at a few dozen objects a second.
+    """
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = super().get_request()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client, address
+
+
+def register_storage_classes() -> None:
+    """Teach pynetdicom the storage classes it does not know (retired, private, new).
+
+    Without this it aborts the association on the first C-STORE of such a class.
+    """
+    for number, uid in enumerate(STORAGE_SOP_CLASSES):
+        if sop_class.uid_to_service_class(uid) is ServiceClass:  # unknown to pynetdicom
+            register_uid(uid, f"PacsnodeStorage{number}", StorageServiceClass)
+
+
+def _peer(event: Event) -> str:
+    requestor = event.assoc.requestor
+    return f"{requestor.ae_title}@{requestor.address}:{requestor.port}"
+
+
+class DimseServer:
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.storage_scp = StorageSCP(archive)
+        self.ae = self._make_ae()
+        self._server: ThreadedAssociationServer | None = None
+        self._started: dict[int, float] = {}
+
+    def _make_ae(self) -> AE:
+        register_storage_classes()
+        settings = self.settings
+        ae = AE(ae_title=settings.ae_title)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.maximum_associations = settings.max_associations
+        ae.maximum_pdu_size = settings.max_pdu_size
+        ae.network_timeout = settings.network_timeout
+        ae.acse_timeout = settings.acse_timeout
+        ae.dimse_timeout = settings.dimse_timeout
+        ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+        for storage_class in STORAGE_SOP_CLASSES:
+            ae.add_supported_context(storage_class, list(STORAGE_TRANSFER_SYNTAXES))
+        return ae
+
+    def _handlers(self) -> list[evt.EventHandlerType]:
+        return [
+            (evt.EVT_C_ECHO, lambda _event: 0x0000),
+            (evt.EVT_C_STORE, self.storage_scp.handle_store),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_RELEASED, lambda event: self._on_closed(event, "released")),
+            (evt.EVT_ABORTED, lambda event: self._on_closed(event, "aborted")),
+        ]
+
+    def _on_accepted(self, event: Event) -> None:
+        self._started[id(event.assoc)] = time.monotonic()
+
+    def _on_rejected(self, event: Event) -> None:
+        log.warning("association from %s rejected", _peer(event))
+
+    def _on_closed(self, event: Event, how: str) -> None:
+        started = self._started.pop(id(event.assoc), None)
+        if started is None:
+            return  # rejected, or already logged
+        elapsed = time.monotonic() - started
+        summary = self.storage_scp.summary(event.assoc)
+        log.info(
+            "association %s -> %s %s after %.1f s%s",
+            _peer(event),
+            event.assoc.acceptor.ae_title,
+            how,
+            elapsed,
+            f": {summary}" if summary else "",
+        )
+
+    def start(self) -> None:
+        spool_dir = self.archive.storage.receive_dir()
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        spool.install(Path(spool_dir))
+        reactor.install()
+        address = (self.settings.bind_address, self.settings.dicom_port)
+        server = self.ae.make_server(
+            address, evt_handlers=self._handlers(), server_class=_NoDelayServer
+        )
+        self._server = server
+        thread = threading.Thread(target=server.serve_forever, name="dimse-accept", daemon=True)
+        thread.start()
+        log.info(
+            "DIMSE server %s listening on %s:%d",
+            self.settings.ae_title,
+            *server.server_address[:2],
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()  # closes the listening socket too
+        grace = self.settings.shutdown_grace
+        if not self.storage_scp.in_flight.wait_idle(grace):
+            log.warning("C-STOREs still running after %.0f s; aborting", grace)
+        for assoc in list(self.ae.active_associations):
+            assoc.abort()
+        self.storage_scp.in_flight.wait_idle(grace)
+        self._server = None

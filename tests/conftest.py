@@ -1,0 +1,269 @@
+"""Test fixtures: a real ``pacsnode serve`` process on loopback, real files, real databases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import sqlalchemy as sa
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from pacsnode.archive.core import Archive
+from pacsnode.config import Settings
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data"
+POSTGRES_ENV = "PACSNODE_TEST_POSTGRES_URL"
+
+
+def pydicom_data_dir() -> Path:
+    """pydicom-data's files, read from its package folder (never downloaded)."""
+    import data_store
+
+    return Path(data_store.__file__).parent / "data"
+
+
+def corpus() -> list[Path]:
+    """Every DICOM file shipped by pydicom and pydicom-data."""
+    folders = [
+        PYDICOM_FILES / "test_files",
+        PYDICOM_FILES / "charset_files",
+        pydicom_data_dir(),
+    ]
+    return sorted(p for folder in folders for p in folder.glob("*.dcm"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, server: dict[str, Any], remotes: list[dict[str, Any]]) -> Path:
+    lines = ["[server]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in server.items()]
+    for remote in remotes:
+        lines.append("\n[[remote_ae]]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in remote.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class RunningServer:
+    """A ``pacsnode serve`` child process and what a test needs to talk to it."""
+
+    config_path: Path
+    data_dir: Path
+    port: int
+    ae_title: str
+    log_path: Path
+    database_url: str
+    process: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 20.0) -> RunningServer:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pacsnode",
+                "serve",
+                "--config",
+                str(self.config_path),
+                *self.extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pacsnode exited early:\n{self.log()}")
+            if "pacsnode ready" in self.log():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"pacsnode did not start:\n{self.log()}")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def archive(self) -> Archive:
+        """The archive as the server sees it, opened from the test (same files, same DB)."""
+        return Archive(Settings(data_dir=self.data_dir, database_url=self.database_url))
+
+
+ServerFactory = Callable[..., RunningServer]
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    started: list[RunningServer] = []
+
+    def make(
+        *,
+        remotes: list[dict[str, Any]] | None = None,
+        start: bool = True,
+        data_dir: Path | None = None,
+        **server: Any,
+    ) -> RunningServer:
+        name = f"server{len(started)}"
+        port = server.pop("dicom_port", None) or free_port()
+        data = data_dir or tmp_path / f"{name}-data"
+        settings = {
+            "ae_title": "PACSNODE",
+            "dicom_port": port,
+            "data_dir": str(data),
+            "bind_address": "127.0.0.1",
+            "log_level": "INFO",
+            **server,
+        }
+        config = write_config(tmp_path / f"{name}.toml", settings, remotes or [])
+        running = RunningServer(
+            config,
+            data,
+            port,
+            settings["ae_title"],
+            tmp_path / f"{name}.log",
+            settings.get("database_url") or Settings(data_dir=data).resolved_database_url,
+        )
+        started.append(running)
+        return running.start() if start else running
+
+    yield make
+    for running in started:
+        running.kill()
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> RunningServer:
+    return server_factory()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_ENV} must be set in CI")
+        pytest.skip(f"set {POSTGRES_ENV} to run against PostgreSQL")
+    name = f"pacsnode_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def ct_dataset(
+    *,
+    study: str | None = None,
+    series: str | None = None,
+    patient_id: str = "PAT001",
+    patient_name: str = "DOE^JOHN",
+    modality: str = "CT",
+    rows: int = 16,
+    instance: str | None = None,
+    sop_class: str = CTImageStorage,
+    **attributes: Any,
+) -> Dataset:
+    """A small but complete image instance; attributes override or extend it."""
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = instance or generate_uid()
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.StudyDate = "20260115"
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = "ACC001"
+    ds.Modality = modality
+    ds.InstanceNumber = 1
+    ds.Rows = ds.Columns = rows
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = bytes(range(256)) * (rows * rows * 2 // 256) + b"\0" * (rows * rows * 2 % 256)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def save(ds: Dataset, path: Path) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The encoded data set of a Part 10 file: everything after its File Meta."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    with path.open("rb") as fp:
+        read_preamble(fp, True)
+        _read_file_meta_info(fp)
+        return fp.read()
+
+
+def stored_path(server: RunningServer, sop_instance_uid: str) -> Path:
+    archive = server.archive()
+    try:
+        found = archive.index.find_instance(sop_instance_uid)
+        assert found is not None, f"{sop_instance_uid} is not in the index"
+        return archive.storage.absolute(found.file_path)
+    finally:
+        archive.close()
+
+
+def sigkill(process: subprocess.Popen[bytes]) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)

@@ -1,0 +1,77 @@
+"""Peers for the tests: pynetdicom as a modality, and the DCMTK command-line tools."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pynetdicom import AE, _config, build_context
+from pynetdicom.association import Association
+
+_config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent as its exact bytes
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+def associate(
+    port: int,
+    contexts: Sequence[tuple[str, Sequence[str]]],
+    calling_ae: str = "MODALITY",
+    called_ae: str = "PACSNODE",
+    max_pdu: int = 16384,
+) -> Association:
+    ae = AE(ae_title=calling_ae)
+    ae.maximum_pdu_size = max_pdu
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    requested = [build_context(abstract, list(syntaxes)) for abstract, syntaxes in contexts]
+    return ae.associate("127.0.0.1", port, contexts=requested, ae_title=called_ae)
+
+
+def file_context(path: Path) -> tuple[str, str]:
+    meta = dcmread(path, stop_before_pixels=True).file_meta
+    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
+
+
+def send_files(
+    port: int, paths: Iterable[Path], calling_ae: str = "MODALITY"
+) -> dict[Path, Dataset | None]:
+    """C-STORE each file as its own bytes, one context per (SOP class, syntax) used."""
+    paths = list(paths)
+    needed = sorted({file_context(p) for p in paths})
+    assoc = associate(port, [(sop, [ts]) for sop, ts in needed], calling_ae)
+    assert assoc.is_established
+    try:
+        return {path: assoc.send_c_store(path) for path in paths}
+    finally:
+        assoc.release()
+
+
+def send_datasets(
+    port: int,
+    datasets: Iterable[Dataset],
+    calling_ae: str = "MODALITY",
+    syntaxes: Sequence[str] = ("1.2.840.10008.1.2.1",),
+) -> list[int]:
+    """C-STORE data sets; returns each response status."""
+    datasets = list(datasets)
+    classes = sorted({str(ds.SOPClassUID) for ds in datasets})
+    assoc = associate(port, [(sop, syntaxes) for sop in classes], calling_ae)
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def dcmtk(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool, capturing its output."""
+    return subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        check=False,
+    )

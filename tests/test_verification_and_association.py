@@ -1,0 +1,79 @@
+"""C-ECHO on every uncompressed transfer syntax, association limits and max PDU."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import RunningServer, ServerFactory
+from peers import VERIFICATION, associate, dcmtk
+
+UNCOMPRESSED = {
+    "implicit little": "1.2.840.10008.1.2",
+    "explicit little": "1.2.840.10008.1.2.1",
+    "explicit big": "1.2.840.10008.1.2.2",
+}
+
+
+@pytest.mark.parametrize("syntax", UNCOMPRESSED.values(), ids=UNCOMPRESSED.keys())
+def test_echo_on_each_uncompressed_syntax_alone(server: RunningServer, syntax: str) -> None:
+    assoc = associate(server.port, [(VERIFICATION, [syntax])])
+    assert assoc.is_established
+    accepted = assoc.accepted_contexts
+    assert [str(cx.transfer_syntax[0]) for cx in accepted] == [syntax]
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+
+
+def test_echo_refuses_a_compressed_only_proposal(server: RunningServer) -> None:
+    assoc = associate(server.port, [(VERIFICATION, ["1.2.840.10008.1.2.4.50"])])
+    # The association may stand, but without a usable Verification context.
+    assert not assoc.accepted_contexts
+    assert assoc.rejected_contexts[0].result == 0x04  # transfer syntaxes not supported
+    if assoc.is_established:
+        assoc.release()
+
+
+@pytest.mark.parametrize("count", ["1", "2", "3"])
+def test_dcmtk_echoscu(server: RunningServer, count: str) -> None:
+    result = dcmtk(
+        "echoscu", "-v", "--propose-ts", count, "-aec", "PACSNODE", "127.0.0.1", str(server.port)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Received Echo Response (Success)" in result.stderr
+
+
+def test_one_log_line_per_association(server: RunningServer) -> None:
+    dcmtk("echoscu", "-aet", "LOGCHECK", "127.0.0.1", str(server.port))
+    lines = [line for line in server.log().splitlines() if "LOGCHECK@127.0.0.1" in line]
+    assert len(lines) == 1
+    assert "released" in lines[0]
+
+
+def test_association_limit_rejects_as_transient_local_limit(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(max_associations=2)
+    first = associate(server.port, [(VERIFICATION, ["1.2.840.10008.1.2"])])
+    second = associate(server.port, [(VERIFICATION, ["1.2.840.10008.1.2"])])
+    assert first.is_established and second.is_established
+    third = associate(server.port, [(VERIFICATION, ["1.2.840.10008.1.2"])])
+    assert third.is_rejected
+    reply = third.acceptor.primitive
+    assert (reply.result, reply.result_source, reply.diagnostic) == (0x02, 0x03, 0x02)
+
+    refused = dcmtk("echoscu", "-v", "127.0.0.1", str(server.port))
+    assert refused.returncode != 0
+    assert "Local Limit Exceeded" in refused.stderr
+
+    first.release()
+    again = associate(server.port, [(VERIFICATION, ["1.2.840.10008.1.2"])])
+    assert again.is_established
+    assert again.send_c_echo().Status == 0x0000
+    again.release()
+    second.release()
+
+
+def test_max_pdu_is_configurable(server_factory: ServerFactory) -> None:
+    server = server_factory(max_pdu_size=16384)
+    assoc = associate(server.port, [(VERIFICATION, ["1.2.840.10008.1.2"])])
+    assert assoc.acceptor.maximum_length == 16384
+    assoc.release()
