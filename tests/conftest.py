@@ -82,6 +82,7 @@ class RunningServer:
     extra_args: list[str] = field(default_factory=list)
 
     def start(self, timeout: float = 20.0) -> RunningServer:
+        already = len(self.log())  # a restart appends to the same log
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -101,7 +102,7 @@ class RunningServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pacsnode exited early:\n{self.log()}")
-            if "pacsnode ready" in self.log():
+            if "pacsnode ready" in self.log()[already:]:
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"pacsnode did not start:\n{self.log()}")

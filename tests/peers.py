@@ -21,10 +21,11 @@ def associate(
     calling_ae: str = "MODALITY",
     called_ae: str = "PACSNODE",
     max_pdu: int = 16384,
+    timeout: float = 30,
 ) -> Association:
     ae = AE(ae_title=calling_ae)
     ae.maximum_pdu_size = max_pdu
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     requested = [build_context(abstract, list(syntaxes)) for abstract, syntaxes in contexts]
     return ae.associate("127.0.0.1", port, contexts=requested, ae_title=called_ae)
 

@@ -24,6 +24,7 @@ app = typer.Typer(
     help="pacsnode: a DICOM archive. Run 'pacsnode serve' to start it.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
 

@@ -145,6 +145,9 @@ def _add_modality(connection: Connection, study_pk: int, modality: str | None) -
         )
 
 
+_ATTEMPTS = 5
+
+
 class Index:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -153,14 +156,21 @@ class Index:
         """Index one instance in one transaction.
 
         A SOP Instance UID already indexed is handled by ``on_duplicate``: ``keep``
-        and ``refuse`` change nothing, ``overwrite`` replaces the row; either way the
-        caller learns which file is no longer referenced.
+        and ``refuse`` change nothing, ``overwrite`` replaces the row (and refreshes
+        its patient, study and series from the new copy); the caller learns which
+        file is no longer referenced. On PostgreSQL two writers can race on the same
+        rows; the loser's transaction is simply run again.
         """
-        try:
-            with self.database.writer.begin() as connection:
-                return self._add(connection, rows, charset, on_duplicate)
-        except _Unchanged as unchanged:
-            return unchanged.added
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.database.writer.begin() as connection:
+                    return self._add(connection, rows, charset, on_duplicate)
+            except _Unchanged as unchanged:
+                return unchanged.added
+            except (sa.exc.IntegrityError, sa.exc.OperationalError):
+                if attempt == _ATTEMPTS - 1 or self.database.writer.dialect.name == "sqlite":
+                    raise
+        raise AssertionError("unreachable")
 
     def _add(
         self,
@@ -169,15 +179,31 @@ class Index:
         charset: str | None,
         on_duplicate: DuplicatePolicy,
     ) -> Added:
-        series_pk, study_pk, patient_pk, new_series, new_study = self._parents(
-            connection, rows, charset
-        )
-        statement = _insert_or_skip(connection.dialect.name, instance, ("sop_instance_uid",))
-        instance_pk = connection.execute(
-            statement, {**rows.instance, "series_pk": series_pk, "received_at": _now()}
-        ).scalar()
-        if instance_pk is None:
-            return self._duplicate(connection, rows, charset, on_duplicate)
+        uid = rows.instance["sop_instance_uid"]
+        while True:
+            series_pk, study_pk, patient_pk, new_series, new_study = self._parents(
+                connection, rows, charset
+            )
+            statement = _insert_or_skip(connection.dialect.name, instance, ("sop_instance_uid",))
+            instance_pk = connection.execute(
+                statement, {**rows.instance, "series_pk": series_pk, "received_at": _now()}
+            ).scalar()
+            if instance_pk is not None:
+                break
+            existing = connection.execute(
+                sa.select(instance.c.pk, instance.c.file_path)
+                .where(instance.c.sop_instance_uid == uid)
+                .with_for_update()
+            ).first()
+            if existing is None:
+                continue  # a concurrent writer replaced it since our insert: try again
+            if on_duplicate != "overwrite":
+                outcome: AddOutcome = "kept" if on_duplicate == "keep" else "refused"
+                raise _Unchanged(Added(existing.pk, outcome))  # rolls back any new parents
+            self._remove(connection, existing.pk)
+            added = self._add(connection, rows, charset, "keep")
+            self._refresh_parents(connection, added.pk, rows)
+            return Added(added.pk, "replaced", obsolete_file=existing.file_path)
         _bump(connection, series, series_pk, num_instances=1)
         _bump(connection, study, study_pk, num_instances=1, num_series=int(new_series))
         _bump(
@@ -192,23 +218,28 @@ class Index:
             _add_modality(connection, study_pk, rows.series.get("modality"))
         return Added(int(instance_pk), "added")
 
-    def _duplicate(
-        self,
-        connection: Connection,
-        rows: LevelRows,
-        charset: str | None,
-        on_duplicate: DuplicatePolicy,
-    ) -> Added:
-        uid = rows.instance["sop_instance_uid"]
-        existing_pk, existing_file = connection.execute(
-            sa.select(instance.c.pk, instance.c.file_path).where(instance.c.sop_instance_uid == uid)
+    @staticmethod
+    def _refresh_parents(connection: Connection, instance_pk: int, rows: LevelRows) -> None:
+        """Give the parents of a replaced instance the attributes of its new copy."""
+        series_pk, study_pk, patient_pk = connection.execute(
+            sa.select(series.c.pk, study.c.pk, study.c.patient_pk)
+            .join(study, study.c.pk == series.c.study_pk)
+            .join(instance, instance.c.series_pk == series.c.pk)
+            .where(instance.c.pk == instance_pk)
         ).one()
-        if on_duplicate != "overwrite":
-            outcome: AddOutcome = "kept" if on_duplicate == "keep" else "refused"
-            raise _Unchanged(Added(existing_pk, outcome))  # rolls back any new parents
-        self._remove(connection, existing_pk)
-        added = self._add(connection, rows, charset, "keep")
-        return Added(added.pk, "replaced", obsolete_file=existing_file)
+        identity = {
+            "patient_id",
+            "issuer_of_patient_id",
+            "study_instance_uid",
+            "series_instance_uid",
+        }
+        for table, pk, values in (
+            (series, series_pk, rows.series),
+            (study, study_pk, rows.study),
+            (patient, patient_pk, rows.patient),
+        ):
+            changes = {k: v for k, v in values.items() if k not in identity}
+            connection.execute(sa.update(table).where(table.c.pk == pk).values(**changes))
 
     def _parents(
         self, connection: Connection, rows: LevelRows, charset: str | None
@@ -277,11 +308,18 @@ class Index:
         ):
             connection.execute(sa.delete(study).where(study.c.pk == study_pk))
             _bump(connection, patient, patient_pk, num_studies=-1)
+        if (
+            connection.execute(
+                sa.select(patient.c.num_instances).where(patient.c.pk == patient_pk)
+            ).scalar_one()
+            == 0
+        ):
+            connection.execute(sa.delete(patient).where(patient.c.pk == patient_pk))
 
     @staticmethod
     def _recompute_modalities(connection: Connection, study_pk: int) -> None:
         modalities = connection.execute(
-            sa.select(sa.distinct(series.c.modality)).where(series.c.study_pk == study_pk)
+            sa.select(series.c.modality).where(series.c.study_pk == study_pk).distinct()
         ).scalars()
         joined = "\\".join(sorted(m for m in modalities if m)) or None
         connection.execute(

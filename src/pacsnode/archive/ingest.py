@@ -33,6 +33,7 @@ from pacsnode.config import DuplicatePolicy
 log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
+PROCESSING_FAILURE = 0x0110
 DUPLICATE_REFUSED = 0x0111
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
@@ -221,6 +222,11 @@ class Ingest:
         except IngestError as exc:
             outcome = Outcome.REFUSED if exc.status == DUPLICATE_REFUSED else Outcome.FAILED
             return IngestResult(exc.status, outcome, exc.comment)
+        except Exception as exc:  # a bug must cost one object, never the association
+            log.exception("ingest of %s failed", received.path)
+            return IngestResult(
+                PROCESSING_FAILURE, Outcome.FAILED, f"processing failure: {exc}"[:64]
+            )
 
     def _ingest(self, received: Received) -> IngestResult:
         try:
@@ -247,6 +253,9 @@ class Ingest:
             self.storage.delete(stored.relative_path)
             log.error("index unavailable while storing %s: %s", uids["SOPInstanceUID"], exc)
             raise IngestError(OUT_OF_RESOURCES, "index unavailable") from exc
+        except BaseException:
+            self.storage.delete(stored.relative_path)
+            raise
         if added.outcome in ("kept", "refused"):
             self.storage.delete(stored.relative_path)
         if added.obsolete_file:

@@ -114,31 +114,32 @@ def describe(path: Path) -> OutgoingFile | None:
 
 
 def _contexts(files: list[OutgoingFile]) -> list[PresentationContext]:
-    """One context per SOP class, with the files' own syntaxes first."""
-    wanted: dict[str, list[str]] = {}
+    """Per SOP class: a context for each syntax the files are in, and one uncompressed.
+
+    Separate contexts, as DCMTK's storescu proposes them, because an acceptor picks
+    one syntax per context by its own preference: offered together with Explicit
+    VR Little Endian, a JPEG file would be decompressed whenever the peer prefers
+    uncompressed data, although it accepts JPEG.
+    """
+    wanted: dict[str, set[str]] = {}
     for item in files:
-        syntaxes = wanted.setdefault(item.sop_class, [])
-        if item.transfer_syntax not in syntaxes:
-            syntaxes.insert(0, item.transfer_syntax)
+        wanted.setdefault(item.sop_class, set()).add(item.transfer_syntax)
     contexts = []
     for sop_class, syntaxes in wanted.items():
-        for fallback in UNCOMPRESSED_TRANSFER_SYNTAXES:
-            if fallback not in syntaxes:
-                syntaxes.append(fallback)
-        contexts.append(build_context(sop_class, syntaxes))
+        for syntax in sorted(syntaxes - set(UNCOMPRESSED_TRANSFER_SYNTAXES)):
+            contexts.append(build_context(sop_class, [syntax]))
+        contexts.append(build_context(sop_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES)))
     return contexts
 
 
 def _batches(files: list[OutgoingFile]) -> Iterator[list[OutgoingFile]]:
     """Split so that no association needs more than 128 presentation contexts."""
     batch: list[OutgoingFile] = []
-    classes: set[str] = set()
     for item in files:
-        if item.sop_class not in classes and len(classes) == MAX_CONTEXTS:
+        if len(_contexts([*batch, item])) > MAX_CONTEXTS:
             yield batch
-            batch, classes = [], set()
+            batch = []
         batch.append(item)
-        classes.add(item.sop_class)
     if batch:
         yield batch
 
@@ -151,19 +152,26 @@ def _accepted(assoc: Association, item: OutgoingFile) -> set[str]:
     }
 
 
+def _converted(item: OutgoingFile, accepted: set[str]) -> Dataset:
+    """The file decoded to an uncompressed syntax the peer accepted."""
+    dataset = dcmread(item.path, force=True)
+    dataset.file_meta.TransferSyntaxUID = UID(item.transfer_syntax)
+    if UID(item.transfer_syntax).is_compressed:
+        dataset.decompress(generate_instance_uid=False)
+    if ExplicitVRLittleEndian not in accepted:
+        dataset.file_meta.TransferSyntaxUID = UID(sorted(accepted)[0])
+    return dataset
+
+
 def _payload(assoc: Association, item: OutgoingFile) -> Path | Dataset:
     accepted = _accepted(assoc, item)
     if item.has_meta and item.transfer_syntax in accepted:
         return item.path  # sent byte for byte
-    dataset = dcmread(item.path, force=True)
-    dataset.file_meta.TransferSyntaxUID = UID(item.transfer_syntax)
     if item.transfer_syntax in accepted:
+        dataset = dcmread(item.path, force=True)
+        dataset.file_meta.TransferSyntaxUID = UID(item.transfer_syntax)
         return dataset
-    if UID(item.transfer_syntax).is_compressed:
-        dataset.decompress()
-    if ExplicitVRLittleEndian not in accepted:
-        dataset.file_meta.TransferSyntaxUID = UID(sorted(accepted)[0])
-    return dataset
+    return _converted(item, accepted)
 
 
 def store(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
 import threading
 import time
 from pathlib import Path
@@ -44,6 +45,11 @@ class _NoDelayServer(ThreadedAssociationServer):
         client, address = super().get_request()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client, address
+
+    def shutdown(self) -> None:
+        """Stop accepting; unlike pynetdicom's, for a server made with make_server()."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
 
 
 def register_storage_classes() -> None:

@@ -1,0 +1,416 @@
+"""The index behind ingest, on SQLite and on PostgreSQL: counters, duplicates, identity."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import sqlalchemy as sa
+from conftest import PYDICOM_FILES, ct_dataset, dataset_bytes, save
+from pydicom import Dataset, dcmread
+from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage, generate_uid
+
+from pacsnode.archive.core import Archive
+from pacsnode.archive.ingest import IngestResult, Outcome, Received
+from pacsnode.archive.schema import instance, patient, series, study
+from pacsnode.config import DuplicatePolicy, Settings
+
+CANNOT_UNDERSTAND = 0xC000
+DUPLICATE_REFUSED = 0x0111
+
+
+@pytest.fixture
+def archive(tmp_path: Path, database_url: str) -> Iterator[Archive]:
+    opened = Archive(Settings(data_dir=tmp_path / "data", database_url=database_url))
+    yield opened
+    opened.close()
+
+
+def ingest(
+    archive: Archive, ds: Dataset, policy: DuplicatePolicy = "keep"
+) -> tuple[IngestResult, Path]:
+    """Save ``ds`` as a Part 10 file outside the archive and ingest it."""
+    folder = archive.settings.data_dir.parent / "incoming"
+    folder.mkdir(exist_ok=True)
+    source = save(ds, folder / f"{uuid.uuid4().hex}.dcm")
+    return archive.ingest(Received(source, duplicate_policy=policy)), source
+
+
+def rows(archive: Archive, table: sa.Table, *where: Any) -> list[dict[str, Any]]:
+    with archive.database.reader.connect() as connection:
+        result = connection.execute(sa.select(table).where(*where).order_by(table.c.pk))
+        return [dict(row._mapping) for row in result]
+
+
+def one(archive: Archive, table: sa.Table, *where: Any) -> dict[str, Any]:
+    found = rows(archive, table, *where)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def counters(row: dict[str, Any]) -> dict[str, int]:
+    names = ("num_studies", "num_series", "num_instances")
+    return {name: row[name] for name in names if name in row}
+
+
+def stored_files(archive: Archive) -> list[Path]:
+    return sorted(archive.storage.root.rglob("*.dcm"))
+
+
+def stored_file(archive: Archive, sop_instance_uid: str) -> Path:
+    found = archive.index.find_instance(sop_instance_uid)
+    assert found is not None, f"{sop_instance_uid} is not indexed"
+    return archive.storage.absolute(found.file_path)
+
+
+def test_counters_and_modalities_over_two_studies(archive: Archive) -> None:
+    study_a, study_b = generate_uid(), generate_uid()
+    ct_series, pr_series, b_series = generate_uid(), generate_uid(), generate_uid()
+    datasets = [
+        ct_dataset(study=study_a, series=ct_series, InstanceNumber=1),
+        ct_dataset(study=study_a, series=ct_series, InstanceNumber=2),
+        ct_dataset(
+            study=study_a,
+            series=pr_series,
+            modality="PR",
+            sop_class=GrayscaleSoftcopyPresentationStateStorage,
+        ),
+        ct_dataset(study=study_b, series=b_series),
+    ]
+    for ds in datasets:
+        result, _ = ingest(archive, ds)
+        assert (result.status, result.outcome) == (0x0000, Outcome.STORED), result
+
+    assert counters(one(archive, patient, patient.c.patient_id == "PAT001")) == {
+        "num_studies": 2,
+        "num_series": 3,
+        "num_instances": 4,
+    }
+    first = one(archive, study, study.c.study_instance_uid == study_a)
+    assert counters(first) == {"num_series": 2, "num_instances": 3}
+    assert first["modalities_in_study"] == "CT\\PR"
+    second = one(archive, study, study.c.study_instance_uid == study_b)
+    assert counters(second) == {"num_series": 1, "num_instances": 1}
+    assert second["modalities_in_study"] == "CT"
+    by_series = {row["series_instance_uid"]: row["num_instances"] for row in rows(archive, series)}
+    assert by_series == {ct_series: 2, pr_series: 1, b_series: 1}
+    stats = archive.index.stats()
+    assert (stats.patients, stats.studies, stats.series, stats.instances) == (1, 2, 3, 4)
+    assert stats.bytes == sum(path.stat().st_size for path in stored_files(archive))
+
+
+def two_copies() -> tuple[Dataset, Dataset]:
+    first = ct_dataset(patient_name="FIRST^COPY")
+    second = ct_dataset(
+        patient_name="SECOND^COPY",
+        study=first.StudyInstanceUID,
+        series=first.SeriesInstanceUID,
+        instance=first.SOPInstanceUID,
+    )
+    return first, second
+
+
+def all_counters(archive: Archive) -> list[dict[str, int]]:
+    return [counters(one(archive, table)) for table in (patient, study, series)]
+
+
+ONE_OF_EACH = [
+    {"num_studies": 1, "num_series": 1, "num_instances": 1},
+    {"num_series": 1, "num_instances": 1},
+    {"num_instances": 1},
+]
+
+
+def test_duplicate_kept(archive: Archive) -> None:
+    first, second = two_copies()
+    stored, first_source = ingest(archive, first)
+    assert stored.outcome == Outcome.STORED
+    uid = str(first.SOPInstanceUID)
+    kept_file = stored_file(archive, uid)
+
+    result, _ = ingest(archive, second, "keep")
+
+    assert (result.status, result.outcome) == (0x0000, Outcome.DUPLICATE)
+    assert result.sop_instance_uid == uid
+    assert stored_file(archive, uid) == kept_file
+    assert str(dcmread(kept_file).PatientName) == "FIRST^COPY"
+    assert dataset_bytes(kept_file) == dataset_bytes(first_source)
+    assert stored_files(archive) == [kept_file]  # the second copy left no file behind
+    assert len(rows(archive, instance)) == 1
+    assert all_counters(archive) == ONE_OF_EACH
+
+
+def test_duplicate_overwritten(archive: Archive) -> None:
+    first, second = two_copies()
+    ingest(archive, first)
+    uid = str(first.SOPInstanceUID)
+    old_file = stored_file(archive, uid)
+
+    result, second_source = ingest(archive, second, "overwrite")
+
+    assert (result.status, result.outcome) == (0x0000, Outcome.REPLACED)
+    new_file = stored_file(archive, uid)
+    assert new_file != old_file
+    assert not old_file.exists()
+    assert str(dcmread(new_file).PatientName) == "SECOND^COPY"
+    assert dataset_bytes(new_file) == dataset_bytes(second_source)
+    assert stored_files(archive) == [new_file]
+    assert len(rows(archive, instance)) == 1
+    assert all_counters(archive) == ONE_OF_EACH
+    assert archive.index.stats().bytes == new_file.stat().st_size
+
+
+def test_duplicate_refused(archive: Archive) -> None:
+    first, second = two_copies()
+    _, first_source = ingest(archive, first)
+    uid = str(first.SOPInstanceUID)
+    kept_file = stored_file(archive, uid)
+
+    result, _ = ingest(archive, second, "refuse")
+
+    assert (result.status, result.outcome) == (DUPLICATE_REFUSED, Outcome.REFUSED)
+    assert not result.ok
+    assert stored_file(archive, uid) == kept_file
+    assert str(dcmread(kept_file).PatientName) == "FIRST^COPY"
+    assert dataset_bytes(kept_file) == dataset_bytes(first_source)
+    assert stored_files(archive) == [kept_file]
+    assert all_counters(archive) == ONE_OF_EACH
+
+
+def test_overwrite_of_the_only_instance_of_a_series_keeps_counters(archive: Archive) -> None:
+    study_uid, ct_series, pr_series = generate_uid(), generate_uid(), generate_uid()
+    for number in (1, 2):
+        ingest(archive, ct_dataset(study=study_uid, series=ct_series, InstanceNumber=number))
+    pr = ct_dataset(
+        study=study_uid,
+        series=pr_series,
+        modality="PR",
+        sop_class=GrayscaleSoftcopyPresentationStateStorage,
+        SeriesDescription="FIRST",
+    )
+    ingest(archive, pr)
+    pr.SeriesDescription = "SECOND"
+
+    result, _ = ingest(archive, pr, "overwrite")
+
+    assert result.outcome == Outcome.REPLACED
+    assert counters(one(archive, patient)) == {
+        "num_studies": 1,
+        "num_series": 2,
+        "num_instances": 3,
+    }
+    the_study = one(archive, study)
+    assert counters(the_study) == {"num_series": 2, "num_instances": 3}
+    assert the_study["modalities_in_study"] == "CT\\PR"
+    assert one(archive, series, series.c.series_instance_uid == ct_series)["num_instances"] == 2
+    replaced = one(archive, series, series.c.series_instance_uid == pr_series)
+    assert replaced["num_instances"] == 1
+    assert replaced["series_description"] == "SECOND"
+    assert len(stored_files(archive)) == 3
+    stats = archive.index.stats()
+    assert (stats.patients, stats.studies, stats.series, stats.instances) == (1, 1, 2, 3)
+
+
+def test_overwrite_with_an_edited_patient_updates_the_index(archive: Archive) -> None:
+    """The overwrite policy exists for re-sent edits (CDRClient): the index follows the edit."""
+    first = ct_dataset(patient_id="EDIT1", patient_name="OLD^NAME", StudyDescription="OLD")
+    second = ct_dataset(
+        patient_id="EDIT1",
+        patient_name="NEW^NAME",
+        StudyDescription="NEW",
+        study=first.StudyInstanceUID,
+        series=first.SeriesInstanceUID,
+        instance=first.SOPInstanceUID,
+    )
+    ingest(archive, first)
+
+    result, _ = ingest(archive, second, "overwrite")
+
+    assert result.outcome == Outcome.REPLACED
+    assert str(dcmread(stored_file(archive, str(first.SOPInstanceUID))).PatientName) == "NEW^NAME"
+    assert one(archive, study)["study_description"] == "NEW"
+    edited = one(archive, patient, patient.c.patient_id == "EDIT1")
+    assert (edited["patient_name"], edited["patient_name_ci"]) == ("NEW^NAME", "NEW^NAME")
+
+
+def test_overwrite_with_a_corrected_patient_id_leaves_no_empty_patient(archive: Archive) -> None:
+    first = ct_dataset(patient_id="WRONG", patient_name="DOE^JANE")
+    second = ct_dataset(
+        patient_id="RIGHT",
+        patient_name="DOE^JANE",
+        study=first.StudyInstanceUID,
+        series=first.SeriesInstanceUID,
+        instance=first.SOPInstanceUID,
+    )
+    ingest(archive, first)
+
+    result, _ = ingest(archive, second, "overwrite")
+
+    assert result.outcome == Outcome.REPLACED
+    moved = one(archive, study)
+    assert one(archive, patient, patient.c.pk == moved["patient_pk"])["patient_id"] == "RIGHT"
+    assert [row["patient_id"] for row in rows(archive, patient)] == ["RIGHT"]
+    assert archive.index.stats().patients == 1
+
+
+def test_concurrent_overwrites_of_one_instance(archive: Archive) -> None:
+    """Eight senders re-send one instance at once under the overwrite policy."""
+    ds = ct_dataset(patient_id="RESENT")
+    folder = archive.settings.data_dir.parent / "resent"
+    folder.mkdir()
+    sources = [save(ds, folder / f"{number}.dcm") for number in range(8)]
+    start = threading.Barrier(len(sources))
+
+    def resend(source: Path) -> IngestResult:
+        start.wait(timeout=60)
+        return archive.ingest(Received(source, duplicate_policy="overwrite"))
+
+    with ThreadPoolExecutor(len(sources)) as pool:
+        results = list(pool.map(resend, sources))
+
+    assert [r.status for r in results] == [0x0000] * 8, [r.comment for r in results]
+    assert sorted(r.outcome for r in results) == [Outcome.REPLACED] * 7 + [Outcome.STORED]
+    assert len(rows(archive, instance)) == 1
+    assert all_counters(archive) == ONE_OF_EACH
+    files = stored_files(archive)
+    assert files == [stored_file(archive, str(ds.SOPInstanceUID))]  # no orphan copies
+    assert dataset_bytes(files[0]) == dataset_bytes(sources[0])
+
+
+def test_issuer_of_patient_id_separates_patients(archive: Archive) -> None:
+    for issuer in ("HOSPITAL_A", "HOSPITAL_B"):
+        ds = ct_dataset(patient_id="SAME", IssuerOfPatientID=issuer)
+        assert ingest(archive, ds)[0].ok
+
+    found = rows(archive, patient, patient.c.patient_id == "SAME")
+    assert sorted(row["issuer_of_patient_id"] for row in found) == ["HOSPITAL_A", "HOSPITAL_B"]
+    assert [row["num_studies"] for row in found] == [1, 1]
+
+
+def test_same_patient_id_and_issuer_is_one_patient(archive: Archive) -> None:
+    for _ in range(2):
+        ds = ct_dataset(patient_id="SAME", IssuerOfPatientID="HOSPITAL_A")
+        assert ingest(archive, ds)[0].ok
+
+    found = one(archive, patient, patient.c.patient_id == "SAME")
+    assert found["issuer_of_patient_id"] == "HOSPITAL_A"
+    assert counters(found) == {"num_studies": 2, "num_series": 2, "num_instances": 2}
+    assert len(rows(archive, study, study.c.patient_pk == found["pk"])) == 2
+
+
+def test_patient_id_without_issuer_is_not_merged_with_an_issued_one(archive: Archive) -> None:
+    assert ingest(archive, ct_dataset(patient_id="SAME"))[0].ok
+    assert ingest(archive, ct_dataset(patient_id="SAME", IssuerOfPatientID="HOSPITAL_A"))[0].ok
+
+    found = rows(archive, patient, patient.c.patient_id == "SAME")
+    assert sorted(row["issuer_of_patient_id"] for row in found) == ["", "HOSPITAL_A"]
+
+
+CHARSET_FILES = ["chrH31.dcm", "chrRuss.dcm", "chrGreek.dcm", "chrX1.dcm"]
+
+
+@pytest.mark.parametrize("name", CHARSET_FILES)
+def test_patient_names_are_decoded_with_their_character_set(archive: Archive, name: str) -> None:
+    source = PYDICOM_FILES / "charset_files" / name
+    expected = pydicom.dcmread(source)
+
+    result = archive.ingest(Received(source))
+
+    assert (result.status, result.outcome) == (0x0000, Outcome.STORED), result
+    the_study = one(archive, study, study.c.study_instance_uid == expected.StudyInstanceUID)
+    row = one(archive, patient, patient.c.pk == the_study["patient_pk"])
+    assert row["patient_name"] == str(expected.PatientName)
+    assert row["patient_name_ci"] == str(expected.PatientName).upper()
+    assert not row["patient_name"].isascii()
+    stored = stored_file(archive, str(expected.SOPInstanceUID))
+    assert dataset_bytes(stored) == dataset_bytes(source)
+
+
+def test_eight_threads_fill_one_new_study_at_once(archive: Archive) -> None:
+    study_uid, series_uid = generate_uid(), generate_uid()
+    folder = archive.settings.data_dir.parent / "concurrent"
+    folder.mkdir()
+    sources = [
+        save(
+            ct_dataset(study=study_uid, series=series_uid, InstanceNumber=number),
+            folder / f"{number}.dcm",
+        )
+        for number in range(40)
+    ]
+    threads = 8
+    start = threading.Barrier(threads)
+
+    def ingest_share(share: list[Path]) -> list[IngestResult]:
+        start.wait(timeout=60)  # every thread begins with the study not yet indexed
+        return [archive.ingest(Received(path)) for path in share]
+
+    with ThreadPoolExecutor(threads) as pool:
+        shares = [sources[i::threads] for i in range(threads)]
+        results = [r for batch in pool.map(ingest_share, shares) for r in batch]
+
+    assert len(results) == 40
+    assert [r.status for r in results] == [0x0000] * 40, [r.comment for r in results]
+    assert {r.outcome for r in results} == {Outcome.STORED}
+    assert counters(one(archive, patient)) == {
+        "num_studies": 1,
+        "num_series": 1,
+        "num_instances": 40,
+    }
+    the_study = one(archive, study)
+    assert the_study["study_instance_uid"] == study_uid
+    assert counters(the_study) == {"num_series": 1, "num_instances": 40}
+    assert one(archive, series)["num_instances"] == 40
+    assert len(rows(archive, instance)) == 40
+    assert len(stored_files(archive)) == 40
+
+
+def alembic_versions(archive: Archive) -> list[str]:
+    with archive.database.reader.connect() as connection:
+        return list(
+            connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
+        )
+
+
+def test_schema_is_created_by_alembic_and_reopening_changes_nothing(
+    archive: Archive, tmp_path: Path, database_url: str
+) -> None:
+    assert alembic_versions(archive) == ["0001"]
+    ds = ct_dataset()
+    result, source = ingest(archive, ds)
+    assert result.ok
+    tables = sorted(sa.inspect(archive.database.reader).get_table_names())
+    assert {"alembic_version", "patient", "study", "series", "instance"} <= set(tables)
+    before = archive.index.stats()
+    rows_before = {t.name: rows(archive, t) for t in (patient, study, series, instance)}
+
+    again = Archive(Settings(data_dir=tmp_path / "data", database_url=database_url))
+    try:
+        assert alembic_versions(again) == ["0001"]
+        assert sorted(sa.inspect(again.database.reader).get_table_names()) == tables
+        assert again.index.stats() == before
+        assert {t.name: rows(again, t) for t in (patient, study, series, instance)} == rows_before
+        found = again.index.find_instance(str(ds.SOPInstanceUID))
+        assert found is not None
+        assert dataset_bytes(again.storage.absolute(found.file_path)) == dataset_bytes(source)
+    finally:
+        again.close()
+
+
+def test_missing_study_instance_uid_is_refused_and_nothing_indexed(archive: Archive) -> None:
+    ds = ct_dataset()
+    del ds.StudyInstanceUID
+
+    result, _ = ingest(archive, ds)
+
+    assert (result.status, result.outcome) == (CANNOT_UNDERSTAND, Outcome.FAILED)
+    assert "StudyInstanceUID" in result.comment
+    assert archive.index.find_instance(str(ds.SOPInstanceUID)) is None
+    stats = archive.index.stats()
+    assert (stats.patients, stats.studies, stats.series, stats.instances) == (0, 0, 0, 0)
+    assert stored_files(archive) == []
