@@ -28,8 +28,9 @@ class Sender(threading.Thread):
         self.error: str | None = None
 
     def run(self) -> None:
-        # Short timeouts: pynetdicom notices a killed peer only when they expire.
-        assoc = associate(self.port, [(CTImageStorage, [ExplicitVRLittleEndian])], timeout=3)
+        # pynetdicom notices a killed or aborting peer only when its DIMSE timeout
+        # expires: keep it short, but far above the few milliseconds a store takes.
+        assoc = associate(self.port, [(CTImageStorage, [ExplicitVRLittleEndian])], timeout=8)
         try:
             for ds in self.datasets:
                 if not assoc.is_established:

@@ -175,7 +175,10 @@ def _print_summary(outcomes: Counter[str], reasons: Counter[str]) -> None:
 HostArg = Annotated[str, typer.Argument(help="Host of the remote node.")]
 PortArg = Annotated[int, typer.Argument(help="DIMSE port of the remote node.")]
 CalledOption = Annotated[str, typer.Option("--called-ae", "-aec", help="The peer's AE title.")]
-CallingOption = Annotated[str, typer.Option("--calling-ae", "-aet", help="Our AE title.")]
+CallingOption = Annotated[
+    str | None,
+    typer.Option("--calling-ae", "-aet", help="Our AE title (default: the configured ae_title)."),
+]
 
 
 @app.command()
@@ -183,12 +186,14 @@ def echo(
     host: HostArg,
     port: PortArg,
     called_ae: CalledOption = "ANY-SCP",
-    calling_ae: CallingOption = "PACSNODE",
+    calling_ae: CallingOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Send a C-ECHO (verification). Exit code 0 only on success."""
     from pacsnode.dimse.scu import AssociationFailed, Peer
     from pacsnode.dimse.scu import echo as send_echo
 
+    calling_ae = calling_ae or _settings(config).ae_title
     started = time.monotonic()
     try:
         status = send_echo(Peer(host, port, called_ae, calling_ae))
@@ -209,7 +214,8 @@ def store(
     port: PortArg,
     files: Annotated[list[Path], typer.Argument(help="Files or folders to send.", exists=True)],
     called_ae: CalledOption = "ANY-SCP",
-    calling_ae: CallingOption = "PACSNODE",
+    calling_ae: CallingOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Send DICOM files with C-STORE, each in its own transfer syntax when accepted.
 
@@ -217,6 +223,8 @@ def store(
     """
     from pacsnode.dimse.scu import AssociationFailed, Peer, StoreOutcome, describe
     from pacsnode.dimse.scu import store as send
+
+    calling_ae = calling_ae or _settings(config).ae_title
 
     _configure_logging("ERROR")
     candidates = list(_walk(files))

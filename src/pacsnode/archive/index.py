@@ -7,6 +7,9 @@ C-STORE answers success, so what a peer was told is stored is in the index.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -151,20 +154,33 @@ _ATTEMPTS = 5
 class Index:
     def __init__(self, database: Database) -> None:
         self.database = database
+        # SQLite lets one writer in at a time and makes the others poll with sleeps of
+        # a millisecond and more; queueing them on a lock here hands over at once.
+        sqlite_writer = database.writer.dialect.name == "sqlite"
+        self._write_lock = threading.Lock() if sqlite_writer else contextlib.nullcontext()
 
-    def add(self, rows: LevelRows, charset: str | None, on_duplicate: DuplicatePolicy) -> Added:
+    def add(
+        self,
+        rows: LevelRows,
+        charset: str | None,
+        on_duplicate: DuplicatePolicy,
+        before_commit: Callable[[], object] = lambda: None,
+    ) -> Added:
         """Index one instance in one transaction.
 
         A SOP Instance UID already indexed is handled by ``on_duplicate``: ``keep``
         and ``refuse`` change nothing, ``overwrite`` replaces the row (and refreshes
         its patient, study and series from the new copy); the caller learns which
         file is no longer referenced. On PostgreSQL two writers can race on the same
-        rows; the loser's transaction is simply run again.
+        rows; the loser's transaction is simply run again. ``before_commit`` runs
+        last inside the transaction: an exception from it rolls everything back.
         """
         for attempt in range(_ATTEMPTS):
             try:
-                with self.database.writer.begin() as connection:
-                    return self._add(connection, rows, charset, on_duplicate)
+                with self._write_lock, self.database.writer.begin() as connection:
+                    added = self._add(connection, rows, charset, on_duplicate)
+                    before_commit()
+                    return added
             except _Unchanged as unchanged:
                 return unchanged.added
             except (sa.exc.IntegrityError, sa.exc.OperationalError):

@@ -9,9 +9,11 @@ response, an import summary, a STOW-RS failure reason.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pacsnode.archive.attributes import Level, column_values, text_value
 from pacsnode.archive.index import Index, LevelRows
-from pacsnode.archive.storage import Storage, StoredFile, file_meta
+from pacsnode.archive.storage import Storage, file_meta
 from pacsnode.archive.uids import syntax_of_encoding
 from pacsnode.config import DuplicatePolicy
 
@@ -81,6 +83,17 @@ class Prepared:
             self.sop_class_uid == uids["SOPClassUID"]
             and self.sop_instance_uid == uids["SOPInstanceUID"]
         )
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A file on its way into storage."""
+
+    relative_path: str
+    size: int
+    checksum: str
+    wait: Callable[[], object]
+    """Returns once the file is durable in place; raises OSError if it could not be."""
 
 
 @dataclass(frozen=True)
@@ -236,28 +249,32 @@ class Ingest:
         uids = _required_uids(parsed.dataset)
         _check_against_request(received, uids)
         rows = _level_rows(parsed.dataset)
-        stored = self._store_file(received, parsed, uids)
+        placement = self._place_file(received, parsed, uids)
         rows.instance.update(
             transfer_syntax_uid=parsed.transfer_syntax,
-            file_path=stored.relative_path,
-            file_size=stored.size,
-            checksum=stored.checksum,
+            file_path=placement.relative_path,
+            file_size=placement.size,
+            checksum=placement.checksum,
             source_ae=(received.source_ae or "").strip() or None,
         )
         charset = parsed.dataset.get("SpecificCharacterSet")
         try:
             added = self.index.add(
-                rows, text_value(charset) if charset else None, received.duplicate_policy
+                rows,
+                text_value(charset) if charset else None,
+                received.duplicate_policy,
+                before_commit=placement.wait,
             )
-        except DBAPIError as exc:
-            self.storage.delete(stored.relative_path)
-            log.error("index unavailable while storing %s: %s", uids["SOPInstanceUID"], exc)
-            raise IngestError(OUT_OF_RESOURCES, "index unavailable") from exc
-        except BaseException:
-            self.storage.delete(stored.relative_path)
+        except BaseException as exc:
+            self._discard(placement)
+            if isinstance(exc, DBAPIError):
+                log.error("index unavailable while storing %s: %s", uids["SOPInstanceUID"], exc)
+                raise IngestError(OUT_OF_RESOURCES, "index unavailable") from exc
+            if isinstance(exc, OSError):
+                raise _resource_error(exc) from exc
             raise
         if added.outcome in ("kept", "refused"):
-            self.storage.delete(stored.relative_path)
+            self._discard(placement)
         if added.obsolete_file:
             self.storage.delete(added.obsolete_file)
         if added.outcome == "refused":
@@ -269,28 +286,35 @@ class Ingest:
         }[added.outcome]
         return IngestResult(SUCCESS, outcome, "", uids["SOPInstanceUID"])
 
-    def _store_file(self, received: Received, parsed: _Parsed, uids: dict[str, str]) -> StoredFile:
-        """Move a receiver-prepared file into storage, or write a copy with our header.
+    def _place_file(self, received: Received, parsed: _Parsed, uids: dict[str, str]) -> Placement:
+        """Start putting the file in storage; the index commits only once it is there.
 
-        A duplicate is written too and dropped once the index has decided: checking
+        A receiver-prepared file is fsynced and renamed in the background while the
+        index rows are written; anything else is copied with our header first. A
+        duplicate is written too and dropped once the index has decided: checking
         first would cost every instance a query to save work on the rare duplicate.
         """
         relative = self.storage.new_relative_path(uids["StudyInstanceUID"], uids["SOPInstanceUID"])
         prepared = received.prepared
+        if prepared is not None and prepared.matches(uids):
+            adopting = self.storage.adopt_in_background(received.path, relative)
+            return Placement(relative, prepared.size, prepared.checksum, adopting.result)
+        header = file_meta(
+            uids["SOPClassUID"], uids["SOPInstanceUID"], parsed.transfer_syntax, received.source_ae
+        )
         try:
-            if prepared is not None and prepared.matches(uids):
-                return self.storage.adopt(received.path, relative, prepared.size, prepared.checksum)
-            header = file_meta(
-                uids["SOPClassUID"],
-                uids["SOPInstanceUID"],
-                parsed.transfer_syntax,
-                received.source_ae,
-            )
             with received.path.open("rb") as source:
                 source.seek(parsed.offset)
-                return self.storage.write(relative, header, source)
+                stored = self.storage.write(relative, header, source)
         except OSError as exc:
             raise _resource_error(exc) from exc
+        return Placement(relative, stored.size, stored.checksum, lambda: None)
+
+    def _discard(self, placement: Placement) -> None:
+        """Remove a placed file, after its placing has finished (or failed)."""
+        with contextlib.suppress(OSError):
+            placement.wait()
+        self.storage.delete(placement.relative_path)
 
 
 def _resource_error(exc: OSError) -> IngestError:

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import struct
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,6 +83,7 @@ class Storage:
         self.tmp = data_dir / "tmp"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="storage-io")
 
     def clean_partial_files(self) -> int:
         """Remove what an interrupted write or receive left behind; returns how many."""
@@ -113,8 +115,14 @@ class Storage:
     def absolute(self, relative_path: str) -> Path:
         return self.root / relative_path
 
-    def adopt(self, path: Path, relative_path: str, size: int, checksum: str) -> StoredFile:
-        """Move a complete file (written by the receiver, on our filesystem) into storage."""
+    def adopt_in_background(self, path: Path, relative_path: str) -> Future[None]:
+        """Make a complete file (on our filesystem) durable at ``relative_path``.
+
+        Runs on an I/O thread: the fsyncs overlap with the caller's index work.
+        """
+        return self._io.submit(self._adopt, path, relative_path)
+
+    def _adopt(self, path: Path, relative_path: str) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -124,7 +132,6 @@ class Storage:
         self._make_parent(final)
         os.replace(path, final)
         _fsync_dir(final.parent)
-        return StoredFile(relative_path, size, checksum)
 
     def write(self, relative_path: str, header: bytes, source: BinaryIO) -> StoredFile:
         """Write ``header`` then the rest of ``source`` durably at ``relative_path``."""
