@@ -30,7 +30,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from pacsnode.archive.uids import STORAGE_TRANSFER_SYNTAXES
+from pacsnode.archive.uids import STORAGE_TRANSFER_SYNTAXES, syntax_of_encoding
 
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -84,6 +84,27 @@ def test_every_corpus_file_is_kept_byte_for_byte_or_refused_clearly(
     assoc = associate(server.port, [(VERIFICATION, ["1.2.840.10008.1.2"])])
     assert assoc.send_c_echo().Status == 0
     assoc.release()
+
+
+def test_corpus_files_without_file_meta_are_sent_as_data_sets(server: RunningServer) -> None:
+    """Files with no (or incomplete) File Meta are sent as their decoded data sets."""
+    sent = 0
+    for path in corpus():
+        if has_complete_meta(path):
+            continue
+        ds = dcmread(path, force=True)
+        if not (ds.get("SOPClassUID") and ds.get("SOPInstanceUID")):
+            continue  # no C-STORE request can be formed without them
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax_of_encoding(ds)
+        syntaxes = [str(ds.file_meta.TransferSyntaxUID)]
+        assoc = associate(server.port, [(str(ds.SOPClassUID), syntaxes)])
+        response = assoc.send_c_store(ds)
+        assoc.release()
+        complete = all(ds.get(keyword) for keyword in REQUIRED_UIDS)
+        assert (int(response.Status) == 0) == complete, (path.name, response)
+        sent += 1
+    assert sent >= 3
 
 
 def _uid(path: Path) -> str:
