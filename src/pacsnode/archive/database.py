@@ -29,6 +29,9 @@ def _configure_sqlite(engine: Engine, begin: str) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # LIKE must be case-sensitive as on PostgreSQL: case-insensitive matching uses
+        # the upper-cased copies of the columns instead.
+        cursor.execute("PRAGMA case_sensitive_like=ON")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -1,0 +1,312 @@
+"""C-FIND against a real server: pynetdicom and DCMTK findscu as the workstation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import RunningServer, ct_dataset, save
+from peers import associate, dcmtk, send_datasets
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+
+from pacsnode.archive.attributes import Level
+from pacsnode.archive.core import Archive
+from pacsnode.archive.ingest import Received
+from pacsnode.archive.matching import Query, build, search
+from pacsnode.config import Settings
+
+PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
+PATIENT_STUDY_ONLY = "1.2.840.10008.5.1.4.1.2.3.1"
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.22"
+
+
+@pytest.fixture
+def loaded(server: RunningServer) -> dict[str, str]:
+    """Two patients: DOE^JOHN with a CT+SR study (2020) and an MR study (2021); and
+    Müller^Hans, whose name arrives in ISO_IR 100."""
+    uids = {name: generate_uid() for name in ("ct", "mr", "muller", "ct_series", "sr_series")}
+    ct_study = dict(
+        study=uids["ct"],
+        patient_id="PAT1",
+        patient_name="DOE^JOHN",
+        StudyDate="20200115",
+        AccessionNumber="A100",
+    )
+    datasets = [
+        ct_dataset(series=uids["ct_series"], InstanceNumber=1, **ct_study),
+        ct_dataset(series=uids["ct_series"], InstanceNumber=2, **ct_study),
+        ct_dataset(series=uids["sr_series"], modality="SR", sop_class=SR_CLASS, **ct_study),
+        ct_dataset(
+            study=uids["mr"],
+            patient_id="PAT1",
+            patient_name="DOE^JOHN",
+            modality="MR",
+            StudyDate="20210601",
+            AccessionNumber="A200",
+            StudyDescription="Brain",
+        ),
+    ]
+    muller = ct_dataset(
+        study=uids["muller"],
+        patient_id="PAT2",
+        patient_name="Müller^Hans",
+        StudyDate="20220301",
+        AccessionNumber="A300",
+    )
+    muller.SpecificCharacterSet = "ISO_IR 100"
+    datasets.append(muller)
+    classes = sorted({str(ds.SOPClassUID) for ds in datasets})
+    for sop_class in classes:
+        batch = [ds for ds in datasets if str(ds.SOPClassUID) == sop_class]
+        assert send_datasets(server.port, batch) == [0] * len(batch)
+    return uids
+
+
+def find(
+    port: int, model: str, level: str, charset: str | None = None, **keys: object
+) -> tuple[list[Dataset], int, str]:
+    """Run one C-FIND; returns the matches, the final status and its Error Comment."""
+    identifier = Dataset()
+    if charset:
+        identifier.SpecificCharacterSet = charset
+    identifier.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    assoc = associate(port, [(model, ["1.2.840.10008.1.2.1"])], calling_ae="WORKSTATION")
+    assert assoc.is_established
+    matches, final, comment = [], -1, ""
+    for status, found in assoc.send_c_find(identifier, model):
+        if status.Status in (0xFF00, 0xFF01):
+            matches.append(found)
+        else:
+            final, comment = int(status.Status), str(status.get("ErrorComment", ""))
+    assoc.release()
+    return matches, final, comment
+
+
+def study_uids(matches: list[Dataset]) -> set[str]:
+    return {str(m.StudyInstanceUID) for m in matches}
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"PatientName": "DOE*"}, {"ct", "mr"}),
+        ({"PatientName": "doe^j*"}, {"ct", "mr"}),  # case-insensitive names
+        ({"PatientName": "?OE^JOHN"}, {"ct", "mr"}),
+        ({"PatientName": "*"}, {"ct", "mr", "muller"}),
+        ({"StudyDate": "20200101-20201231"}, {"ct"}),
+        ({"StudyDate": "20210101-"}, {"mr", "muller"}),
+        ({"StudyDate": "-20200201"}, {"ct"}),
+        ({"StudyDate": "20210601"}, {"mr"}),
+        ({"AccessionNumber": "A200"}, {"mr"}),
+        ({"ModalitiesInStudy": "SR"}, {"ct"}),
+        ({"ModalitiesInStudy": "MR\\SR"}, {"ct", "mr"}),
+        ({"StudyDescription": "brain"}, {"mr"}),
+        ({"PatientID": "PAT2"}, {"muller"}),
+    ],
+)
+def test_study_root_study_level_matching(
+    server: RunningServer, loaded: dict[str, str], keys: dict[str, str], expected: set[str]
+) -> None:
+    matches, final, _ = find(server.port, STUDY_ROOT, "STUDY", StudyInstanceUID="", **keys)
+    assert final == 0x0000
+    assert study_uids(matches) == {loaded[name] for name in expected}
+
+
+def test_uid_list_matching(server: RunningServer, loaded: dict[str, str]) -> None:
+    wanted = f"{loaded['ct']}\\{loaded['muller']}"
+    matches, _, _ = find(server.port, STUDY_ROOT, "STUDY", StudyInstanceUID=wanted)
+    assert study_uids(matches) == {loaded["ct"], loaded["muller"]}
+
+
+def test_returned_and_computed_attributes(server: RunningServer, loaded: dict[str, str]) -> None:
+    matches, _, _ = find(
+        server.port,
+        STUDY_ROOT,
+        "study",
+        StudyInstanceUID=loaded["ct"],
+        PatientName="",
+        NumberOfStudyRelatedInstances="",
+        NumberOfStudyRelatedSeries="",
+        ModalitiesInStudy="",
+        RetrieveAETitle="",
+        StudyDescription="",
+        ReferringPhysicianName="",
+    )
+    (match,) = matches
+    assert match.QueryRetrieveLevel == "STUDY"
+    assert str(match.PatientName) == "DOE^JOHN"
+    assert int(match.NumberOfStudyRelatedInstances) == 3
+    assert int(match.NumberOfStudyRelatedSeries) == 2
+    assert list(match.ModalitiesInStudy) == ["CT", "SR"]
+    assert match.RetrieveAETitle == "PACSNODE"
+    assert "StudyDescription" in match and not match.StudyDescription  # empty, not dropped
+
+
+def test_patient_root_levels_and_unique_keys(server: RunningServer, loaded: dict[str, str]) -> None:
+    patients, final, _ = find(
+        server.port,
+        PATIENT_ROOT,
+        "PATIENT",
+        PatientID="PAT1",
+        PatientName="",
+        NumberOfPatientRelatedStudies="",
+        NumberOfPatientRelatedInstances="",
+    )
+    assert final == 0 and len(patients) == 1
+    assert int(patients[0].NumberOfPatientRelatedStudies) == 2
+    assert int(patients[0].NumberOfPatientRelatedInstances) == 4
+
+    studies, final, _ = find(
+        server.port, PATIENT_ROOT, "STUDY", PatientID="PAT1", StudyInstanceUID=""
+    )
+    assert final == 0 and study_uids(studies) == {loaded["ct"], loaded["mr"]}
+
+    _, final, comment = find(server.port, PATIENT_ROOT, "STUDY", StudyInstanceUID="")
+    assert final == 0xA900 and "PatientID" in comment
+
+
+def test_series_and_image_levels(server: RunningServer, loaded: dict[str, str]) -> None:
+    series, _, _ = find(
+        server.port,
+        STUDY_ROOT,
+        "SERIES",
+        StudyInstanceUID=loaded["ct"],
+        SeriesInstanceUID="",
+        Modality="",
+        NumberOfSeriesRelatedInstances="",
+    )
+    by_modality = {s.Modality: s for s in series}
+    assert set(by_modality) == {"CT", "SR"}
+    assert int(by_modality["CT"].NumberOfSeriesRelatedInstances) == 2
+
+    images, _, _ = find(
+        server.port,
+        STUDY_ROOT,
+        "IMAGE",
+        StudyInstanceUID=loaded["ct"],
+        SeriesInstanceUID=loaded["ct_series"],
+        SOPInstanceUID="",
+        InstanceNumber="",
+        SOPClassUID="",
+    )
+    assert sorted(int(i.InstanceNumber) for i in images) == [1, 2]
+
+    _, final, _ = find(server.port, STUDY_ROOT, "IMAGE", StudyInstanceUID=loaded["ct"])
+    assert final == 0xA900  # the series is missing above the IMAGE level
+
+
+def test_patient_study_only_model(server: RunningServer, loaded: dict[str, str]) -> None:
+    patients, final, _ = find(server.port, PATIENT_STUDY_ONLY, "PATIENT", PatientName="M*")
+    assert final == 0 and [str(p.PatientName) for p in patients] == ["Müller^Hans"]
+    _, final, _ = find(
+        server.port, PATIENT_STUDY_ONLY, "SERIES", PatientID="PAT1", StudyInstanceUID=loaded["ct"]
+    )
+    assert final == 0xA900
+
+
+def test_character_sets_in_and_out(server: RunningServer, loaded: dict[str, str]) -> None:
+    matches, final, _ = find(
+        server.port,
+        STUDY_ROOT,
+        "STUDY",
+        charset="ISO_IR 100",
+        PatientName="müller*",
+        StudyInstanceUID="",
+    )
+    assert final == 0 and study_uids(matches) == {loaded["muller"]}
+    assert matches[0].SpecificCharacterSet == "ISO_IR 192"
+    assert str(matches[0].PatientName) == "Müller^Hans"
+
+
+def test_cancel_between_responses(server: RunningServer) -> None:
+    study, series = generate_uid(), generate_uid()
+    many = [ct_dataset(study=study, series=series, InstanceNumber=n) for n in range(60)]
+    assert send_datasets(server.port, many) == [0] * 60
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = study
+    identifier.SeriesInstanceUID = series
+    identifier.SOPInstanceUID = ""
+    assoc = associate(server.port, [(STUDY_ROOT, ["1.2.840.10008.1.2.1"])])
+    statuses = []
+    for status, _found in assoc.send_c_find(identifier, STUDY_ROOT, msg_id=7):
+        statuses.append(int(status.Status))
+        if len(statuses) == 1:
+            assoc.send_c_cancel(7, query_model=STUDY_ROOT)
+    assoc.release()
+    assert statuses[0] == 0xFF00
+    assert statuses[-1] == 0xFE00
+    assert len(statuses) < 61  # not every match was sent
+
+
+def test_dcmtk_findscu(server: RunningServer, loaded: dict[str, str]) -> None:
+    result = dcmtk(
+        "findscu",
+        "-v",
+        "-S",
+        "-aec",
+        "PACSNODE",
+        "127.0.0.1",
+        str(server.port),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "PatientName=DOE*",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "StudyDate",
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stderr + result.stdout
+    assert output.count("(Pending)") == 2
+    assert "Received Final Find Response (Success)" in output
+    assert loaded["ct"] in output and loaded["mr"] in output
+    assert loaded["muller"] not in output
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"PatientName": "doe*"}, 2),
+        ({"PatientName": "DOE^JOHN"}, 2),
+        ({"PatientName": "Doe^John"}, 2),
+        ({"StudyDate": "20200101-20201231"}, 1),
+        ({"ModalitiesInStudy": "sr"}, 1),
+        ({"AccessionNumber": "A1%"}, 0),  # a literal %, not a wildcard
+        ({"AccessionNumber": "A_00"}, 0),  # a literal _, not a wildcard
+        ({"AccessionNumber": "A?00"}, 2),
+    ],
+)
+def test_core_matching_is_the_same_on_sqlite_and_postgresql(
+    database_url: str, tmp_path: Path, keys: dict[str, str], expected: int
+) -> None:
+    archive = Archive(Settings(data_dir=tmp_path / "data", database_url=database_url))
+    study_a, study_b = generate_uid(), generate_uid()
+    for ds in (
+        ct_dataset(
+            study=study_a, patient_name="DOE^JOHN", AccessionNumber="A100", StudyDate="20200115"
+        ),
+        ct_dataset(
+            study=study_a,
+            patient_name="DOE^JOHN",
+            modality="SR",
+            sop_class=SR_CLASS,
+            AccessionNumber="A100",
+            StudyDate="20200115",
+        ),
+        ct_dataset(
+            study=study_b, patient_name="DOE^JOHN", AccessionNumber="A200", StudyDate="20210601"
+        ),
+    ):
+        path = save(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+        assert archive.ingest(Received(path)).ok
+    query = Query(level=Level.STUDY, keys=keys, patient_root=False)
+    with archive.database.reader.connect() as connection:
+        found = list(search(connection, build(query)))
+    archive.close()
+    assert len(found) == expected
