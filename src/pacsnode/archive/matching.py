@@ -132,9 +132,11 @@ def _check_hierarchy(query: Query, levels: list[Level]) -> None:
             raise QueryError(f"{key} must be given as a single value above {query.level}")
 
 
-def build(query: Query) -> sa.Select[Any]:
+def build(query: Query, hierarchical: bool = True) -> sa.Select[Any]:
+    """The SELECT for a query; ``hierarchical`` checks the unique keys above its level."""
     levels = _levels(query)
-    _check_hierarchy(query, levels)
+    if hierarchical:
+        _check_hierarchy(query, levels)
     tables = [LEVEL_TABLES[level] for level in levels]
     if not query.patient_root and Level.PATIENT not in levels:
         tables.insert(0, patient)  # Study Root returns patient attributes at STUDY level
@@ -169,3 +171,16 @@ def search(connection: Connection, statement: sa.Select[Any]) -> Iterator[sa.Row
     """Rows of a :func:`build` statement, streamed from the database."""
     result = connection.execution_options(stream_results=True).execute(statement)
     yield from result.mappings()
+
+
+def retrieve_selection(level: Level, keys: dict[str, str], patient_root: bool) -> sa.Select[Any]:
+    """Every instance below the entities that a C-MOVE or C-GET identifier names.
+
+    The identifier must carry the unique key of its level; the unique keys of the
+    other levels, when given, narrow the selection further.
+    """
+    unique = {UNIQUE_KEYS[lv] for lv in LEVEL_ORDER}
+    if not keys.get(UNIQUE_KEYS[level]):
+        raise QueryError(f"{UNIQUE_KEYS[level]} is required at the {level} level")
+    wanted = {k: v for k, v in keys.items() if k in unique and v}
+    return build(Query(Level.IMAGE, wanted, patient_root=patient_root), hierarchical=False)

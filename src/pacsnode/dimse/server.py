@@ -30,6 +30,7 @@ from pacsnode.archive.uids import (
 from pacsnode.config import Settings
 from pacsnode.dimse import reactor, spool
 from pacsnode.dimse.find_scp import FIND_SOP_CLASSES, FindSCP
+from pacsnode.dimse.retrieve_scp import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveSCP
 from pacsnode.dimse.storage_scp import StorageSCP
 
 log = logging.getLogger("pacsnode.dimse")
@@ -74,6 +75,7 @@ class DimseServer:
         self.archive = archive
         self.storage_scp = StorageSCP(archive)
         self.find_scp = FindSCP(archive)
+        self.retrieve_scp = RetrieveSCP(archive)
         self.ae = self._make_ae()
         self._server: ThreadedAssociationServer | None = None
         self._started: dict[int, float] = {}
@@ -90,10 +92,13 @@ class DimseServer:
         ae.acse_timeout = settings.acse_timeout
         ae.dimse_timeout = settings.dimse_timeout
         ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
-        for find_class in FIND_SOP_CLASSES:
-            ae.add_supported_context(find_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+        for query_class in (*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_SOP_CLASSES):
+            ae.add_supported_context(query_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
         for storage_class in STORAGE_SOP_CLASSES:
-            ae.add_supported_context(storage_class, list(STORAGE_TRANSFER_SYNTAXES))
+            # Both roles: a C-GET requestor asks us to act as the Storage SCU.
+            ae.add_supported_context(
+                storage_class, list(STORAGE_TRANSFER_SYNTAXES), scu_role=True, scp_role=True
+            )
         return ae
 
     def _handlers(self) -> list[evt.EventHandlerType]:
@@ -101,6 +106,8 @@ class DimseServer:
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (evt.EVT_C_STORE, self.storage_scp.handle_store),
             (evt.EVT_C_FIND, self.find_scp.handle_find),
+            (evt.EVT_C_MOVE, self.retrieve_scp.handle_move),
+            (evt.EVT_C_GET, self.retrieve_scp.handle_get),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, lambda event: self._on_closed(event, "released")),

@@ -1,0 +1,187 @@
+"""The C-MOVE and C-GET doors: send the selected instances, decoded only if needed.
+
+pynetdicom runs the C-STORE sub-operations, counts them and sends the pending and
+final responses (the final one only after the sub-association is released). Our
+part: look the destination up in the remote AE table only, select the instances,
+propose for each SOP class its stored syntaxes and an uncompressed fallback, and hand
+each instance over in a syntax the receiver accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
+
+from pacsnode.archive.attributes import Level, text_value
+from pacsnode.archive.core import Archive
+from pacsnode.archive.matching import QueryError, retrieve_selection, search
+from pacsnode.archive.uids import UNCOMPRESSED_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
+
+log = logging.getLogger("pacsnode.retrieve")
+
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
+MOVE_SOP_CLASSES = (PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE, PATIENT_STUDY_ONLY_MOVE)
+GET_SOP_CLASSES = (PATIENT_ROOT_GET, STUDY_ROOT_GET, PATIENT_STUDY_ONLY_GET)
+_STUDY_ROOT = (STUDY_ROOT_MOVE, STUDY_ROOT_GET)
+_PATIENT_STUDY_ONLY = (PATIENT_STUDY_ONLY_MOVE, PATIENT_STUDY_ONLY_GET)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+_FALLBACK = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+@dataclass(frozen=True)
+class Selected:
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    path: str
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = comment[:64]
+    return answer
+
+
+class RetrieveSCP:
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+
+    def _select(self, event: Event) -> list[Selected]:
+        """The instances a retrieve identifier names (raises QueryError if malformed)."""
+        model = str(event.request.AffectedSOPClassUID)
+        identifier = event.identifier
+        raw_level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+        try:
+            level = Level(raw_level)
+        except ValueError as exc:
+            raise QueryError(f"Query/Retrieve Level {raw_level!r} is not valid") from exc
+        if model in _STUDY_ROOT and level is Level.PATIENT:
+            raise QueryError("Study Root has no PATIENT level")
+        if model in _PATIENT_STUDY_ONLY and level not in (Level.PATIENT, Level.STUDY):
+            raise QueryError(f"Patient/Study Only has no {level} level")
+        keys = {
+            e.keyword: text_value(e.value).strip()
+            for e in identifier
+            if e.keyword and not e.is_empty and e.VR != "SQ"
+        }
+        statement = retrieve_selection(level, keys, patient_root=model not in _STUDY_ROOT)
+        with self.archive.database.reader.connect() as connection:
+            return [
+                Selected(
+                    row["instance.sop_class_uid"],
+                    row["instance.sop_instance_uid"],
+                    row["instance.transfer_syntax_uid"],
+                    str(self.archive.storage.absolute(row["instance.file_path"])),
+                )
+                for row in search(connection, statement)
+            ]
+
+    def handle_move(self, event: Event) -> Iterator[Any]:
+        destination = str(event.move_destination).strip()
+        remote = self.archive.settings.remote(destination)
+        if remote is None:
+            log.warning("C-MOVE to unknown destination %r refused", destination)
+            yield None, None  # pynetdicom answers A801 without connecting anywhere
+            return
+        try:
+            selected = self._select(event)
+        except QueryError as exc:
+            # pynetdicom can only fail a C-MOVE after associating with the destination;
+            # offer what any Storage SCP accepts so that the failure reaches the peer.
+            probe = [build_context(VERIFICATION_SOP_CLASS), build_context(CT_IMAGE_STORAGE)]
+            yield remote.host, remote.port, {"contexts": probe}
+            yield 1
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            return
+        sub_association: list[Association] = []
+
+        def established(sub_event: Event) -> None:
+            sub_association.append(sub_event.assoc)
+
+        options = {
+            "contexts": _contexts(selected),
+            "evt_handlers": [(evt.EVT_ESTABLISHED, established)],
+        }
+        yield remote.host, remote.port, options
+        yield len(selected)
+        log.info("C-MOVE of %d instances to %s", len(selected), destination)
+        for item in selected:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            accepted = _accepted(sub_association[0], item) if sub_association else set()
+            yield 0xFF00, _dataset_for(item, accepted)
+
+    def handle_get(self, event: Event) -> Iterator[Any]:
+        try:
+            selected = self._select(event)
+        except QueryError as exc:
+            yield 1
+            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            return
+        yield len(selected)
+        for item in selected:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, _dataset_for(item, _accepted(event.assoc, item))
+
+
+def _contexts(selected: list[Selected]) -> list[PresentationContext]:
+    """Per SOP class: a context for each stored syntax, and one uncompressed fallback.
+
+    pynetdicom allows 128 contexts on an association; a selection needing more has
+    its rarest classes dropped, and their instances fail as sub-operations.
+    """
+    wanted: dict[str, set[str]] = {}
+    for item in selected:
+        wanted.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax_uid)
+    contexts: list[PresentationContext] = []
+    for sop_class, syntaxes in wanted.items():
+        for syntax in sorted(syntaxes - set(_FALLBACK)):
+            contexts.append(build_context(sop_class, [syntax]))
+        contexts.append(build_context(sop_class, list(_FALLBACK)))
+    return contexts[:128]
+
+
+def _accepted(assoc: Association, item: Selected) -> set[str]:
+    return {
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == item.sop_class_uid
+    }
+
+
+def _dataset_for(item: Selected, accepted: set[str]) -> Dataset:
+    """The stored instance, decompressed when the receiver does not take its syntax.
+
+    Never recompressed, so never made lossy; Lossy Image Compression stays as stored.
+    """
+    dataset = dcmread(item.path)
+    stored = UID(item.transfer_syntax_uid)
+    if stored in accepted or not stored.is_compressed:
+        return dataset
+    if not set(UNCOMPRESSED_TRANSFER_SYNTAXES) & accepted:
+        return dataset  # nothing we can convert to: the sub-operation fails
+    try:
+        dataset.decompress(generate_instance_uid=False)
+    except Exception as exc:  # no codec for this syntax
+        log.warning("cannot decompress %s for the receiver: %s", item.sop_instance_uid, exc)
+    return dataset

@@ -1,0 +1,275 @@
+"""C-MOVE and C-GET against real peers: DCMTK movescu/storescp/getscu and pynetdicom."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import RunningServer, ServerFactory, ct_dataset, free_port
+from peers import associate, dcmtk, send_datasets, send_files
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+JPEG_FILE = Path(pydicom.data.get_testdata_file("SC_rgb_jpeg_dcmtk.dcm", read=False) or "")
+
+
+class Receiver:
+    """A pynetdicom Storage SCP that keeps what it receives (SIDICOM's temporary SCP)."""
+
+    def __init__(self, syntaxes: list[str]) -> None:
+        self.port = free_port()
+        self.received: dict[str, Dataset] = {}
+        self.syntaxes: dict[str, str] = {}
+        ae = AE(ae_title="RECEIVER")
+        for context in StoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, syntaxes)
+        ae.add_supported_context("1.2.840.10008.5.1.4.1.1.7", syntaxes)
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._store)],
+        )
+
+    def _store(self, event: evt.Event) -> int:
+        ds = event.dataset
+        self.received[str(ds.SOPInstanceUID)] = ds
+        self.syntaxes[str(ds.SOPInstanceUID)] = str(event.context.transfer_syntax)
+        return 0x0000
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver([ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    yield running
+    running.server.shutdown()
+
+
+@pytest.fixture
+def archive(server_factory: ServerFactory, receiver: Receiver, tmp_path: Path) -> RunningServer:
+    storescp_port = free_port()
+    return server_factory(
+        remotes=[
+            {"ae_title": "RECEIVER", "host": "127.0.0.1", "port": receiver.port},
+            {"ae_title": "STORESCP", "host": "127.0.0.1", "port": storescp_port},
+        ]
+    )
+
+
+def _load(server: RunningServer) -> dict[str, str]:
+    study, series = generate_uid(), generate_uid()
+    cts = [ct_dataset(study=study, series=series, InstanceNumber=n) for n in (1, 2, 3)]
+    assert send_datasets(server.port, cts) == [0, 0, 0]
+    jpeg = dcmread(JPEG_FILE)
+    assert send_files(server.port, [JPEG_FILE])[JPEG_FILE].Status == 0
+    return {
+        "study": study,
+        "series": series,
+        "jpeg_study": str(jpeg.StudyInstanceUID),
+        "jpeg": str(jpeg.SOPInstanceUID),
+    }
+
+
+def move(port: int, destination: str, **keys: str) -> list[Dataset]:
+    identifier = Dataset()
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    assoc = associate(port, [(STUDY_ROOT_MOVE, [ExplicitVRLittleEndian])], calling_ae="WS")
+    responses = [
+        status for status, _ in assoc.send_c_move(identifier, destination, STUDY_ROOT_MOVE)
+    ]
+    assoc.release()
+    return responses
+
+
+def test_move_study_to_a_receiver(archive: RunningServer, receiver: Receiver) -> None:
+    uids = _load(archive)
+    responses = move(
+        archive.port, "RECEIVER", QueryRetrieveLevel="STUDY", StudyInstanceUID=uids["study"]
+    )
+    final = responses[-1]
+    assert final.Status == 0x0000
+    assert final.NumberOfCompletedSuboperations == 3
+    assert all(r.Status == 0xFF00 for r in responses[:-1])
+    assert len(receiver.received) == 3
+    for ds in receiver.received.values():
+        assert str(ds.StudyInstanceUID) == uids["study"]
+
+
+def test_jpeg_arrives_decompressed_at_an_uncompressed_only_receiver(
+    archive: RunningServer, receiver: Receiver
+) -> None:
+    uids = _load(archive)
+    responses = move(
+        archive.port,
+        "RECEIVER",
+        QueryRetrieveLevel="IMAGE",
+        StudyInstanceUID=uids["jpeg_study"],
+        SeriesInstanceUID=str(dcmread(JPEG_FILE).SeriesInstanceUID),
+        SOPInstanceUID=uids["jpeg"],
+    )
+    assert responses[-1].Status == 0x0000
+    arrived = receiver.received[uids["jpeg"]]
+    assert receiver.syntaxes[uids["jpeg"]] in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    assert str(arrived.SOPInstanceUID) == uids["jpeg"]  # the same instance, not a copy
+    original = dcmread(JPEG_FILE)
+    original.decompress(generate_instance_uid=False)
+    assert arrived.PixelData == original.PixelData
+
+
+def test_unknown_destination_is_a801(archive: RunningServer) -> None:
+    uids = _load(archive)
+    responses = move(
+        archive.port, "NOBODY", QueryRetrieveLevel="STUDY", StudyInstanceUID=uids["study"]
+    )
+    assert [r.Status for r in responses] == [0xA801]
+
+
+def test_missing_unique_key_is_a900(archive: RunningServer) -> None:
+    responses = move(archive.port, "RECEIVER", QueryRetrieveLevel="SERIES")
+    assert responses[-1].Status == 0xA900
+
+
+def test_dcmtk_movescu_to_storescp(archive: RunningServer, tmp_path: Path) -> None:
+    uids = _load(archive)
+    remote = next(r for r in archive_remotes(archive) if r["ae_title"] == "STORESCP")
+    out = tmp_path / "received"
+    out.mkdir()
+    storescp = subprocess.Popen(
+        ["storescp", "+xa", "-aet", "STORESCP", "-od", str(out), str(remote["port"])],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        result = dcmtk(
+            "movescu",
+            "-v",
+            "-S",
+            "-aec",
+            "PACSNODE",
+            "-aem",
+            "STORESCP",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={uids['study']}",
+            "127.0.0.1",
+            str(archive.port),
+        )
+        assert result.returncode == 0, result.stderr
+    finally:
+        storescp.terminate()
+        storescp.wait(10)
+    files = list(out.iterdir())
+    assert len(files) == 3
+    assert {str(dcmread(f).StudyInstanceUID) for f in files} == {uids["study"]}
+
+
+def archive_remotes(server: RunningServer) -> list[dict[str, object]]:
+    import tomllib
+
+    return list(tomllib.loads(server.config_path.read_text())["remote_ae"])
+
+
+def test_c_get_on_the_same_association(archive: RunningServer) -> None:
+    uids = _load(archive)
+    received: list[Dataset] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    ae = AE(ae_title="GETSCU")
+    ae.add_requested_context(STUDY_ROOT_GET)
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", [ExplicitVRLittleEndian])
+    role = build_role("1.2.840.10008.5.1.4.1.1.2", scp_role=True)
+    assoc = ae.associate(
+        "127.0.0.1",
+        archive.port,
+        ae_title="PACSNODE",
+        ext_neg=[role],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    identifier.StudyInstanceUID = uids["study"]
+    identifier.SeriesInstanceUID = uids["series"]
+    statuses = [status for status, _ in assoc.send_c_get(identifier, STUDY_ROOT_GET)]
+    assoc.release()
+    assert statuses[-1].Status == 0x0000
+    assert statuses[-1].NumberOfCompletedSuboperations == 3
+    assert sorted(int(ds.InstanceNumber) for ds in received) == [1, 2, 3]
+
+
+def test_dcmtk_getscu(archive: RunningServer, tmp_path: Path) -> None:
+    uids = _load(archive)
+    out = tmp_path / "got"
+    out.mkdir()
+    result = dcmtk(
+        "getscu",
+        "-v",
+        "-S",
+        "-aec",
+        "PACSNODE",
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={uids['study']}",
+        "127.0.0.1",
+        str(archive.port),
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(list(out.iterdir())) == 3
+
+
+def test_cdrclient_gets_its_private_tags_back_byte_identical(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """CDRClient: Implicit VR Little Endian only, 16 KiB PDUs, Patient/Study Only model."""
+    from conftest import dataset_bytes, save
+    from test_storage_scp import schick_dataset
+
+    raw: dict[str, bytes] = {}
+
+    def on_store(event: evt.Event) -> int:
+        raw[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset(include_meta=False)
+        return 0x0000
+
+    ae = AE(ae_title="CDRCLIENT")
+    ae.maximum_pdu_size = 16384
+    ae.add_supported_context("1.2.840.10008.5.1.4.1.1.1.3", [ImplicitVRLittleEndian])
+    port = free_port()
+    scp = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        server = server_factory(
+            remotes=[{"ae_title": "CDRCLIENT", "host": "127.0.0.1", "port": port}]
+        )
+        source = save(schick_dataset(), tmp_path / "schick.dcm")
+        assert send_files(server.port, [source], calling_ae="CDRCLIENT")[source].Status == 0
+        ds = dcmread(source)
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.PatientID = ds.PatientID
+        identifier.StudyInstanceUID = ds.StudyInstanceUID
+        move_model = "1.2.840.10008.5.1.4.1.2.3.2"
+        assoc = associate(
+            server.port, [(move_model, [ImplicitVRLittleEndian])], calling_ae="CDRCLIENT"
+        )
+        statuses = [s.Status for s, _ in assoc.send_c_move(identifier, "CDRCLIENT", move_model)]
+        assoc.release()
+    finally:
+        scp.shutdown()
+    assert statuses[-1] == 0x0000
+    assert raw[str(ds.SOPInstanceUID)] == dataset_bytes(source)
