@@ -310,3 +310,26 @@ def test_core_matching_is_the_same_on_sqlite_and_postgresql(
         found = list(search(connection, build(query)))
     archive.close()
     assert len(found) == expected
+
+
+def test_relational_query_when_negotiated(server: RunningServer, loaded: dict[str, str]) -> None:
+    from pynetdicom import AE
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+
+    item = SOPClassExtendedNegotiation()
+    item.sop_class_uid = PATIENT_ROOT
+    item.service_class_application_information = b"\x01\x01\x01\x01"  # all four asked
+    ae = AE(ae_title="RELATIONAL")
+    ae.add_requested_context(PATIENT_ROOT)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="PACSNODE", ext_neg=[item])
+    granted = assoc.acceptor.sop_class_extended
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = ""
+    identifier.PatientName = "DOE*"
+    responses = list(assoc.send_c_find(identifier, PATIENT_ROOT))
+    assoc.release()
+    # Relational granted; combined date-time, fuzzy and timezone matching refused.
+    assert granted[PATIENT_ROOT] == b"\x01\x00\x00\x00"
+    assert responses[-1][0].Status == 0x0000  # no PatientID needed above STUDY
+    assert study_uids([found for status, found in responses[:-1]]) == {loaded["ct"], loaded["mr"]}

@@ -20,13 +20,15 @@ from pynetdicom.events import Event
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level, text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, search
+from pacsnode.dimse.qr_model import (
+    PATIENT_ROOT_FIND,
+    PATIENT_STUDY_ONLY_FIND,
+    STUDY_ROOT_FIND,
+    relational,
+)
 
 log = logging.getLogger("pacsnode.find")
 
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-PATIENT_STUDY_ONLY_FIND = "1.2.840.10008.5.1.4.1.2.3.1"
-FIND_SOP_CLASSES = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND, PATIENT_STUDY_ONLY_FIND)
 
 _LEVELS_BY_MODEL = {
     PATIENT_ROOT_FIND: (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE),
@@ -50,7 +52,7 @@ class FindSCP:
         try:
             identifier = event.identifier
             query = _query(identifier, model)
-            statement = build(query)
+            statement = build(query, hierarchical=not relational(event, model))
         except QueryError as exc:
             log.warning("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
             yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None

@@ -25,19 +25,10 @@ from pacsnode.archive.attributes import Level, text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import QueryError, retrieve_selection, search
 from pacsnode.archive.uids import UNCOMPRESSED_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
+from pacsnode.dimse.qr_model import PATIENT_STUDY_ONLY, STUDY_ROOT
 
 log = logging.getLogger("pacsnode.retrieve")
 
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
-MOVE_SOP_CLASSES = (PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE, PATIENT_STUDY_ONLY_MOVE)
-GET_SOP_CLASSES = (PATIENT_ROOT_GET, STUDY_ROOT_GET, PATIENT_STUDY_ONLY_GET)
-_STUDY_ROOT = (STUDY_ROOT_MOVE, STUDY_ROOT_GET)
-_PATIENT_STUDY_ONLY = (PATIENT_STUDY_ONLY_MOVE, PATIENT_STUDY_ONLY_GET)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
@@ -72,16 +63,16 @@ class RetrieveSCP:
             level = Level(raw_level)
         except ValueError as exc:
             raise QueryError(f"Query/Retrieve Level {raw_level!r} is not valid") from exc
-        if model in _STUDY_ROOT and level is Level.PATIENT:
+        if model in STUDY_ROOT and level is Level.PATIENT:
             raise QueryError("Study Root has no PATIENT level")
-        if model in _PATIENT_STUDY_ONLY and level not in (Level.PATIENT, Level.STUDY):
+        if model in PATIENT_STUDY_ONLY and level not in (Level.PATIENT, Level.STUDY):
             raise QueryError(f"Patient/Study Only has no {level} level")
         keys = {
             e.keyword: text_value(e.value).strip()
             for e in identifier
             if e.keyword and not e.is_empty and e.VR != "SQ"
         }
-        statement = retrieve_selection(level, keys, patient_root=model not in _STUDY_ROOT)
+        statement = retrieve_selection(level, keys, patient_root=model not in STUDY_ROOT)
         with self.archive.database.reader.connect() as connection:
             return [
                 Selected(

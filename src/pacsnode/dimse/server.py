@@ -29,8 +29,14 @@ from pacsnode.archive.uids import (
 )
 from pacsnode.config import Settings
 from pacsnode.dimse import reactor, spool
-from pacsnode.dimse.find_scp import FIND_SOP_CLASSES, FindSCP
-from pacsnode.dimse.retrieve_scp import GET_SOP_CLASSES, MOVE_SOP_CLASSES, RetrieveSCP
+from pacsnode.dimse.find_scp import FindSCP
+from pacsnode.dimse.qr_model import (
+    FIND_SOP_CLASSES,
+    GET_SOP_CLASSES,
+    MOVE_SOP_CLASSES,
+    negotiate_extended,
+)
+from pacsnode.dimse.retrieve_scp import RetrieveSCP
 from pacsnode.dimse.storage_scp import StorageSCP
 
 log = logging.getLogger("pacsnode.dimse")
@@ -106,6 +112,7 @@ class DimseServer:
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (evt.EVT_C_STORE, self.storage_scp.handle_store),
             (evt.EVT_C_FIND, self.find_scp.handle_find),
+            (evt.EVT_SOP_EXTENDED, negotiate_extended),
             (evt.EVT_C_MOVE, self.retrieve_scp.handle_move),
             (evt.EVT_C_GET, self.retrieve_scp.handle_get),
             (evt.EVT_ACCEPTED, self._on_accepted),

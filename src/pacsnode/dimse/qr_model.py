@@ -1,0 +1,44 @@
+"""The Query/Retrieve information models: their SOP classes and extended negotiation."""
+
+from __future__ import annotations
+
+from pydicom.uid import UID
+from pynetdicom.events import Event
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+PATIENT_STUDY_ONLY_FIND = "1.2.840.10008.5.1.4.1.2.3.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+PATIENT_STUDY_ONLY_MOVE = "1.2.840.10008.5.1.4.1.2.3.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_STUDY_ONLY_GET = "1.2.840.10008.5.1.4.1.2.3.3"
+FIND_SOP_CLASSES = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND, PATIENT_STUDY_ONLY_FIND)
+MOVE_SOP_CLASSES = (PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE, PATIENT_STUDY_ONLY_MOVE)
+GET_SOP_CLASSES = (PATIENT_ROOT_GET, STUDY_ROOT_GET, PATIENT_STUDY_ONLY_GET)
+STUDY_ROOT = (STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET)
+PATIENT_STUDY_ONLY = (PATIENT_STUDY_ONLY_FIND, PATIENT_STUDY_ONLY_MOVE, PATIENT_STUDY_ONLY_GET)
+
+QUERY_RETRIEVE_CLASSES = frozenset((*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_SOP_CLASSES))
+
+
+def negotiate_extended(event: Event) -> dict[str, bytes]:
+    """Grant relational queries and retrieves as asked; refuse the rest.
+
+    Byte 1 (relational) is answered as requested. Combined date-time matching,
+    fuzzy semantic matching of person names and timezone adjustment (bytes 2-4)
+    are answered 0: not supported.
+    """
+    requested: dict[UID, bytes] = event.app_info  # type: ignore[attr-defined]
+    return {
+        str(sop_class): bytes([app_info[0] & 1]) + bytes(len(app_info) - 1)
+        for sop_class, app_info in requested.items()
+        if str(sop_class) in QUERY_RETRIEVE_CLASSES and app_info
+    }
+
+
+def relational(event: Event, model: str) -> bool:
+    """Whether this association asked for (and so was granted) relational queries."""
+    app_info = event.assoc.requestor.sop_class_extended.get(UID(model), b"")
+    return bool(app_info) and app_info[0] == 1
