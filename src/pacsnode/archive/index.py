@@ -134,6 +134,11 @@ def _bump(connection: Connection, table: sa.Table, pk: int, **increments: int) -
     connection.execute(_COUNTER_UPDATES[table.name], params)
 
 
+def _is_empty(connection: Connection, table: sa.Table, pk: int) -> bool:
+    count = sa.select(table.c.num_instances).where(table.c.pk == pk)
+    return int(connection.execute(count).scalar_one()) == 0
+
+
 def _add_modality(connection: Connection, study_pk: int, modality: str | None) -> None:
     if not modality:
         return
@@ -306,30 +311,15 @@ class Index:
         _bump(connection, series, series_pk, num_instances=-1)
         _bump(connection, study, study_pk, num_instances=-1)
         _bump(connection, patient, patient_pk, num_instances=-1)
-        if (
-            connection.execute(
-                sa.select(series.c.num_instances).where(series.c.pk == series_pk)
-            ).scalar_one()
-            == 0
-        ):
+        if _is_empty(connection, series, series_pk):
             connection.execute(sa.delete(series).where(series.c.pk == series_pk))
             _bump(connection, study, study_pk, num_series=-1)
             _bump(connection, patient, patient_pk, num_series=-1)
             self._recompute_modalities(connection, study_pk)
-        if (
-            connection.execute(
-                sa.select(study.c.num_instances).where(study.c.pk == study_pk)
-            ).scalar_one()
-            == 0
-        ):
+        if _is_empty(connection, study, study_pk):
             connection.execute(sa.delete(study).where(study.c.pk == study_pk))
             _bump(connection, patient, patient_pk, num_studies=-1)
-        if (
-            connection.execute(
-                sa.select(patient.c.num_instances).where(patient.c.pk == patient_pk)
-            ).scalar_one()
-            == 0
-        ):
+        if _is_empty(connection, patient, patient_pk):
             connection.execute(sa.delete(patient).where(patient.c.pk == patient_pk))
 
     @staticmethod

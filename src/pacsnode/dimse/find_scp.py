@@ -20,26 +20,22 @@ from pynetdicom.events import Event
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level, text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, search
+from pacsnode.archive.schema import LEVEL_TABLES
 from pacsnode.dimse.qr_model import (
-    PATIENT_ROOT_FIND,
-    PATIENT_STUDY_ONLY_FIND,
+    IDENTIFIER_DOES_NOT_MATCH,
     STUDY_ROOT_FIND,
+    failure,
+    query_level,
     relational,
 )
 
 log = logging.getLogger("pacsnode.find")
 
 
-_LEVELS_BY_MODEL = {
-    PATIENT_ROOT_FIND: (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE),
-    STUDY_ROOT_FIND: (Level.STUDY, Level.SERIES, Level.IMAGE),
-    PATIENT_STUDY_ONLY_FIND: (Level.PATIENT, Level.STUDY),
-}
 _NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
 RESPONSE_CHARSET = "ISO_IR 192"
 
 PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 
 
@@ -55,11 +51,11 @@ class FindSCP:
             statement = build(query, hierarchical=not relational(event, model))
         except QueryError as exc:
             log.warning("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            yield failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
             return
         except Exception as exc:  # an identifier that does not decode
             log.warning("C-FIND identifier unreadable: %s", exc)
-            yield _failure(UNABLE_TO_PROCESS, f"identifier unreadable: {exc}"), None
+            yield failure(UNABLE_TO_PROCESS, f"identifier unreadable: {exc}"), None
             return
         requested = [element for element in identifier if element.keyword not in _NOT_KEYS]
         matches = 0
@@ -90,13 +86,7 @@ class FindSCP:
 
 
 def _query(identifier: Dataset, model: str) -> Query:
-    raw_level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-    try:
-        level = Level(raw_level)
-    except ValueError as exc:
-        raise QueryError(f"Query/Retrieve Level {raw_level!r} is not valid") from exc
-    if level not in _LEVELS_BY_MODEL[model]:
-        raise QueryError(f"level {level} is not in this information model")
+    level = query_level(identifier, model)
     keys: dict[str, str] = {}
     for element in identifier:
         if not element.keyword or element.keyword in _NOT_KEYS:
@@ -115,20 +105,14 @@ def _value(row: Any, keyword: str, our_ae: str) -> Any:
         return "ONLINE"
     if keyword in COMPUTED:
         level, column = COMPUTED[keyword]
-        return row.get(f"{_table(level)}.{column}")
+        return row.get(f"{LEVEL_TABLES[level].name}.{column}")
     attr = BY_KEYWORD.get(keyword)
     if attr is None:
         return None
-    value = row.get(f"{_table(attr.level)}.{attr.column}")
+    value = row.get(f"{LEVEL_TABLES[attr.level].name}.{attr.column}")
     if value is not None and attr.kind is Kind.SEQUENCE:
         return Sequence([Dataset.from_json(item) for item in json.loads(value)])
     return value
-
-
-def _table(level: Level) -> str:
-    return {"PATIENT": "patient", "STUDY": "study", "SERIES": "series", "IMAGE": "instance"}[
-        level.value
-    ]
 
 
 def _set(response: Dataset, element: DataElement, value: Any) -> None:
@@ -145,10 +129,3 @@ def _vr(tag: int) -> str:
         return dictionary_VR(tag)
     except KeyError:
         return "UN"
-
-
-def _failure(status: int, comment: str) -> Dataset:
-    answer = Dataset()
-    answer.Status = status
-    answer.ErrorComment = comment[:64]
-    return answer

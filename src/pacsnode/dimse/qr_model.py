@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pydicom import Dataset
 from pydicom.uid import UID
 from pynetdicom.events import Event
+
+from pacsnode.archive.attributes import Level
+from pacsnode.archive.matching import QueryError
 
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -42,3 +46,33 @@ def relational(event: Event, model: str) -> bool:
     """Whether this association asked for (and so was granted) relational queries."""
     app_info = event.assoc.requestor.sop_class_extended.get(UID(model), b"")
     return bool(app_info) and app_info[0] == 1
+
+
+IDENTIFIER_DOES_NOT_MATCH = 0xA900
+
+
+def query_level(identifier: Dataset, model: str) -> Level:
+    """The Query/Retrieve Level (read case-insensitively), if the model has it."""
+    raw = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    try:
+        level = Level(raw)
+    except ValueError as exc:
+        raise QueryError(f"Query/Retrieve Level {raw!r} is not valid") from exc
+    levels: tuple[Level, ...]
+    if model in STUDY_ROOT:
+        levels = (Level.STUDY, Level.SERIES, Level.IMAGE)
+    elif model in PATIENT_STUDY_ONLY:
+        levels = (Level.PATIENT, Level.STUDY)
+    else:
+        levels = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
+    if level not in levels:
+        raise QueryError(f"level {level} is not in this information model")
+    return level
+
+
+def failure(status: int, comment: str) -> Dataset:
+    """A failure status with its Error Comment, as the handlers yield it."""
+    answer = Dataset()
+    answer.Status = status
+    answer.ErrorComment = comment[:64]
+    return answer

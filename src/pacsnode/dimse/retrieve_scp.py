@@ -15,24 +15,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from pynetdicom import build_context, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 
-from pacsnode.archive.attributes import Level, text_value
+from pacsnode.archive.attributes import text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import QueryError, retrieve_selection, search
 from pacsnode.archive.uids import UNCOMPRESSED_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
-from pacsnode.dimse.qr_model import PATIENT_STUDY_ONLY, STUDY_ROOT
+from pacsnode.dimse.qr_model import IDENTIFIER_DOES_NOT_MATCH, STUDY_ROOT, failure, query_level
+from pacsnode.dimse.scu import accepted_syntaxes, store_contexts
 
 log = logging.getLogger("pacsnode.retrieve")
 
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
-_FALLBACK = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,6 @@ class Selected:
     path: str
 
 
-def _failure(status: int, comment: str) -> Dataset:
-    answer = Dataset()
-    answer.Status = status
-    answer.ErrorComment = comment[:64]
-    return answer
-
-
 class RetrieveSCP:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
@@ -58,15 +50,7 @@ class RetrieveSCP:
         """The instances a retrieve identifier names (raises QueryError if malformed)."""
         model = str(event.request.AffectedSOPClassUID)
         identifier = event.identifier
-        raw_level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
-        try:
-            level = Level(raw_level)
-        except ValueError as exc:
-            raise QueryError(f"Query/Retrieve Level {raw_level!r} is not valid") from exc
-        if model in STUDY_ROOT and level is Level.PATIENT:
-            raise QueryError("Study Root has no PATIENT level")
-        if model in PATIENT_STUDY_ONLY and level not in (Level.PATIENT, Level.STUDY):
-            raise QueryError(f"Patient/Study Only has no {level} level")
+        level = query_level(identifier, model)
         keys = {
             e.keyword: text_value(e.value).strip()
             for e in identifier
@@ -99,7 +83,7 @@ class RetrieveSCP:
             probe = [build_context(VERIFICATION_SOP_CLASS), build_context(CT_IMAGE_STORAGE)]
             yield remote.host, remote.port, {"contexts": probe}
             yield 1
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            yield failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
             return
         sub_association: list[Association] = []
 
@@ -117,7 +101,11 @@ class RetrieveSCP:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            accepted = _accepted(sub_association[0], item) if sub_association else set()
+            accepted = (
+                accepted_syntaxes(sub_association[0], item.sop_class_uid)
+                if sub_association
+                else set()
+            )
             yield 0xFF00, _dataset_for(item, accepted)
 
     def handle_get(self, event: Event) -> Iterator[Any]:
@@ -125,39 +113,26 @@ class RetrieveSCP:
             selected = self._select(event)
         except QueryError as exc:
             yield 1
-            yield _failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            yield failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
             return
         yield len(selected)
         for item in selected:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            yield 0xFF00, _dataset_for(item, _accepted(event.assoc, item))
+            yield 0xFF00, _dataset_for(item, accepted_syntaxes(event.assoc, item.sop_class_uid))
 
 
 def _contexts(selected: list[Selected]) -> list[PresentationContext]:
-    """Per SOP class: a context for each stored syntax, and one uncompressed fallback.
+    """Stored syntaxes and an uncompressed fallback per SOP class, at most 128.
 
-    pynetdicom allows 128 contexts on an association; a selection needing more has
-    its rarest classes dropped, and their instances fail as sub-operations.
+    A selection needing more contexts than an association allows has its last SOP
+    classes dropped; their instances fail as sub-operations.
     """
     wanted: dict[str, set[str]] = {}
     for item in selected:
         wanted.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax_uid)
-    contexts: list[PresentationContext] = []
-    for sop_class, syntaxes in wanted.items():
-        for syntax in sorted(syntaxes - set(_FALLBACK)):
-            contexts.append(build_context(sop_class, [syntax]))
-        contexts.append(build_context(sop_class, list(_FALLBACK)))
-    return contexts[:128]
-
-
-def _accepted(assoc: Association, item: Selected) -> set[str]:
-    return {
-        str(cx.transfer_syntax[0])
-        for cx in assoc.accepted_contexts
-        if cx.abstract_syntax == item.sop_class_uid
-    }
+    return store_contexts(wanted)[:128]
 
 
 def _dataset_for(item: Selected, accepted: set[str]) -> Dataset:

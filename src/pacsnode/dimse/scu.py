@@ -113,23 +113,36 @@ def describe(path: Path) -> OutgoingFile | None:
     return OutgoingFile(path, str(sop_class), str(sop_instance), str(syntax), has_meta)
 
 
-def _contexts(files: list[OutgoingFile]) -> list[PresentationContext]:
-    """Per SOP class: a context for each syntax the files are in, and one uncompressed.
+def store_contexts(wanted: dict[str, set[str]]) -> list[PresentationContext]:
+    """Per SOP class: a context for each syntax it is stored in, and one uncompressed.
 
     Separate contexts, as DCMTK's storescu proposes them, because an acceptor picks
     one syntax per context by its own preference: offered together with Explicit
     VR Little Endian, a JPEG file would be decompressed whenever the peer prefers
     uncompressed data, although it accepts JPEG.
     """
-    wanted: dict[str, set[str]] = {}
-    for item in files:
-        wanted.setdefault(item.sop_class, set()).add(item.transfer_syntax)
     contexts = []
     for sop_class, syntaxes in wanted.items():
         for syntax in sorted(syntaxes - set(UNCOMPRESSED_TRANSFER_SYNTAXES)):
             contexts.append(build_context(sop_class, [syntax]))
         contexts.append(build_context(sop_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES)))
     return contexts
+
+
+def accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
+    """The transfer syntaxes the peer accepted for ``sop_class`` on this association."""
+    return {
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == sop_class
+    }
+
+
+def _contexts(files: list[OutgoingFile]) -> list[PresentationContext]:
+    wanted: dict[str, set[str]] = {}
+    for item in files:
+        wanted.setdefault(item.sop_class, set()).add(item.transfer_syntax)
+    return store_contexts(wanted)
 
 
 def _batches(files: list[OutgoingFile]) -> Iterator[list[OutgoingFile]]:
@@ -144,14 +157,6 @@ def _batches(files: list[OutgoingFile]) -> Iterator[list[OutgoingFile]]:
         yield batch
 
 
-def _accepted(assoc: Association, item: OutgoingFile) -> set[str]:
-    return {
-        str(cx.transfer_syntax[0])
-        for cx in assoc.accepted_contexts
-        if cx.abstract_syntax == item.sop_class
-    }
-
-
 def _converted(item: OutgoingFile, accepted: set[str]) -> Dataset:
     """The file decoded to an uncompressed syntax the peer accepted."""
     dataset = dcmread(item.path, force=True)
@@ -164,7 +169,7 @@ def _converted(item: OutgoingFile, accepted: set[str]) -> Dataset:
 
 
 def _payload(assoc: Association, item: OutgoingFile) -> Path | Dataset:
-    accepted = _accepted(assoc, item)
+    accepted = accepted_syntaxes(assoc, item.sop_class)
     if item.has_meta and item.transfer_syntax in accepted:
         return item.path  # sent byte for byte
     if item.transfer_syntax in accepted:
@@ -190,7 +195,7 @@ def store(
 
 
 def _send_one(assoc: Association, item: OutgoingFile) -> StoreOutcome:
-    if not _accepted(assoc, item):
+    if not accepted_syntaxes(assoc, item.sop_class):
         return StoreOutcome(item.path, None, "SOP class not accepted by the peer")
     try:
         payload = _payload(assoc, item)
