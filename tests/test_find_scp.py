@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydicom
 import pytest
-from conftest import RunningServer, ct_dataset, save
+from conftest import PYDICOM_FILES, RunningServer, ServerFactory, ct_dataset, save
 from peers import associate, dcmtk, send_datasets
 from pydicom import Dataset
 from pydicom.uid import generate_uid
@@ -333,3 +334,65 @@ def test_relational_query_when_negotiated(server: RunningServer, loaded: dict[st
     assert granted[PATIENT_ROOT] == b"\x01\x00\x00\x00"
     assert responses[-1][0].Status == 0x0000  # no PatientID needed above STUDY
     assert study_uids([found for status, found in responses[:-1]]) == {loaded["ct"], loaded["mr"]}
+
+
+def test_configured_response_character_set(server_factory: ServerFactory) -> None:
+    server = server_factory(response_character_set="ISO_IR 100")
+    japanese = pydicom.dcmread(PYDICOM_FILES / "charset_files" / "chrH31.dcm")
+    german = ct_dataset(patient_name="Müller^Hans", patient_id="DE1")
+    german.SpecificCharacterSet = "ISO_IR 100"
+    assert send_datasets(server.port, [german]) == [0]
+    assert send_datasets(
+        server.port, [japanese], syntaxes=[str(japanese.file_meta.TransferSyntaxUID)]
+    ) == [0]
+    answers = {}
+    for patient_id in ("DE1", str(japanese.PatientID)):
+        (match,), final, _ = find(
+            server.port,
+            STUDY_ROOT,
+            "STUDY",
+            PatientID=patient_id,
+            PatientName="",
+            StudyInstanceUID="",
+        )
+        assert final == 0 and match.SpecificCharacterSet == "ISO_IR 100"
+        answers[patient_id] = str(match.PatientName)
+    assert answers["DE1"] == "Müller^Hans"
+    # Ideographic and phonetic groups cannot be written in Latin-1: '?' stands in.
+    alphabetic, ideographic = answers[str(japanese.PatientID)].split("=")[:2]
+    assert alphabetic == str(japanese.PatientName).split("=")[0]
+    assert set(ideographic) <= set("?^")
+    assert "replacement characters" in server.log()
+
+
+CHARSET_FILES = {
+    "chrRuss.dcm": "ISO_IR 144",
+    "chrHbrw.dcm": "ISO_IR 138",
+    "chrGreek.dcm": "ISO_IR 126",
+    "chrArab.dcm": "ISO_IR 127",
+    "chrGerm.dcm": "ISO_IR 100",
+    "chrH31.dcm": "ISO 2022 IR 87",
+    "chrX1.dcm": "ISO_IR 192",
+}
+
+
+@pytest.mark.parametrize("name", CHARSET_FILES)
+def test_names_match_in_their_own_character_set(server: RunningServer, name: str) -> None:
+    source = pydicom.dcmread(PYDICOM_FILES / "charset_files" / name)
+    assert send_datasets(
+        server.port, [source], syntaxes=[str(source.file_meta.TransferSyntaxUID)]
+    ) == [0]
+    full_name = str(source.PatientName)
+    charset = source.SpecificCharacterSet
+    prefix = full_name.split("=")[0][:3]  # the first letters, in the file's own script
+    matches, final, _ = find(
+        server.port,
+        STUDY_ROOT,
+        "STUDY",
+        charset=charset,
+        PatientName=f"{prefix}*",
+        StudyInstanceUID="",
+    )
+    assert final == 0
+    assert [str(m.PatientName) for m in matches] == [full_name]
+    assert CHARSET_FILES[name] in (charset if isinstance(charset, str) else list(charset))

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,8 @@ def _configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pydicom both logs and warns about odd values: keep the log line, drop the echo.
+    warnings.filterwarnings("ignore", module="pydicom")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

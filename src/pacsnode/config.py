@@ -54,6 +54,8 @@ class Settings:
     max_pdu_size: int = 1_048_576
     """The largest PDU we accept; 0 means unlimited. Large PDUs cut per-PDU overhead."""
     duplicate_policy: DuplicatePolicy = "keep"
+    response_character_set: str = "ISO_IR 192"
+    """How C-FIND answers are encoded; a character it cannot represent becomes '?'."""
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0

@@ -33,7 +33,6 @@ log = logging.getLogger("pacsnode.find")
 
 
 _NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
-RESPONSE_CHARSET = "ISO_IR 192"
 
 PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
 UNABLE_TO_PROCESS = 0xC000
@@ -77,7 +76,7 @@ class FindSCP:
 
     def _response(self, row: Any, requested: list[DataElement], level: Level) -> Dataset:
         response = Dataset()
-        response.SpecificCharacterSet = RESPONSE_CHARSET
+        response.SpecificCharacterSet = self.archive.settings.response_character_set
         response.QueryRetrieveLevel = level.value
         for element in requested:
             value = _value(row, element.keyword, self.archive.settings.ae_title)
