@@ -128,10 +128,7 @@ class Storage:
             os.fsync(fd)
         finally:
             os.close(fd)
-        final = self.absolute(relative_path)
-        self._make_parent(final)
-        os.replace(path, final)
-        _fsync_dir(final.parent)
+        self._move_into_place(path, self.absolute(relative_path))
 
     def write(self, relative_path: str, header: bytes, source: BinaryIO) -> StoredFile:
         """Write ``header`` then the rest of ``source`` durably at ``relative_path``."""
@@ -148,9 +145,7 @@ class Storage:
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            self._make_parent(final)
-            os.replace(partial, final)
-            _fsync_dir(final.parent)
+            self._move_into_place(Path(partial), final)
         except BaseException:
             Path(partial).unlink(missing_ok=True)
             raise
@@ -159,12 +154,15 @@ class Storage:
     def delete(self, relative_path: str) -> None:
         self.absolute(relative_path).unlink(missing_ok=True)
 
-    def _make_parent(self, final: Path) -> None:
-        if final.parent.is_dir():
-            return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(final.parent.parent)
-        _fsync_dir(final.parent.parent.parent)
+    @staticmethod
+    def _move_into_place(synced: Path, final: Path) -> None:
+        """Rename a synced file to its final name, and make the rename durable too."""
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(final.parent.parent)
+            _fsync_dir(final.parent.parent.parent)
+        os.replace(synced, final)
+        _fsync_dir(final.parent)
 
 
 def _digest(uid: str) -> str:
