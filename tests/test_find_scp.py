@@ -330,8 +330,8 @@ def test_relational_query_when_negotiated(server: RunningServer, loaded: dict[st
     identifier.PatientName = "DOE*"
     responses = list(assoc.send_c_find(identifier, PATIENT_ROOT))
     assoc.release()
-    # Relational granted; combined date-time, fuzzy and timezone matching refused.
-    assert granted[PATIENT_ROOT] == b"\x01\x00\x00\x00"
+    # Relational and combined date-time granted; fuzzy and timezone matching refused.
+    assert granted[PATIENT_ROOT] == b"\x01\x01\x00\x00"
     assert responses[-1][0].Status == 0x0000  # no PatientID needed above STUDY
     assert study_uids([found for status, found in responses[:-1]]) == {loaded["ct"], loaded["mr"]}
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.script import ScriptDirectory
 from conftest import PYDICOM_FILES, ct_dataset, dataset_bytes, save
 from pydicom import Dataset, dcmread
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage, generate_uid
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.database import alembic_config
 from pacsnode.archive.ingest import IngestResult, Outcome, Received
-from pacsnode.archive.schema import instance, patient, series, study
+from pacsnode.archive.schema import instance, patient, sequence_value, series, study
 from pacsnode.config import DuplicatePolicy, Settings
 
 CANNOT_UNDERSTAND = 0xC000
@@ -377,10 +382,15 @@ def alembic_versions(archive: Archive) -> list[str]:
         )
 
 
+def head_revision() -> str:
+    config = alembic_config("sqlite://")
+    return str(ScriptDirectory.from_config(config).get_current_head())
+
+
 def test_schema_is_created_by_alembic_and_reopening_changes_nothing(
     archive: Archive, tmp_path: Path, database_url: str
 ) -> None:
-    assert alembic_versions(archive) == ["0001"]
+    assert alembic_versions(archive) == [head_revision()]
     ds = ct_dataset()
     result, source = ingest(archive, ds)
     assert result.ok
@@ -391,7 +401,7 @@ def test_schema_is_created_by_alembic_and_reopening_changes_nothing(
 
     again = Archive(Settings(data_dir=tmp_path / "data", database_url=database_url))
     try:
-        assert alembic_versions(again) == ["0001"]
+        assert alembic_versions(again) == [head_revision()]
         assert sorted(sa.inspect(again.database.reader).get_table_names()) == tables
         assert again.index.stats() == before
         assert {t.name: rows(again, t) for t in (patient, study, series, instance)} == rows_before
@@ -414,3 +424,39 @@ def test_missing_study_instance_uid_is_refused_and_nothing_indexed(archive: Arch
     stats = archive.index.stats()
     assert (stats.patients, stats.studies, stats.series, stats.instances) == (0, 0, 0, 0)
     assert stored_files(archive) == []
+
+
+def test_revision_0002_indexes_stored_sequences_and_normalises_times(database_url: str) -> None:
+    """An index written by revision 0001 gains sequence values and colon-free times."""
+    engine = sa.create_engine(database_url)
+    command.upgrade(alembic_config(database_url), "0001")
+    now = datetime.now(UTC)
+    request = [{"00401001": {"vr": "SH", "Value": ["RP7"]}}]
+    with engine.begin() as connection:
+
+        def insert(table: str, **values: Any) -> int:
+            columns = ", ".join(values)
+            names = ", ".join(f":{name}" for name in values)
+            statement = f"INSERT INTO {table} ({columns}, created_at, updated_at) "
+            statement += f"VALUES ({names}, :now, :now) RETURNING pk"
+            return int(connection.execute(sa.text(statement), {**values, "now": now}).scalar())
+
+        patient_pk = insert("patient", patient_id="P", issuer_of_patient_id="")
+        study_pk = insert(
+            "study", patient_pk=patient_pk, study_instance_uid="1.2.3", study_time="10:15:00"
+        )
+        series_pk = insert(
+            "series",
+            study_pk=study_pk,
+            series_instance_uid="1.2.3.4",
+            request_attributes_sequence=json.dumps(request),
+        )
+    command.upgrade(alembic_config(database_url), "head")
+    with engine.connect() as connection:
+        values = connection.execute(sa.select(sequence_value)).mappings().all()
+        time = connection.execute(sa.select(study.c.study_time)).scalar()
+    engine.dispose()
+    assert [(v["level"], v["owner_pk"], v["path"], v["value"]) for v in values] == [
+        ("series", series_pk, "RequestedProcedureID", "RP7")
+    ]
+    assert time == "101500"

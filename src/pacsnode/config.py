@@ -55,6 +55,9 @@ class Settings:
     """The largest PDU we accept; 0 means unlimited. Large PDUs cut per-PDU overhead."""
     duplicate_policy: DuplicatePolicy = "keep"
     response_character_set: str = "ISO_IR 192"
+    case_insensitive_matching: bool = True
+    """Person names and the keys the conformance statements list (Accession Number,
+    Modality, Study Description…) match regardless of case."""
     """How C-FIND answers are encoded; a character it cannot represent becomes '?'."""
     network_timeout: float = 60.0
     acse_timeout: float = 30.0

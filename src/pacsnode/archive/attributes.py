@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -95,6 +96,8 @@ PATIENT_ATTRIBUTES = _attrs(
     ("PatientBirthName", N),
     ("OtherPatientIDs", T),
     ("OtherPatientNames", N),
+    ("PatientMotherBirthName", N),
+    ("IssuerOfPatientIDQualifiersSequence", S),
 )
 
 STUDY_ATTRIBUTES = _attrs(
@@ -164,6 +167,11 @@ IMAGE_ATTRIBUTES = _attrs(
     ("SamplesPerPixel", INT),
     ("NumberOfFrames", INT),
     ("PhotometricInterpretation", T),
+    ("AcquisitionNumber", INT),
+    ("SliceThickness", T),
+    ("SliceLocation", T),
+    ("ImagePositionPatient", T),
+    ("ImageOrientationPatient", T),
     # Presentation states, structured reports and key object selections.
     ("ContentTemplateSequence", S),
     ("ObservationDateTime", DT),
@@ -203,12 +211,17 @@ def text_value(value: Any) -> str:
     return str(value)
 
 
-def _date(value: str) -> str:
+def normalized_date(value: str) -> str:
     """Dates are kept as ``YYYYMMDD`` so that a range is a string comparison.
 
     ACR-NEMA style ``YYYY.MM.DD`` still arrives from old modalities.
     """
     return value.replace(".", "").strip()
+
+
+def normalized_time(value: str) -> str:
+    """Times are kept as ``HHMMSS.FFFFFF``: ACR-NEMA's ``HH:MM:SS`` loses its colons."""
+    return value.replace(":", "").strip()
 
 
 def _int(value: Any) -> int | None:
@@ -236,10 +249,89 @@ def column_values(dataset: Dataset, level: Level) -> dict[str, Any]:
             elif attr.kind is Kind.INT:
                 value = _int(raw)
             elif attr.kind is Kind.DATE:
-                value = _date(text_value(raw))
+                value = normalized_date(text_value(raw))
+            elif attr.kind is Kind.TIME:
+                value = normalized_time(text_value(raw))
             else:
                 value = text_value(raw).strip()
         row[attr.column] = value
         if attr.has_folded_copy:
             row[attr.folded_column] = fold(value)
     return row
+
+
+# Date and time keys that combined date-time matching (PS3.4 C.2.2.2.5) reads as one.
+DATE_TIME_PAIRS: dict[str, str] = {
+    "PatientBirthDate": "PatientBirthTime",
+    "StudyDate": "StudyTime",
+    "SeriesDate": "SeriesTime",
+    "ContentDate": "ContentTime",
+    "AcquisitionDate": "AcquisitionTime",
+    "PerformedProcedureStepStartDate": "PerformedProcedureStepStartTime",
+    "PerformedProcedureStepEndDate": "PerformedProcedureStepEndTime",
+    "PresentationCreationDate": "PresentationCreationTime",
+}
+
+_NOT_MATCHABLE_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "SQ"}
+
+
+def kind_of_vr(vr: str) -> Kind:
+    """How a value inside a sequence item is matched, read from its VR."""
+    return {
+        "UI": Kind.UID,
+        "DA": Kind.DATE,
+        "TM": Kind.TIME,
+        "DT": Kind.DATETIME,
+        "PN": Kind.NAME,
+    }.get(vr, Kind.TEXT)
+
+
+def _normalized(vr: str, value: Any) -> str:
+    text = str(value).strip()
+    if vr == "DA":
+        return normalized_date(text)
+    if vr == "TM":
+        return normalized_time(text)
+    return text
+
+
+def item_values(item: Dataset, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Every (path, value) of a sequence item, nested sequences flattened into it.
+
+    A path names the keywords down from the item (``ConceptNameCodeSequence.CodeValue``
+    inside a ReferencedRequestSequence item); a multi-valued element gives one pair a
+    value, so that a key matches when any of the values does.
+    """
+    for element in item:
+        keyword = element.keyword
+        if not keyword or element.is_empty:
+            continue
+        if element.VR == "SQ":
+            for nested in element.value:
+                yield from item_values(nested, f"{prefix}{keyword}.")
+        elif element.VR not in _NOT_MATCHABLE_VRS:
+            raw = element.value
+            values = raw if isinstance(raw, (list, MultiValue)) else [raw]
+            for value in values:
+                yield f"{prefix}{keyword}", _normalized(str(element.VR), value)
+
+
+def sequence_values(dataset: Dataset, level: Level) -> list[dict[str, Any]]:
+    """The index rows that let sequence matching look inside the items of one level."""
+    rows: list[dict[str, Any]] = []
+    present = dataset.keys()
+    for attr in ATTRIBUTES[level]:
+        if attr.kind is not Kind.SEQUENCE or attr.tag not in present:
+            continue
+        for number, item in enumerate(dataset[attr.tag].value or []):
+            for path, value in item_values(item):
+                rows.append(
+                    {
+                        "sequence": attr.keyword,
+                        "item": number,
+                        "path": path,
+                        "value": value,
+                        "value_ci": fold(value),
+                    }
+                )
+    return rows

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from pacsnode.archive.database import Database
-from pacsnode.archive.schema import instance, patient, series, study
+from pacsnode.archive.schema import instance, patient, sequence_value, series, study
 from pacsnode.config import DuplicatePolicy
 
 
@@ -32,6 +32,8 @@ class LevelRows:
     study: dict[str, Any]
     series: dict[str, Any]
     instance: dict[str, Any]
+    sequences: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Sequence item values for sequence matching, by table name (see sequence_value)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,23 @@ def _bump(connection: Connection, table: sa.Table, pk: int, **increments: int) -
     connection.execute(_COUNTER_UPDATES[table.name], params)
 
 
+def _add_sequence_values(
+    connection: Connection, rows: LevelRows, table: sa.Table, owner_pk: int
+) -> None:
+    values = rows.sequences.get(table.name)
+    if values:
+        owned = [{**value, "level": table.name, "owner_pk": owner_pk} for value in values]
+        connection.execute(sa.insert(sequence_value), owned)
+
+
+def _delete_sequence_values(connection: Connection, table: sa.Table, owner_pk: int) -> None:
+    connection.execute(
+        sa.delete(sequence_value).where(
+            sequence_value.c.level == table.name, sequence_value.c.owner_pk == owner_pk
+        )
+    )
+
+
 def _is_empty(connection: Connection, table: sa.Table, pk: int) -> bool:
     count = sa.select(table.c.num_instances).where(table.c.pk == pk)
     return int(connection.execute(count).scalar_one()) == 0
@@ -210,6 +229,7 @@ class Index:
                 statement, {**rows.instance, "series_pk": series_pk, "received_at": _now()}
             ).scalar()
             if instance_pk is not None:
+                _add_sequence_values(connection, rows, instance, instance_pk)
                 break
             existing = connection.execute(
                 sa.select(instance.c.pk, instance.c.file_path)
@@ -261,6 +281,8 @@ class Index:
         ):
             changes = {k: v for k, v in values.items() if k not in identity}
             connection.execute(sa.update(table).where(table.c.pk == pk).values(**changes))
+            _delete_sequence_values(connection, table, pk)
+            _add_sequence_values(connection, rows, table, pk)
 
     def _parents(
         self, connection: Connection, rows: LevelRows, charset: str | None
@@ -281,7 +303,9 @@ class Index:
             "issuer_of_patient_id": rows.patient["issuer_of_patient_id"],
         }
         patient_values = {k: v for k, v in rows.patient.items() if k not in patient_key}
-        patient_pk, _ = _get_or_create(connection, patient, patient_key, patient_values)
+        patient_pk, new_patient = _get_or_create(connection, patient, patient_key, patient_values)
+        if new_patient:
+            _add_sequence_values(connection, rows, patient, patient_pk)
         study_key = {"study_instance_uid": rows.study["study_instance_uid"]}
         study_values = {k: v for k, v in rows.study.items() if k not in study_key}
         study_values.update(patient_pk=patient_pk, specific_character_set=charset)
@@ -294,6 +318,8 @@ class Index:
         series_values = {k: v for k, v in rows.series.items() if k not in series_key}
         series_values["study_pk"] = study_pk
         series_pk, new_series = _get_or_create(connection, series, series_key, series_values)
+        if new_series:
+            _add_sequence_values(connection, rows, series, series_pk)
         return series_pk, study_pk, patient_pk, new_series, new_study
 
     def _remove(self, connection: Connection, instance_pk: int) -> None:
@@ -308,11 +334,13 @@ class Index:
             sa.select(study.c.patient_pk).where(study.c.pk == study_pk)
         ).scalar_one()
         connection.execute(sa.delete(instance).where(instance.c.pk == instance_pk))
+        _delete_sequence_values(connection, instance, instance_pk)
         _bump(connection, series, series_pk, num_instances=-1)
         _bump(connection, study, study_pk, num_instances=-1)
         _bump(connection, patient, patient_pk, num_instances=-1)
         if _is_empty(connection, series, series_pk):
             connection.execute(sa.delete(series).where(series.c.pk == series_pk))
+            _delete_sequence_values(connection, series, series_pk)
             _bump(connection, study, study_pk, num_series=-1)
             _bump(connection, patient, patient_pk, num_series=-1)
             self._recompute_modalities(connection, study_pk)
@@ -321,6 +349,7 @@ class Index:
             _bump(connection, patient, patient_pk, num_studies=-1)
         if _is_empty(connection, patient, patient_pk):
             connection.execute(sa.delete(patient).where(patient.c.pk == patient_pk))
+            _delete_sequence_values(connection, patient, patient_pk)
 
     @staticmethod
     def _recompute_modalities(connection: Connection, study_pk: int) -> None:

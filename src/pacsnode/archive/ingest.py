@@ -26,8 +26,9 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import VR
 from sqlalchemy.exc import DBAPIError
 
-from pacsnode.archive.attributes import Level, column_values, text_value
+from pacsnode.archive.attributes import Level, column_values, sequence_values, text_value
 from pacsnode.archive.index import Index, LevelRows
+from pacsnode.archive.schema import LEVEL_TABLES
 from pacsnode.archive.storage import Storage, file_meta
 from pacsnode.archive.uids import syntax_of_encoding
 from pacsnode.config import DuplicatePolicy
@@ -216,7 +217,16 @@ def _check_against_request(received: Received, uids: dict[str, str]) -> None:
 
 def _level_rows(dataset: Dataset) -> LevelRows:
     try:
-        rows = LevelRows(*(column_values(dataset, level) for level in Level))
+        values = {level: column_values(dataset, level) for level in Level}
+        rows = LevelRows(
+            values[Level.PATIENT],
+            values[Level.STUDY],
+            values[Level.SERIES],
+            values[Level.IMAGE],
+            sequences={
+                LEVEL_TABLES[level].name: sequence_values(dataset, level) for level in Level
+            },
+        )
     except Exception as exc:  # a value that does not decode in its VR
         raise IngestError(CANNOT_UNDERSTAND, f"attribute unreadable: {exc}"[:64]) from exc
     rows.patient["patient_id"] = rows.patient["patient_id"] or ""

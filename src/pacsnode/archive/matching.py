@@ -7,15 +7,34 @@ and rows stream back as they are read; nothing is filtered in Python.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy.engine import Connection
 
-from pacsnode.archive.attributes import BY_KEYWORD, Attribute, Kind, Level, fold
-from pacsnode.archive.schema import LEVEL_TABLES, instance, patient, series, study
+from pacsnode.archive.attributes import (
+    BY_KEYWORD,
+    DATE_TIME_PAIRS,
+    Attribute,
+    Kind,
+    Level,
+    fold,
+    kind_of_vr,
+    normalized_date,
+    normalized_time,
+)
+from pacsnode.archive.schema import (
+    LEVEL_TABLES,
+    instance,
+    patient,
+    sequence_value,
+    series,
+    study,
+)
 
 LEVEL_ORDER = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 
@@ -51,6 +70,14 @@ class Query:
     """Patient Root (and Patient/Study Only) put PATIENT above STUDY; Study Root does not."""
     case_insensitive: bool = True
     """PN and the other keys the conformance statements list match regardless of case."""
+    relational: bool = False
+    """Keys of any level match (extended negotiation byte 1). Hierarchical queries must
+    name one entity at each level above theirs, and keys below it are not matched."""
+    combined_datetime: bool = False
+    """Date and time keys of a pair match as one date-time range (negotiation byte 2)."""
+    sequences: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Sequence keyword to the (path, value) keys of its one query item, as
+    :func:`~pacsnode.archive.attributes.item_values` flattens it."""
 
 
 def _column(attr: Attribute) -> sa.ColumnElement[Any]:
@@ -58,6 +85,7 @@ def _column(attr: Attribute) -> sa.ColumnElement[Any]:
 
 
 _ESCAPE = "!"
+_END = "\uffff"  # sorts after any character a DICOM time or date-time may hold
 
 
 def _like_pattern(value: str) -> str:
@@ -75,37 +103,73 @@ def _text_condition(column: sa.ColumnElement[Any], value: str) -> Any:
     return column == value
 
 
-def _range_condition(column: sa.ColumnElement[Any], value: str, kind: Kind) -> Any:
-    clean = value.replace(".", "") if kind is Kind.DATE else value
-    if "-" not in clean:
-        return column == clean
-    low, high = (part.strip() for part in clean.split("-", 1))
+def _normalized(value: str, kind: Kind) -> str:
+    if kind is Kind.DATE:
+        return normalized_date(value)
+    if kind is Kind.TIME:
+        return normalized_time(value)
+    return value.strip()
+
+
+def _bounds(value: str, kind: Kind) -> tuple[str, str]:
+    """Low and high ends of a single value or range; '' is an open end.
+
+    A time or date-time is a prefix of everything it names: ``1015`` reaches up to
+    10:15:59.999999, so the high end gets a suffix that sorts after any digit.
+    """
+    low, _, high = value.partition("-") if "-" in value else (value, "", value)
+    low, high = _normalized(low, kind), _normalized(high, kind)
+    if high and kind is not Kind.DATE:
+        high += _END
+    return low, high
+
+
+def _range_condition(column: sa.ColumnElement[Any], low: str, high: str) -> Any:
+    if low and low == high:
+        return column == low
     conditions = []
     if low:
         conditions.append(column >= low)
     if high:
-        # A time or date-time range includes everything up to the end of its last unit.
-        conditions.append(column <= high + ("\uffff" if kind is not Kind.DATE else ""))
+        conditions.append(column <= high)
     return sa.and_(*conditions) if conditions else sa.true()
 
 
-def condition(attr: Attribute, value: str, case_insensitive: bool) -> Any:
-    """The SQL condition for one matching key."""
-    column = _column(attr)
-    if attr.kind is Kind.UID:
+def _value_condition(
+    column: sa.ColumnElement[Any], folded: sa.ColumnElement[Any] | None, kind: Kind, value: str
+) -> Any:
+    """One key's condition on a column; ``folded`` is its upper-cased copy, if matched so."""
+    if kind is Kind.UID:
         uids = [uid.strip() for uid in value.split("\\") if uid.strip()]
         return column.in_(uids) if len(uids) > 1 else column == uids[0]
-    if attr.kind in (Kind.DATE, Kind.TIME, Kind.DATETIME):
-        return _range_condition(column, value, attr.kind)
-    if attr.kind is Kind.INT:
+    if kind in (Kind.DATE, Kind.TIME, Kind.DATETIME):
+        return _range_condition(column, *_bounds(value, kind))
+    if kind is Kind.INT:
         try:
             return column == int(value)
         except ValueError:
             return sa.false()
-    if case_insensitive and attr.has_folded_copy:
-        folded = LEVEL_TABLES[attr.level].c[attr.folded_column]
+    if folded is not None:
         return _text_condition(folded, fold(value) or "")
     return _text_condition(column, value)
+
+
+def condition(attr: Attribute, value: str, case_insensitive: bool) -> Any:
+    """The SQL condition for one matching key."""
+    table = LEVEL_TABLES[attr.level]
+    folded = table.c[attr.folded_column] if case_insensitive and attr.has_folded_copy else None
+    return _value_condition(_column(attr), folded, attr.kind, value)
+
+
+def _datetime_condition(date: Attribute, time: Attribute, date_value: str, time_value: str) -> Any:
+    """Combined date-time matching: ``20060705-20060707`` with ``1000-1800`` runs from
+    10:00 on the 5th to 18:00 on the 7th, not 10:00 to 18:00 on each day."""
+    date_low, date_high = _bounds(date_value, Kind.DATE)
+    time_low, time_high = _bounds(time_value, Kind.TIME)
+    combined = sa.func.coalesce(_column(date), "") + sa.func.coalesce(_column(time), "")
+    low = date_low + time_low if date_low else ""
+    high = date_high + (time_high or _END) if date_high else ""
+    return _range_condition(combined, low, high)
 
 
 def _modalities_condition(value: str) -> Any:
@@ -114,6 +178,72 @@ def _modalities_condition(value: str) -> Any:
     joined = sa.literal("\\") + sa.func.coalesce(study.c.modalities_in_study, "") + "\\"
     column = sa.func.upper(joined)
     return sa.or_(*(column.like(f"%\\{_like_pattern(m)}\\%", escape=_ESCAPE) for m in wanted))
+
+
+def _sequence_condition(attr: Attribute, item: dict[str, str], case_insensitive: bool) -> Any:
+    """Sequence matching: some item of the stored sequence matches every key of the
+    query item. Each key is one row of ``sequence_value``; all must share an item."""
+    owner = LEVEL_TABLES[attr.level]
+    rows: list[Any] = []
+    conditions: list[Any] = []
+    for path, value in item.items():
+        row = sequence_value.alias()
+        keyword = path.rsplit(".", 1)[-1]
+        kind = kind_of_vr(_dictionary_vr(keyword))
+        listed = BY_KEYWORD.get(keyword)
+        folds = case_insensitive and (
+            kind is Kind.NAME or (listed is not None and listed.fold_case)
+        )
+        conditions += [
+            row.c.path == path,
+            _value_condition(row.c.value, row.c.value_ci if folds else None, kind, value),
+        ]
+        if rows:
+            first = rows[0]
+            conditions += [
+                row.c.level == first.c.level,
+                row.c.owner_pk == first.c.owner_pk,
+                row.c.sequence == first.c.sequence,
+                row.c.item == first.c.item,
+            ]
+        else:
+            conditions += [
+                row.c.level == owner.name,
+                row.c.owner_pk == owner.c.pk,
+                row.c.sequence == attr.keyword,
+            ]
+        rows.append(row)
+    return sa.exists(sa.select(sa.literal(1)).select_from(*rows).where(*conditions))
+
+
+def _dictionary_vr(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return dictionary_VR(tag) if tag is not None else "UN"
+
+
+def _conditions(query: Query) -> dict[Level, list[Any]]:
+    """Every matching key's condition, grouped by the level whose table it reads."""
+    grouped: dict[Level, list[Any]] = {level: [] for level in LEVEL_ORDER}
+    keys = {k: v for k, v in query.keys.items() if v}
+    if query.combined_datetime:
+        for date_keyword, time_keyword in DATE_TIME_PAIRS.items():
+            if date_keyword in keys and time_keyword in keys:
+                date, time = BY_KEYWORD[date_keyword], BY_KEYWORD[time_keyword]
+                grouped[date.level].append(
+                    _datetime_condition(date, time, keys.pop(date_keyword), keys.pop(time_keyword))
+                )
+    for keyword, value in keys.items():
+        if keyword == "ModalitiesInStudy":
+            grouped[Level.STUDY].append(_modalities_condition(value))
+            continue
+        attr = BY_KEYWORD.get(keyword)
+        if attr is not None and attr.kind is not Kind.SEQUENCE:
+            grouped[attr.level].append(condition(attr, value, query.case_insensitive))
+    for keyword, item in query.sequences.items():
+        attr = BY_KEYWORD.get(keyword)
+        if attr is not None and attr.kind is Kind.SEQUENCE and item:
+            grouped[attr.level].append(_sequence_condition(attr, item, query.case_insensitive))
+    return grouped
 
 
 def _levels(query: Query) -> list[Level]:
@@ -132,39 +262,49 @@ def _check_hierarchy(query: Query, levels: list[Level]) -> None:
             raise QueryError(f"{key} must be given as a single value above {query.level}")
 
 
-def build(query: Query, hierarchical: bool = True) -> sa.Select[Any]:
-    """The SELECT for a query; ``hierarchical`` checks the unique keys above its level."""
+_PARENT_KEYS = {
+    "study": study.c.patient_pk,
+    "series": series.c.study_pk,
+    "instance": instance.c.series_pk,
+}
+
+
+def _below(query: Query, grouped: dict[Level, list[Any]]) -> Any | None:
+    """Relational keys below the query level: some entity beneath each match has them."""
+    position = LEVEL_ORDER.index(query.level)
+    lower = [level for level in LEVEL_ORDER[position + 1 :]]
+    deepest = max((i for i, level in enumerate(lower) if grouped[level]), default=-1)
+    if deepest < 0:
+        return None
+    chain = [LEVEL_TABLES[level] for level in lower[: deepest + 1]]
+    source: sa.FromClause = chain[0]
+    for parent, child in itertools.pairwise(chain):
+        source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
+    owner = LEVEL_TABLES[query.level]
+    conditions = [cond for level in lower for cond in grouped[level]]
+    inner = sa.select(sa.literal(1)).select_from(source)
+    return sa.exists(inner.where(_PARENT_KEYS[chain[0].name] == owner.c.pk, *conditions))
+
+
+def build(query: Query) -> sa.Select[Any]:
+    """The SELECT for a query: its level's rows with their parents' columns."""
     levels = _levels(query)
-    if hierarchical:
+    if not query.relational:
         _check_hierarchy(query, levels)
     tables = [LEVEL_TABLES[level] for level in levels]
     if not query.patient_root and Level.PATIENT not in levels:
         tables.insert(0, patient)  # Study Root returns patient attributes at STUDY level
     source: sa.FromClause = tables[0]
-    joins = {
-        "study": study.c.patient_pk == patient.c.pk,
-        "series": series.c.study_pk == study.c.pk,
-        "instance": instance.c.series_pk == series.c.pk,
-    }
-    for table in tables[1:]:
-        source = source.join(table, joins[table.name])
+    for parent, child in itertools.pairwise(tables):
+        source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
     columns = (c.label(f"{table.name}.{c.name}") for table in tables for c in table.c)
     statement = sa.select(*columns).select_from(source)
-    present = {table.name for table in tables}
-    for keyword, value in query.keys.items():
-        if not value:
-            continue
-        if keyword == "ModalitiesInStudy" and "study" in present:
-            statement = statement.where(_modalities_condition(value))
-            continue
-        attr = BY_KEYWORD.get(keyword)
-        if attr is None or LEVEL_TABLES[attr.level].name not in present:
-            continue  # not a key we match on; returned empty
-        if attr.kind is Kind.SEQUENCE:
-            continue  # sequence matching is not done yet: the item is returned as stored
-        statement = statement.where(condition(attr, value, query.case_insensitive))
-    order = LEVEL_TABLES[query.level].c.pk
-    return statement.order_by(order)
+    grouped = _conditions(query)
+    for level in LEVEL_ORDER[: LEVEL_ORDER.index(query.level) + 1]:
+        statement = statement.where(*grouped[level])
+    if query.relational and (below := _below(query, grouped)) is not None:
+        statement = statement.where(below)
+    return statement.order_by(LEVEL_TABLES[query.level].c.pk)
 
 
 def search(connection: Connection, statement: sa.Select[Any]) -> Iterator[sa.RowMapping]:
@@ -183,4 +323,4 @@ def retrieve_selection(level: Level, keys: dict[str, str], patient_root: bool) -
     if not keys.get(UNIQUE_KEYS[level]):
         raise QueryError(f"{UNIQUE_KEYS[level]} is required at the {level} level")
     wanted = {k: v for k, v in keys.items() if k in unique and v}
-    return build(Query(Level.IMAGE, wanted, patient_root=patient_root), hierarchical=False)
+    return build(Query(Level.IMAGE, wanted, patient_root=patient_root, relational=True))

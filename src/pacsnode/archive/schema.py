@@ -34,15 +34,16 @@ _TYPES: dict[Kind, sa.types.TypeEngine[Any]] = {
 }
 
 # Columns that queries at scale filter on: an index each.
-_INDEXED = {
+_INDEXED = {"patient_birth_date", "study_date", "sop_class_uid"}
+# Columns matched with wildcards too. PostgreSQL uses a B-tree for a LIKE prefix only
+# under the C collation, or with text_pattern_ops, which serves equality as well.
+_PATTERN_INDEXED = {
+    "patient_id",
     "patient_name_ci",
-    "patient_birth_date",
-    "study_date",
     "accession_number_ci",
     "referring_physician_name_ci",
     "study_id",
     "modality_ci",
-    "sop_class_uid",
 }
 
 
@@ -88,7 +89,7 @@ patient = sa.Table(
     sa.Column("pk", sa.Integer, primary_key=True),
     # Patient identity is Patient ID plus its issuer; both are '' rather than NULL so
     # that the unique constraint holds (NULLs never collide).
-    sa.Column("patient_id", sa.Text, nullable=False, index=True),
+    sa.Column("patient_id", sa.Text, nullable=False),
     sa.Column("issuer_of_patient_id", sa.Text, nullable=False),
     *_attribute_columns(Level.PATIENT, skip={"PatientID", "IssuerOfPatientID"}),
     _counter("num_studies"),
@@ -137,6 +138,31 @@ instance = sa.Table(
     sa.Column("source_ae", sa.String(16)),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+sequence_value = sa.Table(
+    "sequence_value",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    # The owner is a row of the table named by level; no foreign key, as it may be any
+    # of four tables. Index code deletes these rows with their owner.
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("owner_pk", sa.Integer, nullable=False),
+    sa.Column("sequence", sa.String(64), nullable=False),
+    sa.Column("item", sa.Integer, nullable=False),
+    sa.Column("path", sa.String(256), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("value_ci", sa.Text, nullable=False),
+    sa.Index("ix_sequence_value_owner", "level", "owner_pk"),
+    sa.Index("ix_sequence_value_path", "sequence", "path", "value"),
+)
+
+for _table in (patient, study, series, instance):
+    for _name in sorted(_PATTERN_INDEXED & set(_table.c.keys())):
+        sa.Index(
+            f"ix_{_table.name}_{_name}",
+            _table.c[_name],
+            postgresql_ops={_name: "text_pattern_ops"},
+        )
 
 LEVEL_TABLES: dict[Level, sa.Table] = {
     Level.PATIENT: patient,

@@ -17,13 +17,14 @@ from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
 from pynetdicom.events import Event
 
-from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level, text_value
+from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level, item_values, text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, search
 from pacsnode.archive.schema import LEVEL_TABLES
 from pacsnode.dimse.qr_model import (
     IDENTIFIER_DOES_NOT_MATCH,
     STUDY_ROOT_FIND,
+    combined_datetime,
     failure,
     query_level,
     relational,
@@ -33,8 +34,10 @@ log = logging.getLogger("pacsnode.find")
 
 
 _NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
+_ANSWERED_BY_US = {"RetrieveAETitle", "InstanceAvailability"}
 
 PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
+PENDING_UNSUPPORTED_KEYS = 0xFF01
 UNABLE_TO_PROCESS = 0xC000
 
 
@@ -46,8 +49,8 @@ class FindSCP:
         model = str(event.request.AffectedSOPClassUID)
         try:
             identifier = event.identifier
-            query = _query(identifier, model)
-            statement = build(query, hierarchical=not relational(event, model))
+            query = self._query(identifier, event, model)
+            statement = build(query)
         except QueryError as exc:
             log.warning("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
             yield failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
@@ -57,6 +60,10 @@ class FindSCP:
             yield failure(UNABLE_TO_PROCESS, f"identifier unreadable: {exc}"), None
             return
         requested = [element for element in identifier if element.keyword not in _NOT_KEYS]
+        unsupported = [str(e.tag) for e in requested if not _supported(e.keyword)]
+        if unsupported:
+            log.info("C-FIND keys not supported, returned empty: %s", ", ".join(unsupported))
+        pending = PENDING_UNSUPPORTED_KEYS if unsupported else PENDING
         matches = 0
         with self.archive.database.reader.connect() as connection:
             for row in search(connection, statement):
@@ -64,7 +71,7 @@ class FindSCP:
                     yield CANCELLED, None
                     return
                 matches += 1
-                yield PENDING, self._response(row, requested, query.level)
+                yield pending, self._response(row, requested, query.level)
         log.info(
             "C-FIND %s level %s from %s: %d matches",
             model,
@@ -74,27 +81,43 @@ class FindSCP:
         )
         yield SUCCESS, None
 
+    def _query(self, identifier: Dataset, event: Event, model: str) -> Query:
+        keys: dict[str, str] = {}
+        sequences: dict[str, dict[str, str]] = {}
+        for element in identifier:
+            if not element.keyword or element.keyword in _NOT_KEYS:
+                continue
+            keys[element.keyword] = ""
+            if element.VR == "SQ":
+                if element.value:  # matching on the first item; more are not allowed
+                    sequences[element.keyword] = dict(item_values(element.value[0]))
+            elif not element.is_empty:
+                keys[element.keyword] = text_value(element.value).strip()
+        return Query(
+            level=query_level(identifier, model),
+            keys=keys,
+            patient_root=model != STUDY_ROOT_FIND,
+            case_insensitive=self.archive.settings.case_insensitive_matching,
+            relational=relational(event, model),
+            combined_datetime=combined_datetime(event, model),
+            sequences=sequences,
+        )
+
     def _response(self, row: Any, requested: list[DataElement], level: Level) -> Dataset:
         response = Dataset()
         response.SpecificCharacterSet = self.archive.settings.response_character_set
         response.QueryRetrieveLevel = level.value
         for element in requested:
             value = _value(row, element.keyword, self.archive.settings.ae_title)
+            if isinstance(value, Sequence) and element.VR == "SQ" and element.value:
+                value = _requested_items(value, element.value[0])
             _set(response, element, value)
         return response
 
 
-def _query(identifier: Dataset, model: str) -> Query:
-    level = query_level(identifier, model)
-    keys: dict[str, str] = {}
-    for element in identifier:
-        if not element.keyword or element.keyword in _NOT_KEYS:
-            continue
-        if element.VR == "SQ" or element.is_empty:
-            keys[element.keyword] = ""
-            continue
-        keys[element.keyword] = text_value(element.value).strip()
-    return Query(level=level, keys=keys, patient_root=model != STUDY_ROOT_FIND)
+def _supported(keyword: str) -> bool:
+    """Whether a key is matched and returned; others are returned empty with ``FF01``."""
+    return keyword in BY_KEYWORD or keyword in COMPUTED or keyword in _ANSWERED_BY_US
 
 
 def _value(row: Any, keyword: str, our_ae: str) -> Any:
@@ -112,6 +135,25 @@ def _value(row: Any, keyword: str, our_ae: str) -> Any:
     if value is not None and attr.kind is Kind.SEQUENCE:
         return Sequence([Dataset.from_json(item) for item in json.loads(value)])
     return value
+
+
+def _requested_items(stored: Sequence, requested: Dataset) -> Sequence:
+    """The stored items cut down to the attributes the query item asked for.
+
+    A query item with no attributes asks for everything (PS3.4 C.2.2.2.6).
+    """
+    if not len(requested):
+        return stored
+    items = []
+    for item in stored:
+        answer = Dataset()
+        for element in requested:
+            if element.tag in item:
+                answer[element.tag] = item[element.tag]
+            else:
+                _set(answer, element, None)
+        items.append(answer)
+    return Sequence(items)
 
 
 def _set(response: Dataset, element: DataElement, value: Any) -> None:

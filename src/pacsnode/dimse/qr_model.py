@@ -28,24 +28,40 @@ QUERY_RETRIEVE_CLASSES = frozenset((*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_S
 
 
 def negotiate_extended(event: Event) -> dict[str, bytes]:
-    """Grant relational queries and retrieves as asked; refuse the rest.
+    """Grant relational queries and retrieves, and combined date-time matching, as asked.
 
-    Byte 1 (relational) is answered as requested. Combined date-time matching,
-    fuzzy semantic matching of person names and timezone adjustment (bytes 2-4)
-    are answered 0: not supported.
+    Byte 1 (relational) is answered as requested for every model; byte 2 (combined
+    date-time matching) too for C-FIND. Fuzzy semantic matching of person names and
+    timezone adjustment (bytes 3 and 4) are answered 0: not supported.
     """
     requested: dict[UID, bytes] = event.app_info  # type: ignore[attr-defined]
     return {
-        str(sop_class): bytes([app_info[0] & 1]) + bytes(len(app_info) - 1)
+        str(sop_class): _granted(str(sop_class), app_info)
         for sop_class, app_info in requested.items()
         if str(sop_class) in QUERY_RETRIEVE_CLASSES and app_info
     }
 
 
-def relational(event: Event, model: str) -> bool:
-    """Whether this association asked for (and so was granted) relational queries."""
+def _granted(sop_class: str, app_info: bytes) -> bytes:
+    granted = bytearray(len(app_info))
+    granted[0] = app_info[0] & 1
+    if sop_class in FIND_SOP_CLASSES and len(app_info) > 1:
+        granted[1] = app_info[1] & 1
+    return bytes(granted)
+
+
+def _requested_option(event: Event, model: str, byte: int) -> bool:
+    """Whether the peer asked for (and so was granted) an extended negotiation option."""
     app_info = event.assoc.requestor.sop_class_extended.get(UID(model), b"")
-    return bool(app_info) and app_info[0] == 1
+    return len(app_info) > byte and app_info[byte] == 1
+
+
+def relational(event: Event, model: str) -> bool:
+    return _requested_option(event, model, 0)
+
+
+def combined_datetime(event: Event, model: str) -> bool:
+    return model in FIND_SOP_CLASSES and _requested_option(event, model, 1)
 
 
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
