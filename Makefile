@@ -29,7 +29,8 @@ bench-ingest: $(VENV)/.installed  ## pacsnode vs Orthanc ingest throughput (need
 
 migration: $(VENV)/.installed  ## new Alembic revision from schema changes: make migration MSG="..."
 	$(PY) -c "from alembic import command; from pacsnode.archive.database import alembic_config; \
-	command.revision(alembic_config('sqlite:///$(CURDIR)/.migration.sqlite'), message='$(MSG)', autogenerate=True)"
+	config = alembic_config('sqlite:///$(CURDIR)/.migration.sqlite'); command.upgrade(config, 'head'); \
+	command.revision(config, message='$(MSG)', autogenerate=True)"
 	rm -f .migration.sqlite
 
 clean:
