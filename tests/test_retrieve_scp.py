@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,3 +276,131 @@ def test_cdrclient_gets_its_private_tags_back_byte_identical(
         scp.shutdown()
     assert statuses[-1] == 0x0000
     assert raw[str(ds.SOPInstanceUID)] == dataset_bytes(source)
+
+
+class CountingListener:
+    """A TCP port that counts connection attempts and never speaks DICOM."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.2)
+        self.port = int(self.socket.getsockname()[1])
+
+    def attempts(self) -> int:
+        count = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                connection, _ = self.socket.accept()
+                connection.close()
+                count += 1
+        return count
+
+
+def test_bad_identifier_is_refused_without_connecting(server_factory: ServerFactory) -> None:
+    listener = CountingListener()
+    archive = server_factory(
+        remotes=[{"ae_title": "LISTENER", "host": "127.0.0.1", "port": listener.port}]
+    )
+    no_unique_key = move(archive.port, "LISTENER", QueryRetrieveLevel="SERIES")
+    bad_level = move(archive.port, "LISTENER", QueryRetrieveLevel="FRAME", StudyInstanceUID="1")
+    assert [r.Status for r in no_unique_key] == [0xA900]
+    assert "SeriesInstanceUID" in no_unique_key[0].ErrorComment
+    assert [r.Status for r in bad_level] == [0xA900]
+    assert listener.attempts() == 0
+
+
+def test_unreachable_destination_is_a702(server_factory: ServerFactory) -> None:
+    archive = server_factory(
+        remotes=[{"ae_title": "OFFLINE", "host": "127.0.0.1", "port": free_port()}]
+    )
+    uids = _load(archive)
+    responses = move(
+        archive.port, "OFFLINE", QueryRetrieveLevel="STUDY", StudyInstanceUID=uids["study"]
+    )
+    assert [r.Status for r in responses] == [0xA702]
+    assert "OFFLINE" in responses[0].ErrorComment
+    assert "cannot" in archive.log() or "unreachable" in archive.log()
+
+
+def test_nothing_selected_is_success_with_zero_counts(archive: RunningServer) -> None:
+    responses = move(
+        archive.port, "RECEIVER", QueryRetrieveLevel="STUDY", StudyInstanceUID="1.2.3.4.5"
+    )
+    assert [r.Status for r in responses] == [0x0000]
+    assert responses[0].NumberOfCompletedSuboperations == 0
+
+
+def test_pending_responses_can_be_switched_off_per_requestor(
+    server_factory: ServerFactory, receiver: Receiver
+) -> None:
+    archive = server_factory(
+        remotes=[
+            {"ae_title": "RECEIVER", "host": "127.0.0.1", "port": receiver.port},
+            {"ae_title": "WS", "host": "127.0.0.1", "port": 1, "pending_responses": False},
+        ]
+    )
+    uids = _load(archive)
+    responses = move(
+        archive.port, "RECEIVER", QueryRetrieveLevel="STUDY", StudyInstanceUID=uids["study"]
+    )
+    assert [r.Status for r in responses] == [0x0000]
+    assert responses[0].NumberOfCompletedSuboperations == 3
+    assert len(receiver.received) == 3
+
+
+def test_pending_counts_and_cancel_during_a_move(
+    archive: RunningServer, receiver: Receiver
+) -> None:
+    study, series = generate_uid(), generate_uid()
+    many = [ct_dataset(study=study, series=series, InstanceNumber=n) for n in range(40)]
+    assert send_datasets(archive.port, many) == [0] * 40
+    slow = threading.Event()
+
+    def slow_store(event: evt.Event) -> int:
+        slow.wait(0.05)
+        return 0x0000
+
+    receiver.server.unbind(evt.EVT_C_STORE, receiver._store)
+    receiver.server.bind(evt.EVT_C_STORE, slow_store)
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study
+    assoc = associate(archive.port, [(STUDY_ROOT_MOVE, [ExplicitVRLittleEndian])])
+    responses = []
+    for status, _ in assoc.send_c_move(identifier, "RECEIVER", STUDY_ROOT_MOVE, msg_id=7):
+        responses.append(status)
+        if len(responses) == 3:
+            assoc.send_c_cancel(7, query_model=STUDY_ROOT_MOVE)
+    assoc.release()
+    pending, final = responses[:-1], responses[-1]
+    assert [r.NumberOfCompletedSuboperations for r in pending[:3]] == [1, 2, 3]
+    assert all(
+        r.NumberOfRemainingSuboperations + r.NumberOfCompletedSuboperations == 40 for r in pending
+    )
+    assert final.Status == 0xFE00
+    assert 0 < final.NumberOfRemainingSuboperations < 37
+    assert final.NumberOfCompletedSuboperations + final.NumberOfRemainingSuboperations == 40
+
+
+def test_jpeg_is_decompressed_for_an_implicit_only_receiver(
+    server_factory: ServerFactory,
+) -> None:
+    implicit_only = Receiver([ImplicitVRLittleEndian])
+    try:
+        archive = server_factory(
+            remotes=[{"ae_title": "RECEIVER", "host": "127.0.0.1", "port": implicit_only.port}]
+        )
+        uids = _load(archive)
+        responses = move(
+            archive.port,
+            "RECEIVER",
+            QueryRetrieveLevel="STUDY",
+            StudyInstanceUID=uids["jpeg_study"],
+        )
+    finally:
+        implicit_only.server.shutdown()
+    assert responses[-1].Status == 0x0000
+    assert implicit_only.syntaxes[uids["jpeg"]] == ImplicitVRLittleEndian
+    original = dcmread(JPEG_FILE)
+    original.decompress(generate_instance_uid=False)
+    assert implicit_only.received[uids["jpeg"]].PixelData == original.PixelData

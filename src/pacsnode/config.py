@@ -39,6 +39,9 @@ class RemoteAE:
     description: str = ""
     duplicate_policy: DuplicatePolicy | None = None
     """Overrides the server's policy for what this AE sends (CDRClient re-sends edits)."""
+    pending_responses: bool = True
+    """Whether this AE gets pending C-MOVE and C-GET responses; off for a client that
+    takes any response for the last one."""
 
 
 @dataclass(frozen=True)

@@ -1,129 +1,262 @@
 """The C-MOVE and C-GET doors: send the selected instances, decoded only if needed.
 
-pynetdicom runs the C-STORE sub-operations, counts them and sends the pending and
-final responses (the final one only after the sub-association is released). Our
-part: look the destination up in the remote AE table only, select the instances,
-propose for each SOP class its stored syntaxes and an uncompressed fallback, and hand
-each instance over in a syntax the receiver accepted.
+pynetdicom's own C-MOVE service must open the sub-association before it may answer
+anything but ``A801``, and hands every instance over as a decoded data set. Ours
+answers a bad identifier (``A900``, ``C000``) and an unknown destination (``A801``)
+without connecting anywhere, sends each file as its stored bytes when the receiver
+accepts its syntax (decompressed otherwise, never made lossy), and sends the final
+response only after every C-STORE has finished and the sub-association is released.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any
 
-from pydicom import Dataset, dcmread
-from pydicom.uid import UID
-from pynetdicom import build_context, evt
+from pydicom import Dataset
+from pynetdicom import _config
+from pynetdicom import association as _association
 from pynetdicom.association import Association
-from pynetdicom.events import Event
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 
 from pacsnode.archive.attributes import text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import QueryError, retrieve_selection, search
-from pacsnode.archive.uids import UNCOMPRESSED_TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS
-from pacsnode.dimse.qr_model import IDENTIFIER_DOES_NOT_MATCH, STUDY_ROOT, failure, query_level
-from pacsnode.dimse.scu import accepted_syntaxes, store_contexts
+from pacsnode.dimse.qr_model import (
+    GET_SOP_CLASSES,
+    IDENTIFIER_DOES_NOT_MATCH,
+    MOVE_SOP_CLASSES,
+    STUDY_ROOT,
+    query_level,
+)
+from pacsnode.dimse.scu import (
+    MAX_CONTEXTS,
+    AssociationFailed,
+    OutgoingFile,
+    Peer,
+    associate,
+    send_one,
+    store_contexts,
+)
 
 log = logging.getLogger("pacsnode.retrieve")
 
+SUCCESS, PENDING, CANCELLED, SUB_OPERATIONS_FAILED = 0x0000, 0xFF00, 0xFE00, 0xB000
+MOVE_DESTINATION_UNKNOWN = 0xA801
+UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702
+UNABLE_TO_PROCESS = 0xC000
+_WARNINGS = {0xB000, 0xB006, 0xB007}
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+Retrieve = C_MOVE | C_GET
 
 
-@dataclass(frozen=True)
-class Selected:
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax_uid: str
-    path: str
+@dataclass
+class _Tally:
+    """Sub-operation counts as the C-MOVE and C-GET responses report them."""
+
+    remaining: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+    def count(self, sop_instance_uid: str, status: int | None) -> None:
+        self.remaining -= 1
+        if status == SUCCESS:
+            self.completed += 1
+        elif status in _WARNINGS:
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(sop_instance_uid)
+
+    def final_status(self) -> int:
+        if self.failed and not (self.completed or self.warning):
+            return UNABLE_TO_PERFORM_SUB_OPERATIONS
+        return SUB_OPERATIONS_FAILED if self.failed or self.warning else SUCCESS
+
+
+class _Responder:
+    """Sends the responses of one C-MOVE or C-GET on the requestor's association."""
+
+    def __init__(self, service: ServiceClass, request: Retrieve, context: PresentationContext):
+        self.service = service
+        self.request = request
+        self.context_id = int(context.context_id or 0)
+        self.syntax = context.transfer_syntax[0]
+
+    def identifier(self) -> Dataset:
+        syntax = self.syntax
+        return decode(
+            self.request.Identifier,  # type: ignore[arg-type]
+            syntax.is_implicit_VR,
+            syntax.is_little_endian,
+            syntax.is_deflated,
+        )
+
+    def send(
+        self,
+        status: int,
+        tally: _Tally | None = None,
+        comment: str = "",
+        final: bool = True,
+    ) -> None:
+        response = C_MOVE() if isinstance(self.request, C_MOVE) else C_GET()
+        response.MessageIDBeingRespondedTo = self.request.MessageID
+        response.AffectedSOPClassUID = self.request.AffectedSOPClassUID
+        response.Status = status
+        if comment:
+            response.ErrorComment = comment[:64]  # type: ignore[assignment]
+        if tally is not None:
+            if not final or status == CANCELLED:
+                response.NumberOfRemainingSuboperations = tally.remaining
+            response.NumberOfCompletedSuboperations = tally.completed
+            response.NumberOfFailedSuboperations = tally.failed
+            response.NumberOfWarningSuboperations = tally.warning
+            if final and status not in (SUCCESS, PENDING):
+                failed = Dataset()
+                failed.FailedSOPInstanceUIDList = tally.failed_uids
+                response.Identifier = BytesIO(self._encode(failed))
+        self.service.dimse.send_msg(response, self.context_id)
+
+    def _encode(self, dataset: Dataset) -> bytes:
+        syntax = self.syntax
+        encoded = encode(
+            dataset, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+        )
+        return encoded or b""
+
+    def cancelled(self) -> bool:
+        return bool(self.service.is_cancelled(int(self.request.MessageID or 0)))
 
 
 class RetrieveSCP:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
 
-    def _select(self, event: Event) -> list[Selected]:
-        """The instances a retrieve identifier names (raises QueryError if malformed)."""
-        model = str(event.request.AffectedSOPClassUID)
-        identifier = event.identifier
-        level = query_level(identifier, model)
+    def _select(self, responder: _Responder, assoc: Association) -> list[OutgoingFile] | None:
+        """The instances a retrieve identifier names; None once a failure was sent."""
+        model = str(responder.request.AffectedSOPClassUID)
+        try:
+            identifier = responder.identifier()
+            level = query_level(identifier, model)
+        except QueryError as exc:
+            responder.send(IDENTIFIER_DOES_NOT_MATCH, comment=str(exc))
+            return None
+        except Exception as exc:  # an identifier that does not decode
+            log.warning("retrieve identifier unreadable: %s", exc)
+            responder.send(UNABLE_TO_PROCESS, comment=f"identifier unreadable: {exc}")
+            return None
         keys = {
             e.keyword: text_value(e.value).strip()
             for e in identifier
             if e.keyword and not e.is_empty and e.VR != "SQ"
         }
-        statement = retrieve_selection(level, keys, patient_root=model not in STUDY_ROOT)
+        try:
+            statement = retrieve_selection(level, keys, patient_root=model not in STUDY_ROOT)
+        except QueryError as exc:
+            log.warning("retrieve from %s refused: %s", assoc.requestor.ae_title, exc)
+            responder.send(IDENTIFIER_DOES_NOT_MATCH, comment=str(exc))
+            return None
         with self.archive.database.reader.connect() as connection:
             return [
-                Selected(
+                OutgoingFile(
+                    self.archive.storage.absolute(row["instance.file_path"]),
                     row["instance.sop_class_uid"],
                     row["instance.sop_instance_uid"],
                     row["instance.transfer_syntax_uid"],
-                    str(self.archive.storage.absolute(row["instance.file_path"])),
+                    has_meta=True,
                 )
                 for row in search(connection, statement)
             ]
 
-    def handle_move(self, event: Event) -> Iterator[Any]:
-        destination = str(event.move_destination).strip()
+    def move(self, service: ServiceClass, request: C_MOVE, context: PresentationContext) -> None:
+        responder = _Responder(service, request, context)
+        requestor = service.assoc.requestor.ae_title
+        destination = str(request.MoveDestination or "").strip()
         remote = self.archive.settings.remote(destination)
         if remote is None:
-            log.warning("C-MOVE to unknown destination %r refused", destination)
-            yield None, None  # pynetdicom answers A801 without connecting anywhere
+            log.warning("C-MOVE from %s to unknown destination %r refused", requestor, destination)
+            responder.send(MOVE_DESTINATION_UNKNOWN, comment=f"unknown AE {destination!r}")
             return
+        selected = self._select(responder, service.assoc)
+        if selected is None:
+            return
+        if not selected:
+            responder.send(SUCCESS, _Tally(0))
+            return
+        peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
         try:
-            selected = self._select(event)
-        except QueryError as exc:
-            # pynetdicom can only fail a C-MOVE after associating with the destination;
-            # offer what any Storage SCP accepts so that the failure reaches the peer.
-            probe = [build_context(VERIFICATION_SOP_CLASS), build_context(CT_IMAGE_STORAGE)]
-            yield remote.host, remote.port, {"contexts": probe}
-            yield 1
-            yield failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            sub_association = associate(peer, _contexts(selected))
+        except AssociationFailed as exc:
+            log.warning("C-MOVE from %s: %s", requestor, exc)
+            responder.send(UNABLE_TO_PERFORM_SUB_OPERATIONS, _Tally(len(selected)), str(exc))
             return
-        sub_association: list[Association] = []
-
-        def established(sub_event: Event) -> None:
-            sub_association.append(sub_event.assoc)
-
-        options = {
-            "contexts": _contexts(selected),
-            "evt_handlers": [(evt.EVT_ESTABLISHED, established)],
-        }
-        yield remote.host, remote.port, options
-        yield len(selected)
-        log.info("C-MOVE of %d instances to %s", len(selected), destination)
-        for item in selected:
-            if event.is_cancelled:
-                yield 0xFE00, None
-                return
-            accepted = (
-                accepted_syntaxes(sub_association[0], item.sop_class_uid)
-                if sub_association
-                else set()
-            )
-            yield 0xFF00, _dataset_for(item, accepted)
-
-    def handle_get(self, event: Event) -> Iterator[Any]:
+        log.info("C-MOVE of %d instances from %s to %s", len(selected), requestor, destination)
         try:
-            selected = self._select(event)
-        except QueryError as exc:
-            yield 1
-            yield failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            tally = self._send_all(responder, sub_association, selected)
+        finally:
+            if sub_association.is_established:
+                sub_association.release()
+        responder.send(tally.final_status(), tally)
+
+    def get(self, service: ServiceClass, request: C_GET, context: PresentationContext) -> None:
+        responder = _Responder(service, request, context)
+        selected = self._select(responder, service.assoc)
+        if selected is None:
             return
-        yield len(selected)
+        log.info("C-GET of %d instances by %s", len(selected), service.assoc.requestor.ae_title)
+        tally = self._send_all(responder, service.assoc, selected)
+        responder.send(tally.final_status(), tally)
+
+    def _send_all(
+        self, responder: _Responder, receiver: Association, selected: list[OutgoingFile]
+    ) -> _Tally:
+        """C-STORE each instance serially, a pending response after each."""
+        tally = _Tally(len(selected))
+        requestor = responder.service.assoc.requestor.ae_title
+        pending = self._pending_responses(requestor)
+        # A C-MOVE's sub-operations name the request they serve; a C-GET's need not.
+        is_move = isinstance(responder.request, C_MOVE)
+        originator = requestor if is_move else None
+        message_id = int(responder.request.MessageID or 0) if is_move else None
         for item in selected:
-            if event.is_cancelled:
-                yield 0xFE00, None
-                return
-            yield 0xFF00, _dataset_for(item, accepted_syntaxes(event.assoc, item.sop_class_uid))
+            if responder.cancelled():
+                raise _Cancelled(tally)
+            if not receiver.is_established:
+                tally.count(item.sop_instance, None)
+                continue
+            outcome = send_one(receiver, item, originator, message_id)
+            if outcome.status != SUCCESS:
+                log.warning(
+                    "sub-operation for %s: status %s %s",
+                    item.sop_instance,
+                    "none" if outcome.status is None else f"{outcome.status:04X}",
+                    outcome.comment,
+                )
+            tally.count(item.sop_instance, outcome.status)
+            if pending and tally.remaining:
+                responder.send(PENDING, tally, final=False)
+        return tally
+
+    def _pending_responses(self, calling_ae: str) -> bool:
+        remote = self.archive.settings.remote(calling_ae)
+        return remote is None or remote.pending_responses
 
 
-def _contexts(selected: list[Selected]) -> list[PresentationContext]:
+class _Cancelled(Exception):
+    def __init__(self, tally: _Tally) -> None:
+        super().__init__("cancelled")
+        self.tally = tally
+
+
+def _contexts(selected: list[OutgoingFile]) -> list[PresentationContext]:
     """Stored syntaxes and an uncompressed fallback per SOP class, at most 128.
 
     A selection needing more contexts than an association allows has its last SOP
@@ -131,23 +264,36 @@ def _contexts(selected: list[Selected]) -> list[PresentationContext]:
     """
     wanted: dict[str, set[str]] = {}
     for item in selected:
-        wanted.setdefault(item.sop_class_uid, set()).add(item.transfer_syntax_uid)
-    return store_contexts(wanted)[:128]
+        wanted.setdefault(item.sop_class, set()).add(item.transfer_syntax)
+    return store_contexts(wanted)[:MAX_CONTEXTS]
 
 
-def _dataset_for(item: Selected, accepted: set[str]) -> Dataset:
-    """The stored instance, decompressed when the receiver does not take its syntax.
+def install(retrieve: RetrieveSCP) -> None:
+    """Serve C-MOVE and C-GET with ``retrieve``; C-FIND stays with pynetdicom."""
 
-    Never recompressed, so never made lossy; Lossy Image Compression stays as stored.
-    """
-    dataset = dcmread(item.path)
-    stored = UID(item.transfer_syntax_uid)
-    if stored in accepted or not stored.is_compressed:
-        return dataset
-    if not set(UNCOMPRESSED_TRANSFER_SYNTAXES) & accepted:
-        return dataset  # nothing we can convert to: the sub-operation fails
-    try:
-        dataset.decompress(generate_instance_uid=False)
-    except Exception as exc:  # no codec for this syntax
-        log.warning("cannot decompress %s for the receiver: %s", item.sop_instance_uid, exc)
-    return dataset
+    class RetrieveService(QueryRetrieveServiceClass):
+        def SCP(self, req: Any, context: PresentationContext) -> None:
+            handlers: dict[type, Callable[..., None]] = {
+                C_MOVE: retrieve.move,
+                C_GET: retrieve.get,
+            }
+            handler = handlers.get(type(req))
+            if handler is None:
+                super().SCP(req, context)
+                return
+            try:
+                handler(self, req, context)
+            except _Cancelled as cancelled:
+                _Responder(self, req, context).send(CANCELLED, cancelled.tally)
+            except Exception as exc:  # a bug must still end the operation for the peer
+                log.exception("%s failed", type(req).__name__)
+                _Responder(self, req, context).send(UNABLE_TO_PROCESS, comment=str(exc))
+
+    original = _association.uid_to_service_class
+    ours = set(MOVE_SOP_CLASSES) | set(GET_SOP_CLASSES)
+
+    def service_class(uid: str) -> type[ServiceClass]:
+        return RetrieveService if uid in ours else original(uid)
+
+    _association.uid_to_service_class = service_class
+    _config.STORE_SEND_CHUNKED_DATASET = True  # a stored file goes out as its bytes

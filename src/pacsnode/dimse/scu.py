@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
@@ -66,7 +66,7 @@ def _ae(calling_ae: str) -> AE:
     return ae
 
 
-def _associate(peer: Peer, contexts: list[PresentationContext]) -> Association:
+def associate(peer: Peer, contexts: list[PresentationContext]) -> Association:
     ae = _ae(peer.calling_ae)
     assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title)
     if not assoc.is_established:
@@ -80,7 +80,7 @@ def _associate(peer: Peer, contexts: list[PresentationContext]) -> Association:
 def echo(peer: Peer) -> int:
     """Send a C-ECHO; returns the status (``0x0000`` on success)."""
     context = build_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
-    assoc = _associate(peer, [context])
+    assoc = associate(peer, [context])
     try:
         status = assoc.send_c_echo()
     finally:
@@ -158,13 +158,22 @@ def _batches(files: list[OutgoingFile]) -> Iterator[list[OutgoingFile]]:
 
 
 def _converted(item: OutgoingFile, accepted: set[str]) -> Dataset:
-    """The file decoded to an uncompressed syntax the peer accepted."""
+    """The file decoded to an uncompressed syntax the peer accepted.
+
+    Never recompressed, so never made lossy: Lossy Image Compression stays as stored.
+    """
+    targets = [ts for ts in UNCOMPRESSED_TRANSFER_SYNTAXES if ts in accepted]
+    if not targets:
+        raise ValueError(f"the peer accepts neither {item.transfer_syntax} nor uncompressed")
     dataset = dcmread(item.path, force=True)
     dataset.file_meta.TransferSyntaxUID = UID(item.transfer_syntax)
     if UID(item.transfer_syntax).is_compressed:
         dataset.decompress(generate_instance_uid=False)
-    if ExplicitVRLittleEndian not in accepted:
-        dataset.file_meta.TransferSyntaxUID = UID(sorted(accepted)[0])
+    target = UID(targets[0])
+    dataset.file_meta.TransferSyntaxUID = target
+    # pynetdicom refuses a data set whose encoding differs from its syntax; pydicom
+    # re-encodes every element when writing, so the decoded one can take any syntax.
+    dataset.set_original_encoding(target.is_implicit_VR, target.is_little_endian)
     return dataset
 
 
@@ -185,23 +194,37 @@ def store(
     """Send files over as few associations as the 128-context limit allows."""
     _config.STORE_SEND_CHUNKED_DATASET = True
     for batch in _batches(list(files)):
-        assoc = _associate(peer, _contexts(batch))
+        assoc = associate(peer, _contexts(batch))
         try:
             for item in batch:
-                progress(_send_one(assoc, item))
+                progress(send_one(assoc, item))
         finally:
             if assoc.is_established:
                 assoc.release()
 
 
-def _send_one(assoc: Association, item: OutgoingFile) -> StoreOutcome:
+def send_one(
+    assoc: Association,
+    item: OutgoingFile,
+    originator_ae: str | None = None,
+    originator_message_id: int | None = None,
+) -> StoreOutcome:
+    """C-STORE one file: its own bytes if the peer takes its syntax, else decoded.
+
+    The originator names the C-MOVE this is a sub-operation of, if any.
+    """
     if not accepted_syntaxes(assoc, item.sop_class):
         return StoreOutcome(item.path, None, "SOP class not accepted by the peer")
     try:
         payload = _payload(assoc, item)
     except Exception as exc:  # a codec that is missing or fails
         return StoreOutcome(item.path, None, f"cannot convert for the peer: {exc}")
-    response = assoc.send_c_store(payload)
+    try:
+        response = assoc.send_c_store(
+            payload, originator_aet=originator_ae, originator_id=originator_message_id
+        )
+    except (AttributeError, ValueError, OSError) as exc:  # cannot encode, or connection lost
+        return StoreOutcome(item.path, None, f"not sent: {exc}")
     if not response or "Status" not in response:
         return StoreOutcome(item.path, None, "no response")
     return StoreOutcome(item.path, int(response.Status), str(response.get("ErrorComment", "")))

@@ -28,7 +28,7 @@ from pacsnode.archive.uids import (
     VERIFICATION_SOP_CLASS,
 )
 from pacsnode.config import Settings
-from pacsnode.dimse import reactor, spool
+from pacsnode.dimse import reactor, retrieve_scp, spool
 from pacsnode.dimse.find_scp import FindSCP
 from pacsnode.dimse.qr_model import (
     FIND_SOP_CLASSES,
@@ -113,8 +113,6 @@ class DimseServer:
             (evt.EVT_C_STORE, self.storage_scp.handle_store),
             (evt.EVT_C_FIND, self.find_scp.handle_find),
             (evt.EVT_SOP_EXTENDED, negotiate_extended),
-            (evt.EVT_C_MOVE, self.retrieve_scp.handle_move),
-            (evt.EVT_C_GET, self.retrieve_scp.handle_get),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, lambda event: self._on_closed(event, "released")),
@@ -147,6 +145,7 @@ class DimseServer:
         _config.STORE_RECV_CHUNKED_DATASET = True
         spool.install(Path(spool_dir))
         reactor.install()
+        retrieve_scp.install(self.retrieve_scp)
         address = (self.settings.bind_address, self.settings.dicom_port)
         server = self.ae.make_server(
             address, evt_handlers=self._handlers(), server_class=_NoDelayServer
