@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from conftest import RunningServer, ServerFactory, ct_dataset
-from peers import send_datasets
-from pydicom import Dataset
+from conftest import PYDICOM_FILES, RunningServer, ServerFactory, ct_dataset
+from peers import send_datasets, send_files
+from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -256,3 +256,29 @@ def test_case_sensitive_matching_when_configured(server_factory: ServerFactory) 
     assert find(server.port, STUDY_ROOT, query)[0] == []
     query.PatientName = "DOE*"
     assert len(find(server.port, STUDY_ROOT, query)[0]) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        ("YAMADA^TAROU", {"chrH31.dcm"}),
+        ("yamada*", {"chrH31.dcm"}),
+        ("WANG^XIAODONG", {"chrX1.dcm"}),
+        ("*^XiaoDong", {"chrX1.dcm"}),
+        ("Wang^XiaoDong=王^小東", {"chrX1.dcm"}),
+        ("WANG", set()),
+    ],
+)
+def test_names_match_on_their_alphabetic_group(
+    server: RunningServer, value: str, found: set[str]
+) -> None:
+    files = {name: PYDICOM_FILES / "charset_files" / name for name in ("chrH31.dcm", "chrX1.dcm")}
+    assert {r.Status for r in send_files(server.port, files.values()).values()} == {0}
+    query = identifier("STUDY", StudyInstanceUID="", PatientName=value)
+    query.SpecificCharacterSet = "ISO_IR 192"
+    pending, final = find(server.port, STUDY_ROOT, query)
+    assert final == 0x0000
+    uids = {name: str(dcmread(path).StudyInstanceUID) for name, path in files.items()}
+    assert {
+        name for name, uid in uids.items() if uid in values(pending, "StudyInstanceUID")
+    } == found

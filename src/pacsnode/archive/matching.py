@@ -149,9 +149,12 @@ def _value_condition(
             return column == int(value)
         except ValueError:
             return sa.false()
-    if folded is not None:
-        return _text_condition(folded, fold(value) or "")
-    return _text_condition(column, value)
+    target, wanted = (column, value) if folded is None else (folded, fold(value) or "")
+    if kind is Kind.NAME and "=" not in wanted:
+        # A name without '=' matches the alphabetic group of a stored name whose
+        # ideographic and phonetic groups follow it ("Yamada^Tarou=山田^太郎=…").
+        return sa.or_(_text_condition(target, wanted), _text_condition(target, wanted + "=*"))
+    return _text_condition(target, wanted)
 
 
 def condition(attr: Attribute, value: str, case_insensitive: bool) -> Any:
