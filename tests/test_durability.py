@@ -16,6 +16,9 @@ from peers import VERIFICATION, associate, send_datasets
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+
 
 class Sender(threading.Thread):
     """A modality sending instances one by one, remembering what was acknowledged."""
@@ -173,7 +176,8 @@ def test_full_disk_answers_a700_and_keeps_the_association(
 def test_lost_index_answers_a700(
     server_factory: ServerFactory, postgres_url: str, tmp_path: Path
 ) -> None:
-    server = server_factory(database_url=postgres_url)
+    elsewhere = {"ae_title": "ELSEWHERE", "host": "127.0.0.1", "port": 9}
+    server = server_factory(database_url=postgres_url, remotes=[elsewhere])
     assert send_datasets(server.port, [ct_dataset()]) == [0]
     admin = sa.create_engine(
         postgres_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
@@ -192,6 +196,18 @@ def test_lost_index_answers_a700(
         assert "index unavailable" in response.ErrorComment
         assert "index unavailable" in server.log()
         assert not list(server.data_dir.glob("storage/**/*.dcm"))[1:]  # only the first
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ""
+        assoc = associate(server.port, [(STUDY_ROOT_FIND, [ExplicitVRLittleEndian])])
+        find = [status for status, _ in assoc.send_c_find(query, STUDY_ROOT_FIND)]
+        assoc.release()
+        assert [(s.Status, s.ErrorComment) for s in find] == [(0xA700, "index unavailable")]
+        query.StudyInstanceUID = "1.2.3"
+        assoc = associate(server.port, [(STUDY_ROOT_MOVE, [ExplicitVRLittleEndian])])
+        move = [status for status, _ in assoc.send_c_move(query, "ELSEWHERE", STUDY_ROOT_MOVE)]
+        assoc.release()
+        assert [(s.Status, s.ErrorComment) for s in move] == [(0xA701, "index unavailable")]
     finally:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')

@@ -16,6 +16,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
 from pynetdicom.events import Event
+from sqlalchemy.exc import DBAPIError
 
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level, item_values, text_value
 from pacsnode.archive.core import Archive
@@ -38,6 +39,7 @@ _ANSWERED_BY_US = {"RetrieveAETitle", "InstanceAvailability"}
 
 PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
 PENDING_UNSUPPORTED_KEYS = 0xFF01
+OUT_OF_RESOURCES = 0xA700
 UNABLE_TO_PROCESS = 0xC000
 
 
@@ -65,13 +67,18 @@ class FindSCP:
             log.info("C-FIND keys not supported, returned empty: %s", ", ".join(unsupported))
         pending = PENDING_UNSUPPORTED_KEYS if unsupported else PENDING
         matches = 0
-        with self.archive.database.reader.connect() as connection:
-            for row in search(connection, statement):
-                if event.is_cancelled:
-                    yield CANCELLED, None
-                    return
-                matches += 1
-                yield pending, self._response(row, requested, query.level)
+        try:
+            with self.archive.database.reader.connect() as connection:
+                for row in search(connection, statement):
+                    if event.is_cancelled:
+                        yield CANCELLED, None
+                        return
+                    matches += 1
+                    yield pending, self._response(row, requested, query.level)
+        except DBAPIError as exc:
+            log.error("C-FIND failed, index unavailable: %s", exc)
+            yield failure(OUT_OF_RESOURCES, "index unavailable"), None
+            return
         log.info(
             "C-FIND %s level %s from %s: %d matches",
             model,

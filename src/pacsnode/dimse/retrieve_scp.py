@@ -24,6 +24,7 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
+from sqlalchemy.exc import DBAPIError
 
 from pacsnode.archive.attributes import text_value
 from pacsnode.archive.core import Archive
@@ -49,6 +50,7 @@ log = logging.getLogger("pacsnode.retrieve")
 
 SUCCESS, PENDING, CANCELLED, SUB_OPERATIONS_FAILED = 0x0000, 0xFF00, 0xFE00, 0xB000
 MOVE_DESTINATION_UNKNOWN = 0xA801
+UNABLE_TO_CALCULATE_MATCHES = 0xA701
 UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702
 UNABLE_TO_PROCESS = 0xC000
 _WARNINGS = {0xB000, 0xB006, 0xB007}
@@ -164,17 +166,22 @@ class RetrieveSCP:
             log.warning("retrieve from %s refused: %s", assoc.requestor.ae_title, exc)
             responder.send(IDENTIFIER_DOES_NOT_MATCH, comment=str(exc))
             return None
-        with self.archive.database.reader.connect() as connection:
-            return [
-                OutgoingFile(
-                    self.archive.storage.absolute(row["instance.file_path"]),
-                    row["instance.sop_class_uid"],
-                    row["instance.sop_instance_uid"],
-                    row["instance.transfer_syntax_uid"],
-                    has_meta=True,
-                )
-                for row in search(connection, statement)
-            ]
+        try:
+            with self.archive.database.reader.connect() as connection:
+                return [
+                    OutgoingFile(
+                        self.archive.storage.absolute(row["instance.file_path"]),
+                        row["instance.sop_class_uid"],
+                        row["instance.sop_instance_uid"],
+                        row["instance.transfer_syntax_uid"],
+                        has_meta=True,
+                    )
+                    for row in search(connection, statement)
+                ]
+        except DBAPIError as exc:
+            log.error("retrieve failed, index unavailable: %s", exc)
+            responder.send(UNABLE_TO_CALCULATE_MATCHES, comment="index unavailable")
+            return None
 
     def move(self, service: ServiceClass, request: C_MOVE, context: PresentationContext) -> None:
         responder = _Responder(service, request, context)
