@@ -58,10 +58,10 @@ class Settings:
     """The largest PDU we accept; 0 means unlimited. Large PDUs cut per-PDU overhead."""
     duplicate_policy: DuplicatePolicy = "keep"
     response_character_set: str = "ISO_IR 192"
+    """How C-FIND answers are encoded; a character it cannot represent becomes '?'."""
     case_insensitive_matching: bool = True
     """Person names and the keys the conformance statements list (Accession Number,
     Modality, Study Description…) match regardless of case."""
-    """How C-FIND answers are encoded; a character it cannot represent becomes '?'."""
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
