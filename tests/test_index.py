@@ -443,7 +443,7 @@ def test_revision_0002_indexes_stored_sequences_and_normalises_times(database_ur
 
         patient_pk = insert("patient", patient_id="P", issuer_of_patient_id="")
         study_pk = insert(
-            "study", patient_pk=patient_pk, study_instance_uid="1.2.3", study_time="10:15:00"
+            "study", patient_pk=patient_pk, study_instance_uid="1.2.3", study_time="10:15"
         )
         series_pk = insert(
             "series",

@@ -86,28 +86,22 @@ def serve(
         log_level=log_level,
     )
     _configure_logging(settings.log_level)
-    from pacsnode.archive.core import Archive
-    from pacsnode.dimse.server import DimseServer
+    from pacsnode.node import Node
 
     log = logging.getLogger("pacsnode")
-    archive = Archive(settings)
-    removed = archive.storage.clean_partial_files()
-    if removed:
-        log.info("removed %d partial files left by an interrupted run", removed)
-    server = DimseServer(settings, archive)
+    node = Node(settings)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        server.start()
+        node.start()
     except OSError as exc:
         log.error("cannot listen on port %d: %s", settings.dicom_port, exc)
         raise typer.Exit(1) from exc
     log.info("pacsnode ready (data in %s)", settings.data_dir.resolve())
     stop.wait()
     log.info("shutting down")
-    server.stop()
-    archive.close()
+    node.stop()
     log.info("stopped")
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 
 DuplicatePolicy = Literal["keep", "overwrite", "refuse"]
 DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
+CommitmentReportMode = Literal["same", "new", "same_if_open"]
 
 CONFIG_ENV = "PACSNODE_CONFIG"
 ENV_PREFIX = "PACSNODE_"
@@ -39,6 +40,9 @@ class RemoteAE:
     description: str = ""
     duplicate_policy: DuplicatePolicy | None = None
     """Overrides the server's policy for what this AE sends (CDRClient re-sends edits)."""
+    commitment_report: CommitmentReportMode = "same_if_open"
+    """Where this AE gets storage commitment reports: on its own association ("same"),
+    on a new one to its address ("new"), or on its own while open, else new."""
     pending_responses: bool = True
     """Whether this AE gets pending C-MOVE and C-GET responses; off for a client that
     takes any response for the last one."""
@@ -68,6 +72,11 @@ class Settings:
     shutdown_grace: float = 30.0
     """Seconds to let in-flight C-STOREs finish on SIGTERM before aborting."""
     log_level: str = "INFO"
+    job_workers: int = 2
+    """Threads that run outbound jobs (reports, forwards, notifications)."""
+    job_max_attempts: int = 10
+    job_retry_delay: float = 5.0
+    """Seconds before a failed job's first retry; each later retry waits twice as long."""
     remote_ae: tuple[RemoteAE, ...] = field(default_factory=tuple)
 
     @property
@@ -110,9 +119,9 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
     return str(value)
 
 
-def _check_policy(name: str, value: str | None) -> None:
-    if value is not None and value not in DUPLICATE_POLICIES:
-        raise ConfigError(f"setting {name!r} must be one of {', '.join(DUPLICATE_POLICIES)}")
+def _check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise ConfigError(f"setting {name!r} must be one of {', '.join(choices)}")
 
 
 def _remote_from_table(table: dict[str, Any]) -> RemoteAE:
@@ -124,7 +133,12 @@ def _remote_from_table(table: dict[str, Any]) -> RemoteAE:
     if missing:
         raise ConfigError(f"[[remote_ae]] needs {', '.join(sorted(missing))}")
     values = {key: _coerce(key, value, known[key].type) for key, value in table.items()}
-    _check_policy("remote_ae.duplicate_policy", values.get("duplicate_policy"))
+    _check_choice("remote_ae.duplicate_policy", values.get("duplicate_policy"), DUPLICATE_POLICIES)
+    _check_choice(
+        "remote_ae.commitment_report",
+        values.get("commitment_report"),
+        get_args(CommitmentReportMode),
+    )
     return RemoteAE(**values)
 
 
@@ -170,7 +184,7 @@ def load_settings(
         for name, value in merged.items()
         if name != "remote_ae"
     }
-    _check_policy("duplicate_policy", values.get("duplicate_policy"))
+    _check_choice("duplicate_policy", values.get("duplicate_policy"), DUPLICATE_POLICIES)
     settings = Settings(**values, remote_ae=merged.get("remote_ae", ()))
     if len(settings.ae_title) > 16 or not settings.ae_title.strip():
         raise ConfigError("ae_title must be 1 to 16 characters")

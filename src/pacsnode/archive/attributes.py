@@ -220,8 +220,14 @@ def normalized_date(value: str) -> str:
 
 
 def normalized_time(value: str) -> str:
-    """Times are kept as ``HHMMSS.FFFFFF``: ACR-NEMA's ``HH:MM:SS`` loses its colons."""
-    return value.replace(":", "").strip()
+    """Times are kept as ``HHMMSS.FFFFFF`` so that a range is a string comparison.
+
+    ACR-NEMA's ``HH:MM:SS`` loses its colons, and a stored ``2359`` becomes ``235900``
+    so that the range ``235900-`` finds it.
+    """
+    text = value.replace(":", "").strip()
+    whole, dot, fraction = text.partition(".")
+    return whole.ljust(6, "0") + dot + fraction if whole.isdigit() else text
 
 
 def _int(value: Any) -> int | None:

@@ -25,7 +25,6 @@ from pacsnode.archive.attributes import (
     fold,
     kind_of_vr,
     normalized_date,
-    normalized_time,
 )
 from pacsnode.archive.schema import (
     LEVEL_TABLES,
@@ -106,8 +105,8 @@ def _text_condition(column: sa.ColumnElement[Any], value: str) -> Any:
 def _normalized(value: str, kind: Kind) -> str:
     if kind is Kind.DATE:
         return normalized_date(value)
-    if kind is Kind.TIME:
-        return normalized_time(value)
+    if kind is Kind.TIME:  # not padded like stored times: "1800" reaches to 18:00:59
+        return value.replace(":", "").strip()
     return value.strip()
 
 

@@ -1,4 +1,5 @@
-"""The index schema: patient, study, series and instance, one table a level.
+"""The index schema: patient, study, series and instance, one table a level, and the
+workflow tables beside them (the outbound job queue).
 
 Matching columns come from :mod:`pacsnode.archive.attributes`; the rest are the
 counters that C-FIND returns without counting rows, and where each instance's file is.
@@ -163,6 +164,22 @@ for _table in (patient, study, series, instance):
             _table.c[_name],
             postgresql_ops={_name: "text_pattern_ops"},
         )
+
+job = sa.Table(
+    "job",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("next_run_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    *_timestamps(),
+    sa.Index("ix_job_due", "status", "next_run_at"),
+)
 
 LEVEL_TABLES: dict[Level, sa.Table] = {
     Level.PATIENT: patient,

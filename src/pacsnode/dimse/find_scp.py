@@ -119,6 +119,8 @@ class FindSCP:
             if isinstance(value, Sequence) and element.VR == "SQ" and element.value:
                 value = _requested_items(value, element.value[0])
             _set(response, element, value)
+        # Where to retrieve from goes in every answer, asked for or not (PS3.4 C.4.1.1.3.2).
+        response.RetrieveAETitle = self.archive.settings.ae_title
         return response
 
 

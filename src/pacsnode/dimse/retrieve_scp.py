@@ -18,7 +18,6 @@ from typing import Any
 
 from pydicom import Dataset
 from pynetdicom import _config
-from pynetdicom import association as _association
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
@@ -29,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from pacsnode.archive.attributes import text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import QueryError, retrieve_selection, search
+from pacsnode.dimse import services
 from pacsnode.dimse.qr_model import (
     GET_SOP_CLASSES,
     IDENTIFIER_DOES_NOT_MATCH,
@@ -296,11 +296,5 @@ def install(retrieve: RetrieveSCP) -> None:
                 log.exception("%s failed", type(req).__name__)
                 _Responder(self, req, context).send(UNABLE_TO_PROCESS, comment=str(exc))
 
-    original = _association.uid_to_service_class
-    ours = set(MOVE_SOP_CLASSES) | set(GET_SOP_CLASSES)
-
-    def service_class(uid: str) -> type[ServiceClass]:
-        return RetrieveService if uid in ours else original(uid)
-
-    _association.uid_to_service_class = service_class
+    services.override([*MOVE_SOP_CLASSES, *GET_SOP_CLASSES], RetrieveService)
     _config.STORE_SEND_CHUNKED_DATASET = True  # a stored file goes out as its bytes

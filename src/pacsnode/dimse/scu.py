@@ -58,7 +58,8 @@ class StoreOutcome:
     comment: str = ""
 
 
-def _ae(calling_ae: str) -> AE:
+def new_ae(calling_ae: str) -> AE:
+    """An AE for one outbound association, as pacsnode presents itself."""
     ae = AE(ae_title=calling_ae)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
@@ -67,7 +68,7 @@ def _ae(calling_ae: str) -> AE:
 
 
 def associate(peer: Peer, contexts: list[PresentationContext]) -> Association:
-    ae = _ae(peer.calling_ae)
+    ae = new_ae(peer.calling_ae)
     assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title)
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted or unreachable"

@@ -29,6 +29,7 @@ from pacsnode.archive.uids import (
 )
 from pacsnode.config import Settings
 from pacsnode.dimse import reactor, retrieve_scp, spool
+from pacsnode.dimse.commitment import STORAGE_COMMITMENT, CommitmentSCP
 from pacsnode.dimse.find_scp import FindSCP
 from pacsnode.dimse.qr_model import (
     FIND_SOP_CLASSES,
@@ -38,6 +39,7 @@ from pacsnode.dimse.qr_model import (
 )
 from pacsnode.dimse.retrieve_scp import RetrieveSCP
 from pacsnode.dimse.storage_scp import StorageSCP
+from pacsnode.jobs.workers import Workers
 
 log = logging.getLogger("pacsnode.dimse")
 
@@ -76,12 +78,13 @@ def _peer(event: Event) -> str:
 
 
 class DimseServer:
-    def __init__(self, settings: Settings, archive: Archive) -> None:
+    def __init__(self, settings: Settings, archive: Archive, workers: Workers) -> None:
         self.settings = settings
         self.archive = archive
         self.storage_scp = StorageSCP(archive)
         self.find_scp = FindSCP(archive)
         self.retrieve_scp = RetrieveSCP(archive)
+        self.commitment_scp = CommitmentSCP(archive, workers)
         self.ae = self._make_ae()
         self._server: ThreadedAssociationServer | None = None
         self._started: dict[int, float] = {}
@@ -98,6 +101,13 @@ class DimseServer:
         ae.acse_timeout = settings.acse_timeout
         ae.dimse_timeout = settings.dimse_timeout
         ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+        # Both roles: we commit what others sent, and take reports on what we sent.
+        ae.add_supported_context(
+            STORAGE_COMMITMENT,
+            list(UNCOMPRESSED_TRANSFER_SYNTAXES),
+            scu_role=True,
+            scp_role=True,
+        )
         for query_class in (*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_SOP_CLASSES):
             ae.add_supported_context(query_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
         for storage_class in STORAGE_SOP_CLASSES:
@@ -146,6 +156,7 @@ class DimseServer:
         spool.install(Path(spool_dir))
         reactor.install()
         retrieve_scp.install(self.retrieve_scp)
+        self.commitment_scp.install()
         address = (self.settings.bind_address, self.settings.dicom_port)
         server = self.ae.make_server(
             address, evt_handlers=self._handlers(), server_class=_NoDelayServer

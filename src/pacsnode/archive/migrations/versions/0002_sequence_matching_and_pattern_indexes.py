@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from pydicom import Dataset
 
-from pacsnode.archive.attributes import fold, item_values
+from pacsnode.archive.attributes import fold, item_values, normalized_time
 
 revision = "0002"
 down_revision = "0001"
@@ -89,15 +89,18 @@ def upgrade() -> None:
 
 
 def _normalise_times() -> None:
-    """Times arrive as ACR-NEMA ``HH:MM:SS`` too; ranges compare them without colons."""
-    for table, name in TIME_COLUMNS:
-        column: sa.ColumnClause[str] = sa.column(name)
-        op.get_bind().execute(
-            sa.table(table, column)
-            .update()
-            .where(column.like("%:%"))
-            .values({name: sa.func.replace(column, ":", "")})
-        )
+    """Times are compared as ``HHMMSS.FFFFFF`` strings: ACR-NEMA ``HH:MM:SS`` and short
+    ``HHMM`` values already stored are rewritten to that form."""
+    connection = op.get_bind()
+    for table_name, name in TIME_COLUMNS:
+        table = sa.table(table_name, sa.column("pk"), sa.column(name))
+        column = table.c[name]
+        odd = sa.or_(column.like("%:%"), sa.func.length(column) < 6)
+        rows = connection.execute(sa.select(table.c.pk, column).where(odd)).all()
+        for pk, value in rows:
+            connection.execute(
+                table.update().where(table.c.pk == pk).values({name: normalized_time(value)})
+            )
 
 
 def _fill_sequence_values(sequence_value: sa.Table) -> None:

@@ -1,0 +1,60 @@
+"""Storage commitment: may a sender delete its copy of these instances?
+
+Only if we hold each one under the SOP class it was sent as, and its file is still on
+disk with the checksum it had when it was received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pacsnode.archive.index import Index
+from pacsnode.archive.storage import Storage
+
+PROCESSING_FAILURE = 0x0110
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+CLASS_INSTANCE_CONFLICT = 0x0119
+
+
+@dataclass(frozen=True)
+class Reference:
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+@dataclass
+class Commitment:
+    committed: list[Reference] = field(default_factory=list)
+    failed: list[tuple[Reference, int]] = field(default_factory=list)
+    """Each failed reference with its Failure Reason (PS3.4 Table J.3-2)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def commit(index: Index, storage: Storage, references: list[Reference]) -> Commitment:
+    result = Commitment()
+    for reference in references:
+        stored = index.find_instance(reference.sop_instance_uid)
+        if stored is None:
+            result.failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
+        elif stored.sop_class_uid != reference.sop_class_uid:
+            result.failed.append((reference, CLASS_INSTANCE_CONFLICT))
+        else:
+            path = storage.absolute(stored.file_path)
+            try:
+                intact = _sha256(path) == stored.checksum
+            except OSError:
+                intact = False
+            if intact:
+                result.committed.append(reference)
+            else:
+                result.failed.append((reference, PROCESSING_FAILURE))
+    return result

@@ -1,0 +1,209 @@
+"""The durable queue of outbound work: rows in the index database.
+
+Everything pacsnode sends on its own initiative (storage commitment reports on a new
+association, MPPS forwards, instance availability notifications, routing) is a job
+row first, so that it survives a crash or a restart and is retried while the peer is
+away. A worker claims a due job in one statement: ``FOR UPDATE SKIP LOCKED`` keeps two
+workers off the same row on PostgreSQL; on SQLite the claim runs under the database's
+single write lock, which serialises claims just as well.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from pacsnode.archive.database import Database
+from pacsnode.archive.schema import job
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Job:
+    pk: int
+    kind: str
+    payload: dict[str, Any]
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    next_run_at: datetime
+    last_error: str | None
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        """The job as the REST API shows it."""
+        return {
+            "id": self.pk,
+            "kind": self.kind,
+            "status": self.status.value,
+            "description": self.description,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "next_run_at": self.next_run_at.isoformat(),
+            "last_error": self.last_error,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "payload": self.payload,
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _job(row: Any) -> Job:
+    values = dict(row._mapping)
+    values["payload"] = json.loads(values["payload"])
+    values["status"] = JobStatus(values["status"])
+    for key in ("next_run_at", "created_at", "updated_at"):
+        values[key] = _aware(values[key])
+    return Job(**values)
+
+
+class JobError(LookupError):
+    """No such job, or not in a state that allows the change."""
+
+
+class JobQueue:
+    def __init__(self, database: Database, max_attempts: int = 10, backoff: float = 5.0) -> None:
+        self.database = database
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        """Seconds before the first retry; each further retry waits twice as long."""
+        self._postgres = database.writer.dialect.name == "postgresql"
+
+    def enqueue(self, kind: str, payload: dict[str, Any], description: str = "") -> int:
+        now = _now()
+        with self.database.writer.begin() as connection:
+            return int(
+                connection.execute(
+                    sa.insert(job).returning(job.c.pk),
+                    {
+                        "kind": kind,
+                        "payload": json.dumps(payload),
+                        "status": JobStatus.PENDING,
+                        "max_attempts": self.max_attempts,
+                        "next_run_at": now,
+                        "description": description,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                ).scalar_one()
+            )
+
+    def claim(self, kinds: Sequence[str]) -> Job | None:
+        """Take the job that has been due longest, of one of ``kinds``, for running."""
+        now = _now()
+        due = (
+            sa.select(job.c.pk)
+            .where(job.c.status == JobStatus.PENDING, job.c.next_run_at <= now)
+            .where(job.c.kind.in_(list(kinds)))
+            .order_by(job.c.next_run_at, job.c.pk)
+            .limit(1)
+        )
+        if self._postgres:
+            due = due.with_for_update(skip_locked=True)
+        claim = (
+            sa.update(job)
+            .where(job.c.pk == due.scalar_subquery(), job.c.status == JobStatus.PENDING)
+            .values(status=JobStatus.RUNNING, updated_at=now)
+            .returning(*job.c)
+        )
+        with self.database.writer.begin() as connection:
+            row = connection.execute(claim).first()
+        return None if row is None else _job(row)
+
+    def complete(self, pk: int) -> None:
+        self._update(pk, status=JobStatus.DONE, last_error=None, attempts=job.c.attempts + 1)
+
+    def fail(self, claimed: Job, error: str) -> JobStatus:
+        """Record a failed attempt: retry later with backoff, or give up at the limit."""
+        attempts = claimed.attempts + 1
+        if attempts >= claimed.max_attempts:
+            status = JobStatus.FAILED
+            next_run = _now()
+        else:
+            status = JobStatus.PENDING
+            next_run = _now() + timedelta(seconds=self.backoff * 2 ** (attempts - 1))
+        self._update(
+            claimed.pk,
+            status=status,
+            attempts=attempts,
+            last_error=error[:2000],
+            next_run_at=next_run,
+        )
+        return status
+
+    def retry(self, pk: int) -> None:
+        """Run a failed or cancelled job again, now, with a fresh count of attempts."""
+        self._change(
+            pk,
+            {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING},
+            status=JobStatus.PENDING,
+            attempts=0,
+            next_run_at=_now(),
+        )
+
+    def cancel(self, pk: int) -> None:
+        self._change(pk, {JobStatus.PENDING, JobStatus.FAILED}, status=JobStatus.CANCELLED)
+
+    def recover(self) -> int:
+        """Jobs left running by a process that stopped run again; returns how many."""
+        with self.database.writer.begin() as connection:
+            result = connection.execute(
+                sa.update(job)
+                .where(job.c.status == JobStatus.RUNNING)
+                .values(status=JobStatus.PENDING, updated_at=_now())
+            )
+            return int(result.rowcount)
+
+    def get(self, pk: int) -> Job:
+        with self.database.reader.connect() as connection:
+            row = connection.execute(sa.select(job).where(job.c.pk == pk)).first()
+        if row is None:
+            raise JobError(f"no job {pk}")
+        return _job(row)
+
+    def list(self, status: str | None = None, limit: int = 100) -> list[Job]:
+        query = sa.select(job).order_by(job.c.pk.desc()).limit(limit)
+        if status:
+            query = query.where(job.c.status == status)
+        with self.database.reader.connect() as connection:
+            return [_job(row) for row in connection.execute(query)]
+
+    def _update(self, pk: int, **values: Any) -> None:
+        with self.database.writer.begin() as connection:
+            connection.execute(
+                sa.update(job).where(job.c.pk == pk).values(**values, updated_at=_now())
+            )
+
+    def _change(self, pk: int, allowed: set[JobStatus], **values: Any) -> None:
+        with self.database.writer.begin() as connection:
+            current = connection.execute(sa.select(job.c.status).where(job.c.pk == pk)).scalar()
+            if current is None:
+                raise JobError(f"no job {pk}")
+            if current not in allowed:
+                raise JobError(f"job {pk} is {current}")
+            connection.execute(
+                sa.update(job).where(job.c.pk == pk).values(**values, updated_at=_now())
+            )

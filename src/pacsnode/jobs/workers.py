@@ -1,0 +1,87 @@
+"""Worker threads that run the queued jobs, each kind by its registered handler."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pacsnode.jobs.queue import Job, JobQueue, JobStatus
+
+log = logging.getLogger("pacsnode.jobs")
+
+Handler = Callable[[dict[str, Any]], None]
+"""Runs one job from its payload; an exception means the attempt failed."""
+
+
+class Workers:
+    def __init__(self, queue: JobQueue, count: int = 2, poll_interval: float = 1.0) -> None:
+        self.queue = queue
+        self.count = count
+        self.poll_interval = poll_interval
+        self.handlers: dict[str, Handler] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def register(self, kind: str, handler: Handler) -> None:
+        self.handlers[kind] = handler
+
+    def enqueue(self, kind: str, payload: dict[str, Any], description: str = "") -> int:
+        """Queue a job and wake a worker for it at once."""
+        if kind not in self.handlers:
+            raise ValueError(f"no handler for jobs of kind {kind!r}")
+        pk = self.queue.enqueue(kind, payload, description)
+        self._wake.set()
+        return pk
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        recovered = self.queue.recover()
+        if recovered:
+            log.info("%d jobs interrupted by the last stop will run again", recovered)
+        for number in range(self.count):
+            thread = threading.Thread(target=self._run, name=f"job-worker-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                claimed = self.queue.claim(list(self.handlers))
+            except Exception:
+                log.exception("cannot read the job queue")
+                claimed = None
+            if claimed is None:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+                continue
+            self._execute(claimed)
+
+    def _execute(self, claimed: Job) -> None:
+        try:
+            self.handlers[claimed.kind](claimed.payload)
+        except Exception as exc:
+            status = self.queue.fail(claimed, f"{type(exc).__name__}: {exc}")
+            how = "gave up" if status is JobStatus.FAILED else "will retry"
+            log.warning(
+                "job %d (%s) attempt %d failed, %s: %s",
+                claimed.pk,
+                claimed.kind,
+                claimed.attempts + 1,
+                how,
+                exc,
+            )
+            return
+        self.queue.complete(claimed.pk)
+        log.info("job %d (%s) done: %s", claimed.pk, claimed.kind, claimed.description)

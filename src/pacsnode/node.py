@@ -1,0 +1,41 @@
+"""Everything ``pacsnode serve`` runs: the archive, its job workers and the servers.
+
+Start order: the index first (migrations, interrupted jobs), then the workers that
+send what is queued, then the doors. Stop order is the reverse, so that what the
+doors accept still reaches the index and the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pacsnode.archive.core import Archive
+from pacsnode.config import Settings
+from pacsnode.dimse.server import DimseServer
+from pacsnode.jobs.queue import JobQueue
+from pacsnode.jobs.workers import Workers
+
+log = logging.getLogger("pacsnode")
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.archive = Archive(settings)
+        self.jobs = JobQueue(
+            self.archive.database, settings.job_max_attempts, settings.job_retry_delay
+        )
+        self.workers = Workers(self.jobs, settings.job_workers)
+        self.dimse = DimseServer(settings, self.archive, self.workers)
+
+    def start(self) -> None:
+        removed = self.archive.storage.clean_partial_files()
+        if removed:
+            log.info("removed %d partial files left by an interrupted run", removed)
+        self.workers.start()
+        self.dimse.start()
+
+    def stop(self) -> None:
+        self.dimse.stop()
+        self.workers.stop()
+        self.archive.close()
