@@ -28,9 +28,10 @@ bench-ingest: $(VENV)/.installed  ## pacsnode vs Orthanc ingest throughput (need
 	cd benchmarks && ../$(PY) ingest.py
 
 migration: $(VENV)/.installed  ## new Alembic revision from schema changes: make migration MSG="..."
-	$(PY) -c "from alembic import command; from pacsnode.archive.database import alembic_config; \
+	$(PY) -c "from alembic import command; from pacsnode.archive.database import MIGRATIONS, alembic_config; \
 	config = alembic_config('sqlite:///$(CURDIR)/.migration.sqlite'); command.upgrade(config, 'head'); \
-	command.revision(config, message='$(MSG)', autogenerate=True)"
+	number = len(list(MIGRATIONS.glob('versions/0*.py'))) + 1; \
+	command.revision(config, message='$(MSG)', autogenerate=True, rev_id=f'{number:04d}')"
 	rm -f .migration.sqlite
 
 clean:

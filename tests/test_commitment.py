@@ -1,0 +1,276 @@
+"""Storage Commitment Push Model against a real server, pynetdicom as the modality."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RunningServer, ServerFactory, ct_dataset, free_port, stored_path
+from peers import send_datasets
+from pydicom import Dataset
+from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
+from pynetdicom import AE, evt
+
+from pacsnode.archive.commitment import Reference
+from pacsnode.dimse.commitment import request_commitment
+from pacsnode.dimse.scu import Peer
+
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+class ReportListener:
+    """The modality's own SCP, taking N-EVENT-REPORTs on associations we did not open."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.reports: list[tuple[int, Dataset, str]] = []
+        self.arrived = threading.Event()
+        ae = AE(ae_title="MODALITY")
+        ae.add_supported_context(STORAGE_COMMITMENT, scu_role=True, scp_role=True)
+        self.ae = ae
+        self.server: object | None = None
+
+    def start(self) -> ReportListener:
+        self.server = self.ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report)],
+        )
+        return self
+
+    def _on_report(self, event: evt.Event) -> tuple[int, None]:
+        calling = event.assoc.requestor.ae_title
+        self.reports.append((int(event.event_type), event.event_information, calling))
+        self.arrived.set()
+        return 0x0000, None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def listener() -> Iterator[ReportListener]:
+    running = ReportListener().start()
+    yield running
+    running.stop()
+
+
+def stored(server: RunningServer, count: int = 2) -> list[Dataset]:
+    datasets = [ct_dataset(InstanceNumber=n) for n in range(count)]
+    assert send_datasets(server.port, datasets) == [0] * count
+    return datasets
+
+
+def action(references: list[tuple[str, str]]) -> Dataset:
+    info = Dataset()
+    info.TransactionUID = generate_uid()
+    items = []
+    for sop_class, sop_instance in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_instance
+        items.append(item)
+    info.ReferencedSOPSequence = items
+    return info
+
+
+def commit_on_same_association(
+    port: int, info: Dataset, wait: float = 10.0
+) -> tuple[int, list[tuple[int, Dataset]]]:
+    """N-ACTION, then wait on the same association; (N-ACTION status, reports)."""
+    reports: list[tuple[int, Dataset]] = []
+    arrived = threading.Event()
+
+    def on_report(event: evt.Event) -> tuple[int, None]:
+        reports.append((int(event.event_type), event.event_information))
+        arrived.set()
+        return 0x0000, None
+
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(STORAGE_COMMITMENT)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="PACSNODE",
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+    )
+    assert assoc.is_established
+    status, _ = assoc.send_n_action(info, 1, STORAGE_COMMITMENT, INSTANCE)
+    arrived.wait(wait)
+    assoc.release()
+    return int(status.Status), reports
+
+
+def reasons(report: Dataset) -> dict[str, int]:
+    return {
+        str(item.ReferencedSOPInstanceUID): int(item.FailureReason)
+        for item in report.get("FailedSOPSequence", [])
+    }
+
+
+def committed(report: Dataset) -> set[str]:
+    return {str(item.ReferencedSOPInstanceUID) for item in report.get("ReferencedSOPSequence", [])}
+
+
+def test_all_committed_is_event_type_1_on_the_same_association(server: RunningServer) -> None:
+    datasets = stored(server)
+    info = action([(CTImageStorage, str(ds.SOPInstanceUID)) for ds in datasets])
+    status, reports = commit_on_same_association(server.port, info)
+    assert status == 0x0000
+    [(event_type, report)] = reports
+    assert event_type == 1
+    assert report.TransactionUID == info.TransactionUID
+    assert report.RetrieveAETitle == "PACSNODE"
+    assert committed(report) == {str(ds.SOPInstanceUID) for ds in datasets}
+    assert "FailedSOPSequence" not in report
+
+
+def test_failures_carry_their_reasons(server: RunningServer) -> None:
+    good, damaged, wrong_class = stored(server, 3)
+    path = stored_path(server, str(damaged.SOPInstanceUID))
+    content = bytearray(path.read_bytes())
+    content[-1] ^= 0xFF  # one flipped bit in the pixel data
+    path.write_bytes(bytes(content))
+    unknown = generate_uid()
+    info = action(
+        [
+            (CTImageStorage, str(good.SOPInstanceUID)),
+            (CTImageStorage, str(damaged.SOPInstanceUID)),
+            (MRImageStorage, str(wrong_class.SOPInstanceUID)),
+            (CTImageStorage, unknown),
+        ]
+    )
+    status, [(event_type, report)] = commit_on_same_association(server.port, info)
+    assert (status, event_type) == (0x0000, 2)
+    assert committed(report) == {str(good.SOPInstanceUID)}
+    assert reasons(report) == {
+        str(damaged.SOPInstanceUID): 0x0110,
+        str(wrong_class.SOPInstanceUID): 0x0119,
+        unknown: 0x0112,
+    }
+
+
+def test_a_request_without_transaction_uid_is_refused(server: RunningServer) -> None:
+    info = action([(CTImageStorage, generate_uid())])
+    del info.TransactionUID
+    status, reports = commit_on_same_association(server.port, info, wait=1.0)
+    assert status == 0x0120
+    assert reports == []
+
+
+def modality(listener: ReportListener, mode: str) -> dict[str, object]:
+    return {
+        "ae_title": "MODALITY",
+        "host": "127.0.0.1",
+        "port": listener.port,
+        "commitment_report": mode,
+    }
+
+
+def test_new_association_mode_reports_to_the_configured_address(
+    server_factory: ServerFactory, listener: ReportListener
+) -> None:
+    server = server_factory(remotes=[modality(listener, "new")])
+    datasets = stored(server)
+    info = action([(CTImageStorage, str(ds.SOPInstanceUID)) for ds in datasets])
+    status, same = commit_on_same_association(server.port, info, wait=1.0)
+    assert (status, same) == (0x0000, [])
+    assert listener.arrived.wait(10)
+    [(event_type, report, calling_ae)] = listener.reports
+    assert event_type == 1
+    assert calling_ae == "PACSNODE"  # the called AE title of the request
+    assert committed(report) == {str(ds.SOPInstanceUID) for ds in datasets}
+
+
+def test_a_requester_that_went_away_gets_its_report_later(
+    server_factory: ServerFactory,
+) -> None:
+    absent = ReportListener()
+    server = server_factory(remotes=[modality(absent, "new")], job_retry_delay=0.3)
+    datasets = stored(server, 1)
+    info = action([(CTImageStorage, str(datasets[0].SOPInstanceUID))])
+    assert commit_on_same_association(server.port, info, wait=0.5)[0] == 0x0000
+    deadline = time.monotonic() + 10
+    while "will retry" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "will retry" in server.log()
+    absent.start()
+    try:
+        assert absent.arrived.wait(15)
+        assert absent.reports[0][1].TransactionUID == info.TransactionUID
+    finally:
+        absent.stop()
+
+
+def test_a_queued_report_survives_a_restart(server_factory: ServerFactory) -> None:
+    absent = ReportListener()
+    server = server_factory(remotes=[modality(absent, "new")], job_retry_delay=60)
+    datasets = stored(server, 1)
+    info = action([(CTImageStorage, str(datasets[0].SOPInstanceUID))])
+    assert commit_on_same_association(server.port, info, wait=0.5)[0] == 0x0000
+    deadline = time.monotonic() + 10
+    while "will retry" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    server.stop()
+    absent.start()
+    try:
+        server.extra_args = []
+        restarted = server_factory(
+            remotes=[modality(absent, "new")],
+            data_dir=server.data_dir,
+            dicom_port=server.port,
+            job_retry_delay=0.3,
+            start=False,
+        )
+        restarted.start()
+        retry_now(restarted)
+        assert absent.arrived.wait(15)
+        assert absent.reports[0][1].TransactionUID == info.TransactionUID
+    finally:
+        absent.stop()
+
+
+def retry_now(server: RunningServer) -> None:
+    """Make the one waiting job due now, as an administrator would with 'jobs retry'."""
+    from pacsnode.jobs.queue import JobQueue
+
+    archive = server.archive()
+    try:
+        queue = JobQueue(archive.database)
+        for job in queue.list("pending"):
+            queue.retry(job.pk)
+    finally:
+        archive.close()
+
+
+def test_scu_side_requests_commitment_from_a_remote_archive(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    listen_port = free_port()
+    server = server_factory(
+        remotes=[
+            {
+                "ae_title": "REQUESTER",
+                "host": "127.0.0.1",
+                "port": listen_port,
+                "commitment_report": "new",
+            }
+        ]
+    )
+    datasets = stored(server, 2)
+    peer = Peer("127.0.0.1", server.port, "PACSNODE", "REQUESTER")
+    refs = [Reference(CTImageStorage, str(ds.SOPInstanceUID)) for ds in datasets]
+    refs.append(Reference(CTImageStorage, generate_uid()))
+    result = request_commitment(peer, refs, timeout=15, listen_port=listen_port)
+    assert result.event_type == 2
+    assert committed(result.information) == {str(ds.SOPInstanceUID) for ds in datasets}
+    assert set(reasons(result.information).values()) == {0x0112}
+
+    same_peer = Peer("127.0.0.1", server.port, "PACSNODE", "ELSEWHERE")
+    result = request_commitment(same_peer, refs[:2], timeout=15)
+    assert result.event_type == 1
