@@ -78,6 +78,7 @@ class RunningServer:
     ae_title: str
     log_path: Path
     database_url: str
+    http_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
 
@@ -120,6 +121,11 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    @property
+    def url(self) -> str:
+        """Where the HTTP door answers."""
+        return f"http://127.0.0.1:{self.http_port}"
+
     def archive(self) -> Archive:
         """The archive as the server sees it, opened from the test (same files, same DB)."""
         return Archive(Settings(data_dir=self.data_dir, database_url=self.database_url))
@@ -141,10 +147,12 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     ) -> RunningServer:
         name = f"server{len(started)}"
         port = server.pop("dicom_port", None) or free_port()
+        http_port = server.pop("http_port", None) or free_port()
         data = data_dir or tmp_path / f"{name}-data"
         settings = {
             "ae_title": "PACSNODE",
             "dicom_port": port,
+            "http_port": http_port,
             "data_dir": str(data),
             "bind_address": "127.0.0.1",
             "log_level": "INFO",
@@ -158,6 +166,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
             settings["ae_title"],
             tmp_path / f"{name}.log",
             settings.get("database_url") or Settings(data_dir=data).resolved_database_url,
+            http_port,
         )
         started.append(running)
         return running.start() if start else running

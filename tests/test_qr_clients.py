@@ -230,16 +230,19 @@ def qr_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 def pacs(tmp_path_factory: pytest.TempPathFactory, qr_corpus: Corpus) -> Iterator[RunningServer]:
     """One pacsnode server for the module, loaded with the corpus by C-STORE."""
     base = tmp_path_factory.mktemp("pacsnode")
-    port, data = free_port(), base / "data"
+    port, http_port, data = free_port(), free_port(), base / "data"
     settings = {
         "ae_title": "PACSNODE",
         "dicom_port": port,
+        "http_port": http_port,
         "data_dir": str(data),
         "bind_address": "127.0.0.1",
     }
     config = write_config(base / "pacsnode.toml", settings, [])
     database_url = Settings(data_dir=data).resolved_database_url
-    server = RunningServer(config, data, port, "PACSNODE", base / "pacsnode.log", database_url)
+    server = RunningServer(
+        config, data, port, "PACSNODE", base / "pacsnode.log", database_url, http_port
+    )
     try:
         server.start()
         responses = send_files(port, qr_corpus.files)

@@ -53,6 +53,9 @@ class Settings:
     ae_title: str = "PACSNODE"
     dicom_port: int = 11112
     http_port: int = 8042
+    """The REST API (and later DICOMweb and the UI); 0 turns the HTTP door off."""
+    http_bind_address: str = "127.0.0.1"
+    """The admin API has no authentication yet: it answers on loopback only by default."""
     bind_address: str = "0.0.0.0"
     data_dir: Path = Path("pacsnode-data")
     database_url: str = ""

@@ -14,6 +14,8 @@ from pacsnode.config import Settings
 from pacsnode.dimse.server import DimseServer
 from pacsnode.jobs.queue import JobQueue
 from pacsnode.jobs.workers import Workers
+from pacsnode.web.app import create_app
+from pacsnode.web.server import HttpServer
 
 log = logging.getLogger("pacsnode")
 
@@ -27,6 +29,11 @@ class Node:
         )
         self.workers = Workers(self.jobs, settings.job_workers)
         self.dimse = DimseServer(settings, self.archive, self.workers)
+        self.http = (
+            HttpServer(create_app(self.workers), settings.http_bind_address, settings.http_port)
+            if settings.http_port
+            else None
+        )
 
     def start(self) -> None:
         removed = self.archive.storage.clean_partial_files()
@@ -34,8 +41,12 @@ class Node:
             log.info("removed %d partial files left by an interrupted run", removed)
         self.workers.start()
         self.dimse.start()
+        if self.http is not None:
+            self.http.start()
 
     def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         self.dimse.stop()
         self.workers.stop()
         self.archive.close()

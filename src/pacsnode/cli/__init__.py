@@ -1,0 +1,10 @@
+"""The ``pacsnode`` command: the server, and the tools an administrator reaches for."""
+
+from pacsnode.cli import archive, jobs, network
+from pacsnode.cli.common import app
+
+__all__ = ["app", "archive", "jobs", "main", "network"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,136 @@
+"""Commands on the archive itself: serve it, import into it, look at it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pacsnode.cli.common import (
+    ConfigOption,
+    DatabaseOption,
+    DataDirOption,
+    app,
+    configure_logging,
+    load,
+    progress_bar,
+    walk,
+)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    ae_title: Annotated[str | None, typer.Option(help="Our AE title [PACSNODE].")] = None,
+    dicom_port: Annotated[int | None, typer.Option(help="DIMSE port [11112].")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port [8042].")] = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING [INFO].")] = None,
+) -> None:
+    """Start the archive and serve until SIGINT or SIGTERM."""
+    settings = load(
+        config,
+        ae_title=ae_title,
+        dicom_port=dicom_port,
+        http_port=http_port,
+        data_dir=data_dir,
+        database_url=database_url,
+        log_level=log_level,
+    )
+    configure_logging(settings.log_level)
+    from pacsnode.node import Node
+
+    log = logging.getLogger("pacsnode")
+    node = Node(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        node.start()
+    except OSError as exc:
+        log.error("cannot listen on port %d: %s", settings.dicom_port, exc)
+        raise typer.Exit(1) from exc
+    log.info("pacsnode ready (data in %s)", settings.data_dir.resolve())
+    stop.wait()
+    log.info("shutting down")
+    node.stop()
+    log.info("stopped")
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders (searched recursively).", exists=True)
+    ],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Import DICOM files into the archive through the same ingest as C-STORE."""
+    settings = load(config, data_dir=data_dir, database_url=database_url)
+    configure_logging("WARNING")
+    from pacsnode.archive.core import Archive
+    from pacsnode.archive.ingest import Received
+
+    archive = Archive(settings)
+    files = [p for p in walk(paths) if p.name.upper() != "DICOMDIR"]
+    outcomes: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    with progress_bar() as progress:
+        task = progress.add_task("importing", total=len(files))
+        for path in files:
+            result = archive.ingest(Received(path, duplicate_policy=settings.duplicate_policy))
+            outcomes[result.outcome.value] += 1
+            if not result.ok:
+                reasons[f"0x{result.status:04X} {result.comment}"] += 1
+            progress.advance(task)
+    archive.close()
+    _print_summary(outcomes, reasons)
+    if outcomes["failed"] or outcomes["refused"]:
+        raise typer.Exit(1)
+
+
+def _print_summary(outcomes: Counter[str], reasons: Counter[str]) -> None:
+    table = Table(title="import summary")
+    table.add_column("outcome")
+    table.add_column("files", justify="right")
+    for outcome, count in sorted(outcomes.items()):
+        table.add_row(outcome, str(count))
+    Console().print(table)
+    for reason, count in reasons.most_common():
+        Console().print(f"  {count} x {reason}")
+
+
+@app.command()
+def stats(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Show what the archive holds and how much disk it uses."""
+    settings = load(config, data_dir=data_dir, database_url=database_url)
+    from pacsnode.archive.core import Archive
+
+    archive = Archive(settings)
+    numbers = archive.index.stats()
+    archive.close()
+    table = Table(title=f"pacsnode archive ({settings.data_dir})")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in (
+        ("patients", numbers.patients),
+        ("studies", numbers.studies),
+        ("series", numbers.series),
+        ("instances", numbers.instances),
+    ):
+        table.add_row(label, str(value))
+    table.add_row("disk used", f"{numbers.bytes / 1e6:.1f} MB")
+    Console().print(table)

@@ -1,0 +1,173 @@
+"""Commands toward other DICOM nodes: the SCU side."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pacsnode.archive.commitment import Reference
+from pacsnode.cli.common import (
+    CalledOption,
+    CallingOption,
+    ConfigOption,
+    HostArg,
+    PortArg,
+    app,
+    configure_logging,
+    console,
+    load,
+    progress_bar,
+    walk,
+)
+
+
+@app.command()
+def echo(
+    host: HostArg,
+    port: PortArg,
+    called_ae: CalledOption = "ANY-SCP",
+    calling_ae: CallingOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Send a C-ECHO (verification). Exit code 0 only on success."""
+    from pacsnode.dimse.scu import AssociationFailed, Peer
+    from pacsnode.dimse.scu import echo as send_echo
+
+    calling_ae = calling_ae or load(config).ae_title
+    started = time.monotonic()
+    try:
+        status = send_echo(Peer(host, port, called_ae, calling_ae))
+    except AssociationFailed as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    elapsed_ms = (time.monotonic() - started) * 1000
+    Console().print(
+        f"C-ECHO {called_ae}@{host}:{port}: status 0x{status:04X} in {elapsed_ms:.0f} ms"
+    )
+    if status != 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def store(
+    host: HostArg,
+    port: PortArg,
+    files: Annotated[list[Path], typer.Argument(help="Files or folders to send.", exists=True)],
+    called_ae: CalledOption = "ANY-SCP",
+    calling_ae: CallingOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Send DICOM files with C-STORE, each in its own transfer syntax when accepted.
+
+    Exit code: 0 all stored, 1 some failed, 2 no association.
+    """
+    from pacsnode.dimse.scu import AssociationFailed, Peer, StoreOutcome, describe
+    from pacsnode.dimse.scu import store as send
+
+    calling_ae = calling_ae or load(config).ae_title
+
+    configure_logging("ERROR")
+    candidates = list(walk(files))
+    outgoing = [item for item in map(describe, candidates) if item is not None]
+    failures: list[StoreOutcome] = []
+    skipped = len(candidates) - len(outgoing)
+    with progress_bar() as progress:
+        task = progress.add_task("sending", total=len(outgoing))
+
+        def on_result(outcome: StoreOutcome) -> None:
+            if outcome.status is None or outcome.status >= 0xA000 or outcome.status == 0x0111:
+                failures.append(outcome)
+            progress.advance(task)
+
+        try:
+            send(Peer(host, port, called_ae, calling_ae), outgoing, on_result)
+        except AssociationFailed as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+    for failure in failures:
+        status = "none" if failure.status is None else f"0x{failure.status:04X}"
+        console.print(f"[red]failed[/red] {failure.path}: status {status} {failure.comment}")
+    Console().print(
+        f"sent {len(outgoing) - len(failures)} of {len(outgoing)} files"
+        + (f"; {skipped} not DICOM, skipped" if skipped else "")
+    )
+    if failures:
+        raise typer.Exit(1)
+
+
+def _references_of_studies(studies: list[str], config: Path | None) -> list[Reference]:
+    """What the local archive holds of these studies, to ask a remote to commit."""
+    from pacsnode.archive.attributes import Level
+    from pacsnode.archive.core import Archive
+    from pacsnode.archive.matching import retrieve_selection, search
+
+    archive = Archive(load(config))
+    found = []
+    with archive.database.reader.connect() as connection:
+        for uid in studies:
+            statement = retrieve_selection(Level.STUDY, {"StudyInstanceUID": uid}, False)
+            found += [
+                Reference(row["instance.sop_class_uid"], row["instance.sop_instance_uid"])
+                for row in search(connection, statement)
+            ]
+    archive.close()
+    return found
+
+
+@app.command()
+def commit(
+    host: HostArg,
+    port: PortArg,
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders sent earlier.", exists=True)
+    ] = None,
+    study: Annotated[
+        list[str] | None, typer.Option(help="A Study Instance UID of the local archive.")
+    ] = None,
+    called_ae: CalledOption = "ANY-SCP",
+    calling_ae: CallingOption = None,
+    listen_port: Annotated[
+        int | None,
+        typer.Option(help="Also take the report on a new association to this port."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the report.")] = 60.0,
+    config: ConfigOption = None,
+) -> None:
+    """Ask a remote archive to commit instances (Storage Commitment) and show its report.
+
+    Exit code: 0 all committed, 1 some not, 2 no association or no report.
+    """
+    from pacsnode.dimse.commitment import request_commitment
+    from pacsnode.dimse.scu import AssociationFailed, Peer, describe
+
+    calling_ae = calling_ae or load(config).ae_title
+    configure_logging("ERROR")
+    described = [item for item in map(describe, walk(files or [])) if item is not None]
+    references = [Reference(item.sop_class, item.sop_instance) for item in described]
+    references += _references_of_studies(study or [], config)
+    if not references:
+        console.print("[red]nothing to commit: give files or --study[/red]")
+        raise typer.Exit(2)
+    peer = Peer(host, port, called_ae, calling_ae)
+    try:
+        result = request_commitment(peer, references, timeout, listen_port)
+    except (AssociationFailed, TimeoutError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    information = result.information
+    table = Table(title=f"storage commitment {information.TransactionUID}")
+    table.add_column("SOP Instance UID")
+    table.add_column("result")
+    for item in information.get("ReferencedSOPSequence", []):
+        table.add_row(str(item.ReferencedSOPInstanceUID), "committed")
+    for item in information.get("FailedSOPSequence", []):
+        reason = int(item.get("FailureReason", 0))
+        table.add_row(str(item.ReferencedSOPInstanceUID), f"failed 0x{reason:04X}")
+    Console().print(table)
+    if result.event_type != 1:
+        raise typer.Exit(1)

@@ -1,0 +1,170 @@
+"""The durable job queue: on SQLite and PostgreSQL, through the REST API and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+from conftest import RunningServer, ServerFactory, ct_dataset, free_port
+from peers import send_datasets
+from pydicom import Dataset
+from pydicom.uid import CTImageStorage, generate_uid
+from pynetdicom import AE
+
+from pacsnode.archive.database import migrate, open_database
+from pacsnode.jobs.queue import JobError, JobQueue, JobStatus
+
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+
+
+@pytest.fixture
+def queue(database_url: str) -> JobQueue:
+    database = open_database(database_url)
+    migrate(database.writer)
+    return JobQueue(database, max_attempts=3, backoff=0.2)
+
+
+def test_failed_attempts_back_off_then_give_up(queue: JobQueue) -> None:
+    pk = queue.enqueue("report", {"to": "MODALITY"}, "a report")
+    claimed = queue.claim(["report"])
+    assert claimed is not None and claimed.pk == pk and claimed.payload == {"to": "MODALITY"}
+    assert queue.claim(["report"]) is None  # running: nobody else takes it
+    assert queue.fail(claimed, "refused") is JobStatus.PENDING
+    assert queue.claim(["report"]) is None  # not due before its backoff
+    delays = []
+    for _attempt in range(2):
+        started = time.monotonic()
+        while (again := queue.claim(["report"])) is None:
+            time.sleep(0.02)
+        delays.append(time.monotonic() - started)
+        status = queue.fail(again, "refused again")
+    assert status is JobStatus.FAILED
+    assert delays[1] > delays[0]  # 0.4 s after the second failure, 0.2 s after the first
+    failed = queue.get(pk)
+    assert (failed.status, failed.attempts, failed.last_error) == (
+        JobStatus.FAILED,
+        3,
+        "refused again",
+    )
+    queue.retry(pk)
+    assert queue.get(pk).status is JobStatus.PENDING and queue.get(pk).attempts == 0
+    queue.cancel(pk)
+    assert queue.claim(["report"]) is None
+    with pytest.raises(JobError):
+        queue.cancel(pk)  # already cancelled
+    with pytest.raises(JobError):
+        queue.retry(pk + 1000)
+
+
+def test_a_job_of_an_unknown_kind_waits(queue: JobQueue) -> None:
+    queue.enqueue("later", {})
+    assert queue.claim(["report"]) is None
+    assert queue.claim(["later", "report"]) is not None
+
+
+def test_running_jobs_run_again_after_a_crash(queue: JobQueue) -> None:
+    pk = queue.enqueue("report", {})
+    assert queue.claim(["report"]) is not None
+    assert queue.recover() == 1
+    assert queue.get(pk).status is JobStatus.PENDING
+
+
+def test_concurrent_workers_never_take_the_same_job(queue: JobQueue) -> None:
+    for number in range(60):
+        queue.enqueue("report", {"n": number})
+    taken: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while (claimed := queue.claim(["report"])) is not None:
+            with lock:
+                taken.append(claimed.payload["n"])
+            queue.complete(claimed.pk)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(taken) == list(range(60))
+    assert Counter(job.status for job in queue.list(limit=100)) == {JobStatus.DONE: 60}
+
+
+def failing_report(server_factory: ServerFactory) -> tuple[RunningServer, int]:
+    """A server whose one job (a commitment report to an absent modality) keeps failing."""
+    remote = {
+        "ae_title": "MODALITY",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "commitment_report": "new",
+    }
+    server = server_factory(remotes=[remote], job_retry_delay=30)
+    dataset = ct_dataset()
+    assert send_datasets(server.port, [dataset]) == [0]
+    info = Dataset()
+    info.TransactionUID = generate_uid()
+    item = Dataset()
+    item.ReferencedSOPClassUID = CTImageStorage
+    item.ReferencedSOPInstanceUID = dataset.SOPInstanceUID
+    info.ReferencedSOPSequence = [item]
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(STORAGE_COMMITMENT)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="PACSNODE")
+    assert assoc.send_n_action(info, 1, STORAGE_COMMITMENT, "1.2.840.10008.1.20.1.1")[0].Status == 0
+    assoc.release()
+    deadline = time.monotonic() + 10
+    while "will retry" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return server, 1
+
+
+def test_jobs_through_the_rest_api(server_factory: ServerFactory) -> None:
+    server, pk = failing_report(server_factory)
+    base = server.url
+    listed = httpx.get(f"{base}/api/jobs").json()
+    assert [(j["id"], j["kind"], j["status"], j["attempts"]) for j in listed] == [
+        (pk, "commitment-report", "pending", 1)
+    ]
+    assert "did not associate" in listed[0]["last_error"]
+    assert httpx.get(f"{base}/api/jobs", params={"status": "failed"}).json() == []
+    assert httpx.get(f"{base}/api/jobs", params={"status": "bogus"}).status_code == 400
+    cancelled = httpx.post(f"{base}/api/jobs/{pk}/cancel")
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+    assert httpx.post(f"{base}/api/jobs/{pk}/cancel").status_code == 409
+    retried = httpx.post(f"{base}/api/jobs/{pk}/retry").json()
+    assert (retried["status"], retried["attempts"]) == ("pending", 0)
+    assert httpx.get(f"{base}/api/jobs/{pk + 1}").status_code == 404
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{base}/api/jobs/{pk}").json()["attempts"] == 0:
+        assert time.monotonic() < deadline, "the retried job did not run"
+        time.sleep(0.1)
+
+
+def pacsnode_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pacsnode", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_jobs_through_the_cli(server_factory: ServerFactory) -> None:
+    server, pk = failing_report(server_factory)
+    config = str(server.config_path)
+    listed = pacsnode_cli("jobs", "list", "--config", config)
+    assert listed.returncode == 0, listed.stderr
+    assert "commitment-report" in listed.stdout and "pending" in listed.stdout
+    assert "did not associate" in listed.stdout
+    cancelled = pacsnode_cli("jobs", "cancel", str(pk), "--config", config)
+    assert (cancelled.returncode, cancelled.stdout.strip()) == (0, f"job {pk}: cancelled")
+    again = pacsnode_cli("jobs", "cancel", str(pk), "--config", config)
+    assert again.returncode == 1 and "is cancelled" in again.stderr
+    assert "cancelled" in pacsnode_cli("jobs", "list", "--status", "cancelled", "-c", config).stdout
