@@ -56,7 +56,7 @@ def serve(
     try:
         node.start()
     except OSError as exc:
-        log.error("cannot listen on port %d: %s", settings.dicom_port, exc)
+        log.error("cannot start: %s", exc)
         raise typer.Exit(1) from exc
     log.info("pacsnode ready (data in %s)", settings.data_dir.resolve())
     stop.wait()

@@ -158,9 +158,12 @@ class DimseServer:
         retrieve_scp.install(self.retrieve_scp)
         self.commitment_scp.install()
         address = (self.settings.bind_address, self.settings.dicom_port)
-        server = self.ae.make_server(
-            address, evt_handlers=self._handlers(), server_class=_NoDelayServer
-        )
+        try:
+            server = self.ae.make_server(
+                address, evt_handlers=self._handlers(), server_class=_NoDelayServer
+            )
+        except OSError as exc:
+            raise OSError(f"DIMSE port {address[0]}:{address[1]}: {exc.strerror}") from exc
         self._server = server
         thread = threading.Thread(target=server.serve_forever, name="dimse-accept", daemon=True)
         thread.start()
