@@ -168,3 +168,21 @@ def test_jobs_through_the_cli(server_factory: ServerFactory) -> None:
     again = pacsnode_cli("jobs", "cancel", str(pk), "--config", config)
     assert again.returncode == 1 and "is cancelled" in again.stderr
     assert "cancelled" in pacsnode_cli("jobs", "list", "--status", "cancelled", "-c", config).stdout
+
+
+def test_jobs_with_one_key_run_in_order(queue: JobQueue) -> None:
+    create = queue.enqueue("forward", {"op": "create"}, queue_key="DEST/1.2.3")
+    update = queue.enqueue("forward", {"op": "set"}, queue_key="DEST/1.2.3")
+    other = queue.enqueue("forward", {"op": "create"}, queue_key="DEST/4.5.6")
+    first = queue.claim(["forward"])
+    assert first is not None and first.pk == create
+    second = queue.claim(["forward"])
+    assert second is not None and second.pk == other  # the N-SET waits for its N-CREATE
+    assert queue.fail(first, "away") is JobStatus.PENDING
+    assert queue.claim(["forward"]) is None
+    queue.retry(create)
+    again = queue.claim(["forward"])
+    assert again is not None and again.pk == create
+    queue.complete(create)
+    last = queue.claim(["forward"])
+    assert last is not None and last.pk == update

@@ -112,6 +112,8 @@ study = sa.Table(
     _counter("num_series"),
     _counter("num_instances"),
     *_timestamps(),
+    # When the study was last announced as complete (instance availability, routing).
+    sa.Column("notified_at", sa.DateTime(timezone=True)),
 )
 
 series = sa.Table(
@@ -138,6 +140,8 @@ instance = sa.Table(
     sa.Column("checksum", sa.String(64), nullable=False),
     sa.Column("source_ae", sa.String(16)),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    # Set while an IOCM rejection note hides the instance (the note's concept code).
+    sa.Column("rejection", sa.String(16)),
 )
 
 sequence_value = sa.Table(
@@ -177,8 +181,60 @@ job = sa.Table(
     sa.Column("next_run_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_error", sa.Text),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
+    # Jobs sharing a key run one after the other (an MPPS N-SET after its N-CREATE).
+    sa.Column("queue_key", sa.String(200)),
     *_timestamps(),
     sa.Index("ix_job_due", "status", "next_run_at"),
+    sa.Index("ix_job_queue_key", "queue_key"),
+)
+
+mpps = sa.Table(
+    "mpps",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("study_instance_uid", sa.String(64), index=True),
+    sa.Column("calling_ae", sa.String(16)),
+    sa.Column("dataset", sa.Text, nullable=False),
+    *_timestamps(),
+)
+
+worklist_item = sa.Table(
+    "worklist_item",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    # The top-level matching keys; the Scheduled Procedure Step Sequence is matched
+    # through sequence_value like any other sequence.
+    sa.Column("patient_id", sa.Text),
+    sa.Column("issuer_of_patient_id", sa.Text),
+    sa.Column("patient_name", sa.Text),
+    sa.Column("patient_name_ci", sa.Text, index=True),
+    sa.Column("patient_birth_date", sa.String(8)),
+    sa.Column("patient_sex", sa.Text),
+    sa.Column("accession_number", sa.Text),
+    sa.Column("accession_number_ci", sa.Text, index=True),
+    sa.Column("requested_procedure_id", sa.Text),
+    sa.Column("study_instance_uid", sa.String(64)),
+    sa.Column("referring_physician_name", sa.Text),
+    sa.Column("referring_physician_name_ci", sa.Text),
+    sa.Column("admission_id", sa.Text),
+    # The placer order number of the HL7 order that made the item, to cancel it by.
+    sa.Column("order_number", sa.Text, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("dataset", sa.Text, nullable=False),
+    *_timestamps(),
+)
+
+rejected_instance = sa.Table(
+    "rejected_instance",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True),
+    sa.Column("sop_instance_uid", sa.String(64), nullable=False, unique=True),
+    sa.Column("sop_class_uid", sa.String(64), nullable=False),
+    sa.Column("code", sa.String(16), nullable=False),
+    sa.Column("note_sop_instance_uid", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 LEVEL_TABLES: dict[Level, sa.Table] = {

@@ -42,6 +42,7 @@ class Job:
     next_run_at: datetime
     last_error: str | None
     description: str
+    queue_key: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -92,7 +93,14 @@ class JobQueue:
         """Seconds before the first retry; each further retry waits twice as long."""
         self._postgres = database.writer.dialect.name == "postgresql"
 
-    def enqueue(self, kind: str, payload: dict[str, Any], description: str = "") -> int:
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        description: str = "",
+        queue_key: str | None = None,
+    ) -> int:
+        """Queue a job; jobs with the same ``queue_key`` run in the order queued."""
         now = _now()
         with self.database.writer.begin() as connection:
             return int(
@@ -105,6 +113,7 @@ class JobQueue:
                         "max_attempts": self.max_attempts,
                         "next_run_at": now,
                         "description": description,
+                        "queue_key": queue_key,
                         "created_at": now,
                         "updated_at": now,
                     },
@@ -114,10 +123,18 @@ class JobQueue:
     def claim(self, kinds: Sequence[str]) -> Job | None:
         """Take the job that has been due longest, of one of ``kinds``, for running."""
         now = _now()
+        earlier = job.alias("earlier")
+        unfinished = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED)
+        waits_for_earlier = sa.exists().where(
+            earlier.c.queue_key == job.c.queue_key,
+            earlier.c.pk < job.c.pk,
+            earlier.c.status.in_(unfinished),
+        )
         due = (
             sa.select(job.c.pk)
             .where(job.c.status == JobStatus.PENDING, job.c.next_run_at <= now)
             .where(job.c.kind.in_(list(kinds)))
+            .where(sa.or_(job.c.queue_key.is_(None), ~waits_for_earlier))
             .order_by(job.c.next_run_at, job.c.pk)
             .limit(1)
         )

@@ -28,11 +28,17 @@ class Workers:
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
 
-    def enqueue(self, kind: str, payload: dict[str, Any], description: str = "") -> int:
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        description: str = "",
+        queue_key: str | None = None,
+    ) -> int:
         """Queue a job and wake a worker for it at once."""
         if kind not in self.handlers:
             raise ValueError(f"no handler for jobs of kind {kind!r}")
-        pk = self.queue.enqueue(kind, payload, description)
+        pk = self.queue.enqueue(kind, payload, description, queue_key)
         self._wake.set()
         return pk
 
