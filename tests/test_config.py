@@ -78,3 +78,11 @@ def test_remote_aes_and_per_ae_duplicate_policy(tmp_path: Path) -> None:
 def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(write(tmp_path, text), environ={})
+
+
+def test_lists_come_from_toml_arrays_or_comma_separated_variables(tmp_path: Path) -> None:
+    config = tmp_path / "pacsnode.toml"
+    config.write_text('[server]\nmpps_destinations = ["RIS", "PACS2"]\n')
+    assert load_settings(config, environ={}).mpps_destinations == ("RIS", "PACS2")
+    environ = {"PACSNODE_IAN_SUBSCRIBERS": "RIS, VIEWER"}
+    assert load_settings(None, environ=environ).ian_subscribers == ("RIS", "VIEWER")

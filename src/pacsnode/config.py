@@ -75,6 +75,17 @@ class Settings:
     shutdown_grace: float = 30.0
     """Seconds to let in-flight C-STOREs finish on SIGTERM before aborting."""
     log_level: str = "INFO"
+    mpps_destinations: tuple[str, ...] = ()
+    """Remote AE titles that get every MPPS N-CREATE and N-SET we receive."""
+    mpps_keep_calling_ae: bool = False
+    """Forward MPPS under the modality's calling AE title rather than ours."""
+    ian_subscribers: tuple[str, ...] = ()
+    """Remote AE titles told by Instance Availability Notification when a study is there."""
+    ian_on_mpps_completed: bool = True
+    ian_study_stable_seconds: float = 0.0
+    """Also notify once a study has had no new instance for this long; 0 is off."""
+    worklist_hide_finished: bool = True
+    """Worklist items whose procedure step is COMPLETED or DISCONTINUED are not returned."""
     job_workers: int = 2
     """Threads that run outbound jobs (reports, forwards, notifications)."""
     job_max_attempts: int = 10
@@ -117,6 +128,9 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
             return Path(value)
         if kind in (bool, "bool"):
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if kind == "tuple[str, ...]":  # a TOML list, or a comma-separated variable
+            items = value.split(",") if isinstance(value, str) else value
+            return tuple(str(item).strip() for item in items if str(item).strip())
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name!r}: {value!r} is not a valid {kind}") from exc
     return str(value)

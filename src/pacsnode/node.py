@@ -30,7 +30,11 @@ class Node:
         self.workers = Workers(self.jobs, settings.job_workers)
         self.dimse = DimseServer(settings, self.archive, self.workers)
         self.http = (
-            HttpServer(create_app(self.workers), settings.http_bind_address, settings.http_port)
+            HttpServer(
+                create_app(self.archive, self.workers),
+                settings.http_bind_address,
+                settings.http_port,
+            )
             if settings.http_port
             else None
         )

@@ -20,6 +20,7 @@ from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.mpps import COMPLETED, Step
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pacsnode.archive.uids import (
     STORAGE_SOP_CLASSES,
@@ -31,6 +32,8 @@ from pacsnode.config import Settings
 from pacsnode.dimse import reactor, retrieve_scp, spool
 from pacsnode.dimse.commitment import STORAGE_COMMITMENT, CommitmentSCP
 from pacsnode.dimse.find_scp import FindSCP
+from pacsnode.dimse.ian import AvailabilityNotifier
+from pacsnode.dimse.mpps_scp import MPPS_SOP_CLASS, MppsSCP
 from pacsnode.dimse.qr_model import (
     FIND_SOP_CLASSES,
     GET_SOP_CLASSES,
@@ -85,6 +88,8 @@ class DimseServer:
         self.find_scp = FindSCP(archive)
         self.retrieve_scp = RetrieveSCP(archive)
         self.commitment_scp = CommitmentSCP(archive, workers)
+        self.notifier = AvailabilityNotifier(archive, workers)
+        self.mpps_scp = MppsSCP(archive, workers, self._on_step)
         self.ae = self._make_ae()
         self._server: ThreadedAssociationServer | None = None
         self._started: dict[int, float] = {}
@@ -101,6 +106,7 @@ class DimseServer:
         ae.acse_timeout = settings.acse_timeout
         ae.dimse_timeout = settings.dimse_timeout
         ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+        ae.add_supported_context(MPPS_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
         # Both roles: we commit what others sent, and take reports on what we sent.
         ae.add_supported_context(
             STORAGE_COMMITMENT,
@@ -122,12 +128,20 @@ class DimseServer:
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (evt.EVT_C_STORE, self.storage_scp.handle_store),
             (evt.EVT_C_FIND, self.find_scp.handle_find),
+            (evt.EVT_N_CREATE, self.mpps_scp.handle_create),
+            (evt.EVT_N_SET, self.mpps_scp.handle_set),
             (evt.EVT_SOP_EXTENDED, negotiate_extended),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, lambda event: self._on_closed(event, "released")),
             (evt.EVT_ABORTED, lambda event: self._on_closed(event, "aborted")),
         ]
+
+    def _on_step(self, step: Step) -> None:
+        """What follows from a performed procedure step once it is stored."""
+        notify = self.settings.ian_on_mpps_completed and step.status == COMPLETED
+        if notify and step.study_instance_uid:
+            self.notifier.notify(step.study_instance_uid, step.sop_instance_uid)
 
     def _on_accepted(self, event: Event) -> None:
         self._started[id(event.assoc)] = time.monotonic()
@@ -157,6 +171,7 @@ class DimseServer:
         reactor.install()
         retrieve_scp.install(self.retrieve_scp)
         self.commitment_scp.install()
+        self.notifier.start()
         address = (self.settings.bind_address, self.settings.dicom_port)
         try:
             server = self.ae.make_server(
@@ -179,6 +194,7 @@ class DimseServer:
         return int(self._server.server_address[1])
 
     def stop(self) -> None:
+        self.notifier.stop()
         if self._server is None:
             return
         self._server.shutdown()  # closes the listening socket too

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from pacsnode.archive.mpps import MppsError, MppsStore
 from pacsnode.jobs.queue import JobError, JobStatus
 from pacsnode.jobs.workers import Workers
 
@@ -67,3 +68,24 @@ class JobsApi:
             Route("/jobs/{id:int}/retry", self.retry, methods=["POST"]),
             Route("/jobs/{id:int}/cancel", self.cancel, methods=["POST"]),
         ]
+
+
+class MppsApi:
+    """Performed procedure steps as the modalities reported them."""
+
+    def __init__(self, store: MppsStore) -> None:
+        self.store = store
+
+    def index(self, request: Request) -> JSONResponse:
+        status = request.query_params.get("status")
+        limit = int(request.query_params.get("limit", "100"))
+        return JSONResponse([step.as_json() for step in self.store.list(status, limit)])
+
+    def show(self, request: Request) -> JSONResponse:
+        try:
+            return JSONResponse(self.store.get(request.path_params["uid"]).as_json())
+        except MppsError as exc:
+            return _error(404, str(exc))
+
+    def routes(self) -> list[Route]:
+        return [Route("/mpps", self.index), Route("/mpps/{uid}", self.show)]

@@ -5,9 +5,12 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from pacsnode.archive.core import Archive
+from pacsnode.archive.mpps import MppsStore
 from pacsnode.jobs.workers import Workers
-from pacsnode.web.api import JobsApi
+from pacsnode.web.api import JobsApi, MppsApi
 
 
-def create_app(workers: Workers) -> Starlette:
-    return Starlette(routes=[Mount("/api", routes=JobsApi(workers).routes())])
+def create_app(archive: Archive, workers: Workers) -> Starlette:
+    api = [*JobsApi(workers).routes(), *MppsApi(MppsStore(archive.database)).routes()]
+    return Starlette(routes=[Mount("/api", routes=api)])
