@@ -134,7 +134,7 @@ def _range_condition(column: sa.ColumnElement[Any], low: str, high: str) -> Any:
     return sa.and_(*conditions) if conditions else sa.true()
 
 
-def _value_condition(
+def value_condition(
     column: sa.ColumnElement[Any], folded: sa.ColumnElement[Any] | None, kind: Kind, value: str
 ) -> Any:
     """One key's condition on a column; ``folded`` is its upper-cased copy, if matched so."""
@@ -160,7 +160,7 @@ def condition(attr: Attribute, value: str, case_insensitive: bool) -> Any:
     """The SQL condition for one matching key."""
     table = LEVEL_TABLES[attr.level]
     folded = table.c[attr.folded_column] if case_insensitive and attr.has_folded_copy else None
-    return _value_condition(_column(attr), folded, attr.kind, value)
+    return value_condition(_column(attr), folded, attr.kind, value)
 
 
 def _datetime_condition(date: Attribute, time: Attribute, date_value: str, time_value: str) -> Any:
@@ -182,10 +182,14 @@ def _modalities_condition(value: str) -> Any:
     return sa.or_(*(column.like(f"%\\{_like_pattern(m)}\\%", escape=_ESCAPE) for m in wanted))
 
 
-def _sequence_condition(attr: Attribute, item: dict[str, str], case_insensitive: bool) -> Any:
-    """Sequence matching: some item of the stored sequence matches every key of the
-    query item. Each key is one row of ``sequence_value``; all must share an item."""
-    owner = LEVEL_TABLES[attr.level]
+def item_condition(
+    owner: sa.Table, sequence: str, item: dict[str, str], case_insensitive: bool
+) -> Any:
+    """Sequence matching: some item of the owner's stored sequence matches every key of
+    the query item. Each key is one row of ``sequence_value``; all must share an item.
+
+    The worklist keeps its top-level attributes the same way, as sequence ``""``.
+    """
     rows: list[Any] = []
     conditions: list[Any] = []
     for path, value in item.items():
@@ -198,7 +202,7 @@ def _sequence_condition(attr: Attribute, item: dict[str, str], case_insensitive:
         )
         conditions += [
             row.c.path == path,
-            _value_condition(row.c.value, row.c.value_ci if folds else None, kind, value),
+            value_condition(row.c.value, row.c.value_ci if folds else None, kind, value),
         ]
         if rows:
             first = rows[0]
@@ -212,7 +216,7 @@ def _sequence_condition(attr: Attribute, item: dict[str, str], case_insensitive:
             conditions += [
                 row.c.level == owner.name,
                 row.c.owner_pk == owner.c.pk,
-                row.c.sequence == attr.keyword,
+                row.c.sequence == sequence,
             ]
         rows.append(row)
     return sa.exists(sa.select(sa.literal(1)).select_from(*rows).where(*conditions))
@@ -244,7 +248,8 @@ def _conditions(query: Query) -> dict[Level, list[Any]]:
     for keyword, item in query.sequences.items():
         attr = BY_KEYWORD.get(keyword)
         if attr is not None and attr.kind is Kind.SEQUENCE and item:
-            grouped[attr.level].append(_sequence_condition(attr, item, query.case_insensitive))
+            owner = LEVEL_TABLES[attr.level]
+            grouped[attr.level].append(item_condition(owner, keyword, item, query.case_insensitive))
     return grouped
 
 

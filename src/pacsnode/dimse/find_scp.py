@@ -12,16 +12,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
 from pynetdicom.events import Event
 from sqlalchemy.exc import DBAPIError
 
-from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level, item_values, text_value
+from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, search
 from pacsnode.archive.schema import LEVEL_TABLES
+from pacsnode.dimse.identifiers import NOT_KEYS, query_keys, requested_items, set_returned
 from pacsnode.dimse.qr_model import (
     IDENTIFIER_DOES_NOT_MATCH,
     STUDY_ROOT_FIND,
@@ -34,7 +34,6 @@ from pacsnode.dimse.qr_model import (
 log = logging.getLogger("pacsnode.find")
 
 
-_NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
 _ANSWERED_BY_US = {"RetrieveAETitle", "InstanceAvailability"}
 
 PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
@@ -61,7 +60,7 @@ class FindSCP:
             log.warning("C-FIND identifier unreadable: %s", exc)
             yield failure(UNABLE_TO_PROCESS, f"identifier unreadable: {exc}"), None
             return
-        requested = [element for element in identifier if element.keyword not in _NOT_KEYS]
+        requested = [element for element in identifier if element.keyword not in NOT_KEYS]
         unsupported = [str(e.tag) for e in requested if not _supported(e.keyword)]
         if unsupported:
             log.info("C-FIND keys not supported, returned empty: %s", ", ".join(unsupported))
@@ -89,17 +88,7 @@ class FindSCP:
         yield SUCCESS, None
 
     def _query(self, identifier: Dataset, event: Event, model: str) -> Query:
-        keys: dict[str, str] = {}
-        sequences: dict[str, dict[str, str]] = {}
-        for element in identifier:
-            if not element.keyword or element.keyword in _NOT_KEYS:
-                continue
-            keys[element.keyword] = ""
-            if element.VR == "SQ":
-                if element.value:  # matching on the first item; more are not allowed
-                    sequences[element.keyword] = dict(item_values(element.value[0]))
-            elif not element.is_empty:
-                keys[element.keyword] = text_value(element.value).strip()
+        keys, sequences = query_keys(identifier)
         return Query(
             level=query_level(identifier, model),
             keys=keys,
@@ -117,8 +106,8 @@ class FindSCP:
         for element in requested:
             value = _value(row, element.keyword, self.archive.settings.ae_title)
             if isinstance(value, Sequence) and element.VR == "SQ" and element.value:
-                value = _requested_items(value, element.value[0])
-            _set(response, element, value)
+                value = requested_items(value, element.value[0])
+            set_returned(response, element, value)
         # Where to retrieve from goes in every answer, asked for or not (PS3.4 C.4.1.1.3.2).
         response.RetrieveAETitle = self.archive.settings.ae_title
         return response
@@ -144,38 +133,3 @@ def _value(row: Any, keyword: str, our_ae: str) -> Any:
     if value is not None and attr.kind is Kind.SEQUENCE:
         return Sequence([Dataset.from_json(item) for item in json.loads(value)])
     return value
-
-
-def _requested_items(stored: Sequence, requested: Dataset) -> Sequence:
-    """The stored items cut down to the attributes the query item asked for.
-
-    A query item with no attributes asks for everything (PS3.4 C.2.2.2.6).
-    """
-    if not len(requested):
-        return stored
-    items = []
-    for item in stored:
-        answer = Dataset()
-        for element in requested:
-            if element.tag in item:
-                answer[element.tag] = item[element.tag]
-            else:
-                _set(answer, element, None)
-        items.append(answer)
-    return Sequence(items)
-
-
-def _set(response: Dataset, element: DataElement, value: Any) -> None:
-    """Return every requested key: with its value, or empty, never dropped."""
-    vr = element.VR if element.VR not in ("UN", "") else _vr(element.tag)
-    if value is None or value == "":
-        response.add_new(element.tag, vr, [] if vr == "SQ" else None)
-    else:
-        response.add_new(element.tag, vr, str(value) if vr in ("IS", "DS") else value)
-
-
-def _vr(tag: int) -> str:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return "UN"
