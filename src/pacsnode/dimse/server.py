@@ -12,8 +12,10 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from pydicom import Dataset
 from pynetdicom import AE, _config, evt, register_uid, sop_class
 from pynetdicom.events import Event
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
@@ -28,6 +30,7 @@ from pacsnode.archive.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
 )
+from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.dimse import reactor, retrieve_scp, spool
 from pacsnode.dimse.commitment import STORAGE_COMMITMENT, CommitmentSCP
@@ -42,6 +45,7 @@ from pacsnode.dimse.qr_model import (
 )
 from pacsnode.dimse.retrieve_scp import RetrieveSCP
 from pacsnode.dimse.storage_scp import StorageSCP
+from pacsnode.dimse.worklist_scp import MODALITY_WORKLIST_FIND, WorklistSCP
 from pacsnode.jobs.workers import Workers
 
 log = logging.getLogger("pacsnode.dimse")
@@ -89,6 +93,8 @@ class DimseServer:
         self.retrieve_scp = RetrieveSCP(archive)
         self.commitment_scp = CommitmentSCP(archive, workers)
         self.notifier = AvailabilityNotifier(archive, workers)
+        self.worklist = Worklist(archive.database, settings.worklist_hide_finished)
+        self.worklist_scp = WorklistSCP(settings, self.worklist)
         self.mpps_scp = MppsSCP(archive, workers, self._on_step)
         self.ae = self._make_ae()
         self._server: ThreadedAssociationServer | None = None
@@ -107,6 +113,7 @@ class DimseServer:
         ae.dimse_timeout = settings.dimse_timeout
         ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
         ae.add_supported_context(MPPS_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
+        ae.add_supported_context(MODALITY_WORKLIST_FIND, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
         # Both roles: we commit what others sent, and take reports on what we sent.
         ae.add_supported_context(
             STORAGE_COMMITMENT,
@@ -127,7 +134,7 @@ class DimseServer:
         return [
             (evt.EVT_C_ECHO, lambda _event: 0x0000),
             (evt.EVT_C_STORE, self.storage_scp.handle_store),
-            (evt.EVT_C_FIND, self.find_scp.handle_find),
+            (evt.EVT_C_FIND, self._find),
             (evt.EVT_N_CREATE, self.mpps_scp.handle_create),
             (evt.EVT_N_SET, self.mpps_scp.handle_set),
             (evt.EVT_SOP_EXTENDED, negotiate_extended),
@@ -137,8 +144,14 @@ class DimseServer:
             (evt.EVT_ABORTED, lambda event: self._on_closed(event, "aborted")),
         ]
 
+    def _find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        if str(event.request.AffectedSOPClassUID) == MODALITY_WORKLIST_FIND:
+            return self.worklist_scp.handle_find(event)
+        return self.find_scp.handle_find(event)
+
     def _on_step(self, step: Step) -> None:
         """What follows from a performed procedure step once it is stored."""
+        self.worklist.follow(step.dataset, step.status)
         notify = self.settings.ian_on_mpps_completed and step.status == COMPLETED
         if notify and step.study_instance_uid:
             self.notifier.notify(step.study_instance_uid, step.sop_instance_uid)

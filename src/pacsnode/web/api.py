@@ -1,18 +1,22 @@
 """The admin REST API under ``/api``: thin routes onto the same core calls as the CLI.
 
-Endpoints are plain functions: Starlette runs them on its thread pool, so the blocking
-database calls never hold up the event loop.
+Endpoints are plain functions where they can be: Starlette runs those on its thread
+pool, so the blocking database calls never hold up the event loop. Those that read a
+body are coroutines and hand their database work to the pool themselves.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydicom import Dataset
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pacsnode.archive.mpps import MppsError, MppsStore
+from pacsnode.archive.worklist import Worklist, WorklistError
 from pacsnode.jobs.queue import JobError, JobStatus
 from pacsnode.jobs.workers import Workers
 
@@ -89,3 +93,67 @@ class MppsApi:
 
     def routes(self) -> list[Route]:
         return [Route("/mpps", self.index), Route("/mpps/{uid}", self.show)]
+
+
+class WorklistApi:
+    """Worklist items in the DICOM JSON model: what modalities find by MWL C-FIND."""
+
+    def __init__(self, worklist: Worklist) -> None:
+        self.worklist = worklist
+
+    def index(self, request: Request) -> JSONResponse:
+        limit = int(request.query_params.get("limit", "1000"))
+        return JSONResponse([item.as_json() for item in self.worklist.items(limit)])
+
+    async def create(self, request: Request) -> JSONResponse:
+        dataset = await _dicom_json(request)
+        if isinstance(dataset, JSONResponse):
+            return dataset
+        try:
+            item = await run_in_threadpool(self.worklist.add, dataset)
+        except WorklistError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(
+            item.as_json(), status_code=201, headers={"Location": f"/api/worklist/{item.pk}"}
+        )
+
+    def show(self, request: Request) -> JSONResponse:
+        try:
+            return JSONResponse(self.worklist.get(_id(request)).as_json())
+        except WorklistError as exc:
+            return _error(404, str(exc))
+
+    async def replace(self, request: Request) -> JSONResponse:
+        dataset = await _dicom_json(request)
+        if isinstance(dataset, JSONResponse):
+            return dataset
+        try:
+            item = await run_in_threadpool(self.worklist.replace, _id(request), dataset)
+        except WorklistError as exc:
+            return _error(404 if str(exc).startswith("no ") else 400, str(exc))
+        return JSONResponse(item.as_json())
+
+    def delete(self, request: Request) -> Response:
+        try:
+            self.worklist.delete(_id(request))
+        except WorklistError as exc:
+            return _error(404, str(exc))
+        return Response(status_code=204)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/worklist", self.index, methods=["GET"]),
+            Route("/worklist", self.create, methods=["POST"]),
+            Route("/worklist/{id:int}", self.show, methods=["GET"]),
+            Route("/worklist/{id:int}", self.replace, methods=["PUT"]),
+            Route("/worklist/{id:int}", self.delete, methods=["DELETE"]),
+        ]
+
+
+async def _dicom_json(request: Request) -> Dataset | JSONResponse:
+    """The request body as a data set in the DICOM JSON model, or the 400 to answer."""
+    try:
+        body = await request.json()
+        return Dataset.from_json(body)
+    except (ValueError, TypeError, KeyError) as exc:
+        return _error(400, f"not a data set in the DICOM JSON model: {exc}")

@@ -7,10 +7,17 @@ from starlette.routing import Mount
 
 from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import MppsStore
+from pacsnode.archive.worklist import Worklist
 from pacsnode.jobs.workers import Workers
-from pacsnode.web.api import JobsApi, MppsApi
+from pacsnode.web.api import JobsApi, MppsApi, WorklistApi
 
 
 def create_app(archive: Archive, workers: Workers) -> Starlette:
-    api = [*JobsApi(workers).routes(), *MppsApi(MppsStore(archive.database)).routes()]
+    settings = archive.settings
+    worklist = Worklist(archive.database, settings.worklist_hide_finished)
+    api = [
+        *JobsApi(workers).routes(),
+        *MppsApi(MppsStore(archive.database)).routes(),
+        *WorklistApi(worklist).routes(),
+    ]
     return Starlette(routes=[Mount("/api", routes=api)])

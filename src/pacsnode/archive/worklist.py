@@ -1,0 +1,294 @@
+"""Modality worklist items: scheduled procedure steps waiting for a modality.
+
+An item is kept as its DICOM data set. Every value in it, top-level or inside the
+Scheduled Procedure Step Sequence, is also a row of ``sequence_value`` (top-level
+ones under the sequence ``""``), so that a worklist query runs through the same SQL
+matching as Query/Retrieve, whichever of the many worklist keys it uses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+
+from pacsnode.archive.attributes import fold, item_values
+from pacsnode.archive.database import Database
+from pacsnode.archive.matching import item_condition
+from pacsnode.archive.schema import sequence_value, worklist_item
+
+SCHEDULED = "SCHEDULED"
+FINISHED = ("COMPLETED", "DISCONTINUED")
+SPS = "ScheduledProcedureStepSequence"
+
+
+class WorklistError(ValueError):
+    """An item that cannot be a worklist entry, or one that does not exist."""
+
+
+@dataclass(frozen=True)
+class WorklistItem:
+    pk: int
+    status: str
+    dataset: Dataset
+    order_number: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "status": self.status,
+            "order_number": self.order_number,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "dataset": self.dataset.to_json_dict(),
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _item(row: Any) -> WorklistItem:
+    return WorklistItem(
+        row.pk,
+        row.status,
+        Dataset.from_json(json.loads(row.dataset)),
+        row.order_number,
+        _aware(row.created_at),
+        _aware(row.updated_at),
+    )
+
+
+def _text(dataset: Dataset, keyword: str) -> str | None:
+    value = dataset.get(keyword)
+    return str(value).strip() or None if value is not None else None
+
+
+def _columns(dataset: Dataset) -> dict[str, Any]:
+    """The columns kept beside the data set, for listing and the REST API."""
+    name = _text(dataset, "PatientName")
+    accession = _text(dataset, "AccessionNumber")
+    referring = _text(dataset, "ReferringPhysicianName")
+    return {
+        "patient_id": _text(dataset, "PatientID"),
+        "issuer_of_patient_id": _text(dataset, "IssuerOfPatientID"),
+        "patient_name": name,
+        "patient_name_ci": fold(name),
+        "patient_birth_date": _text(dataset, "PatientBirthDate"),
+        "patient_sex": _text(dataset, "PatientSex"),
+        "accession_number": accession,
+        "accession_number_ci": fold(accession),
+        "requested_procedure_id": _text(dataset, "RequestedProcedureID"),
+        "study_instance_uid": _text(dataset, "StudyInstanceUID"),
+        "referring_physician_name": referring,
+        "referring_physician_name_ci": fold(referring),
+        "admission_id": _text(dataset, "AdmissionID"),
+        "dataset": json.dumps(dataset.to_json_dict()),
+    }
+
+
+def _values(dataset: Dataset, owner_pk: int) -> list[dict[str, Any]]:
+    """The rows that matching reads: top-level values, then each sequence's items."""
+    rows = []
+    flat = Dataset()
+    for element in dataset:
+        if element.VR == "SQ":
+            for number, item in enumerate(element.value or []):
+                rows += [
+                    _value(owner_pk, element.keyword, number, path, value)
+                    for path, value in item_values(item)
+                ]
+        else:
+            flat.add(element)
+    rows += [_value(owner_pk, "", 0, path, value) for path, value in item_values(flat)]
+    return rows
+
+
+def _value(owner_pk: int, sequence: str, item: int, path: str, value: str) -> dict[str, Any]:
+    return {
+        "level": worklist_item.name,
+        "owner_pk": owner_pk,
+        "sequence": sequence,
+        "item": item,
+        "path": path,
+        "value": value,
+        "value_ci": fold(value),
+    }
+
+
+def prepared(dataset: Dataset) -> Dataset:
+    """An item as the worklist keeps it: with a Scheduled Procedure Step, a Study
+    Instance UID for the modality to use, and a step status."""
+    steps = dataset.get(SPS)
+    if not steps:
+        raise WorklistError("a worklist item needs a Scheduled Procedure Step Sequence")
+    if not dataset.get("StudyInstanceUID"):
+        dataset.StudyInstanceUID = generate_uid()
+    for step in steps:
+        if not step.get("ScheduledProcedureStepStatus"):
+            step.ScheduledProcedureStepStatus = SCHEDULED
+    return dataset
+
+
+def _drop_specific_character_set(dataset: Dataset) -> Dataset:
+    """Kept as Unicode text; the C-FIND answer says how it is encoded."""
+    if "SpecificCharacterSet" in dataset:
+        del dataset.SpecificCharacterSet
+    return dataset
+
+
+class Worklist:
+    def __init__(self, database: Database, hide_finished: bool = True) -> None:
+        self.database = database
+        self.hide_finished = hide_finished
+
+    def add(self, dataset: Dataset, order_number: str | None = None) -> WorklistItem:
+        dataset = _drop_specific_character_set(prepared(dataset))
+        now = _now()
+        with self.database.writer.begin() as connection:
+            pk = connection.execute(
+                sa.insert(worklist_item).returning(worklist_item.c.pk),
+                {
+                    **_columns(dataset),
+                    "order_number": order_number,
+                    "status": SCHEDULED,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            ).scalar_one()
+            connection.execute(sa.insert(sequence_value), _values(dataset, pk))
+        return self.get(pk)
+
+    def replace(self, pk: int, dataset: Dataset) -> WorklistItem:
+        dataset = _drop_specific_character_set(prepared(dataset))
+        with self.database.writer.begin() as connection:
+            changed = connection.execute(
+                sa.update(worklist_item)
+                .where(worklist_item.c.pk == pk)
+                .values(**_columns(dataset), updated_at=_now())
+            )
+            if not changed.rowcount:
+                raise WorklistError(f"no worklist item {pk}")
+            self._forget_values(connection, pk)
+            connection.execute(sa.insert(sequence_value), _values(dataset, pk))
+        return self.get(pk)
+
+    def delete(self, pk: int) -> None:
+        with self.database.writer.begin() as connection:
+            deleted = connection.execute(sa.delete(worklist_item).where(worklist_item.c.pk == pk))
+            if not deleted.rowcount:
+                raise WorklistError(f"no worklist item {pk}")
+            self._forget_values(connection, pk)
+
+    def delete_order(self, order_number: str) -> int:
+        """Remove the items an HL7 order made; returns how many there were."""
+        with self.database.writer.begin() as connection:
+            pks = list(
+                connection.execute(
+                    sa.select(worklist_item.c.pk).where(
+                        worklist_item.c.order_number == order_number
+                    )
+                ).scalars()
+            )
+            for pk in pks:
+                connection.execute(sa.delete(worklist_item).where(worklist_item.c.pk == pk))
+                self._forget_values(connection, pk)
+        return len(pks)
+
+    @staticmethod
+    def _forget_values(connection: sa.Connection, pk: int) -> None:
+        connection.execute(
+            sa.delete(sequence_value).where(
+                sequence_value.c.level == worklist_item.name, sequence_value.c.owner_pk == pk
+            )
+        )
+
+    def get(self, pk: int) -> WorklistItem:
+        with self.database.reader.connect() as connection:
+            row = connection.execute(
+                sa.select(worklist_item).where(worklist_item.c.pk == pk)
+            ).first()
+        if row is None:
+            raise WorklistError(f"no worklist item {pk}")
+        return _item(row)
+
+    def items(self, limit: int = 1000) -> list[WorklistItem]:
+        query = sa.select(worklist_item).order_by(worklist_item.c.pk).limit(limit)
+        with self.database.reader.connect() as connection:
+            return [_item(row) for row in connection.execute(query)]
+
+    def matching(
+        self,
+        keys: dict[str, str],
+        sequences: dict[str, dict[str, str]],
+        case_insensitive: bool = True,
+    ) -> sa.Select[Any]:
+        """The items a worklist query matches, oldest first."""
+        wanted = {keyword: value for keyword, value in keys.items() if value}
+        statement = sa.select(worklist_item).order_by(worklist_item.c.pk)
+        statement = statement.where(*self._conditions(wanted, sequences, case_insensitive))
+        if self.hide_finished:
+            statement = statement.where(worklist_item.c.status.not_in(FINISHED))
+        return statement
+
+    def search(self, statement: sa.Select[Any]) -> list[WorklistItem]:
+        with self.database.reader.connect() as connection:
+            return [_item(row) for row in connection.execute(statement)]
+
+    def follow(self, step_attributes: Dataset, status: str) -> int:
+        """Give the items a performed procedure step worked on that step's status.
+
+        An item is the step's when it has the step's Study Instance UID and Scheduled
+        Procedure Step ID, or, lacking a study, the same Accession Number and step ID.
+        """
+        changed = 0
+        for scheduled in step_attributes.get("ScheduledStepAttributesSequence") or []:
+            keys = {}
+            for keyword in ("StudyInstanceUID", "AccessionNumber"):
+                if scheduled.get(keyword):
+                    keys[keyword] = str(scheduled.get(keyword))
+                    break
+            if not keys:
+                continue
+            sps_id = str(scheduled.get("ScheduledProcedureStepID") or "")
+            sequences = {SPS: {"ScheduledProcedureStepID": sps_id}} if sps_id else {}
+            statement = sa.select(worklist_item.c.pk).where(
+                *self._conditions(keys, sequences, case_insensitive=False)
+            )
+            with self.database.writer.begin() as connection:
+                pks = list(connection.execute(statement).scalars())
+                if pks:
+                    connection.execute(
+                        sa.update(worklist_item)
+                        .where(worklist_item.c.pk.in_(pks))
+                        .values(status=status, updated_at=_now())
+                    )
+            changed += len(pks)
+        return changed
+
+    @staticmethod
+    def _conditions(
+        keys: dict[str, str], sequences: dict[str, dict[str, str]], case_insensitive: bool
+    ) -> list[Any]:
+        """Each top-level key matches on its own; each sequence key within one item."""
+        conditions = [
+            item_condition(worklist_item, "", {keyword: value}, case_insensitive)
+            for keyword, value in keys.items()
+        ]
+        conditions += [
+            item_condition(worklist_item, keyword, item, case_insensitive)
+            for keyword, item in sequences.items()
+            if item
+        ]
+        return conditions
