@@ -84,6 +84,8 @@ class Settings:
     ian_on_mpps_completed: bool = True
     ian_study_stable_seconds: float = 0.0
     """Also notify once a study has had no new instance for this long; 0 is off."""
+    hl7_port: int = 0
+    """MLLP port of the HL7 v2 order listener (ORM^O01 to worklist items); 0 is off."""
     worklist_hide_finished: bool = True
     """Worklist items whose procedure step is COMPLETED or DISCONTINUED are not returned."""
     job_workers: int = 2

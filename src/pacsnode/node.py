@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.dimse.server import DimseServer
+from pacsnode.hl7.listener import OrderListener
 from pacsnode.jobs.queue import JobQueue
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.app import create_app
@@ -29,6 +31,15 @@ class Node:
         )
         self.workers = Workers(self.jobs, settings.job_workers)
         self.dimse = DimseServer(settings, self.archive, self.workers)
+        self.orders = (
+            OrderListener(
+                Worklist(self.archive.database, settings.worklist_hide_finished),
+                settings.bind_address,
+                settings.hl7_port,
+            )
+            if settings.hl7_port
+            else None
+        )
         self.http = (
             HttpServer(
                 create_app(self.archive, self.workers),
@@ -47,8 +58,12 @@ class Node:
         self.dimse.start()
         if self.http is not None:
             self.http.start()
+        if self.orders is not None:
+            self.orders.start()
 
     def stop(self) -> None:
+        if self.orders is not None:
+            self.orders.stop()
         if self.http is not None:
             self.http.stop()
         self.dimse.stop()

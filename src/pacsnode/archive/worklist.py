@@ -155,20 +155,32 @@ class Worklist:
 
     def add(self, dataset: Dataset, order_number: str | None = None) -> WorklistItem:
         dataset = _drop_specific_character_set(prepared(dataset))
-        now = _now()
         with self.database.writer.begin() as connection:
-            pk = connection.execute(
-                sa.insert(worklist_item).returning(worklist_item.c.pk),
-                {
-                    **_columns(dataset),
-                    "order_number": order_number,
-                    "status": SCHEDULED,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            ).scalar_one()
-            connection.execute(sa.insert(sequence_value), _values(dataset, pk))
+            pk = self._insert(connection, dataset, order_number)
         return self.get(pk)
+
+    def schedule_order(self, order_number: str, dataset: Dataset) -> WorklistItem:
+        """The item of an order, replacing what an earlier message of it scheduled."""
+        dataset = _drop_specific_character_set(prepared(dataset))
+        with self.database.writer.begin() as connection:
+            self._delete_order(connection, order_number)
+            pk = self._insert(connection, dataset, order_number)
+        return self.get(pk)
+
+    def _insert(self, connection: sa.Connection, dataset: Dataset, order_number: str | None) -> int:
+        now = _now()
+        pk = connection.execute(
+            sa.insert(worklist_item).returning(worklist_item.c.pk),
+            {
+                **_columns(dataset),
+                "order_number": order_number,
+                "status": SCHEDULED,
+                "created_at": now,
+                "updated_at": now,
+            },
+        ).scalar_one()
+        connection.execute(sa.insert(sequence_value), _values(dataset, pk))
+        return int(pk)
 
     def replace(self, pk: int, dataset: Dataset) -> WorklistItem:
         dataset = _drop_specific_character_set(prepared(dataset))
@@ -194,16 +206,17 @@ class Worklist:
     def delete_order(self, order_number: str) -> int:
         """Remove the items an HL7 order made; returns how many there were."""
         with self.database.writer.begin() as connection:
-            pks = list(
-                connection.execute(
-                    sa.select(worklist_item.c.pk).where(
-                        worklist_item.c.order_number == order_number
-                    )
-                ).scalars()
-            )
-            for pk in pks:
-                connection.execute(sa.delete(worklist_item).where(worklist_item.c.pk == pk))
-                self._forget_values(connection, pk)
+            return self._delete_order(connection, order_number)
+
+    def _delete_order(self, connection: sa.Connection, order_number: str) -> int:
+        pks = list(
+            connection.execute(
+                sa.select(worklist_item.c.pk).where(worklist_item.c.order_number == order_number)
+            ).scalars()
+        )
+        for pk in pks:
+            connection.execute(sa.delete(worklist_item).where(worklist_item.c.pk == pk))
+            self._forget_values(connection, pk)
         return len(pks)
 
     @staticmethod
