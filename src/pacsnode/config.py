@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 DuplicatePolicy = Literal["keep", "overwrite", "refuse"]
 DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
 CommitmentReportMode = Literal["same", "new", "same_if_open"]
+RejectedAnswer = Literal["warning", "failure"]
 
 CONFIG_ENV = "PACSNODE_CONFIG"
 ENV_PREFIX = "PACSNODE_"
@@ -84,6 +85,9 @@ class Settings:
     ian_on_mpps_completed: bool = True
     ian_study_stable_seconds: float = 0.0
     """Also notify once a study has had no new instance for this long; 0 is off."""
+    rejected_store_answer: RejectedAnswer = "warning"
+    """A copy of an instance rejected for quality, safety or a wrong worklist entry is
+    not stored; "warning" answers B006 as synedra does, "failure" answers C000."""
     hl7_port: int = 0
     """MLLP port of the HL7 v2 order listener (ORM^O01 to worklist items); 0 is off."""
     worklist_hide_finished: bool = True
@@ -204,6 +208,9 @@ def load_settings(
         if name != "remote_ae"
     }
     _check_choice("duplicate_policy", values.get("duplicate_policy"), DUPLICATE_POLICIES)
+    _check_choice(
+        "rejected_store_answer", values.get("rejected_store_answer"), get_args(RejectedAnswer)
+    )
     settings = Settings(**values, remote_ae=merged.get("remote_ae", ()))
     if len(settings.ae_title) > 16 or not settings.ae_title.strip():
         raise ConfigError("ae_title must be 1 to 16 characters")

@@ -43,7 +43,7 @@ def commit(index: Index, storage: Storage, references: list[Reference]) -> Commi
     result = Commitment()
     for reference in references:
         stored = index.find_instance(reference.sop_instance_uid)
-        if stored is None:
+        if stored is None or stored.rejection:  # a rejected instance is as good as gone
             result.failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
         elif stored.sop_class_uid != reference.sop_class_uid:
             result.failed.append((reference, CLASS_INSTANCE_CONFLICT))

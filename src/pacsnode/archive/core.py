@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pacsnode.archive.database import Database, migrate, open_database
 from pacsnode.archive.index import Index
-from pacsnode.archive.ingest import Ingest
+from pacsnode.archive.ingest import CANNOT_UNDERSTAND, REJECTED_WARNING, Ingest
 from pacsnode.archive.storage import Storage
 from pacsnode.config import Settings
 
@@ -16,7 +16,11 @@ class Archive:
         migrate(self.database.writer)
         self.storage = Storage(settings.data_dir)
         self.index = Index(self.database)
-        self.ingest = Ingest(self.storage, self.index)
+        warn = settings.rejected_store_answer == "warning"
+        self.ingest = Ingest(
+            self.storage, self.index, REJECTED_WARNING if warn else CANNOT_UNDERSTAND
+        )
+        self.rejections = self.ingest.rejections
 
     def close(self) -> None:
         self.database.dispose()

@@ -46,6 +46,8 @@ class StoredInstance:
     file_path: str
     transfer_syntax_uid: str
     checksum: str
+    rejection: str | None = None
+    """The rejection code of a note that hides it, if any."""
 
 
 @dataclass(frozen=True)
@@ -153,9 +155,20 @@ def _delete_sequence_values(connection: Connection, table: sa.Table, owner_pk: i
     )
 
 
+_CHILDREN = {"series": (instance, "series_pk"), "study": (series, "study_pk")}
+_CHILDREN["patient"] = (study, "patient_pk")
+
+
 def _is_empty(connection: Connection, table: sa.Table, pk: int) -> bool:
-    count = sa.select(table.c.num_instances).where(table.c.pk == pk)
-    return int(connection.execute(count).scalar_one()) == 0
+    """No rows below it, hidden ones included (the counters count visible ones only)."""
+    child, parent_key = _CHILDREN[table.name]
+    exists = sa.select(child.c.pk).where(child.c[parent_key] == pk).limit(1)
+    return connection.execute(exists).first() is None
+
+
+def _counter(connection: Connection, table: sa.Table, pk: int) -> int:
+    value = connection.execute(sa.select(table.c.num_instances).where(table.c.pk == pk))
+    return int(value.scalar_one())
 
 
 def _add_modality(connection: Connection, study_pk: int, modality: str | None) -> None:
@@ -322,31 +335,69 @@ class Index:
             _add_sequence_values(connection, rows, series, series_pk)
         return series_pk, study_pk, patient_pk, new_series, new_study
 
+    @staticmethod
+    def _owners(connection: Connection, instance_pk: int) -> tuple[int, int, int, str | None]:
+        """Series, study and patient keys of an instance, and its rejection code."""
+        row = connection.execute(
+            sa.select(series.c.pk, study.c.pk, study.c.patient_pk, instance.c.rejection)
+            .join(study, study.c.pk == series.c.study_pk)
+            .join(instance, instance.c.series_pk == series.c.pk)
+            .where(instance.c.pk == instance_pk)
+        ).one()
+        return row[0], row[1], row[2], row[3]
+
+    def set_hidden(self, connection: Connection, instance_pk: int, code: str | None) -> bool:
+        """Hide an instance under a rejection code, or show it again (``None``).
+
+        The counters count visible instances, and visible series and studies (those
+        with a visible instance), so that a rejected study drops out of every level.
+        Returns whether visibility changed.
+        """
+        series_pk, study_pk, patient_pk, current = self._owners(connection, instance_pk)
+        connection.execute(
+            sa.update(instance).where(instance.c.pk == instance_pk).values(rejection=code)
+        )
+        if (current is None) == (code is None):
+            return False
+        delta = -1 if code else 1
+        flipping = 1 if code else 0  # the count at which a parent appears or vanishes
+        series_flips = _counter(connection, series, series_pk) == flipping
+        study_flips = _counter(connection, study, study_pk) == flipping
+        _bump(connection, series, series_pk, num_instances=delta)
+        _bump(
+            connection,
+            study,
+            study_pk,
+            num_instances=delta,
+            num_series=delta if series_flips else 0,
+        )
+        _bump(
+            connection,
+            patient,
+            patient_pk,
+            num_instances=delta,
+            num_series=delta if series_flips else 0,
+            num_studies=delta if study_flips else 0,
+        )
+        if series_flips:
+            self._recompute_modalities(connection, study_pk)
+        return True
+
     def _remove(self, connection: Connection, instance_pk: int) -> None:
-        """Delete one instance row and drop the counters and empty parents with it."""
-        series_pk = connection.execute(
-            sa.select(instance.c.series_pk).where(instance.c.pk == instance_pk)
-        ).scalar_one()
-        study_pk = connection.execute(
-            sa.select(series.c.study_pk).where(series.c.pk == series_pk)
-        ).scalar_one()
-        patient_pk = connection.execute(
-            sa.select(study.c.patient_pk).where(study.c.pk == study_pk)
-        ).scalar_one()
+        """Delete one instance row, and its parents once they have no rows left.
+
+        Hiding it first takes it out of the counters, which count visible rows only;
+        a parent left without rows was no longer visible, so nothing else changes.
+        """
+        self.set_hidden(connection, instance_pk, "deleted")
+        series_pk, study_pk, patient_pk, _ = self._owners(connection, instance_pk)
         connection.execute(sa.delete(instance).where(instance.c.pk == instance_pk))
         _delete_sequence_values(connection, instance, instance_pk)
-        _bump(connection, series, series_pk, num_instances=-1)
-        _bump(connection, study, study_pk, num_instances=-1)
-        _bump(connection, patient, patient_pk, num_instances=-1)
         if _is_empty(connection, series, series_pk):
             connection.execute(sa.delete(series).where(series.c.pk == series_pk))
             _delete_sequence_values(connection, series, series_pk)
-            _bump(connection, study, study_pk, num_series=-1)
-            _bump(connection, patient, patient_pk, num_series=-1)
-            self._recompute_modalities(connection, study_pk)
         if _is_empty(connection, study, study_pk):
             connection.execute(sa.delete(study).where(study.c.pk == study_pk))
-            _bump(connection, patient, patient_pk, num_studies=-1)
         if _is_empty(connection, patient, patient_pk):
             connection.execute(sa.delete(patient).where(patient.c.pk == patient_pk))
             _delete_sequence_values(connection, patient, patient_pk)
@@ -354,12 +405,27 @@ class Index:
     @staticmethod
     def _recompute_modalities(connection: Connection, study_pk: int) -> None:
         modalities = connection.execute(
-            sa.select(series.c.modality).where(series.c.study_pk == study_pk).distinct()
+            sa.select(series.c.modality)
+            .where(series.c.study_pk == study_pk, series.c.num_instances > 0)
+            .distinct()
         ).scalars()
         joined = "\\".join(sorted(m for m in modalities if m)) or None
         connection.execute(
             sa.update(study).where(study.c.pk == study_pk).values(modalities_in_study=joined)
         )
+
+    def delete(self, sop_instance_uid: str) -> str | None:
+        """Take an instance out of the index; returns its file, for the caller to delete."""
+        with self._write_lock, self.database.writer.begin() as connection:
+            row = connection.execute(
+                sa.select(instance.c.pk, instance.c.file_path).where(
+                    instance.c.sop_instance_uid == sop_instance_uid
+                )
+            ).first()
+            if row is None:
+                return None
+            self._remove(connection, row.pk)
+            return str(row.file_path)
 
     def find_instance(self, sop_instance_uid: str) -> StoredInstance | None:
         query = (
@@ -372,6 +438,7 @@ class Index:
                 instance.c.file_path,
                 instance.c.transfer_syntax_uid,
                 instance.c.checksum,
+                instance.c.rejection,
             )
             .join(series, series.c.pk == instance.c.series_pk)
             .join(study, study.c.pk == series.c.study_pk)

@@ -28,6 +28,13 @@ from sqlalchemy.exc import DBAPIError
 
 from pacsnode.archive.attributes import Level, column_values, sequence_values, text_value
 from pacsnode.archive.index import Index, LevelRows
+from pacsnode.archive.rejection import (
+    REJECTION_CODES,
+    RejectionError,
+    Rejections,
+    referenced,
+    rejection_code,
+)
 from pacsnode.archive.schema import LEVEL_TABLES
 from pacsnode.archive.storage import Storage, file_meta
 from pacsnode.archive.uids import syntax_of_encoding
@@ -41,6 +48,7 @@ DUPLICATE_REFUSED = 0x0111
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+REJECTED_WARNING = 0xB006  # "element discarded": what synedra answers for a rejected copy
 
 _DEFER_SIZE = 64 * 1024
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -112,10 +120,11 @@ class Received:
 
 
 class IngestError(Exception):
-    def __init__(self, status: int, comment: str) -> None:
+    def __init__(self, status: int, comment: str, outcome: Outcome = Outcome.FAILED) -> None:
         super().__init__(comment)
         self.status = status
         self.comment = comment
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,19 @@ def _check_against_request(received: Received, uids: dict[str, str]) -> None:
         )
 
 
+def _rejection_note(
+    dataset: Dataset, sop_class_uid: str
+) -> tuple[str, list[tuple[str, str]]] | None:
+    """The code and references of a rejection note; C000 if it references nothing."""
+    code = rejection_code(dataset, sop_class_uid)
+    if code is None:
+        return None
+    try:
+        return code, referenced(dataset)
+    except RejectionError as exc:
+        raise IngestError(CANNOT_UNDERSTAND, f"invalid rejection note: {exc}"[:64]) from exc
+
+
 def _level_rows(dataset: Dataset) -> LevelRows:
     try:
         values = {level: column_values(dataset, level) for level in Level}
@@ -235,16 +257,20 @@ def _level_rows(dataset: Dataset) -> LevelRows:
 
 
 class Ingest:
-    def __init__(self, storage: Storage, index: Index) -> None:
+    def __init__(
+        self, storage: Storage, index: Index, rejected_status: int = REJECTED_WARNING
+    ) -> None:
         self.storage = storage
         self.index = index
+        self.rejections = Rejections(index, storage)
+        self.rejected_status = rejected_status
+        """How a copy of a rejected instance is answered: B006, or a failure."""
 
     def __call__(self, received: Received) -> IngestResult:
         try:
             return self._ingest(received)
         except IngestError as exc:
-            outcome = Outcome.REFUSED if exc.status == DUPLICATE_REFUSED else Outcome.FAILED
-            return IngestResult(exc.status, outcome, exc.comment)
+            return IngestResult(exc.status, exc.outcome, exc.comment)
         except Exception as exc:  # a bug must cost one object, never the association
             log.exception("ingest of %s failed", received.path)
             return IngestResult(
@@ -258,6 +284,8 @@ class Ingest:
             raise _resource_error(exc) from exc
         uids = _required_uids(parsed.dataset)
         _check_against_request(received, uids)
+        self._check_not_rejected(uids["SOPInstanceUID"])
+        note = _rejection_note(parsed.dataset, uids["SOPClassUID"])
         rows = _level_rows(parsed.dataset)
         placement = self._place_file(received, parsed, uids)
         rows.instance.update(
@@ -288,13 +316,23 @@ class Ingest:
         if added.obsolete_file:
             self.storage.delete(added.obsolete_file)
         if added.outcome == "refused":
-            raise IngestError(DUPLICATE_REFUSED, "Duplicate SOP Instance")
+            raise IngestError(DUPLICATE_REFUSED, "Duplicate SOP Instance", Outcome.REFUSED)
+        if note is not None:
+            self.rejections.apply(uids["SOPInstanceUID"], *note)
         outcome = {
             "added": Outcome.STORED,
             "replaced": Outcome.REPLACED,
             "kept": Outcome.DUPLICATE,
         }[added.outcome]
         return IngestResult(SUCCESS, outcome, "", uids["SOPInstanceUID"])
+
+    def _check_not_rejected(self, sop_instance_uid: str) -> None:
+        """A copy of an instance rejected as wrong is not stored again."""
+        code = self.rejections.refused_code(sop_instance_uid)
+        if code is not None:
+            comment = f"rejected by IOCM note: {code} {REJECTION_CODES[code]}"
+            log.info("%s not stored: %s", sop_instance_uid, comment)
+            raise IngestError(self.rejected_status, comment[:64], Outcome.REFUSED)
 
     def _place_file(self, received: Received, parsed: _Parsed, uids: dict[str, str]) -> Placement:
         """Start putting the file in storage; the index commits only once it is there.

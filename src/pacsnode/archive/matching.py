@@ -289,8 +289,17 @@ def _below(query: Query, grouped: dict[Level, list[Any]]) -> Any | None:
         source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
     owner = LEVEL_TABLES[query.level]
     conditions = [cond for level in lower for cond in grouped[level]]
+    conditions += _visible(chain)
     inner = sa.select(sa.literal(1)).select_from(source)
     return sa.exists(inner.where(_PARENT_KEYS[chain[0].name] == owner.c.pk, *conditions))
+
+
+def _visible(tables: list[sa.Table]) -> list[Any]:
+    """Rejected instances are hidden, and so is whatever has nothing else to show."""
+    return [
+        table.c.rejection.is_(None) if table is instance else table.c.num_instances > 0
+        for table in tables
+    ]
 
 
 def build(query: Query) -> sa.Select[Any]:
@@ -309,6 +318,7 @@ def build(query: Query) -> sa.Select[Any]:
     grouped = _conditions(query)
     for level in LEVEL_ORDER[: LEVEL_ORDER.index(query.level) + 1]:
         statement = statement.where(*grouped[level])
+    statement = statement.where(*_visible(tables))
     if query.relational and (below := _below(query, grouped)) is not None:
         statement = statement.where(below)
     return statement.order_by(LEVEL_TABLES[query.level].c.pk)

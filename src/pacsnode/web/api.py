@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pacsnode.archive.mpps import MppsError, MppsStore
+from pacsnode.archive.rejection import Rejections
 from pacsnode.archive.worklist import Worklist, WorklistError
 from pacsnode.jobs.queue import JobError, JobStatus
 from pacsnode.jobs.workers import Workers
@@ -157,3 +158,30 @@ async def _dicom_json(request: Request) -> Dataset | JSONResponse:
         return Dataset.from_json(body)
     except (ValueError, TypeError, KeyError) as exc:
         return _error(400, f"not a data set in the DICOM JSON model: {exc}")
+
+
+class RejectedApi:
+    """Instances withdrawn by IOCM rejection notes: list, restore, purge."""
+
+    def __init__(self, rejections: Rejections) -> None:
+        self.rejections = rejections
+
+    def index(self, request: Request) -> JSONResponse:
+        code = request.query_params.get("code")
+        return JSONResponse([entry.as_json() for entry in self.rejections.listed(code)])
+
+    def restore(self, request: Request) -> JSONResponse:
+        uid = request.path_params["uid"]
+        if not self.rejections.restore(uid):
+            return _error(404, f"{uid} is not rejected")
+        return JSONResponse({"restored": uid})
+
+    def purge(self, request: Request) -> JSONResponse:
+        return JSONResponse({"purged": self.rejections.purge()})
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/rejected", self.index),
+            Route("/rejected/purge", self.purge, methods=["POST"]),
+            Route("/rejected/{uid}/restore", self.restore, methods=["POST"]),
+        ]

@@ -9,7 +9,7 @@ from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import MppsStore
 from pacsnode.archive.worklist import Worklist
 from pacsnode.jobs.workers import Workers
-from pacsnode.web.api import JobsApi, MppsApi, WorklistApi
+from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
 
 
 def create_app(archive: Archive, workers: Workers) -> Starlette:
@@ -19,5 +19,6 @@ def create_app(archive: Archive, workers: Workers) -> Starlette:
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),
+        *RejectedApi(archive.rejections).routes(),
     ]
     return Starlette(routes=[Mount("/api", routes=api)])

@@ -1,0 +1,207 @@
+"""IOCM rejection notes: Key Object Selection documents that withdraw instances.
+
+A note titled with one of the DCM rejection codes hides the instances it references
+from every door (the note too), as long as each reference names the SOP class the
+instance was stored under. The rejections are remembered by SOP Instance UID, so that
+a copy sent again later is refused for the codes that say the data was wrong, and so
+that an administrator can list, restore or, once retention expired, purge them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydicom import Dataset
+
+from pacsnode.archive.index import Index
+from pacsnode.archive.schema import instance, rejected_instance
+from pacsnode.archive.storage import Storage
+
+log = logging.getLogger("pacsnode.rejection")
+
+KEY_OBJECT_SELECTION = "1.2.840.10008.5.1.4.1.1.88.59"
+REJECTION_CODES = {
+    "113001": "Rejected for Quality Reasons",
+    "113037": "Rejected for Patient Safety Reasons",
+    "113038": "Incorrect Modality Worklist Entry",
+    "113039": "Data Retention Policy Expired",
+}
+REFUSED_WHEN_SENT_AGAIN = {"113001", "113037", "113038"}
+RETENTION_EXPIRED = "113039"
+
+
+class RejectionError(ValueError):
+    """A rejection note that cannot be acted on (no usable references)."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    sop_instance_uid: str
+    sop_class_uid: str
+    code: str
+    note_sop_instance_uid: str
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sop_instance_uid": self.sop_instance_uid,
+            "sop_class_uid": self.sop_class_uid,
+            "code": self.code,
+            "meaning": REJECTION_CODES.get(self.code, ""),
+            "note_sop_instance_uid": self.note_sop_instance_uid,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def rejection_code(dataset: Dataset, sop_class_uid: str) -> str | None:
+    """The rejection code if this data set is a rejection note, else None."""
+    if sop_class_uid != KEY_OBJECT_SELECTION:
+        return None
+    for title in dataset.get("ConceptNameCodeSequence") or []:
+        code = str(title.get("CodeValue", "")).strip()
+        if (
+            str(title.get("CodingSchemeDesignator", "")).strip() == "DCM"
+            and code in REJECTION_CODES
+        ):
+            return code
+    return None
+
+
+def referenced(note: Dataset) -> list[tuple[str, str]]:
+    """(SOP Class UID, SOP Instance UID) of every instance a note rejects."""
+    found = []
+    for study in note.get("CurrentRequestedProcedureEvidenceSequence") or []:
+        for series in study.get("ReferencedSeriesSequence") or []:
+            for item in series.get("ReferencedSOPSequence") or []:
+                sop_class = str(item.get("ReferencedSOPClassUID", "")).strip()
+                sop_instance = str(item.get("ReferencedSOPInstanceUID", "")).strip()
+                if not (sop_class and sop_instance):
+                    raise RejectionError("a reference of the rejection note lacks a UID")
+                found.append((sop_class, sop_instance))
+    if not found:
+        raise RejectionError("the rejection note references no instance")
+    return found
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Rejections:
+    def __init__(self, index: Index, storage: Storage) -> None:
+        self.index = index
+        self.database = index.database
+        self.storage = storage
+
+    def refused_code(self, sop_instance_uid: str) -> str | None:
+        """The code under which a copy sent again must be refused, if any."""
+        with self.database.reader.connect() as connection:
+            code = connection.execute(
+                sa.select(rejected_instance.c.code).where(
+                    rejected_instance.c.sop_instance_uid == sop_instance_uid
+                )
+            ).scalar()
+        return code if code in REFUSED_WHEN_SENT_AGAIN else None
+
+    def apply(self, note_uid: str, code: str, references: list[tuple[str, str]]) -> int:
+        """Hide what the note references, and the note; returns how many were hidden.
+
+        A reference naming another SOP class than the stored instance's is logged and
+        left alone; one to an instance not (yet) stored is remembered all the same.
+        """
+        hidden = 0
+        with self.database.writer.begin() as connection:
+            for sop_class, sop_instance in references:
+                stored = connection.execute(
+                    sa.select(instance.c.pk, instance.c.sop_class_uid).where(
+                        instance.c.sop_instance_uid == sop_instance
+                    )
+                ).first()
+                if stored is not None and stored.sop_class_uid != sop_class:
+                    log.warning(
+                        "rejection note %s names %s as %s, stored as %s: left alone",
+                        note_uid,
+                        sop_instance,
+                        sop_class,
+                        stored.sop_class_uid,
+                    )
+                    continue
+                self._remember(connection, sop_instance, sop_class, code, note_uid)
+                if stored is not None and self.index.set_hidden(connection, stored.pk, code):
+                    hidden += 1
+            note_pk = connection.execute(
+                sa.select(instance.c.pk).where(instance.c.sop_instance_uid == note_uid)
+            ).scalar_one()
+            self.index.set_hidden(connection, note_pk, code)
+        log.info("rejection note %s (%s) hides %d instances", note_uid, code, hidden)
+        return hidden
+
+    @staticmethod
+    def _remember(
+        connection: sa.Connection, sop_instance: str, sop_class: str, code: str, note: str
+    ) -> None:
+        connection.execute(
+            sa.delete(rejected_instance).where(rejected_instance.c.sop_instance_uid == sop_instance)
+        )
+        connection.execute(
+            sa.insert(rejected_instance),
+            {
+                "sop_instance_uid": sop_instance,
+                "sop_class_uid": sop_class,
+                "code": code,
+                "note_sop_instance_uid": note,
+                "created_at": _now(),
+            },
+        )
+
+    def listed(self, code: str | None = None) -> list[Rejected]:
+        query = sa.select(rejected_instance).order_by(rejected_instance.c.pk)
+        if code:
+            query = query.where(rejected_instance.c.code == code)
+        with self.database.reader.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            Rejected(
+                row.sop_instance_uid,
+                row.sop_class_uid,
+                row.code,
+                row.note_sop_instance_uid,
+                row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+            )
+            for row in rows
+        ]
+
+    def restore(self, sop_instance_uid: str) -> bool:
+        """Withdraw a rejection: the instance is visible and may be sent again."""
+        with self.database.writer.begin() as connection:
+            deleted = connection.execute(
+                sa.delete(rejected_instance).where(
+                    rejected_instance.c.sop_instance_uid == sop_instance_uid
+                )
+            )
+            pk = connection.execute(
+                sa.select(instance.c.pk).where(instance.c.sop_instance_uid == sop_instance_uid)
+            ).scalar()
+            if pk is not None:
+                self.index.set_hidden(connection, pk, None)
+        return bool(deleted.rowcount) or pk is not None
+
+    def purge(self) -> int:
+        """Delete, files and all, the instances whose retention expired (113039)."""
+        with self.database.reader.connect() as connection:
+            uids = list(
+                connection.execute(
+                    sa.select(instance.c.sop_instance_uid).where(
+                        instance.c.rejection == RETENTION_EXPIRED
+                    )
+                ).scalars()
+            )
+        for uid in uids:
+            path = self.index.delete(uid)
+            if path:
+                self.storage.delete(path)
+        return len(uids)
