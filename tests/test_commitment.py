@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset, free_port, stored_path
 from peers import send_datasets
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
 
 from pacsnode.archive.commitment import Reference
 from pacsnode.dimse.commitment import request_commitment
@@ -274,3 +278,85 @@ def test_scu_side_requests_commitment_from_a_remote_archive(
     same_peer = Peer("127.0.0.1", server.port, "PACSNODE", "ELSEWHERE")
     result = request_commitment(same_peer, refs[:2], timeout=15)
     assert result.event_type == 1
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """DICOM and HTTP ports for a local Orthanc (the Debian package) to run on."""
+    if shutil.which("Orthanc") is None:
+        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
+    dicom_port, http_port = free_port(), free_port()
+    yield dicom_port, http_port
+
+
+def test_orthanc_as_an_independent_storage_commitment_scu(
+    server_factory: ServerFactory, orthanc: tuple[int, int], tmp_path: Path
+) -> None:
+    dicom_port, http_port = orthanc
+    server = server_factory(
+        remotes=[{"ae_title": "ORTHANC", "host": "127.0.0.1", "port": dicom_port}]
+    )
+    config = {
+        "Name": "commitment-scu",
+        "StorageDirectory": str(tmp_path / "orthanc-db"),
+        "IndexDirectory": str(tmp_path / "orthanc-db"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "DicomModalities": {"pacs": ["PACSNODE", "127.0.0.1", server.port]},
+    }
+    (tmp_path / "orthanc.json").write_text(json.dumps(config))
+    log = (tmp_path / "orthanc.log").open("wb")
+    process = subprocess.Popen(["Orthanc", str(tmp_path / "orthanc.json")], stdout=log, stderr=log)
+    try:
+        base = f"http://127.0.0.1:{http_port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{base}/system").raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "Orthanc did not start"
+                time.sleep(0.2)
+        datasets = stored(server, 2)
+        missing = generate_uid()
+        instances = [[CTImageStorage, str(ds.SOPInstanceUID)] for ds in datasets]
+        instances.append([CTImageStorage, missing])
+        job = httpx.post(
+            f"{base}/modalities/pacs/storage-commitment",
+            json={"DicomInstances": instances, "Timeout": 30},
+            timeout=60,
+        ).json()
+        deadline = time.monotonic() + 30
+        while (report := httpx.get(f"{base}{job['Path']}").json())["Status"] == "Pending":
+            assert time.monotonic() < deadline, "no report reached Orthanc"
+            time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(20)
+        log.close()
+    assert report["Status"] == "Failure"  # one of the three is not here
+    assert {item["SOPInstanceUID"] for item in report["Success"]} == {
+        str(ds.SOPInstanceUID) for ds in datasets
+    }
+    assert [(item["SOPInstanceUID"], item["FailureReason"]) for item in report["Failures"]] == [
+        (missing, 0x0112)
+    ]
+
+
+def test_reports_from_a_remote_archive_are_taken_on_a_new_association(
+    server: RunningServer,
+) -> None:
+    ae = AE(ae_title="ARCHIVE2")
+    ae.add_requested_context(STORAGE_COMMITMENT)
+    role = build_role(STORAGE_COMMITMENT, scp_role=True)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="PACSNODE", ext_neg=[role])
+    assert assoc.is_established
+    info = action([(CTImageStorage, generate_uid())])
+    status, _ = assoc.send_n_event_report(info, 1, STORAGE_COMMITMENT, INSTANCE)
+    assoc.release()
+    assert status.Status == 0x0000
+    assert f"storage commitment report {info.TransactionUID} from ARCHIVE2" in server.log()

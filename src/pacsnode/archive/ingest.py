@@ -271,6 +271,9 @@ class Ingest:
             return self._ingest(received)
         except IngestError as exc:
             return IngestResult(exc.status, exc.outcome, exc.comment)
+        except DBAPIError as exc:  # before anything was placed in storage
+            log.error("index unavailable while receiving %s: %s", received.path.name, exc)
+            return IngestResult(OUT_OF_RESOURCES, Outcome.FAILED, "index unavailable")
         except Exception as exc:  # a bug must cost one object, never the association
             log.exception("ingest of %s failed", received.path)
             return IngestResult(

@@ -123,6 +123,20 @@ class CommitmentSCP:
         self.workers = workers
         workers.register(REPORT_JOB, send_report)
 
+    def handle_report(self, event: evt.Event) -> tuple[int, None]:
+        """A remote archive's report on what we asked it to commit, on a new association."""
+        info = event.event_information
+        committed = len(info.get("ReferencedSOPSequence") or [])
+        failed = len(info.get("FailedSOPSequence") or [])
+        log.info(
+            "storage commitment report %s from %s: %d committed, %d failed",
+            info.get("TransactionUID", "?"),
+            event.assoc.requestor.ae_title,
+            committed,
+            failed,
+        )
+        return SUCCESS, None
+
     def install(self) -> None:
         scp = self
 

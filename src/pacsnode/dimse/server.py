@@ -137,6 +137,7 @@ class DimseServer:
             (evt.EVT_C_FIND, self._find),
             (evt.EVT_N_CREATE, self.mpps_scp.handle_create),
             (evt.EVT_N_SET, self.mpps_scp.handle_set),
+            (evt.EVT_N_EVENT_REPORT, self.commitment_scp.handle_report),
             (evt.EVT_SOP_EXTENDED, negotiate_extended),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
