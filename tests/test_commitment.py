@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -360,3 +361,27 @@ def test_reports_from_a_remote_archive_are_taken_on_a_new_association(
     assoc.release()
     assert status.Status == 0x0000
     assert f"storage commitment report {info.TransactionUID} from ARCHIVE2" in server.log()
+
+
+def test_commit_command(server: RunningServer, tmp_path: Path) -> None:
+    datasets = stored(server, 2)
+    files = []
+    for ds in datasets:
+        path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(str(path))
+    command = [sys.executable, "-m", "pacsnode", "commit", "127.0.0.1", str(server.port)]
+    command += ["--called-ae", "PACSNODE", "--calling-ae", "WS1", "--timeout", "20"]
+    environment = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([*command, *files], capture_output=True, text=True, env=environment)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("committed") == 2
+    study = str(datasets[0].StudyInstanceUID)
+    config = ["--config", str(server.config_path)]
+    run = subprocess.run([*command, "--study", study, *config], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    missing = tmp_path / "missing.dcm"
+    ct_dataset().save_as(missing, enforce_file_format=True)
+    run = subprocess.run([*command, str(missing)], capture_output=True, text=True, env=environment)
+    assert run.returncode == 1
+    assert "failed 0x0112" in run.stdout
