@@ -121,6 +121,13 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        """Return once ``text`` is in the log; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert time.monotonic() < deadline, f"{text!r} not logged within {timeout} s"
+            time.sleep(0.1)
+
     @property
     def url(self) -> str:
         """Where the HTTP door answers."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -75,4 +76,16 @@ def dcmtk(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         errors="replace",
         timeout=timeout,
         check=False,
+    )
+
+
+def pacsnode_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``pacsnode`` command, with a wide terminal so that tables stay whole."""
+    return subprocess.run(
+        [sys.executable, "-m", "pacsnode", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
     )

@@ -200,10 +200,7 @@ def test_a_requester_that_went_away_gets_its_report_later(
     datasets = stored(server, 1)
     info = action([(CTImageStorage, str(datasets[0].SOPInstanceUID))])
     assert commit_on_same_association(server.port, info, wait=0.5)[0] == 0x0000
-    deadline = time.monotonic() + 10
-    while "will retry" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert "will retry" in server.log()
+    server.wait_for_log("will retry")
     absent.start()
     try:
         assert absent.arrived.wait(15)
@@ -218,9 +215,7 @@ def test_a_queued_report_survives_a_restart(server_factory: ServerFactory) -> No
     datasets = stored(server, 1)
     info = action([(CTImageStorage, str(datasets[0].SOPInstanceUID))])
     assert commit_on_same_association(server.port, info, wait=0.5)[0] == 0x0000
-    deadline = time.monotonic() + 10
-    while "will retry" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    server.wait_for_log("will retry")
     server.stop()
     absent.start()
     try:

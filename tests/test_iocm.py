@@ -3,13 +3,10 @@ when sent again, and restoring and purging through the REST API and the CLI."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset, stored_path
-from peers import associate, send_datasets
+from peers import associate, pacsnode_cli, send_datasets
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -212,17 +209,6 @@ def test_an_ordinary_key_object_selection_hides_nothing(server: RunningServer) -
     selection = note("113000", study.uid, study.cts)  # "Of Interest"
     assert store(server.port, [selection]) == [(0, "")]
     assert len(images(server, study)) == 4
-
-
-def pacsnode_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pacsnode", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
-    )
 
 
 def test_restore_through_the_cli(server: RunningServer) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -11,7 +9,7 @@ from collections import Counter
 import httpx
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset, free_port
-from peers import send_datasets
+from peers import pacsnode_cli, send_datasets
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import AE
@@ -117,9 +115,7 @@ def failing_report(server_factory: ServerFactory) -> tuple[RunningServer, int]:
     assoc = ae.associate("127.0.0.1", server.port, ae_title="PACSNODE")
     assert assoc.send_n_action(info, 1, STORAGE_COMMITMENT, "1.2.840.10008.1.20.1.1")[0].Status == 0
     assoc.release()
-    deadline = time.monotonic() + 10
-    while "will retry" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    server.wait_for_log("will retry")
     return server, 1
 
 
@@ -143,17 +139,6 @@ def test_jobs_through_the_rest_api(server_factory: ServerFactory) -> None:
     while httpx.get(f"{base}/api/jobs/{pk}").json()["attempts"] == 0:
         assert time.monotonic() < deadline, "the retried job did not run"
         time.sleep(0.1)
-
-
-def pacsnode_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pacsnode", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
 
 
 def test_jobs_through_the_cli(server_factory: ServerFactory) -> None:

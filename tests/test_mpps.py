@@ -183,9 +183,7 @@ def test_a_forward_waits_for_its_destination_across_a_restart(
     assert modality.create(in_progress(), uid).Status == 0x0000
     assert modality.set(finished(), uid).Status == 0x0000
     modality.close()
-    deadline = time.monotonic() + 10
-    while "will retry" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    server.wait_for_log("will retry")
     server.stop()
     ris.start()
     try:

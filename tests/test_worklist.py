@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import RunningServer, ServerFactory
-from peers import dcmtk
+from peers import dcmtk, pacsnode_cli
 from pydicom import Dataset, dcmread
 from pynetdicom import AE
 
@@ -246,17 +244,6 @@ def test_rest_api_reads_replaces_and_deletes(
     no_step = {"00100020": {"vr": "LO", "Value": ["P9"]}}
     refused = httpx.post(base, json=no_step)
     assert refused.status_code == 400 and "Scheduled Procedure Step" in refused.json()["error"]
-
-
-def pacsnode_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pacsnode", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
 
 
 def test_cli_adds_lists_and_deletes(server: RunningServer) -> None:

@@ -11,7 +11,6 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
 
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from pacsnode.archive.database import Database
+from pacsnode.archive.database import Database, now
 from pacsnode.archive.schema import instance, patient, sequence_value, series, study
 from pacsnode.config import DuplicatePolicy
 
@@ -89,10 +88,6 @@ def _insert_or_skip(dialect: str, table: sa.Table, key: tuple[str, ...]) -> Any:
     return insert.on_conflict_do_nothing(index_elements=list(key)).returning(table.c.pk)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _get_or_create(
     connection: Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]
 ) -> tuple[int, bool]:
@@ -105,10 +100,10 @@ def _get_or_create(
     pk = connection.execute(sa.select(table.c.pk).where(where)).scalar()
     if pk is not None:
         return pk, False
-    now = _now()
+    moment = now()
     statement = _insert_or_skip(connection.dialect.name, table, tuple(key))
     pk = connection.execute(
-        statement, {**values, **key, "created_at": now, "updated_at": now}
+        statement, {**values, **key, "created_at": moment, "updated_at": moment}
     ).scalar()
     if pk is not None:
         return pk, True
@@ -134,7 +129,7 @@ _COUNTER_UPDATES = {name: _counter_update(LEVELS[name], *c) for name, c in _COUN
 
 def _bump(connection: Connection, table: sa.Table, pk: int, **increments: int) -> None:
     params: dict[str, Any] = dict.fromkeys(_COUNTERS[table.name], 0)
-    params.update(increments, target=pk, now=_now())
+    params.update(increments, target=pk, now=now())
     connection.execute(_COUNTER_UPDATES[table.name], params)
 
 
@@ -239,7 +234,7 @@ class Index:
             )
             statement = _insert_or_skip(connection.dialect.name, instance, ("sop_instance_uid",))
             instance_pk = connection.execute(
-                statement, {**rows.instance, "series_pk": series_pk, "received_at": _now()}
+                statement, {**rows.instance, "series_pk": series_pk, "received_at": now()}
             ).scalar()
             if instance_pk is not None:
                 _add_sequence_values(connection, rows, instance, instance_pk)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from pydicom import Dataset
 
-from pacsnode.archive.database import Database
+from pacsnode.archive.database import Database, aware, now
 from pacsnode.archive.schema import mpps
 
 IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
@@ -56,10 +56,6 @@ class Step:
         }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _study_uid(dataset: Dataset) -> str | None:
     for item in dataset.get("ScheduledStepAttributesSequence") or []:
         if item.get("StudyInstanceUID"):
@@ -70,8 +66,7 @@ def _study_uid(dataset: Dataset) -> str | None:
 def _step(row: Any) -> Step:
     values = dict(row._mapping)
     for key in ("created_at", "updated_at"):
-        if values[key].tzinfo is None:
-            values[key] = values[key].replace(tzinfo=UTC)
+        values[key] = aware(values[key])
     return Step(
         values["sop_instance_uid"],
         values["status"],
@@ -100,15 +95,15 @@ class MppsStore:
             raise MppsError(INVALID_ATTRIBUTE_VALUE, f"a new step cannot be {status}")
         if "ScheduledStepAttributesSequence" not in dataset:
             raise MppsError(MISSING_ATTRIBUTE, "Scheduled Step Attributes Sequence is missing")
-        now = _now()
+        moment = now()
         row = {
             "sop_instance_uid": uid,
             "status": status,
             "study_instance_uid": _study_uid(dataset),
             "calling_ae": calling_ae,
             "dataset": json.dumps(dataset.to_json_dict()),
-            "created_at": now,
-            "updated_at": now,
+            "created_at": moment,
+            "updated_at": moment,
         }
         with self.database.writer.begin() as connection:
             exists = connection.execute(
@@ -143,7 +138,7 @@ class MppsStore:
                     status=_status_of(dataset),
                     study_instance_uid=_study_uid(dataset),
                     dataset=json.dumps(dataset.to_json_dict()),
-                    updated_at=_now(),
+                    updated_at=now(),
                 )
             )
         return self.get(uid)

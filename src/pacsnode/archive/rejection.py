@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from pydicom import Dataset
 
+from pacsnode.archive.database import aware, now
 from pacsnode.archive.index import Index
 from pacsnode.archive.schema import instance, rejected_instance
 from pacsnode.archive.storage import Storage
@@ -87,10 +88,6 @@ def referenced(note: Dataset) -> list[tuple[str, str]]:
     return found
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Rejections:
     def __init__(self, index: Index, storage: Storage) -> None:
         self.index = index
@@ -154,7 +151,7 @@ class Rejections:
                 "sop_class_uid": sop_class,
                 "code": code,
                 "note_sop_instance_uid": note,
-                "created_at": _now(),
+                "created_at": now(),
             },
         )
 
@@ -170,7 +167,7 @@ class Rejections:
                 row.sop_class_uid,
                 row.code,
                 row.note_sop_instance_uid,
-                row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+                aware(row.created_at),
             )
             for row in rows
         ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from pacsnode.archive.attributes import fold, item_values
-from pacsnode.archive.database import Database
+from pacsnode.archive.database import Database, aware, now
 from pacsnode.archive.matching import item_condition
 from pacsnode.archive.schema import sequence_value, worklist_item
 
@@ -51,22 +51,14 @@ class WorklistItem:
         }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _item(row: Any) -> WorklistItem:
     return WorklistItem(
         row.pk,
         row.status,
         Dataset.from_json(json.loads(row.dataset)),
         row.order_number,
-        _aware(row.created_at),
-        _aware(row.updated_at),
+        aware(row.created_at),
+        aware(row.updated_at),
     )
 
 
@@ -168,15 +160,15 @@ class Worklist:
         return self.get(pk)
 
     def _insert(self, connection: sa.Connection, dataset: Dataset, order_number: str | None) -> int:
-        now = _now()
+        moment = now()
         pk = connection.execute(
             sa.insert(worklist_item).returning(worklist_item.c.pk),
             {
                 **_columns(dataset),
                 "order_number": order_number,
                 "status": SCHEDULED,
-                "created_at": now,
-                "updated_at": now,
+                "created_at": moment,
+                "updated_at": moment,
             },
         ).scalar_one()
         connection.execute(sa.insert(sequence_value), _values(dataset, pk))
@@ -188,7 +180,7 @@ class Worklist:
             changed = connection.execute(
                 sa.update(worklist_item)
                 .where(worklist_item.c.pk == pk)
-                .values(**_columns(dataset), updated_at=_now())
+                .values(**_columns(dataset), updated_at=now())
             )
             if not changed.rowcount:
                 raise WorklistError(f"no worklist item {pk}")
@@ -285,7 +277,7 @@ class Worklist:
                     connection.execute(
                         sa.update(worklist_item)
                         .where(worklist_item.c.pk.in_(pks))
-                        .values(status=status, updated_at=_now())
+                        .values(status=status, updated_at=now())
                     )
             changed += len(pks)
         return changed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from pynetdicom import build_context
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.database import now
 from pacsnode.archive.schema import instance, series, study
 from pacsnode.dimse.scu import AssociationFailed, Peer, associate
 from pacsnode.jobs.workers import Workers
@@ -133,9 +134,9 @@ class AvailabilityNotifier:
     def _quiet_studies(self, quiet: float) -> list[str]:
         """Studies with no new instance for ``quiet`` seconds, not announced since; they
         are marked announced in the same transaction."""
-        now = datetime.now(UTC)
+        moment = now()
         due = sa.and_(
-            study.c.updated_at <= now - timedelta(seconds=quiet),
+            study.c.updated_at <= moment - timedelta(seconds=quiet),
             sa.or_(study.c.notified_at.is_(None), study.c.notified_at < study.c.updated_at),
         )
         with self.archive.database.writer.begin() as connection:
@@ -146,6 +147,6 @@ class AvailabilityNotifier:
                 connection.execute(
                     sa.update(study)
                     .where(study.c.study_instance_uid.in_(uids))
-                    .values(notified_at=now)
+                    .values(notified_at=moment)
                 )
         return uids

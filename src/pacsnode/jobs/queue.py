@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 
-from pacsnode.archive.database import Database
+from pacsnode.archive.database import Database, aware, now
 from pacsnode.archive.schema import job
 
 
@@ -63,21 +63,12 @@ class Job:
         }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without their zone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _job(row: Any) -> Job:
     values = dict(row._mapping)
     values["payload"] = json.loads(values["payload"])
     values["status"] = JobStatus(values["status"])
     for key in ("next_run_at", "created_at", "updated_at"):
-        values[key] = _aware(values[key])
+        values[key] = aware(values[key])
     return Job(**values)
 
 
@@ -101,7 +92,7 @@ class JobQueue:
         queue_key: str | None = None,
     ) -> int:
         """Queue a job; jobs with the same ``queue_key`` run in the order queued."""
-        now = _now()
+        moment = now()
         with self.database.writer.begin() as connection:
             return int(
                 connection.execute(
@@ -111,18 +102,18 @@ class JobQueue:
                         "payload": json.dumps(payload),
                         "status": JobStatus.PENDING,
                         "max_attempts": self.max_attempts,
-                        "next_run_at": now,
+                        "next_run_at": moment,
                         "description": description,
                         "queue_key": queue_key,
-                        "created_at": now,
-                        "updated_at": now,
+                        "created_at": moment,
+                        "updated_at": moment,
                     },
                 ).scalar_one()
             )
 
     def claim(self, kinds: Sequence[str]) -> Job | None:
         """Take the job that has been due longest, of one of ``kinds``, for running."""
-        now = _now()
+        moment = now()
         earlier = job.alias("earlier")
         unfinished = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED)
         waits_for_earlier = sa.exists().where(
@@ -132,7 +123,7 @@ class JobQueue:
         )
         due = (
             sa.select(job.c.pk)
-            .where(job.c.status == JobStatus.PENDING, job.c.next_run_at <= now)
+            .where(job.c.status == JobStatus.PENDING, job.c.next_run_at <= moment)
             .where(job.c.kind.in_(list(kinds)))
             .where(sa.or_(job.c.queue_key.is_(None), ~waits_for_earlier))
             .order_by(job.c.next_run_at, job.c.pk)
@@ -143,7 +134,7 @@ class JobQueue:
         claim = (
             sa.update(job)
             .where(job.c.pk == due.scalar_subquery(), job.c.status == JobStatus.PENDING)
-            .values(status=JobStatus.RUNNING, updated_at=now)
+            .values(status=JobStatus.RUNNING, updated_at=moment)
             .returning(*job.c)
         )
         with self.database.writer.begin() as connection:
@@ -158,10 +149,10 @@ class JobQueue:
         attempts = claimed.attempts + 1
         if attempts >= claimed.max_attempts:
             status = JobStatus.FAILED
-            next_run = _now()
+            next_run = now()
         else:
             status = JobStatus.PENDING
-            next_run = _now() + timedelta(seconds=self.backoff * 2 ** (attempts - 1))
+            next_run = now() + timedelta(seconds=self.backoff * 2 ** (attempts - 1))
         self._update(
             claimed.pk,
             status=status,
@@ -178,7 +169,7 @@ class JobQueue:
             {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING},
             status=JobStatus.PENDING,
             attempts=0,
-            next_run_at=_now(),
+            next_run_at=now(),
         )
 
     def cancel(self, pk: int) -> None:
@@ -190,7 +181,7 @@ class JobQueue:
             result = connection.execute(
                 sa.update(job)
                 .where(job.c.status == JobStatus.RUNNING)
-                .values(status=JobStatus.PENDING, updated_at=_now())
+                .values(status=JobStatus.PENDING, updated_at=now())
             )
             return int(result.rowcount)
 
@@ -211,7 +202,7 @@ class JobQueue:
     def _update(self, pk: int, **values: Any) -> None:
         with self.database.writer.begin() as connection:
             connection.execute(
-                sa.update(job).where(job.c.pk == pk).values(**values, updated_at=_now())
+                sa.update(job).where(job.c.pk == pk).values(**values, updated_at=now())
             )
 
     def _change(self, pk: int, allowed: set[JobStatus], **values: Any) -> None:
@@ -222,5 +213,5 @@ class JobQueue:
             if current not in allowed:
                 raise JobError(f"job {pk} is {current}")
             connection.execute(
-                sa.update(job).where(job.c.pk == pk).values(**values, updated_at=_now())
+                sa.update(job).where(job.c.pk == pk).values(**values, updated_at=now())
             )
