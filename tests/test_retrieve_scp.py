@@ -404,3 +404,28 @@ def test_jpeg_is_decompressed_for_an_implicit_only_receiver(
     original = dcmread(JPEG_FILE)
     original.decompress(generate_instance_uid=False)
     assert implicit_only.received[uids["jpeg"]].PixelData == original.PixelData
+
+
+def test_a_move_longer_than_the_network_timeout_completes(
+    server_factory: ServerFactory, receiver: Receiver
+) -> None:
+    archive = server_factory(
+        remotes=[{"ae_title": "RECEIVER", "host": "127.0.0.1", "port": receiver.port}],
+        network_timeout=2,
+    )
+    study, series = generate_uid(), generate_uid()
+    many = [ct_dataset(study=study, series=series, InstanceNumber=n) for n in range(8)]
+    assert send_datasets(archive.port, many) == [0] * 8
+
+    def slow_store(event: evt.Event) -> int:
+        time.sleep(0.5)
+        return 0x0000
+
+    receiver.server.unbind(evt.EVT_C_STORE, receiver._store)
+    receiver.server.bind(evt.EVT_C_STORE, slow_store)
+    responses = move(archive.port, "RECEIVER", QueryRetrieveLevel="STUDY", StudyInstanceUID=study)
+    assert responses[-1].Status == 0x0000
+    assert responses[-1].NumberOfCompletedSuboperations == 8
+    archive.wait_for_log("WS@")
+    assert "Network timeout" not in archive.log()
+    assert "aborted" not in archive.log()

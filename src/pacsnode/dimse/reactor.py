@@ -109,6 +109,10 @@ _original_run_reactor = DULServiceProvider.run_reactor
 
 def _send_pdu(self: DULServiceProvider, primitive: Any) -> None:
     _original_send_pdu(self, primitive)
+    # What we send is traffic too: during a long C-MOVE the requester is silent while
+    # pending responses flow to it, and pynetdicom would call that connection idle
+    # and abort it once network_timeout passed.
+    self._idle_timer.restart()
     with contextlib.suppress(OSError):
         _waker(self)[1].send(b"\0")
 
