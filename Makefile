@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint pytest bench-ingest migration clean
+.PHONY: run test lint pytest bench-ingest bench-query migration clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ pytest: $(VENV)/.installed
 
 bench-ingest: $(VENV)/.installed  ## pacsnode vs Orthanc ingest throughput (needs dcmtk, orthanc)
 	cd benchmarks && ../$(PY) ingest.py
+
+bench-query: $(VENV)/.installed  ## C-FIND on a 1M-instance index; C-FIND, C-MOVE vs Orthanc: make bench-query ARGS="--instances 20000"
+	cd benchmarks && ../$(PY) query.py $(ARGS)
 
 migration: $(VENV)/.installed  ## new Alembic revision from schema changes: make migration MSG="..."
 	$(PY) -c "from alembic import command; from pacsnode.archive.database import MIGRATIONS, alembic_config; \

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import platform
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = BENCHMARKS / "results"
 
 
 def free_port() -> int:
@@ -25,9 +36,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
+def _die_with_parent() -> None:
+    """In a child process: get SIGTERM when the benchmark dies, even by SIGKILL."""
+    with contextlib.suppress(OSError):  # not Linux: the servers are stopped in `finally`
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def spawn(
+    command: Sequence[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A server process whose output goes to ``log``, and that dies with us."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(command),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it does not exit in ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def wait_for_port(
+    port: int, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -78,14 +124,43 @@ def ct_corpus(directory: Path, count: int, studies: int = 1) -> list[Path]:
     return paths
 
 
+def storescu(
+    port: int,
+    called_ae: str,
+    files: list[Path],
+    associations: int = 1,
+    max_pdu: int | None = None,
+) -> float:
+    """Seconds for ``associations`` storescu processes to send ``files`` between them."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    groups = [files[i::associations] for i in range(associations)]
+    options = ["--max-send-pdu", str(max_pdu)] if max_pdu else []
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            ["storescu", *options, "-aec", called_ae, "127.0.0.1", str(port), *map(str, group)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for group in groups
+    ]
+    for process in processes:
+        _, errors = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"storescu failed: {errors.decode()[-500:]}")
+    return time.perf_counter() - started
+
+
 @contextmanager
 def pacsnode_server(workdir: Path, ae_title: str = "PACSNODE") -> Iterator[int]:
     """A pacsnode on its embedded defaults in a fresh data directory."""
     port = free_port()
     data = workdir / "pacsnode-data"
     shutil.rmtree(data, ignore_errors=True)
-    log = (workdir / "pacsnode.log").open("w")
-    process = subprocess.Popen(
+    log_path = workdir / "pacsnode.log"
+    log_path.write_bytes(b"")
+    process = spawn(
         [
             sys.executable,
             "-m",
@@ -100,16 +175,13 @@ def pacsnode_server(workdir: Path, ae_title: str = "PACSNODE") -> Iterator[int]:
             "--log-level",
             "WARNING",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        log_path,
     )
     try:
         wait_for_port(port)
         yield port
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+        stop(process)
 
 
 @contextmanager
@@ -147,18 +219,331 @@ def orthanc_server(
     env.pop("TCP_NODELAY", None)
     if tcp_nodelay:
         env["TCP_NODELAY"] = "1"
-    log = (workdir / "orthanc.log").open("w")
-    process = subprocess.Popen(
-        ["Orthanc", str(config_path)], stdout=log, stderr=subprocess.STDOUT, env=env
-    )
+    log_path = workdir / "orthanc.log"
+    log_path.write_bytes(b"")
+    process = spawn(["Orthanc", str(config_path)], log_path, env)
     try:
-        wait_for_port(dicom_port)
-        wait_for_port(http_port)
+        wait_for_port(dicom_port, process=process)
+        wait_for_port(http_port, process=process)
         yield dicom_port, http_port
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
+        stop(process)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_pacsnode_config(
+    path: Path, server: dict[str, object], remotes: Sequence[dict[str, object]] = ()
+) -> Path:
+    """A pacsnode TOML config: ``[server]`` keys and ``[[remote_ae]]`` tables."""
+    lines = ["[server]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in server.items()]
+    for remote in remotes:
+        lines.append("\n[[remote_ae]]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in remote.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextmanager
+def pacsnode_serve(
+    workdir: Path,
+    name: str,
+    server: dict[str, object],
+    remotes: Sequence[dict[str, object]] = (),
+    timeout: float = 120.0,
+) -> Iterator[int]:
+    """``pacsnode serve --config`` with these settings; yields its DICOM port.
+
+    Ready when it logs "pacsnode ready" (after its migrations ran), as the tests wait.
+    """
+    port = free_port()
+    settings = {
+        "ae_title": "PACSNODE",
+        "bind_address": "127.0.0.1",
+        "log_level": "INFO",  # the default; "pacsnode ready" is an INFO line
+        **server,
+        "dicom_port": port,
+    }
+    config = write_pacsnode_config(workdir / f"{name}.toml", settings, remotes)
+    log_path = workdir / f"{name}.log"
+    log_path.write_bytes(b"")
+    command = [sys.executable, "-m", "pacsnode", "serve", "--config", str(config)]
+    process = spawn(command, log_path)
+    try:
+        deadline = time.monotonic() + timeout
+        while "pacsnode ready" not in log_path.read_text(errors="replace"):
+            if process.poll() is not None:
+                raise RuntimeError(f"pacsnode exited early, see {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pacsnode not ready after {timeout} s, see {log_path}")
+            time.sleep(0.05)
+        yield port
+    finally:
+        stop(process)
+
+
+def run_discard_scp(port: int, ae_title: str, max_pdu: int) -> None:
+    """A Storage SCP that accepts every storage class and keeps nothing (runs forever).
+
+    It answers success without decoding the data set, on pynetdicom made event-driven
+    by pacsnode's reactor (when available) and with TCP_NODELAY, so that it is not
+    what limits the sender. Prints how many instances each association brought.
+    """
+    from pynetdicom import AE, evt
+    from pynetdicom.presentation import AllStoragePresentationContexts
+    from pynetdicom.transport import ThreadedAssociationServer
+
+    try:
+        from pacsnode.dimse import reactor
+
+        reactor.install()
+    except ImportError:
+        pass
+
+    class NoDelayServer(ThreadedAssociationServer):
+        def get_request(self) -> tuple[socket.socket, Any]:
+            client, address = super().get_request()
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return client, address
+
+    received: dict[int, int] = {}
+
+    def on_store(event: Any) -> int:
+        key = id(event.assoc)
+        received[key] = received.get(key, 0) + 1
+        return 0x0000
+
+    def on_closed(event: Any) -> None:
+        print(f"association closed: {received.pop(id(event.assoc), 0)} instances", flush=True)
+
+    ae = AE(ae_title=ae_title)
+    ae.maximum_pdu_size = max_pdu
+    ae.maximum_associations = 16
+    ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60
+    syntaxes = [ExplicitVRLittleEndian, "1.2.840.10008.1.2"]
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, syntaxes)
+    ae.add_supported_context("1.2.840.10008.1.1", syntaxes)
+    handlers = [
+        (evt.EVT_C_STORE, on_store),
+        (evt.EVT_RELEASED, on_closed),
+        (evt.EVT_ABORTED, on_closed),
+    ]
+    server = ae.make_server(("127.0.0.1", port), evt_handlers=handlers, server_class=NoDelayServer)
+    print(f"discard SCP {ae_title} on port {port}", flush=True)
+    server.serve_forever()
+
+
+@contextmanager
+def discard_scp(
+    workdir: Path, ae_title: str = "DISCARD", max_pdu: int = 1_048_576
+) -> Iterator[tuple[int, Path]]:
+    """:func:`run_discard_scp` in its own process; yields (port, log)."""
+    port = free_port()
+    log_path = workdir / f"discard-{ae_title.lower()}.log"
+    log_path.write_bytes(b"")
+    code = (
+        f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import common; "
+        f"common.run_discard_scp({port}, {ae_title!r}, {max_pdu})"
+    )
+    process = spawn([sys.executable, "-c", code], log_path)
+    try:
+        wait_for_port(port, process=process)
+        yield port, log_path
+    finally:
+        stop(process, 10)
+
+
+_EXPLICIT_LE = b"1.2.840.10008.1.2.1"
+_IMPLICIT_LE = b"1.2.840.10008.1.2"
+
+
+def _recv_exactly(sock: socket.socket, view: memoryview) -> bool:
+    received = 0
+    while received < len(view):
+        count = sock.recv_into(view[received:])
+        if not count:
+            return False
+        received += count
+    return True
+
+
+def _items(data: bytes, offset: int, header: str) -> Iterator[tuple[int, bytes]]:
+    """(type, value) of the items of an A-ASSOCIATE PDU or of one of its items."""
+    size = struct.calcsize(header)
+    while offset + size <= len(data):
+        kind, _, length = struct.unpack_from(header, data, offset)
+        yield kind, data[offset + size : offset + size + length]
+        offset += size + length
+
+
+def _associate_ac(request: bytes) -> bytes:
+    """Accept every presentation context in Explicit, else Implicit VR Little Endian."""
+    called, calling = request[4:20], request[20:36]
+    items = [struct.pack(">BBH", 0x10, 0, 21) + b"1.2.840.10008.3.1.1.1"]
+    for kind, value in _items(request, 68, ">BBH"):
+        if kind != 0x20:
+            continue
+        syntaxes = [v.rstrip(b"\0 ") for k, v in _items(value, 4, ">BBH") if k == 0x40]
+        chosen = next((ts for ts in (_EXPLICIT_LE, _IMPLICIT_LE) if ts in syntaxes), None)
+        result = 0 if chosen else 4
+        syntax = chosen or _IMPLICIT_LE
+        sub_item = struct.pack(">BBH", 0x40, 0, len(syntax)) + syntax
+        body = struct.pack(">BBBB", value[0], 0, result, 0) + sub_item
+        items.append(struct.pack(">BBH", 0x21, 0, len(body)) + body)
+    uid = b"1.2.826.0.1.3680043.8.498.1"
+    user = struct.pack(">BBHI", 0x51, 0, 4, 1 << 20) + struct.pack(">BBH", 0x52, 0, len(uid)) + uid
+    items.append(struct.pack(">BBH", 0x50, 0, len(user)) + user)
+    body = struct.pack(">HH", 1, 0) + called + calling + bytes(32) + b"".join(items)
+    return struct.pack(">BBI", 0x02, 0, len(body)) + body
+
+
+def _command(data: bytes) -> dict[int, bytes]:
+    """The elements of a command set (always Implicit VR Little Endian), by element."""
+    elements, offset = {}, 0
+    while offset + 8 <= len(data):
+        _group, element, length = struct.unpack_from("<HHI", data, offset)
+        elements[element] = data[offset + 8 : offset + 8 + length]
+        offset += 8 + length
+    return elements
+
+
+def _response(context: int, request: dict[int, bytes]) -> bytes:
+    """A success response to a C-STORE-RQ or C-ECHO-RQ, as a P-DATA-TF PDU."""
+
+    def element(number: int, value: bytes) -> bytes:
+        value += b"\0" * (len(value) % 2)
+        return struct.pack("<HHI", 0, number, len(value)) + value
+
+    field = struct.unpack("<H", request[0x0100])[0]
+    body = element(0x0002, request[0x0002].rstrip(b"\0"))
+    body += element(0x0100, struct.pack("<H", field | 0x8000))
+    body += element(0x0120, request[0x0110])
+    body += element(0x0800, struct.pack("<H", 0x0101))
+    body += element(0x0900, struct.pack("<H", 0))
+    if 0x1000 in request:
+        body += element(0x1000, request[0x1000].rstrip(b"\0"))
+    command = element(0x0000, struct.pack("<I", len(body))) + body
+    pdv = struct.pack(">IBB", len(command) + 2, context, 0x03) + command
+    return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
+
+
+def _serve_raw(sock: socket.socket) -> None:
+    """One association: PDUs are read whole into one buffer and data PDVs never copied."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    header = bytearray(6)
+    buffer = bytearray(1 << 20)
+    command = bytearray()
+    pending: dict[int, bytes] | None = None
+    stored = 0
+    with sock:
+        while _recv_exactly(sock, memoryview(header)):
+            kind, _, length = struct.unpack(">BBI", header)
+            if length > len(buffer):
+                buffer = bytearray(length)
+            body = memoryview(buffer)[:length]
+            if not _recv_exactly(sock, body):
+                break
+            if kind == 0x01:
+                sock.sendall(_associate_ac(bytes(body)))
+            elif kind == 0x04:
+                offset = 0
+                while offset < length:
+                    size, context, control = struct.unpack_from(">IBB", body, offset)
+                    if control & 1:  # a command fragment
+                        command += body[offset + 6 : offset + 4 + size]
+                        if control & 2:
+                            pending = _command(bytes(command))
+                            command.clear()
+                            if pending.get(0x0800) == b"\x01\x01":  # no data set follows
+                                sock.sendall(_response(context, pending))
+                    elif control & 2 and pending is not None:  # the last data fragment
+                        sock.sendall(_response(context, pending))
+                        pending = None
+                        stored += 1
+                    offset += 4 + size
+            elif kind == 0x05:
+                sock.sendall(struct.pack(">BBI", 0x06, 0, 4) + bytes(4))
+                break
+            else:  # an abort, or something a discarding peer need not understand
+                break
+    print(f"association closed: {stored} instances", flush=True)
+
+
+def run_raw_discard_scp(port: int) -> None:
+    """A Storage SCP that reads PDUs and answers success, with no DICOM toolkit at all.
+
+    For a reference that no sender can outrun: pynetdicom spends ~0.1 ms of Python per
+    PDU, so with the 16 KiB PDUs of Orthanc's SCU it takes about 300 instances/s of
+    512 KiB. This one accepts any AE title and every presentation context (Explicit or
+    Implicit VR Little Endian), answers C-ECHO and C-STORE, and keeps nothing.
+    """
+    server = socket.create_server(("127.0.0.1", port))
+    print(f"raw discard SCP on port {port}", flush=True)
+    while True:
+        client, _ = server.accept()
+        threading.Thread(target=_serve_raw, args=(client,), daemon=True).start()
+
+
+@contextmanager
+def raw_discard_scp(workdir: Path) -> Iterator[tuple[int, Path]]:
+    """:func:`run_raw_discard_scp` in its own process; yields (port, log)."""
+    port = free_port()
+    log_path = workdir / "discard-raw.log"
+    log_path.write_bytes(b"")
+    code = (
+        f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import common; "
+        f"common.run_raw_discard_scp({port})"
+    )
+    process = spawn([sys.executable, "-c", code], log_path)
+    try:
+        wait_for_port(port, process=process)
+        yield port, log_path
+    finally:
+        stop(process, 10)
+
+
+def tune_pynetdicom_scu() -> None:
+    """Keep our pynetdicom SCU from adding its own delays to what a benchmark measures.
+
+    pacsnode's own pynetdicom patches serve the client too, against both servers: no
+    Nagle on outbound sockets (a C-FIND request is two small PDUs, the second of which
+    would wait 40 ms for the peer's delayed ACK), no response lost to the association
+    thread, event-driven waits. And no formatting of every received identifier for a
+    debug log nobody reads (~0.3 ms per C-FIND match).
+    """
+    from pynetdicom import _config
+
+    from pacsnode.dimse import reactor
+
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    reactor.install()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def write_results(name: str, figures: dict[str, Any]) -> Path:
+    """Figures of one benchmark run as ``benchmarks/results/NAME.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    document = {
+        "benchmark": name,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        **figures,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
 
 
 def workdir(name: str) -> Path:

@@ -13,37 +13,12 @@ pacsnode fsyncs every file and commits its index before answering success.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from common import ct_corpus, orthanc_server, pacsnode_server, workdir
-
-
-def send(port: int, called_ae: str, files: list[Path], associations: int) -> float:
-    """Seconds for ``associations`` storescu processes to send ``files`` between them."""
-    env = dict(os.environ, TCP_NODELAY="1")
-    groups = [files[i::associations] for i in range(associations)]
-    started = time.perf_counter()
-    processes = [
-        subprocess.Popen(
-            ["storescu", "-aec", called_ae, "127.0.0.1", str(port), *map(str, group)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for group in groups
-    ]
-    for process in processes:
-        _, errors = process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"storescu failed: {errors.decode()[-500:]}")
-    return time.perf_counter() - started
-
+from common import ct_corpus, orthanc_server, pacsnode_server, storescu, workdir
 
 Server = Callable[[], AbstractContextManager[int]]
 
@@ -55,7 +30,7 @@ def measure(
     times = []
     for _ in range(repeat):
         with server() as port:
-            times.append(send(port, called_ae, files, associations))
+            times.append(storescu(port, called_ae, files, associations))
     return statistics.median(times)
 
 

@@ -1,4 +1,5 @@
-"""Faster networking for pynetdicom: event-driven waits and large socket reads.
+"""Faster networking for pynetdicom: event-driven waits, large socket reads, no Nagle
+on outbound sockets, and a fix for the race that quicker waits make likelier.
 
 pynetdicom runs two threads per association, each a loop that sleeps 1 ms between
 looks at its work: the DUL thread (socket in, PDUs out) and the association thread
@@ -146,10 +147,57 @@ def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
     return buffer
 
 
+class _Checkpoint(threading.Event):
+    """An association's pause point that a send_*() cannot slip past.
+
+    pynetdicom's send_c_store() and the like pause the association's own thread (clear
+    its checkpoint, then wait until ``_is_paused``) so that they alone read the
+    response. But ``_is_paused`` is still True from the last pause once the thread has
+    been let go and has not yet run: the next send_*() goes ahead, and when the peer
+    answers quickly the thread's ``get_msg()`` takes the response while the caller
+    waits out its DIMSE timeout. Letting the thread go clears ``_is_paused``, so the
+    next send_*() waits until the thread is really paused again. Not when the thread
+    itself sends (a C-GET's C-STOREs, a report on the same association): it is not at
+    its pause point then, and would wait for itself.
+    """
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__()
+        self.assoc = assoc
+
+    def set(self) -> None:
+        if threading.current_thread() is not self.assoc:
+            self.assoc._is_paused = False
+        super().set()
+
+
+_original_init = Association.__init__
+_original_create_socket = AssociationSocket._create_socket
+
+
+def _create_socket(self: AssociationSocket, address: Any) -> socket.socket:
+    """Outbound sockets without Nagle's algorithm, as the server's accepted ones.
+
+    A C-STORE is a small command PDU and then the data: with Nagle on, the second
+    waits for the peer's delayed ACK of the first, some 40 ms an instance.
+    """
+    created = _original_create_socket(self, address)
+    created.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return created
+
+
+def _init(self: Association, *args: Any, **kwargs: Any) -> None:
+    _original_init(self, *args, **kwargs)
+    self._reactor_checkpoint = _Checkpoint(self)
+    self._reactor_checkpoint.set()
+
+
 def install() -> None:
     """Patch pynetdicom once per process; calling again changes nothing."""
     if isinstance(_dul.time, _Clock):
         return
+    Association.__init__ = _init  # type: ignore[method-assign]
+    AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
     clock = _Clock()
     _dul.time = clock
     _association.time = clock

@@ -24,6 +24,7 @@ from pacsnode.archive.uids import (
     VERIFICATION_SOP_CLASS,
     syntax_of_encoding,
 )
+from pacsnode.dimse import reactor
 
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
 
@@ -60,6 +61,7 @@ class StoreOutcome:
 
 def new_ae(calling_ae: str) -> AE:
     """An AE for one outbound association, as pacsnode presents itself."""
+    reactor.install()
     ae = AE(ae_title=calling_ae)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
