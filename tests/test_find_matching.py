@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 from conftest import PYDICOM_FILES, RunningServer, ServerFactory, ct_dataset
-from peers import send_datasets, send_files
+from peers import associate, send_datasets, send_files
 from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
@@ -282,3 +282,14 @@ def test_names_match_on_their_alphabetic_group(
     assert {
         name for name, uid in uids.items() if uid in values(pending, "StudyInstanceUID")
     } == found
+
+
+def test_an_answer_larger_than_the_peers_pdu_arrives_whole(server: RunningServer) -> None:
+    comments = "long comment " * 700  # 9,100 characters against 4 KiB PDUs
+    stored = ct_dataset(patient_id="LONG1", PatientComments=comments)
+    assert send_datasets(server.port, [stored]) == [0]
+    query = identifier("STUDY", StudyInstanceUID="", PatientID="LONG1", PatientComments="")
+    assoc = associate(server.port, [(STUDY_ROOT, ["1.2.840.10008.1.2.1"])], max_pdu=4096)
+    answers = [found for status, found in assoc.send_c_find(query, STUDY_ROOT) if found]
+    assoc.release()
+    assert [found.PatientComments for found in answers] == [comments.strip()]

@@ -14,13 +14,13 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
-from pynetdicom.events import Event
 from sqlalchemy.exc import DBAPIError
 
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, search
 from pacsnode.archive.schema import LEVEL_TABLES
+from pacsnode.dimse.find_service import FindRequest
 from pacsnode.dimse.identifiers import NOT_KEYS, query_keys, requested_items, set_returned
 from pacsnode.dimse.qr_model import (
     IDENTIFIER_DOES_NOT_MATCH,
@@ -46,7 +46,7 @@ class FindSCP:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
 
-    def handle_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    def handle_find(self, event: FindRequest) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         model = str(event.request.AffectedSOPClassUID)
         try:
             identifier = event.identifier
@@ -87,15 +87,15 @@ class FindSCP:
         )
         yield SUCCESS, None
 
-    def _query(self, identifier: Dataset, event: Event, model: str) -> Query:
+    def _query(self, identifier: Dataset, event: FindRequest, model: str) -> Query:
         keys, sequences = query_keys(identifier)
         return Query(
             level=query_level(identifier, model),
             keys=keys,
             patient_root=model != STUDY_ROOT_FIND,
             case_insensitive=self.archive.settings.case_insensitive_matching,
-            relational=relational(event, model),
-            combined_datetime=combined_datetime(event, model),
+            relational=relational(event.assoc, model),
+            combined_datetime=combined_datetime(event.assoc, model),
             sequences=sequences,
         )
 

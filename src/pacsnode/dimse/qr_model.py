@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydicom import Dataset
 from pydicom.uid import UID
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 
 from pacsnode.archive.attributes import Level
@@ -50,18 +51,18 @@ def _granted(sop_class: str, app_info: bytes) -> bytes:
     return bytes(granted)
 
 
-def _requested_option(event: Event, model: str, byte: int) -> bool:
+def _requested_option(assoc: Association, model: str, byte: int) -> bool:
     """Whether the peer asked for (and so was granted) an extended negotiation option."""
-    app_info = event.assoc.requestor.sop_class_extended.get(UID(model), b"")
+    app_info = assoc.requestor.sop_class_extended.get(UID(model), b"")
     return len(app_info) > byte and app_info[byte] == 1
 
 
-def relational(event: Event, model: str) -> bool:
-    return _requested_option(event, model, 0)
+def relational(assoc: Association, model: str) -> bool:
+    return _requested_option(assoc, model, 0)
 
 
-def combined_datetime(event: Event, model: str) -> bool:
-    return model in FIND_SOP_CLASSES and _requested_option(event, model, 1)
+def combined_datetime(assoc: Association, model: str) -> bool:
+    return model in FIND_SOP_CLASSES and _requested_option(assoc, model, 1)
 
 
 IDENTIFIER_DOES_NOT_MATCH = 0xA900

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 from pydicom import Dataset
 from pydicom.sequence import Sequence
-from pynetdicom.events import Event
 from sqlalchemy.exc import DBAPIError
 
 from pacsnode.archive.worklist import Worklist, WorklistItem
 from pacsnode.config import Settings
+from pacsnode.dimse.find_service import FindRequest
 from pacsnode.dimse.identifiers import NOT_KEYS, query_keys, requested_items, set_returned
 from pacsnode.dimse.qr_model import failure
 
@@ -27,7 +27,7 @@ class WorklistSCP:
         self.settings = settings
         self.worklist = worklist
 
-    def handle_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    def handle_find(self, event: FindRequest) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         requestor = event.assoc.requestor.ae_title
         try:
             identifier = event.identifier
