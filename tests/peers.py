@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset, dcmread
 from pynetdicom import AE, _config, build_context
 from pynetdicom.association import Association
+from pynetdicom.transport import AssociationSocket
 
 _config.STORE_SEND_CHUNKED_DATASET = True  # a path is sent as its exact bytes
+
+
+def _without_nagle(create: Callable[..., socket.socket]) -> Callable[..., socket.socket]:
+    """Test peers send with TCP_NODELAY, as modalities and DCMTK (TCP_NODELAY=1) do:
+    pynetdicom leaves Nagle on, and each C-STORE would wait 40 ms for a delayed ACK."""
+
+    def created(self: AssociationSocket, address: Any) -> socket.socket:
+        sock = create(self, address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    return created
+
+
+AssociationSocket._create_socket = _without_nagle(AssociationSocket._create_socket)  # type: ignore[method-assign]
 
 VERIFICATION = "1.2.840.10008.1.1"
 

@@ -11,6 +11,7 @@ and an answer too big for one PDU, take pynetdicom's usual path.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -32,6 +33,7 @@ log = logging.getLogger("pacsnode.find")
 PENDING = (0xFF00, 0xFF01)
 UNABLE_TO_PROCESS = 0xC000
 _PDU_OVERHEAD = 6 + 2 * 6  # P-DATA-TF header, and two PDV item headers
+_QUEUED_ANSWERS = 4
 
 
 @dataclass
@@ -97,11 +99,23 @@ class _Sender:
             response.Identifier = BytesIO(encoded)
             self.service.dimse.send_msg(response, self.context_id)
             return
+        self._wait_for_room()
         message = P_DATA()
         pdvs = message.presentation_data_value_list
         pdvs.append((self.context_id, b"\x03" + command))  # the last (only) command fragment
         pdvs.append((self.context_id, b"\x02" + encoded))  # the last (only) data set fragment
         self.service.dimse.dul.send_pdu(message)
+
+    def _wait_for_room(self) -> None:
+        """Keep at most a few answers queued for the network.
+
+        Matches are read faster than they are sent: without a bound, a query matching
+        a million instances would queue them all in memory, and a C-CANCEL would only
+        be read once all had gone, as the DUL thread sends whatever is queued first.
+        """
+        queued = self.service.dimse.dul.to_provider_queue
+        while len(queued.queue) >= _QUEUED_ANSWERS and self.service.assoc.is_established:
+            time.sleep(0.0002)
 
     def final(self, status: int | Dataset) -> None:
         self.service.dimse.send_msg(self._response(status), self.context_id)
