@@ -342,16 +342,14 @@ def run_discard_scp(port: int, ae_title: str, max_pdu: int) -> None:
 
 
 @contextmanager
-def discard_scp(
-    workdir: Path, ae_title: str = "DISCARD", max_pdu: int = 1_048_576
-) -> Iterator[tuple[int, Path]]:
-    """:func:`run_discard_scp` in its own process; yields (port, log)."""
+def _helper_process(workdir: Path, name: str, call: str) -> Iterator[tuple[int, Path]]:
+    """``common.<call>`` run with a free port in its own process; yields (port, log)."""
     port = free_port()
-    log_path = workdir / f"discard-{ae_title.lower()}.log"
+    log_path = workdir / f"{name}.log"
     log_path.write_bytes(b"")
     code = (
         f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import common; "
-        f"common.run_discard_scp({port}, {ae_title!r}, {max_pdu})"
+        f"common.{call.format(port=port)}"
     )
     process = spawn([sys.executable, "-c", code], log_path)
     try:
@@ -359,6 +357,14 @@ def discard_scp(
         yield port, log_path
     finally:
         stop(process, 10)
+
+
+def discard_scp(
+    workdir: Path, ae_title: str = "DISCARD", max_pdu: int = 1_048_576
+) -> contextlib.AbstractContextManager[tuple[int, Path]]:
+    """:func:`run_discard_scp` in its own process; yields (port, log)."""
+    call = f"run_discard_scp({{port}}, {ae_title!r}, {max_pdu})"
+    return _helper_process(workdir, f"discard-{ae_title.lower()}", call)
 
 
 _EXPLICIT_LE = b"1.2.840.10008.1.2.1"
@@ -492,22 +498,9 @@ def run_raw_discard_scp(port: int) -> None:
         threading.Thread(target=_serve_raw, args=(client,), daemon=True).start()
 
 
-@contextmanager
-def raw_discard_scp(workdir: Path) -> Iterator[tuple[int, Path]]:
+def raw_discard_scp(workdir: Path) -> contextlib.AbstractContextManager[tuple[int, Path]]:
     """:func:`run_raw_discard_scp` in its own process; yields (port, log)."""
-    port = free_port()
-    log_path = workdir / "discard-raw.log"
-    log_path.write_bytes(b"")
-    code = (
-        f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import common; "
-        f"common.run_raw_discard_scp({port})"
-    )
-    process = spawn([sys.executable, "-c", code], log_path)
-    try:
-        wait_for_port(port, process=process)
-        yield port, log_path
-    finally:
-        stop(process, 10)
+    return _helper_process(workdir, "discard-raw", "run_raw_discard_scp({port})")
 
 
 def tune_pynetdicom_scu() -> None:

@@ -149,9 +149,10 @@ def value_condition(
         except ValueError:
             return sa.false()
     target, wanted = (column, value) if folded is None else (folded, fold(value) or "")
-    if kind is Kind.NAME and "=" not in wanted:
+    if kind is Kind.NAME and "=" not in wanted and not wanted.endswith("*"):
         # A name without '=' matches the alphabetic group of a stored name whose
-        # ideographic and phonetic groups follow it ("Yamada^Tarou=山田^太郎=…").
+        # ideographic and phonetic groups follow it ("Yamada^Tarou=山田^太郎=…"); a
+        # trailing '*' reaches them already.
         return sa.or_(_text_condition(target, wanted), _text_condition(target, wanted + "=*"))
     return _text_condition(target, wanted)
 

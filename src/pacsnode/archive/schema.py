@@ -204,21 +204,8 @@ worklist_item = sa.Table(
     "worklist_item",
     metadata,
     sa.Column("pk", sa.Integer, primary_key=True),
-    # The top-level matching keys; the Scheduled Procedure Step Sequence is matched
-    # through sequence_value like any other sequence.
-    sa.Column("patient_id", sa.Text),
-    sa.Column("issuer_of_patient_id", sa.Text),
-    sa.Column("patient_name", sa.Text),
-    sa.Column("patient_name_ci", sa.Text, index=True),
-    sa.Column("patient_birth_date", sa.String(8)),
-    sa.Column("patient_sex", sa.Text),
-    sa.Column("accession_number", sa.Text),
-    sa.Column("accession_number_ci", sa.Text, index=True),
-    sa.Column("requested_procedure_id", sa.Text),
-    sa.Column("study_instance_uid", sa.String(64)),
-    sa.Column("referring_physician_name", sa.Text),
-    sa.Column("referring_physician_name_ci", sa.Text),
-    sa.Column("admission_id", sa.Text),
+    # The item is its data set; every value in it is also a sequence_value row, which
+    # is what worklist queries match on.
     # The placer order number of the HL7 order that made the item, to cancel it by.
     sa.Column("order_number", sa.Text, index=True),
     sa.Column("status", sa.String(16), nullable=False),

@@ -62,32 +62,8 @@ def _item(row: Any) -> WorklistItem:
     )
 
 
-def _text(dataset: Dataset, keyword: str) -> str | None:
-    value = dataset.get(keyword)
-    return str(value).strip() or None if value is not None else None
-
-
-def _columns(dataset: Dataset) -> dict[str, Any]:
-    """The columns kept beside the data set, for listing and the REST API."""
-    name = _text(dataset, "PatientName")
-    accession = _text(dataset, "AccessionNumber")
-    referring = _text(dataset, "ReferringPhysicianName")
-    return {
-        "patient_id": _text(dataset, "PatientID"),
-        "issuer_of_patient_id": _text(dataset, "IssuerOfPatientID"),
-        "patient_name": name,
-        "patient_name_ci": fold(name),
-        "patient_birth_date": _text(dataset, "PatientBirthDate"),
-        "patient_sex": _text(dataset, "PatientSex"),
-        "accession_number": accession,
-        "accession_number_ci": fold(accession),
-        "requested_procedure_id": _text(dataset, "RequestedProcedureID"),
-        "study_instance_uid": _text(dataset, "StudyInstanceUID"),
-        "referring_physician_name": referring,
-        "referring_physician_name_ci": fold(referring),
-        "admission_id": _text(dataset, "AdmissionID"),
-        "dataset": json.dumps(dataset.to_json_dict()),
-    }
+def _json(dataset: Dataset) -> str:
+    return json.dumps(dataset.to_json_dict())
 
 
 def _values(dataset: Dataset, owner_pk: int) -> list[dict[str, Any]]:
@@ -164,7 +140,7 @@ class Worklist:
         pk = connection.execute(
             sa.insert(worklist_item).returning(worklist_item.c.pk),
             {
-                **_columns(dataset),
+                "dataset": _json(dataset),
                 "order_number": order_number,
                 "status": SCHEDULED,
                 "created_at": moment,
@@ -180,7 +156,7 @@ class Worklist:
             changed = connection.execute(
                 sa.update(worklist_item)
                 .where(worklist_item.c.pk == pk)
-                .values(**_columns(dataset), updated_at=now())
+                .values(dataset=_json(dataset), updated_at=now())
             )
             if not changed.rowcount:
                 raise WorklistError(f"no worklist item {pk}")

@@ -65,19 +65,6 @@ def upgrade() -> None:
     op.create_table(
         "worklist_item",
         sa.Column("pk", sa.Integer(), nullable=False),
-        sa.Column("patient_id", sa.Text(), nullable=True),
-        sa.Column("issuer_of_patient_id", sa.Text(), nullable=True),
-        sa.Column("patient_name", sa.Text(), nullable=True),
-        sa.Column("patient_name_ci", sa.Text(), nullable=True),
-        sa.Column("patient_birth_date", sa.String(length=8), nullable=True),
-        sa.Column("patient_sex", sa.Text(), nullable=True),
-        sa.Column("accession_number", sa.Text(), nullable=True),
-        sa.Column("accession_number_ci", sa.Text(), nullable=True),
-        sa.Column("requested_procedure_id", sa.Text(), nullable=True),
-        sa.Column("study_instance_uid", sa.String(length=64), nullable=True),
-        sa.Column("referring_physician_name", sa.Text(), nullable=True),
-        sa.Column("referring_physician_name_ci", sa.Text(), nullable=True),
-        sa.Column("admission_id", sa.Text(), nullable=True),
         sa.Column("order_number", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("dataset", sa.Text(), nullable=False),
@@ -86,16 +73,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_worklist_item")),
     )
     op.create_index(
-        op.f("ix_worklist_item_accession_number_ci"),
-        "worklist_item",
-        ["accession_number_ci"],
-        unique=False,
-    )
-    op.create_index(
         op.f("ix_worklist_item_order_number"), "worklist_item", ["order_number"], unique=False
-    )
-    op.create_index(
-        op.f("ix_worklist_item_patient_name_ci"), "worklist_item", ["patient_name_ci"], unique=False
     )
     op.add_column("instance", sa.Column("rejection", sa.String(length=16), nullable=True))
     op.add_column("study", sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True))
@@ -104,9 +82,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("study", "notified_at")
     op.drop_column("instance", "rejection")
-    op.drop_index(op.f("ix_worklist_item_patient_name_ci"), table_name="worklist_item")
     op.drop_index(op.f("ix_worklist_item_order_number"), table_name="worklist_item")
-    op.drop_index(op.f("ix_worklist_item_accession_number_ci"), table_name="worklist_item")
     op.drop_table("worklist_item")
     op.drop_table("rejected_instance")
     op.drop_index(op.f("ix_mpps_study_instance_uid"), table_name="mpps")
