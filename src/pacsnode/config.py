@@ -18,6 +18,7 @@ DuplicatePolicy = Literal["keep", "overwrite", "refuse"]
 DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
 CommitmentReportMode = Literal["same", "new", "same_if_open"]
 RejectedAnswer = Literal["warning", "failure"]
+HttpAuth = Literal["none", "basic", "oauth2"]
 
 CONFIG_ENV = "PACSNODE_CONFIG"
 ENV_PREFIX = "PACSNODE_"
@@ -54,9 +55,28 @@ class Settings:
     ae_title: str = "PACSNODE"
     dicom_port: int = 11112
     http_port: int = 8042
-    """The REST API (and later DICOMweb and the UI); 0 turns the HTTP door off."""
+    """DICOMweb, WADO-URI and the REST API; 0 turns the HTTP door off."""
     http_bind_address: str = "127.0.0.1"
-    """The admin API has no authentication yet: it answers on loopback only by default."""
+    """Where the HTTP door listens. With ``http_auth = "none"`` it is loopback whatever
+    this says: an archive without authentication is not put on the network."""
+    http_auth: HttpAuth = "none"
+    """"basic" checks ``http_users``; "oauth2" checks bearer JWTs against ``oauth2_issuer``."""
+    http_users: tuple[str, ...] = ()
+    """``name:password`` entries for HTTP Basic; the password may be a ``pbkdf2_sha256$…``
+    hash from ``pacsnode hash-password``."""
+    oauth2_issuer: str = ""
+    """The token issuer (``iss``); its JWKS is read from ``oauth2_jwks_url`` or, when that
+    is empty, from the issuer's OpenID configuration."""
+    oauth2_jwks_url: str = ""
+    oauth2_audience: str = ""
+    """The ``aud`` tokens must carry; empty accepts any audience."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins of web viewers allowed to call DICOMweb from a browser; ``*`` allows any."""
+    public_url: str = ""
+    """The archive's HTTP address as clients see it (behind a proxy), for Retrieve URLs
+    and BulkDataURIs; empty derives it from each request."""
+    stow_max_bytes: int = 4 * 1024**3
+    """The largest STOW-RS request body accepted; larger ones get 413."""
     bind_address: str = "0.0.0.0"
     data_dir: Path = Path("pacsnode-data")
     database_url: str = ""
@@ -211,6 +231,7 @@ def load_settings(
     _check_choice(
         "rejected_store_answer", values.get("rejected_store_answer"), get_args(RejectedAnswer)
     )
+    _check_choice("http_auth", values.get("http_auth"), get_args(HttpAuth))
     settings = Settings(**values, remote_ae=merged.get("remote_ae", ()))
     if len(settings.ae_title) > 16 or not settings.ae_title.strip():
         raise ConfigError("ae_title must be 1 to 16 characters")

@@ -7,9 +7,11 @@ doors accept still reaches the index and the queue.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.metadata import MetadataWarmer
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.dimse.server import DimseServer
@@ -30,6 +32,7 @@ class Node:
             self.archive.database, settings.job_max_attempts, settings.job_retry_delay
         )
         self.workers = Workers(self.jobs, settings.job_workers)
+        self.warmer = MetadataWarmer(self.archive.metadata)
         self.dimse = DimseServer(settings, self.archive, self.workers)
         self.orders = (
             OrderListener(
@@ -43,7 +46,7 @@ class Node:
         self.http = (
             HttpServer(
                 create_app(self.archive, self.workers),
-                settings.http_bind_address,
+                _http_host(settings),
                 settings.http_port,
             )
             if settings.http_port
@@ -55,6 +58,7 @@ class Node:
         if removed:
             log.info("removed %d partial files left by an interrupted run", removed)
         self.workers.start()
+        self.warmer.start()
         self.dimse.start()
         if self.http is not None:
             self.http.start()
@@ -67,5 +71,29 @@ class Node:
         if self.http is not None:
             self.http.stop()
         self.dimse.stop()
+        self.warmer.stop()
         self.workers.stop()
         self.archive.close()
+
+
+def _http_host(settings: Settings) -> str:
+    """Where the HTTP door listens: an archive without authentication hands patient data
+    to anyone who can reach it, so then only this machine may."""
+    address = settings.http_bind_address
+    if settings.http_auth != "none" or _is_loopback(address):
+        return address
+    log.warning(
+        'http_auth is "none": the HTTP server listens on 127.0.0.1 only, not on %s; '
+        'set http_auth to "basic" or "oauth2" to serve other machines',
+        address,
+    )
+    return "127.0.0.1"
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pacsnode.archive.database import Database, migrate, open_database
 from pacsnode.archive.index import Index
 from pacsnode.archive.ingest import CANNOT_UNDERSTAND, REJECTED_WARNING, Ingest
+from pacsnode.archive.metadata import MetadataCache
 from pacsnode.archive.storage import Storage
 from pacsnode.config import Settings
 
@@ -21,6 +22,7 @@ class Archive:
             self.storage, self.index, REJECTED_WARNING if warn else CANNOT_UNDERSTAND
         )
         self.rejections = self.ingest.rejections
+        self.metadata = MetadataCache(self.database, self.storage)
 
     def close(self) -> None:
         self.database.dispose()

@@ -325,6 +325,18 @@ def build(query: Query) -> sa.Select[Any]:
     return statement.order_by(LEVEL_TABLES[query.level].c.pk)
 
 
+def row_value(row: sa.RowMapping, keyword: str) -> Any:
+    """What a :func:`build` row holds for a keyword: the stored value (a sequence as its
+    DICOM JSON text), a computed count, or ``None`` when the index does not keep it."""
+    if keyword in COMPUTED:
+        level, column = COMPUTED[keyword]
+        return row.get(f"{LEVEL_TABLES[level].name}.{column}")
+    attr = BY_KEYWORD.get(keyword)
+    if attr is None:
+        return None
+    return row.get(f"{LEVEL_TABLES[attr.level].name}.{attr.column}")
+
+
 def search(connection: Connection, statement: sa.Select[Any]) -> Iterator[sa.RowMapping]:
     """Rows of a :func:`build` statement, streamed from the database."""
     result = connection.execution_options(stream_results=True).execute(statement)

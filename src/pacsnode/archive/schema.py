@@ -224,6 +224,20 @@ rejected_instance = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Each instance's DICOM JSON (PS3.18 F.2) without its bulk data, so that WADO-RS
+# metadata is read from here rather than parsed from every file of a study.
+instance_metadata = sa.Table(
+    "instance_metadata",
+    metadata,
+    sa.Column(
+        "instance_pk",
+        sa.Integer,
+        sa.ForeignKey("instance.pk", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("document", sa.Text, nullable=False),
+)
+
 LEVEL_TABLES: dict[Level, sa.Table] = {
     Level.PATIENT: patient,
     Level.STUDY: study,

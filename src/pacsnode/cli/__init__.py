@@ -1,9 +1,9 @@
 """The ``pacsnode`` command: the server, and the tools an administrator reaches for."""
 
-from pacsnode.cli import archive, jobs, network, rejected, worklist
+from pacsnode.cli import archive, jobs, network, rejected, security, worklist
 from pacsnode.cli.common import app
 
-__all__ = ["app", "archive", "jobs", "main", "network", "rejected", "worklist"]
+__all__ = ["app", "archive", "jobs", "main", "network", "rejected", "security", "worklist"]
 
 
 def main() -> None:

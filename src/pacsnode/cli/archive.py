@@ -19,10 +19,12 @@ from pacsnode.cli.common import (
     DataDirOption,
     app,
     configure_logging,
+    console,
     load,
     progress_bar,
     walk,
 )
+from pacsnode.config import ConfigError
 
 
 @app.command()
@@ -49,7 +51,11 @@ def serve(
     from pacsnode.node import Node
 
     log = logging.getLogger("pacsnode")
-    node = Node(settings)
+    try:
+        node = Node(settings)
+    except ConfigError as exc:  # settings that only the doors can judge, e.g. http_users
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -18,8 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
-from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, search
-from pacsnode.archive.schema import LEVEL_TABLES
+from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, row_value, search
 from pacsnode.dimse.find_service import FindRequest
 from pacsnode.dimse.identifiers import NOT_KEYS, query_keys, requested_items, set_returned
 from pacsnode.dimse.qr_model import (
@@ -123,13 +122,8 @@ def _value(row: Any, keyword: str, our_ae: str) -> Any:
         return our_ae
     if keyword == "InstanceAvailability":
         return "ONLINE"
-    if keyword in COMPUTED:
-        level, column = COMPUTED[keyword]
-        return row.get(f"{LEVEL_TABLES[level].name}.{column}")
+    value = row_value(row, keyword)
     attr = BY_KEYWORD.get(keyword)
-    if attr is None:
-        return None
-    value = row.get(f"{LEVEL_TABLES[attr.level].name}.{attr.column}")
-    if value is not None and attr.kind is Kind.SEQUENCE:
+    if value is not None and attr is not None and attr.kind is Kind.SEQUENCE:
         return Sequence([Dataset.from_json(item) for item in json.loads(value)])
     return value

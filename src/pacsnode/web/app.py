@@ -1,24 +1,74 @@
-"""The HTTP application: the admin REST API now, DICOMweb and the UI beside it later."""
+"""The HTTP application: DICOMweb under ``/dicom-web``, WADO-URI at ``/wado``, the admin
+REST API under ``/api``, all thin doors onto the same archive core."""
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Mount
 
 from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import MppsStore
 from pacsnode.archive.worklist import Worklist
+from pacsnode.config import Settings
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
+from pacsnode.web.auth import authentication
+from pacsnode.web.dicomweb.common import DicomWebError, error_response
+from pacsnode.web.dicomweb.qido import Qido
+from pacsnode.web.dicomweb.rendered import Rendered
+from pacsnode.web.dicomweb.stow import Stow
+from pacsnode.web.dicomweb.wado import Wado
+from pacsnode.web.openapi import openapi_route
+from pacsnode.web.wado_uri import WadoUri
 
 
-def create_app(archive: Archive, workers: Workers) -> Starlette:
+def _dicomweb(archive: Archive) -> list[BaseRoute]:
+    return [
+        *Qido(archive).routes(),
+        *Wado(archive).routes(),
+        *Stow(archive).routes(),
+        *Rendered(archive).routes(),
+    ]
+
+
+def _api(archive: Archive, workers: Workers) -> list[BaseRoute]:
     settings = archive.settings
     worklist = Worklist(archive.database, settings.worklist_hide_finished)
-    api = [
+    return [
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),
         *RejectedApi(archive.rejections).routes(),
     ]
-    return Starlette(routes=[Mount("/api", routes=api)])
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    """CORS comes first, so that a browser's preflight is answered without credentials."""
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["Warning", "Content-Type", "Content-Location"],
+            )
+        )
+    return [*middleware, *authentication(settings)]
+
+
+def create_app(archive: Archive, workers: Workers) -> Starlette:
+    routes: list[BaseRoute] = [
+        Mount("/dicom-web", routes=_dicomweb(archive)),
+        Mount("/api", routes=_api(archive, workers)),
+        *WadoUri(archive).routes(),
+    ]
+    routes.append(openapi_route(routes))
+    return Starlette(
+        routes=routes,
+        middleware=_middleware(archive.settings),
+        exception_handlers={DicomWebError: error_response},
+    )

@@ -1,0 +1,255 @@
+"""WADO-RS (PS3.18 §10.4): instances, metadata, frames and bulk data of what is stored.
+
+Instances go out as their stored bytes when the client takes any syntax
+(``transfer-syntax=*``) or the stored one; otherwise they are converted without loss
+(:mod:`pacsnode.archive.transcoding`), and 406 answers a syntax that would need lossy
+compression. Without a ``transfer-syntax`` parameter the answer is Explicit VR
+Little Endian, as PS3.18 §8.7.3.5.2 says. Metadata comes from the documents the
+index keeps (:mod:`pacsnode.archive.metadata`), not from the files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from pacsnode.archive.core import Archive
+from pacsnode.archive.frames import FRAME_MEDIA_TYPES, FrameError, decoded_frames, stored_frames
+from pacsnode.archive.metadata import BASE, bulk_value
+from pacsnode.archive.retrieve import Located
+from pacsnode.archive.transcoding import TranscodeError, can_transcode, transcode
+from pacsnode.web.dicomweb.accept import MediaRange, accepted
+from pacsnode.web.dicomweb.common import DICOM_JSON, DicomWebError, base_url, located, log
+from pacsnode.web.dicomweb.dicom_xml import native_model
+from pacsnode.web.multipart import Part, content_type, new_boundary, stream
+
+ANY_SYNTAX = "*"
+OCTET_STREAM = "application/octet-stream"
+_CHUNK = 1 << 20
+
+_INSTANCES = "/studies/{study}/series/{series}/instances/{instance}"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the server answers with, chosen from what the client accepts."""
+
+    media_type: str
+    """``application/dicom``, ``application/zip``, or a frame's media type."""
+    transfer_syntax: str
+
+
+def _path_uids(request: Request) -> tuple[str, str | None, str | None]:
+    params = request.path_params
+    return params["study"], params.get("series"), params.get("instance")
+
+
+class Wado:
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+
+    def routes(self) -> list[BaseRoute]:
+        get = ["GET"]
+        routes: list[BaseRoute] = []
+        for path in ("/studies/{study}", "/studies/{study}/series/{series}", _INSTANCES):
+            routes += [
+                Route(path, self.instances, methods=get),
+                Route(f"{path}/metadata", self.metadata, methods=get),
+            ]
+        return [
+            *routes,
+            Route(f"{_INSTANCES}/frames/{{frames}}", self.frames, methods=get),
+            Route(f"{_INSTANCES}/bulkdata/{{tag_path:path}}", self.bulkdata, methods=get),
+        ]
+
+    def instances(self, request: Request) -> Response:
+        """Retrieve DICOM instances (WADO-RS), as multipart/related or ZIP."""
+        offer = _instance_offer(accepted(request))
+        found = located(self.archive, *_path_uids(request))
+        if offer.media_type == "application/zip":
+            return StreamingResponse(
+                _zip(found),
+                media_type="application/zip",
+                headers={
+                    "Content-Disposition": f'attachment; filename="{found[0].sop_instance_uid}.zip"'
+                },
+            )
+        target = offer.transfer_syntax
+        refused = [
+            i
+            for i in found
+            if target != ANY_SYNTAX and not can_transcode(i.transfer_syntax_uid, target)
+        ]
+        if refused:
+            raise DicomWebError(406, f"cannot convert {refused[0].transfer_syntax_uid} to {target}")
+        boundary = new_boundary()
+        return StreamingResponse(
+            stream(_dicom_parts(found, target), boundary),
+            media_type=content_type("application/dicom", boundary),
+        )
+
+    def metadata(self, request: Request) -> Response:
+        """Retrieve metadata (WADO-RS), bulk data as BulkDataURIs."""
+        as_xml = _metadata_as_xml(accepted(request))
+        found = located(self.archive, *_path_uids(request))
+        documents = self.archive.metadata.documents(found)
+        base = base_url(request, self.archive.settings.public_url)
+        text = "[" + ",".join(documents) + "]"
+        text = text.replace(BASE, base)
+        if not as_xml:
+            return Response(text.encode(), media_type=DICOM_JSON)
+        boundary = new_boundary()
+        parts = [Part("application/dicom+xml", native_model(item)) for item in json.loads(text)]
+        return Response(
+            b"".join(stream(parts, boundary)),
+            media_type=content_type("application/dicom+xml", boundary),
+        )
+
+    def frames(self, request: Request) -> Response:
+        """Retrieve frames (WADO-RS), as stored or decompressed."""
+        numbers = _frame_numbers(request.path_params["frames"])
+        [item] = located(self.archive, *_path_uids(request))
+        return self._pixel_parts(request, item, numbers)
+
+    def bulkdata(self, request: Request) -> Response:
+        """Retrieve a bulk data value (WADO-RS)."""
+        [item] = located(self.archive, *_path_uids(request))
+        tag_path = request.path_params["tag_path"].strip("/").upper()
+        if tag_path == "7FE00010":
+            frames = item.number_of_frames or 1
+            return self._pixel_parts(request, item, list(range(1, frames + 1)))
+        element = bulk_value(dcmread(item.path, force=True), tag_path)
+        if element is None or not isinstance(element.value, bytes):
+            raise DicomWebError(404, f"no bulk data at {tag_path}")
+        _bulk_offer(accepted(request), {})
+        boundary = new_boundary()
+        body = b"".join(stream([Part(OCTET_STREAM, element.value)], boundary))
+        return Response(body, media_type=content_type(OCTET_STREAM, boundary))
+
+    def _pixel_parts(self, request: Request, item: Located, numbers: list[int]) -> Response:
+        stored = item.transfer_syntax_uid
+        offer = _bulk_offer(accepted(request), {stored: FRAME_MEDIA_TYPES.get(stored)})
+        keep = offer.transfer_syntax in (ANY_SYNTAX, stored)
+        try:
+            frames = list(
+                stored_frames(item.path, numbers)
+                if keep
+                else decoded_frames(item.path, stored, numbers)
+            )
+        except FrameError as exc:
+            raise DicomWebError(404, str(exc)) from exc
+        media = offer.media_type
+        if keep and stored in FRAME_MEDIA_TYPES:
+            media = FRAME_MEDIA_TYPES[stored]
+        syntax = stored if keep else ExplicitVRLittleEndian
+        part_type = f"{media}; transfer-syntax={syntax}"
+        boundary = new_boundary()
+        body = b"".join(stream([Part(part_type, frame) for frame in frames], boundary))
+        return Response(body, media_type=content_type(offer.media_type, boundary))
+
+
+def _frame_numbers(text: str) -> list[int]:
+    try:
+        numbers = [int(piece) for piece in text.split(",") if piece.strip()]
+    except ValueError as exc:
+        raise DicomWebError(400, f"frame list {text!r} is not a list of numbers") from exc
+    if not numbers or min(numbers) < 1:
+        raise DicomWebError(400, "frame numbers start at 1")
+    return numbers
+
+
+def _instance_offer(ranges: list[MediaRange]) -> Offer:
+    for media in ranges:
+        if media.matches("application/zip") and media.media_type != "*/*":
+            return Offer("application/zip", ANY_SYNTAX)
+        dicom = media.media_type in ("application/dicom", "*/*") or (
+            media.media_type == "multipart/related"
+            and media.part_type in ("application/dicom", None)
+        )
+        if dicom:
+            return Offer("application/dicom", media.transfer_syntax or ExplicitVRLittleEndian)
+    raise DicomWebError(406, "instances are sent as multipart/related application/dicom or ZIP")
+
+
+def _bulk_offer(ranges: list[MediaRange], compressed: dict[str, str | None]) -> Offer:
+    """Frames and bulk data: octet-stream (native), or the stored compressed type."""
+    stored_types = {media: syntax for syntax, media in compressed.items() if media}
+    for media in ranges:
+        part = media.part_type if media.media_type == "multipart/related" else media.media_type
+        if part in (None, "*/*", OCTET_STREAM):
+            return Offer(OCTET_STREAM, media.transfer_syntax or ExplicitVRLittleEndian)
+        if part in stored_types:
+            return Offer(part, stored_types[part])
+    raise DicomWebError(406, "this bulk data is available as application/octet-stream only")
+
+
+def _metadata_as_xml(ranges: list[MediaRange]) -> bool:
+    for media in ranges:
+        if media.media_type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+            return False
+        if "application/dicom+xml" in (media.media_type, media.part_type):
+            return True
+    raise DicomWebError(406, "metadata is application/dicom+json or application/dicom+xml")
+
+
+def _dicom_parts(found: list[Located], target: str) -> Iterator[Part]:
+    """Each instance as a part, converted only when the client needs another syntax.
+
+    Once streaming has started the status is sent; an instance that fails to convert
+    is left out and logged rather than cutting the response short.
+    """
+    for item in found:
+        if target in (ANY_SYNTAX, item.transfer_syntax_uid):
+            syntax = item.transfer_syntax_uid
+            yield Part(f"application/dicom; transfer-syntax={syntax}", item.path)
+            continue
+        try:
+            converted = transcode(item.path, item.transfer_syntax_uid, target)
+        except (TranscodeError, OSError) as exc:
+            log.error("WADO-RS left out %s: %s", item.sop_instance_uid, exc)
+            continue
+        yield Part(f"application/dicom; transfer-syntax={target}", converted)
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable stream: zipfile then writes data descriptors, which is
+    what lets a ZIP be streamed without knowing its sizes first."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
+
+
+def _zip(found: list[Located]) -> Iterator[bytes]:
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for item in found:
+            name = (
+                f"{item.study_instance_uid}/{item.series_instance_uid}/{item.sop_instance_uid}.dcm"
+            )
+            with archive.open(name, "w", force_zip64=True) as out, item.path.open("rb") as source:
+                while chunk := source.read(_CHUNK):
+                    out.write(chunk)
+                    yield sink.take()
+    yield sink.take()
