@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint pytest bench-ingest bench-query migration clean
+.PHONY: run test lint pytest bench-ingest bench-query bench-dicomweb migration clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ bench-ingest: $(VENV)/.installed  ## pacsnode vs Orthanc ingest throughput (need
 
 bench-query: $(VENV)/.installed  ## C-FIND on a 1M-instance index; C-FIND, C-MOVE vs Orthanc: make bench-query ARGS="--instances 20000"
 	cd benchmarks && ../$(PY) query.py $(ARGS)
+
+bench-dicomweb: $(VENV)/.installed  ## study metadata, QIDO-RS, WADO-RS vs Orthanc (needs orthanc-dicomweb, dcmtk): make bench-dicomweb ARGS="--quick"
+	cd benchmarks && ../$(PY) dicomweb.py $(ARGS)
 
 migration: $(VENV)/.installed  ## new Alembic revision from schema changes: make migration MSG="..."
 	$(PY) -c "from alembic import command; from pacsnode.archive.database import MIGRATIONS, alembic_config; \

@@ -190,13 +190,18 @@ def orthanc_server(
     tcp_nodelay: bool,
     extra: dict[str, object] | None = None,
     ae_title: str = "ORTHANC",
+    keep_storage: bool = False,
 ) -> Iterator[tuple[int, int]]:
-    """Orthanc from the Debian package with a throw-away config; yields (dicom, http)."""
+    """Orthanc from the Debian package with a throw-away config; yields (dicom, http).
+
+    It starts empty, unless ``keep_storage`` (a restart on what the last one stored).
+    """
     if shutil.which("Orthanc") is None:
         raise RuntimeError("Orthanc is not installed (apt-get install orthanc)")
     dicom_port, http_port = free_port(), free_port()
     storage = workdir / "orthanc-db"
-    shutil.rmtree(storage, ignore_errors=True)
+    if not keep_storage:
+        shutil.rmtree(storage, ignore_errors=True)
     config = {
         "Name": "benchmark",
         "StorageDirectory": str(storage),
