@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,24 @@ def content_type(part_type: str, boundary: str, **parameters: str) -> str:
 
 
 def stream(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
-    """The body, part by part; the generator works lazily, so parts may be computed."""
+    """The body in chunks of about 4 MiB; parts may be computed lazily.
+
+    Each chunk costs the server a thread-pool hop and a socket write, so a part's
+    headers, its bytes and the next delimiter go out together: three small writes a
+    part halved WADO-RS throughput.
+    """
+    pending: list[bytes] = []
+    size = 0
+    for piece in _pieces(parts, boundary):
+        pending.append(piece)
+        size += len(piece)
+        if size >= _CHUNK:
+            yield b"".join(pending)
+            pending, size = [], 0
+    yield b"".join(pending)
+
+
+def _pieces(parts: Iterable[Part], boundary: str) -> Iterator[bytes]:
     delimiter = f"--{boundary}\r\n".encode()
     for part in parts:
         headers = {"Content-Type": part.content_type, **part.headers}

@@ -35,7 +35,7 @@ from pacsnode.web.multipart import Part, content_type, new_boundary, stream
 
 ANY_SYNTAX = "*"
 OCTET_STREAM = "application/octet-stream"
-_CHUNK = 1 << 20
+_CHUNK = 4 << 20
 
 _INSTANCES = "/studies/{study}/series/{series}/instances/{instance}"
 
