@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import (
     PYDICOM_FILES,
     RunningServer,
@@ -21,6 +22,7 @@ from conftest import (
 from pydicom import dcmread
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.schema import instance_metadata
 from pacsnode.config import Settings, load_settings
 
 GOOD_FILES = {
@@ -125,6 +127,9 @@ def test_import_of_a_folder_tree_stores_the_good_and_names_the_bad(
         assert_holds_exactly(archive, good)
         for source in good:  # the sources are read, never moved or changed
             assert source.exists()
+        with archive.database.reader.connect() as connection:  # ready for WADO-RS metadata
+            documents = sa.select(sa.func.count()).select_from(instance_metadata)
+            assert connection.execute(documents).scalar_one() == len(good)
     finally:
         archive.close()
 

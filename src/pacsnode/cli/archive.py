@@ -90,6 +90,7 @@ def import_(
     files = [p for p in walk(paths) if p.name.upper() != "DICOMDIR"]
     outcomes: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    newest_before = archive.metadata.newest_pk()
     with progress_bar() as progress:
         task = progress.add_task("importing", total=len(files))
         for path in files:
@@ -98,6 +99,11 @@ def import_(
             if not result.ok:
                 reasons[f"0x{result.status:04X} {result.comment}"] += 1
             progress.advance(task)
+        # Viewers ask for a study's metadata first: have it ready, as C-STORE does.
+        task = progress.add_task("metadata", total=None)
+        done: int | None = newest_before
+        while done is not None:
+            done = archive.metadata.warm_after(done, 50)
     archive.close()
     _print_summary(outcomes, reasons)
     if outcomes["failed"] or outcomes["refused"]:

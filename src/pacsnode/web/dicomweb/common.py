@@ -53,3 +53,16 @@ def located(
         what = "instance" if instance else "series" if series else "study"
         raise DicomWebError(404, f"{what} not found")
     return found
+
+
+def frame_numbers(text: str) -> list[int]:
+    """A ``/frames/{list}`` path segment as frame numbers; 400 unless all are from 1."""
+    try:
+        numbers = [int(piece) for piece in text.split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise DicomWebError(
+            400, f"frames must be a comma-separated list of numbers from 1: {text!r}"
+        )
+    return numbers

@@ -48,7 +48,7 @@ from pacsnode.archive.rendering import (
 )
 from pacsnode.archive.retrieve import Located
 from pacsnode.web.dicomweb.accept import MediaRange, accepted
-from pacsnode.web.dicomweb.common import DicomWebError, base_url, located, log
+from pacsnode.web.dicomweb.common import DicomWebError, base_url, frame_numbers, located, log
 from pacsnode.web.multipart import Part, content_type, new_boundary, stream
 
 _INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
@@ -87,7 +87,7 @@ class Rendered:
         frame number gets its 404 rather than a cut-off body.
         """
         options = _rendering_options(request)
-        frames = _frame_numbers(request.path_params["frames"])
+        frames = frame_numbers(request.path_params["frames"])
         dataset = _dataset(self._located(request)[0])
         with _as_http():
             if max(frames) > (count := frame_count(dataset)):
@@ -104,7 +104,7 @@ class Rendered:
         found = self._located(request)
         with _as_http():
             if "frames" in request.path_params:
-                frame = _frame_numbers(request.path_params["frames"])[0]
+                frame = frame_numbers(request.path_params["frames"])[0]
                 return _picture(thumbnail(_dataset(found[0]), options, frame), options)
             return _picture(_representative_thumbnail(found, options), options)
 
@@ -159,16 +159,6 @@ def _negotiated(request: Request) -> str:
             if media.matches(offered):
                 return offered
     raise DicomWebError(406, f"rendered pictures are one of {', '.join(MEDIA_TYPES)}")
-
-
-def _frame_numbers(text: str) -> list[int]:
-    try:
-        numbers = [int(item) for item in text.split(",")]
-    except ValueError:
-        numbers = []
-    if not numbers or min(numbers) < 1:
-        raise DicomWebError(400, "frames must be a comma-separated list of numbers from 1")
-    return numbers
 
 
 def _window(text: str | None) -> tuple[float, float, str] | None:

@@ -29,7 +29,14 @@ from pacsnode.archive.metadata import BASE, bulk_value
 from pacsnode.archive.retrieve import Located
 from pacsnode.archive.transcoding import TranscodeError, can_transcode, transcode
 from pacsnode.web.dicomweb.accept import MediaRange, accepted
-from pacsnode.web.dicomweb.common import DICOM_JSON, DicomWebError, base_url, located, log
+from pacsnode.web.dicomweb.common import (
+    DICOM_JSON,
+    DicomWebError,
+    base_url,
+    frame_numbers,
+    located,
+    log,
+)
 from pacsnode.web.dicomweb.dicom_xml import native_model
 from pacsnode.web.multipart import Part, content_type, new_boundary, stream
 
@@ -117,7 +124,7 @@ class Wado:
 
     def frames(self, request: Request) -> Response:
         """Retrieve frames (WADO-RS), as stored or decompressed."""
-        numbers = _frame_numbers(request.path_params["frames"])
+        numbers = frame_numbers(request.path_params["frames"])
         [item] = located(self.archive, *_path_uids(request))
         return self._pixel_parts(request, item, numbers)
 
@@ -156,16 +163,6 @@ class Wado:
         boundary = new_boundary()
         body = b"".join(stream([Part(part_type, frame) for frame in frames], boundary))
         return Response(body, media_type=content_type(offer.media_type, boundary))
-
-
-def _frame_numbers(text: str) -> list[int]:
-    try:
-        numbers = [int(piece) for piece in text.split(",") if piece.strip()]
-    except ValueError as exc:
-        raise DicomWebError(400, f"frame list {text!r} is not a list of numbers") from exc
-    if not numbers or min(numbers) < 1:
-        raise DicomWebError(400, "frame numbers start at 1")
-    return numbers
 
 
 def _instance_offer(ranges: list[MediaRange]) -> Offer:
