@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pacsnode.archive.remotes import Remotes
 from pacsnode.config import ConfigError, RemoteAE, load_settings
 
 
@@ -57,10 +58,11 @@ def test_remote_aes_and_per_ae_duplicate_policy(tmp_path: Path) -> None:
     )
     settings = load_settings(config, environ={})
     assert settings.remote_ae[0] == RemoteAE("STORESCP", "127.0.0.1", 11113)
-    assert settings.remote("CDRCLIENT") is not None
-    assert settings.duplicate_policy_for("CDRCLIENT") == "overwrite"
-    assert settings.duplicate_policy_for("STORESCP") == "keep"
-    assert settings.duplicate_policy_for("UNKNOWN") == "keep"
+    remotes = Remotes(settings)
+    assert remotes.get("CDRCLIENT") is not None
+    assert remotes.duplicate_policy_for("CDRCLIENT") == "overwrite"
+    assert remotes.duplicate_policy_for("STORESCP") == "keep"
+    assert remotes.duplicate_policy_for("UNKNOWN") == "keep"
 
 
 @pytest.mark.parametrize(

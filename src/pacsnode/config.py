@@ -48,6 +48,19 @@ class RemoteAE:
     pending_responses: bool = True
     """Whether this AE gets pending C-MOVE and C-GET responses; off for a client that
     takes any response for the last one."""
+    offers: tuple[str, ...] = ()
+    """Services the node provides that we may call: echo, store, find, move, get,
+    commit, mwl, mpps. Empty means all of them."""
+    allowed: tuple[str, ...] = ()
+    """Services the node may ask of us, in the same words. Empty means all of them."""
+    transfer_syntaxes: tuple[str, ...] = ()
+    """Transfer syntaxes to send it, best first; empty sends each object as stored."""
+    move_destination_only: bool = False
+    """A C-MOVE destination only: nothing is sent to it unasked (no routing, no
+    forwarding), whatever else it could accept."""
+
+    def offers_service(self, service: str) -> bool:
+        return not self.offers or service in self.offers
 
 
 @dataclass(frozen=True)
@@ -124,18 +137,6 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
-
-    def remote(self, ae_title: str) -> RemoteAE | None:
-        for remote in self.remote_ae:
-            if remote.ae_title == ae_title.strip():
-                return remote
-        return None
-
-    def duplicate_policy_for(self, calling_ae: str) -> DuplicatePolicy:
-        remote = self.remote(calling_ae)
-        if remote is not None and remote.duplicate_policy is not None:
-            return remote.duplicate_policy
-        return self.duplicate_policy
 
 
 SERVER_KEYS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "remote_ae"}

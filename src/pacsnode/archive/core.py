@@ -6,6 +6,7 @@ from pacsnode.archive.database import Database, migrate, open_database
 from pacsnode.archive.index import Index
 from pacsnode.archive.ingest import CANNOT_UNDERSTAND, REJECTED_WARNING, Ingest
 from pacsnode.archive.metadata import MetadataCache
+from pacsnode.archive.remotes import Remotes
 from pacsnode.archive.storage import Storage
 from pacsnode.config import Settings
 
@@ -23,6 +24,7 @@ class Archive:
         )
         self.rejections = self.ingest.rejections
         self.metadata = MetadataCache(self.database, self.storage)
+        self.remotes = Remotes(settings)
 
     def close(self) -> None:
         self.database.dispose()

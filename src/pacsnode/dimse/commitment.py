@@ -203,7 +203,7 @@ class CommitmentSCP:
         event_type: int,
         info: Dataset,
     ) -> None:
-        remote = self.archive.settings.remote(requester)
+        remote = self.archive.remotes.get(requester)
         mode = remote.commitment_report if remote is not None else "same"
         if mode != "new" and service.assoc.is_established:
             try:

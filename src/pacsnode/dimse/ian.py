@@ -89,7 +89,7 @@ class AvailabilityNotifier:
 
     def send(self, payload: dict[str, Any]) -> None:
         """The job: N-CREATE the notification at one subscriber."""
-        remote = self.archive.settings.remote(payload["subscriber"])
+        remote = self.archive.remotes.get(payload["subscriber"])
         if remote is None:
             raise LookupError(f"{payload['subscriber']} is not a configured remote AE")
         ian = notification(self.archive, payload["study"], payload.get("mpps"))

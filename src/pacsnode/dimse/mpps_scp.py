@@ -108,7 +108,7 @@ class MppsSCP:
     def _forward(self, operation: str, uid: str, dataset: Dataset, calling_ae: str) -> None:
         settings = self.archive.settings
         for destination in settings.mpps_destinations:
-            remote = settings.remote(destination)
+            remote = self.archive.remotes.get(destination)
             if remote is None:
                 log.error("MPPS destination %s is not a configured remote AE", destination)
                 continue

@@ -187,7 +187,7 @@ class RetrieveSCP:
         responder = _Responder(service, request, context)
         requestor = service.assoc.requestor.ae_title
         destination = str(request.MoveDestination or "").strip()
-        remote = self.archive.settings.remote(destination)
+        remote = self.archive.remotes.get(destination)
         if remote is None:
             log.warning("C-MOVE from %s to unknown destination %r refused", requestor, destination)
             responder.send(MOVE_DESTINATION_UNKNOWN, comment=f"unknown AE {destination!r}")
@@ -253,7 +253,7 @@ class RetrieveSCP:
         return tally
 
     def _pending_responses(self, calling_ae: str) -> bool:
-        remote = self.archive.settings.remote(calling_ae)
+        remote = self.archive.remotes.get(calling_ae)
         return remote is None or remote.pending_responses
 
 

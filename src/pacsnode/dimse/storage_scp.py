@@ -92,7 +92,7 @@ class StorageSCP:
                 transfer_syntax=event.context.transfer_syntax,
                 expected_sop_class=request.AffectedSOPClassUID,
                 expected_sop_instance=request.AffectedSOPInstanceUID,
-                duplicate_policy=self.archive.settings.duplicate_policy_for(calling_ae),
+                duplicate_policy=self.archive.remotes.duplicate_policy_for(calling_ae),
                 prepared=prepared,
             )
         )
