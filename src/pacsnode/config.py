@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from pydicom.datadict import tag_for_keyword
+from pydicom.uid import UID
+
 DuplicatePolicy = Literal["keep", "overwrite", "refuse"]
 DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
 CommitmentReportMode = Literal["same", "new", "same_if_open"]
@@ -61,6 +64,33 @@ class RemoteAE:
 
     def offers_service(self, service: str) -> bool:
         return not self.offers or service in self.offers
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """Forward what arrives and matches to remote AEs (``[[route]]`` in the config).
+
+    Every criterion is a list where empty means "any"; ``match`` maps attribute
+    keywords to DICOM matching values (``*`` and ``?`` wildcards).
+    """
+
+    name: str
+    destinations: tuple[str, ...]
+    calling_ae: tuple[str, ...] = ()
+    called_ae: tuple[str, ...] = ()
+    modality: tuple[str, ...] = ()
+    sop_class: tuple[str, ...] = ()
+    match: tuple[tuple[str, str], ...] = ()
+    transfer_syntax: str = ""
+    """Send in this syntax; empty uses the destination's ``transfer_syntaxes``."""
+    allow_lossy: bool = False
+    """Whether ``transfer_syntax`` may be a lossy one; never applied to an object that
+    is already lossy compressed (it goes as stored)."""
+    commit: bool = False
+    """Ask the destination for storage commitment of what was sent."""
+    wait_for_stable_study: float = 0.0
+    """Send the study once it had no new instance for this many seconds; 0 sends each
+    instance as it arrives."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +160,14 @@ class Settings:
     job_max_attempts: int = 10
     job_retry_delay: float = 5.0
     """Seconds before a failed job's first retry; each later retry waits twice as long."""
+    find_spanning: tuple[str, ...] = ()
+    """Remote AE titles every Query/Retrieve C-FIND is also sent to, unaltered; their
+    answers follow ours, without duplicates. Empty is off."""
+    move_spanning: bool = False
+    """Forward a C-MOVE whose called AE title is a remote AE offering "move" to that AE
+    (off by default, so that a mistyped called AE title is never sent elsewhere)."""
     remote_ae: tuple[RemoteAE, ...] = field(default_factory=tuple)
+    routes: tuple[RouteRule, ...] = field(default_factory=tuple)
 
     @property
     def resolved_database_url(self) -> str:
@@ -139,7 +176,9 @@ class Settings:
         return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
 
 
-SERVER_KEYS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "remote_ae"}
+SERVER_KEYS = {
+    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("remote_ae", "routes")
+}
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
@@ -186,6 +225,71 @@ def _remote_from_table(table: dict[str, Any]) -> RemoteAE:
     return RemoteAE(**values)
 
 
+LOSSLESS_COMPRESSED = frozenset(
+    {
+        "1.2.840.10008.1.2.5",  # RLE
+        "1.2.840.10008.1.2.4.57",  # JPEG lossless
+        "1.2.840.10008.1.2.4.70",  # JPEG lossless, first-order prediction
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless only
+        "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 lossless only
+        "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
+        "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
+    }
+)
+
+
+def is_lossy_syntax(uid: str) -> bool:
+    """Whether encoding in this syntax may change the pixels (pydicom cannot tell)."""
+    return UID(uid).is_compressed and uid not in LOSSLESS_COMPRESSED
+
+
+def route_from_table(table: dict[str, Any], remotes: tuple[RemoteAE, ...]) -> RouteRule:
+    """A ``[[route]]`` table (or a rule added through the REST API), checked against
+    the remote AEs it sends to."""
+    known = {f.name: f for f in dataclasses.fields(RouteRule)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise ConfigError(f"[[route]] has unknown keys: {', '.join(sorted(unknown))}")
+    missing = {"name", "destinations"} - set(table)
+    if missing:
+        raise ConfigError(f"[[route]] needs {', '.join(sorted(missing))}")
+    match = table.get("match", {})
+    if not isinstance(match, dict):
+        raise ConfigError("route.match must be a table of keyword = value")
+    values = {
+        key: _coerce(f"route.{key}", value, known[key].type)
+        for key, value in table.items()
+        if key != "match"
+    }
+    rule = RouteRule(**values, match=tuple(sorted((str(k), str(v)) for k, v in match.items())))
+    _check_route(rule, {remote.ae_title: remote for remote in remotes})
+    return rule
+
+
+def _check_route(rule: RouteRule, remotes: dict[str, RemoteAE]) -> None:
+    if not rule.name.strip() or not rule.destinations:
+        raise ConfigError("a route needs a name and at least one destination")
+    for destination in rule.destinations:
+        remote = remotes.get(destination)
+        if remote is None:
+            raise ConfigError(f"route {rule.name!r}: {destination} is not a [[remote_ae]]")
+        if remote.move_destination_only:
+            raise ConfigError(
+                f"route {rule.name!r}: {destination} is a C-MOVE destination only "
+                "(move_destination_only) and is never sent anything unasked"
+            )
+    for keyword, _value in rule.match:
+        if tag_for_keyword(keyword) is None:
+            raise ConfigError(f"route {rule.name!r}: {keyword} is not a DICOM keyword")
+    syntax = UID(rule.transfer_syntax)
+    if rule.transfer_syntax and not syntax.is_transfer_syntax:
+        raise ConfigError(f"route {rule.name!r}: {syntax} is not a transfer syntax")
+    lossy = rule.transfer_syntax and is_lossy_syntax(syntax)
+    if lossy and not rule.allow_lossy:
+        raise ConfigError(f"route {rule.name!r}: {syntax.name} is lossy; set allow_lossy")
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -200,6 +304,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"[server] has unknown keys: {', '.join(sorted(unknown))}")
     values: dict[str, Any] = dict(server)
     values["remote_ae"] = tuple(_remote_from_table(t) for t in document.get("remote_ae", []))
+    values["routes"] = tuple(
+        route_from_table(t, values["remote_ae"]) for t in document.get("route", [])
+    )
+    names = [rule.name for rule in values["routes"]]
+    if len(names) != len(set(names)):
+        raise ConfigError("[[route]] names must be unique")
     return values
 
 
@@ -226,14 +336,16 @@ def load_settings(
     values = {
         name: _coerce(name, value, SERVER_KEYS[name].type)
         for name, value in merged.items()
-        if name != "remote_ae"
+        if name not in ("remote_ae", "routes")
     }
     _check_choice("duplicate_policy", values.get("duplicate_policy"), DUPLICATE_POLICIES)
     _check_choice(
         "rejected_store_answer", values.get("rejected_store_answer"), get_args(RejectedAnswer)
     )
     _check_choice("http_auth", values.get("http_auth"), get_args(HttpAuth))
-    settings = Settings(**values, remote_ae=merged.get("remote_ae", ()))
+    settings = Settings(
+        **values, remote_ae=merged.get("remote_ae", ()), routes=merged.get("routes", ())
+    )
     if len(settings.ae_title) > 16 or not settings.ae_title.strip():
         raise ConfigError("ae_title must be 1 to 16 characters")
     return settings

@@ -12,8 +12,11 @@ import logging
 
 from pacsnode.archive.core import Archive
 from pacsnode.archive.metadata import MetadataWarmer
+from pacsnode.archive.routing import Router
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
+from pacsnode.dimse.retrieve_scu import Retriever
+from pacsnode.dimse.route_sender import RouteSender
 from pacsnode.dimse.server import DimseServer
 from pacsnode.hl7.listener import OrderListener
 from pacsnode.jobs.queue import JobQueue
@@ -32,8 +35,11 @@ class Node:
             self.archive.database, settings.job_max_attempts, settings.job_retry_delay
         )
         self.workers = Workers(self.jobs, settings.job_workers)
+        Retriever(self.archive, self.workers)  # runs retrieve jobs
+        self.router = Router(self.archive, self.workers)
+        RouteSender(self.archive, self.workers)  # runs the jobs the router queues
         self.warmer = MetadataWarmer(self.archive.metadata)
-        self.dimse = DimseServer(settings, self.archive, self.workers)
+        self.dimse = DimseServer(settings, self.archive, self.workers, self.router)
         self.orders = (
             OrderListener(
                 Worklist(self.archive.database, settings.worklist_hide_finished),
@@ -45,7 +51,7 @@ class Node:
         )
         self.http = (
             HttpServer(
-                create_app(self.archive, self.workers),
+                create_app(self.archive, self.workers, self.router),
                 _http_host(settings),
                 settings.http_port,
             )
@@ -59,6 +65,7 @@ class Node:
             log.info("removed %d partial files left by an interrupted run", removed)
         self.workers.start()
         self.warmer.start()
+        self.router.start()
         self.dimse.start()
         if self.http is not None:
             self.http.start()
@@ -71,6 +78,7 @@ class Node:
         if self.http is not None:
             self.http.stop()
         self.dimse.stop()
+        self.router.stop()
         self.warmer.stop()
         self.workers.stop()
         self.archive.close()

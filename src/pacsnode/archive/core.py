@@ -24,7 +24,7 @@ class Archive:
         )
         self.rejections = self.ingest.rejections
         self.metadata = MetadataCache(self.database, self.storage)
-        self.remotes = Remotes(settings)
+        self.remotes = Remotes(settings, self.database)
 
     def close(self) -> None:
         self.database.dispose()

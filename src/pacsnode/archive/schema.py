@@ -183,6 +183,8 @@ job = sa.Table(
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     # Jobs sharing a key run one after the other (an MPPS N-SET after its N-CREATE).
     sa.Column("queue_key", sa.String(200)),
+    # What a long job reports as it goes and when it ends (a retrieve's counts), JSON.
+    sa.Column("result", sa.Text),
     *_timestamps(),
     sa.Index("ix_job_due", "status", "next_run_at"),
     sa.Index("ix_job_queue_key", "queue_key"),
@@ -236,6 +238,25 @@ instance_metadata = sa.Table(
         primary_key=True,
     ),
     sa.Column("document", sa.Text, nullable=False),
+)
+
+# Remote AEs added or changed at run time; they override the config file's entries of
+# the same AE title. Tuple fields are JSON lists.
+remote_ae = sa.Table(
+    "remote_ae",
+    metadata,
+    sa.Column("ae_title", sa.String(16), primary_key=True),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("duplicate_policy", sa.String(16)),
+    sa.Column("commitment_report", sa.String(16), nullable=False),
+    sa.Column("pending_responses", sa.Boolean, nullable=False),
+    sa.Column("offers", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("allowed", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("transfer_syntaxes", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("move_destination_only", sa.Boolean, nullable=False),
+    *_timestamps(),
 )
 
 LEVEL_TABLES: dict[Level, sa.Table] = {

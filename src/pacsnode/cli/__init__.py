@@ -1,9 +1,20 @@
 """The ``pacsnode`` command: the server, and the tools an administrator reaches for."""
 
-from pacsnode.cli import archive, jobs, network, rejected, security, worklist
+from pacsnode.cli import archive, jobs, network, query, rejected, remotes, security, worklist
 from pacsnode.cli.common import app
 
-__all__ = ["app", "archive", "jobs", "main", "network", "rejected", "security", "worklist"]
+__all__ = [
+    "app",
+    "archive",
+    "jobs",
+    "main",
+    "network",
+    "query",
+    "rejected",
+    "remotes",
+    "security",
+    "worklist",
+]
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,7 @@ from pacsnode.cli.common import (
     progress_bar,
     walk,
 )
+from pacsnode.dimse.scu import OutgoingFile, StoreOutcome
 
 
 @app.command()
@@ -53,47 +55,122 @@ def echo(
         raise typer.Exit(1)
 
 
+def _archive_files(study: list[str], series: list[str], config: Path | None) -> list[Path]:
+    """The files the local archive holds of these studies, or of these series of one."""
+    from pacsnode.archive.core import Archive
+    from pacsnode.archive.retrieve import locate
+
+    if series and len(study) != 1:
+        raise typer.BadParameter("--series needs exactly one --study", param_hint="--series")
+    if not study:
+        return []
+    archive = Archive(load(config))
+    try:
+        if series:
+            return [item.path for uid in series for item in locate(archive, study[0], uid)]
+        return [item.path for uid in study for item in locate(archive, uid)]
+    finally:
+        archive.close()
+
+
+def _transcoded(
+    files: list[OutgoingFile], target: str, folder: Path
+) -> tuple[list[OutgoingFile], dict[Path, Path], list[StoreOutcome]]:
+    """Copies of the files in ``target`` (in ``folder``), each copy's original, and the
+    files that cannot be converted as failures; the copies go out as their own bytes."""
+    from pacsnode.archive.transcoding import TranscodeError, transcode
+    from pacsnode.dimse.scu import describe
+
+    converted: list[OutgoingFile] = []
+    originals: dict[Path, Path] = {}
+    failures: list[StoreOutcome] = []
+    for index, item in enumerate(files):
+        try:
+            data = transcode(item.path, item.transfer_syntax, target)
+        except TranscodeError as exc:
+            failures.append(StoreOutcome(item.path, None, str(exc)))
+            continue
+        copy = folder / f"{index}.dcm"
+        copy.write_bytes(data)
+        converted.append(describe(copy) or item)
+        originals[copy] = item.path
+    return converted, originals, failures
+
+
+SYNTAX_HELP = (
+    "Convert to this transfer syntax UID before sending: Explicit or Implicit VR Little "
+    "Endian (decompress), or a lossless one (RLE, JPEG 2000 or JPEG-LS Lossless); sent "
+    "uncompressed if the peer does not accept it."
+)
+
+
 @app.command()
 def store(
     host: HostArg,
     port: PortArg,
-    files: Annotated[list[Path], typer.Argument(help="Files or folders to send.", exists=True)],
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders to send.", exists=True)
+    ] = None,
+    study: Annotated[
+        list[str] | None, typer.Option(help="Send a study of the local archive (UID).")
+    ] = None,
+    series: Annotated[
+        list[str] | None, typer.Option(help="Only this series of the one --study (UID).")
+    ] = None,
+    transfer_syntax: Annotated[str | None, typer.Option(help=SYNTAX_HELP)] = None,
     called_ae: CalledOption = "ANY-SCP",
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Send DICOM files with C-STORE, each in its own transfer syntax when accepted.
+    """Send DICOM files, or studies of the local archive, with C-STORE.
 
-    Exit code: 0 all stored, 1 some failed, 2 no association.
+    Each goes in its own transfer syntax when accepted, or in --transfer-syntax.
+
+    Exit code: 0 all stored, 1 some failed, 2 no association or bad arguments.
     """
-    from pacsnode.dimse.scu import AssociationFailed, Peer, StoreOutcome, describe
+    from pacsnode.archive.transcoding import DECODED, LOSSLESS_TARGETS
+    from pacsnode.dimse.scu import AssociationFailed, Peer, describe
     from pacsnode.dimse.scu import store as send
 
+    if transfer_syntax is not None and transfer_syntax not in (*DECODED, *LOSSLESS_TARGETS):
+        raise typer.BadParameter(
+            "not one this node converts to: " + ", ".join((*DECODED, *LOSSLESS_TARGETS)),
+            param_hint="--transfer-syntax",
+        )
     calling_ae = calling_ae or load(config).ae_title
 
     configure_logging("ERROR")
-    candidates = list(walk(files))
+    candidates = list(walk(files or [])) + _archive_files(study or [], series or [], config)
+    if not candidates:
+        console.print("[red]nothing to send: give files, folders or --study[/red]")
+        raise typer.Exit(2)
     outgoing = [item for item in map(describe, candidates) if item is not None]
-    failures: list[StoreOutcome] = []
     skipped = len(candidates) - len(outgoing)
-    with progress_bar() as progress:
-        task = progress.add_task("sending", total=len(outgoing))
+    with tempfile.TemporaryDirectory(prefix="pacsnode-store-") as folder:
+        total = len(outgoing)
+        originals: dict[Path, Path] = {}
+        failures: list[StoreOutcome] = []
+        if transfer_syntax:
+            outgoing, originals, failures = _transcoded(outgoing, transfer_syntax, Path(folder))
+        with progress_bar() as progress:
+            task = progress.add_task("sending", total=total, completed=len(failures))
 
-        def on_result(outcome: StoreOutcome) -> None:
-            if outcome.status is None or outcome.status >= 0xA000 or outcome.status == 0x0111:
-                failures.append(outcome)
-            progress.advance(task)
+            def on_result(outcome: StoreOutcome) -> None:
+                if outcome.status is None or outcome.status >= 0xA000 or outcome.status == 0x0111:
+                    original = originals.get(outcome.path, outcome.path)
+                    failures.append(StoreOutcome(original, outcome.status, outcome.comment))
+                progress.advance(task)
 
-        try:
-            send(Peer(host, port, called_ae, calling_ae), outgoing, on_result)
-        except AssociationFailed as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
+            try:
+                send(Peer(host, port, called_ae, calling_ae), outgoing, on_result)
+            except AssociationFailed as exc:
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(2) from exc
     for failure in failures:
         status = "none" if failure.status is None else f"0x{failure.status:04X}"
         console.print(f"[red]failed[/red] {failure.path}: status {status} {failure.comment}")
     Console().print(
-        f"sent {len(outgoing) - len(failures)} of {len(outgoing)} files"
+        f"sent {total - len(failures)} of {total} files"
         + (f"; {skipped} not DICOM, skipped" if skipped else "")
     )
     if failures:

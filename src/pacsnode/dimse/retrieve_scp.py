@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from pacsnode.archive.attributes import text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import QueryError, retrieve_selection, search
-from pacsnode.dimse import services
+from pacsnode.dimse import services, spanning
 from pacsnode.dimse.qr_model import (
     GET_SOP_CLASSES,
     IDENTIFIER_DOES_NOT_MATCH,
@@ -184,6 +184,10 @@ class RetrieveSCP:
             return None
 
     def move(self, service: ServiceClass, request: C_MOVE, context: PresentationContext) -> None:
+        target = spanning.move_target(self.archive.settings, self.archive.remotes, service.assoc)
+        if target is not None:  # C-MOVE spanning: the called AE title is another archive
+            spanning.forward_move(self.archive.settings, target, service, request, context)
+            return
         responder = _Responder(service, request, context)
         requestor = service.assoc.requestor.ae_title
         destination = str(request.MoveDestination or "").strip()

@@ -23,6 +23,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import COMPLETED, Step
+from pacsnode.archive.routing import Router
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pacsnode.archive.uids import (
     STORAGE_SOP_CLASSES,
@@ -45,6 +46,7 @@ from pacsnode.dimse.qr_model import (
     negotiate_extended,
 )
 from pacsnode.dimse.retrieve_scp import RetrieveSCP
+from pacsnode.dimse.spanning import FindSpanning
 from pacsnode.dimse.storage_scp import StorageSCP
 from pacsnode.dimse.worklist_scp import MODALITY_WORKLIST_FIND, WorklistSCP
 from pacsnode.jobs.workers import Workers
@@ -86,11 +88,14 @@ def _peer(event: Event) -> str:
 
 
 class DimseServer:
-    def __init__(self, settings: Settings, archive: Archive, workers: Workers) -> None:
+    def __init__(
+        self, settings: Settings, archive: Archive, workers: Workers, router: Router | None = None
+    ) -> None:
         self.settings = settings
         self.archive = archive
-        self.storage_scp = StorageSCP(archive)
+        self.storage_scp = StorageSCP(archive, router)
         self.find_scp = FindSCP(archive)
+        self.find_spanning = FindSpanning(settings, archive.remotes)
         self.retrieve_scp = RetrieveSCP(archive)
         self.commitment_scp = CommitmentSCP(archive, workers)
         self.notifier = AvailabilityNotifier(archive, workers)
@@ -148,7 +153,10 @@ class DimseServer:
     def _find(self, event: FindRequest) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         if str(event.request.AffectedSOPClassUID) == MODALITY_WORKLIST_FIND:
             return self.worklist_scp.handle_find(event)
-        return self.find_scp.handle_find(event)
+        answers = self.find_scp.handle_find(event)
+        if self.find_spanning.applies(event.assoc.requestor.ae_title):
+            return self.find_spanning.answers(event, answers)
+        return answers
 
     def _on_step(self, step: Step) -> None:
         """What follows from a performed procedure step once it is stored."""

@@ -15,6 +15,7 @@ from pynetdicom.events import Event
 
 from pacsnode.archive.core import Archive
 from pacsnode.archive.ingest import OUT_OF_RESOURCES, IngestResult, Outcome, Prepared, Received
+from pacsnode.archive.routing import Router
 from pacsnode.dimse import spool
 
 log = logging.getLogger("pacsnode.store")
@@ -46,14 +47,19 @@ class InFlight:
 
 
 class StorageSCP:
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, router: Router | None = None) -> None:
         self.archive = archive
+        self.router = router
         self.in_flight = InFlight()
         self.outcomes: WeakKeyDictionary[Association, Counter[str]] = WeakKeyDictionary()
 
     def handle_store(self, event: Event) -> Dataset:
         with self.in_flight:
             result = self._ingest(event)
+            if self.router is not None:
+                self.router.arrived(
+                    result, event.assoc.requestor.ae_title, event.assoc.acceptor.ae_title
+                )
         self.outcomes.setdefault(event.assoc, Counter())[result.outcome] += 1
         if not result.ok:
             log.warning(

@@ -45,6 +45,8 @@ class Job:
     queue_key: str | None
     created_at: datetime
     updated_at: datetime
+    result: dict[str, Any] | None = None
+    """What a long job reports as it runs and at its end (a retrieve's counts)."""
 
     def as_json(self) -> dict[str, Any]:
         """The job as the REST API shows it."""
@@ -60,12 +62,14 @@ class Job:
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "payload": self.payload,
+            "result": self.result,
         }
 
 
 def _job(row: Any) -> Job:
     values = dict(row._mapping)
     values["payload"] = json.loads(values["payload"])
+    values["result"] = json.loads(values["result"]) if values.get("result") else None
     values["status"] = JobStatus(values["status"])
     for key in ("next_run_at", "created_at", "updated_at"):
         values[key] = aware(values[key])
@@ -184,6 +188,10 @@ class JobQueue:
                 .values(status=JobStatus.PENDING, updated_at=now())
             )
             return int(result.rowcount)
+
+    def report(self, pk: int, result: dict[str, Any]) -> None:
+        """Record what a running job has done so far, or its final report."""
+        self._update(pk, result=json.dumps(result))
 
     def get(self, pk: int) -> Job:
         with self.database.reader.connect() as connection:

@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Mount
 
 from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import MppsStore
+from pacsnode.archive.routing import Router
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.jobs.workers import Workers
@@ -21,19 +22,21 @@ from pacsnode.web.dicomweb.rendered import Rendered
 from pacsnode.web.dicomweb.stow import Stow
 from pacsnode.web.dicomweb.wado import Wado
 from pacsnode.web.openapi import openapi_route
+from pacsnode.web.remotes_api import RemotesApi
+from pacsnode.web.routes_api import RoutesApi
 from pacsnode.web.wado_uri import WadoUri
 
 
-def _dicomweb(archive: Archive) -> list[BaseRoute]:
+def _dicomweb(archive: Archive, router: Router | None) -> list[BaseRoute]:
     return [
         *Qido(archive).routes(),
         *Wado(archive).routes(),
-        *Stow(archive).routes(),
+        *Stow(archive, router).routes(),
         *Rendered(archive).routes(),
     ]
 
 
-def _api(archive: Archive, workers: Workers) -> list[BaseRoute]:
+def _api(archive: Archive, workers: Workers, router: Router | None) -> list[BaseRoute]:
     settings = archive.settings
     worklist = Worklist(archive.database, settings.worklist_hide_finished)
     return [
@@ -41,6 +44,8 @@ def _api(archive: Archive, workers: Workers) -> list[BaseRoute]:
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),
         *RejectedApi(archive.rejections).routes(),
+        *RemotesApi(archive.remotes, workers).routes(),
+        *(RoutesApi(router).routes() if router is not None else []),
     ]
 
 
@@ -60,10 +65,10 @@ def _middleware(settings: Settings) -> list[Middleware]:
     return [*middleware, *authentication(settings)]
 
 
-def create_app(archive: Archive, workers: Workers) -> Starlette:
+def create_app(archive: Archive, workers: Workers, router: Router | None = None) -> Starlette:
     routes: list[BaseRoute] = [
-        Mount("/dicom-web", routes=_dicomweb(archive)),
-        Mount("/api", routes=_api(archive, workers)),
+        Mount("/dicom-web", routes=_dicomweb(archive, router)),
+        Mount("/api", routes=_api(archive, workers, router)),
         *WadoUri(archive).routes(),
     ]
     routes.append(openapi_route(routes))

@@ -9,6 +9,8 @@ and whatever ``includefield`` adds.
 ``fuzzymatching=true`` is accepted but changes nothing: names already match
 regardless of case, with wildcards; the answer carries PS3.18's ``Warning`` that only
 literal matching was done.
+
+``federated=true`` also asks the ``find_spanning`` archives (see :mod:`.federated`).
 """
 
 from __future__ import annotations
@@ -31,9 +33,18 @@ from pacsnode.web.dicomweb.accept import accepted
 from pacsnode.web.dicomweb.common import DICOM_JSON, DicomWebError, base_url, log
 from pacsnode.web.dicomweb.dicom_json import element
 from pacsnode.web.dicomweb.dicom_xml import native_model
+from pacsnode.web.dicomweb.federated import federation
 from pacsnode.web.multipart import Part, content_type, new_boundary, stream
 
-_RESERVED = {"includefield", "fuzzymatching", "limit", "offset", "accept", "charset"}
+_RESERVED = {
+    "includefield",
+    "fuzzymatching",
+    "limit",
+    "offset",
+    "accept",
+    "charset",
+    "federated",
+}
 
 # PS3.18 Table 10.6.3-3 to 10.6.3-5: what every answer of a level holds.
 DEFAULTS: dict[Level, tuple[str, ...]] = {
@@ -238,7 +249,12 @@ class Qido:
     def search(self, request: Request, level: Level) -> Response:
         as_xml = _wants_xml(request)
         search = read_search(request, level)
-        matches = self.matches(search, request)
+        if request.query_params.get("federated", "false").lower() == "true":
+            returned = _returned_keywords(search, dict(request.path_params))
+            with federation(self.archive, level, search.keys, returned) as remote:
+                matches = remote.merged(self.matches(search, request))
+        else:
+            matches = self.matches(search, request)
         more = search.limit is not None and len(matches) > search.limit
         if more:
             matches = matches[: search.limit]

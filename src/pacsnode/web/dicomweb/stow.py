@@ -54,6 +54,7 @@ from pacsnode.archive.ingest import (
     Outcome,
     Received,
 )
+from pacsnode.archive.routing import Router
 from pacsnode.archive.storage import file_meta
 from pacsnode.web.dicomweb.accept import MediaRange, accepted, parse_media_range
 from pacsnode.web.dicomweb.common import DICOM_JSON, DicomWebError, base_url
@@ -213,8 +214,10 @@ class Spool:
 class Stow:
     """``POST /studies`` and ``POST /studies/{study}``."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, router: Router | None = None) -> None:
         self.archive = archive
+        self.router = router
+        """Routes what is stored; STOW-RS has no calling AE, so it is empty to rules."""
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -278,6 +281,8 @@ class Stow:
         received = Received(path=path, duplicate_policy=self.archive.settings.duplicate_policy)
         ingested = self.archive.ingest(received)
         path.unlink(missing_ok=True)  # ingest copied it into storage
+        if self.router is not None:
+            self.router.arrived(ingested, "", self.archive.settings.ae_title)
         if ingested.sop_instance_uid:
             uids = Uids(uids.sop_class, ingested.sop_instance_uid, uids.study, uids.series)
         return Result(uids, ingested.status, ingested.comment, ingested.outcome)

@@ -1,0 +1,356 @@
+"""Auto-routing: forwarding what arrives, by rule, to other DICOM nodes.
+
+A rule (``[[route]]`` in the config, or added through the REST API) names the
+destinations and what it takes: calling and called AE, modality, SOP class and any
+attribute by DICOM matching. Each stored instance (C-STORE or STOW-RS; never a
+refused, failed or duplicate-kept one) is matched once, and what matches becomes a
+``route`` job per destination in the durable job queue, which the DIMSE side sends
+with retries. A rule with ``wait_for_stable_study`` holds its studies until they had
+no new instance for that long, then queues one job per destination for the whole
+study as the index holds it by then.
+
+Matching runs on every C-STORE, so the work is graded: no rules costs nothing, AE
+titles are compared first, the index is read once only when a rule may still match,
+and the stored file's header only when a rule matches on other attributes.
+
+Persistence: rules added at run time live in ``routes.json`` in the data directory
+(config rules are read-only there); studies waiting to be stable in
+``routing-pending.json``, so that neither is lost on a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydicom import dcmread
+
+from pacsnode.archive.core import Archive
+from pacsnode.archive.database import aware, now
+from pacsnode.archive.ingest import IngestResult, Outcome
+from pacsnode.archive.schema import instance, series, study
+from pacsnode.config import ConfigError, RouteRule, route_from_table
+from pacsnode.jobs.workers import Workers
+
+log = logging.getLogger("pacsnode.routing")
+
+ROUTE_JOB = "route"
+RULES_FILE = "routes.json"
+PENDING_FILE = "routing-pending.json"
+ROUTED_OUTCOMES = (Outcome.STORED, Outcome.REPLACED)
+
+
+class RuleError(ValueError):
+    """A rule cannot be added or removed (bad value, name taken, from the config)."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a rule may look at of one stored instance."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    study_instance_uid: str
+    path: Path
+    calling_ae: str
+    called_ae: str
+
+
+class CompiledRule:
+    """A rule with its wildcard values turned into regular expressions, once."""
+
+    def __init__(self, rule: RouteRule, case_insensitive: bool) -> None:
+        self.rule = rule
+        flags = re.IGNORECASE if case_insensitive else 0
+        self.match = [(keyword, _pattern(value, flags)) for keyword, value in rule.match]
+
+    def accepts_aes(self, calling_ae: str, called_ae: str) -> bool:
+        rule = self.rule
+        return (not rule.calling_ae or calling_ae in rule.calling_ae) and (
+            not rule.called_ae or called_ae in rule.called_ae
+        )
+
+    def accepts_index(self, facts: Facts) -> bool:
+        rule = self.rule
+        return (not rule.modality or facts.modality in rule.modality) and (
+            not rule.sop_class or facts.sop_class_uid in rule.sop_class
+        )
+
+    def accepts_attributes(self, attributes: dict[str, list[str]]) -> bool:
+        """Each ``match`` key must match one of the attribute's values (multi-valued)."""
+        return all(
+            any(pattern.fullmatch(value) for value in attributes.get(keyword, [""]))
+            for keyword, pattern in self.match
+        )
+
+
+def _pattern(value: str, flags: int) -> re.Pattern[str]:
+    """DICOM wildcard matching: ``*`` any run, ``?`` one character, else literal."""
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in value)
+    return re.compile("".join(parts), flags | re.DOTALL)
+
+
+def _attribute_values(path: Path, keywords: Iterable[str]) -> dict[str, list[str]]:
+    wanted = sorted(set(keywords))
+    dataset = dcmread(path, stop_before_pixels=True, specific_tags=wanted)
+    values: dict[str, list[str]] = {}
+    for keyword in wanted:
+        element = dataset.get(keyword)
+        if element is None or element == "":
+            continue
+        items = element if isinstance(element, list | tuple) else [element]
+        values[keyword] = [str(item).strip() for item in items] or [""]
+    return values
+
+
+class Router:
+    def __init__(self, archive: Archive, workers: Workers) -> None:
+        self.archive = archive
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._rules_file = archive.settings.data_dir / RULES_FILE
+        self._pending_file = archive.settings.data_dir / PENDING_FILE
+        self._added = self._load_added()
+        self._compiled = self._compile()
+        self._pending: set[tuple[str, str]] = self._load_pending()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- rules -------------------------------------------------------------------
+
+    def rules(self) -> list[tuple[RouteRule, str]]:
+        """Every rule with where it comes from: "config" or "api"."""
+        configured = [(rule, "config") for rule in self.archive.settings.routes]
+        return configured + [(rule, "api") for rule in self._added.values()]
+
+    def add(self, table: dict[str, Any]) -> RouteRule:
+        """Add a rule at run time; it is kept in the data directory."""
+        try:
+            rule = route_from_table(table, tuple(self.archive.remotes.all()))
+        except ConfigError as exc:
+            raise RuleError(str(exc)) from exc
+        with self._lock:
+            if any(existing.name == rule.name for existing, _source in self.rules()):
+                raise RuleError(f"a route named {rule.name!r} exists")
+            self._added[rule.name] = rule
+            self._save_added()
+            self._compiled = self._compile()
+        log.info("route %r added", rule.name)
+        return rule
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            if name not in self._added:
+                configured = any(rule.name == name for rule in self.archive.settings.routes)
+                raise RuleError(
+                    f"route {name!r} is in the config file" if configured else f"no route {name!r}"
+                )
+            del self._added[name]
+            self._save_added()
+            self._compiled = self._compile()
+        log.info("route %r removed", name)
+
+    def _compile(self) -> tuple[CompiledRule, ...]:
+        insensitive = self.archive.settings.case_insensitive_matching
+        return tuple(CompiledRule(rule, insensitive) for rule, _source in self.rules())
+
+    def _load_added(self) -> dict[str, RouteRule]:
+        if not self._rules_file.exists():
+            return {}
+        remotes = tuple(self.archive.remotes.all())
+        added = {}
+        for table in json.loads(self._rules_file.read_text()):
+            try:
+                rule = route_from_table(table, remotes)
+            except ConfigError as exc:
+                log.error("route from %s ignored: %s", RULES_FILE, exc)
+                continue
+            added[rule.name] = rule
+        return added
+
+    def _save_added(self) -> None:
+        tables = [_table(rule) for rule in self._added.values()]
+        _write_json(self._rules_file, tables)
+
+    # --- arrivals ----------------------------------------------------------------
+
+    def arrived(self, result: IngestResult, calling_ae: str, called_ae: str) -> None:
+        """Route one ingested instance; never raises, a routing fault costs no store."""
+        compiled = self._compiled
+        if not compiled or result.outcome not in ROUTED_OUTCOMES or not result.sop_instance_uid:
+            return
+        calling_ae, called_ae = calling_ae.strip(), called_ae.strip()
+        candidates = [c for c in compiled if c.accepts_aes(calling_ae, called_ae)]
+        if not candidates:
+            return
+        try:
+            self._route(result.sop_instance_uid, calling_ae, called_ae, candidates)
+        except Exception:
+            log.exception("routing of %s failed", result.sop_instance_uid)
+
+    def _route(
+        self, uid: str, calling_ae: str, called_ae: str, candidates: list[CompiledRule]
+    ) -> None:
+        facts = self._facts(uid, calling_ae, called_ae)
+        if facts is None:
+            return
+        candidates = [c for c in candidates if c.accepts_index(facts)]
+        keywords = {keyword for c in candidates for keyword, _pattern in c.match}
+        attributes = _attribute_values(facts.path, keywords) if keywords else {}
+        for compiled in candidates:
+            if compiled.accepts_attributes(attributes):
+                self._dispatch(compiled.rule, facts)
+
+    def _facts(self, uid: str, calling_ae: str, called_ae: str) -> Facts | None:
+        query = (
+            sa.select(
+                instance.c.sop_class_uid,
+                series.c.modality,
+                study.c.study_instance_uid,
+                instance.c.file_path,
+            )
+            .join(series, series.c.pk == instance.c.series_pk)
+            .join(study, study.c.pk == series.c.study_pk)
+            .where(instance.c.sop_instance_uid == uid, instance.c.rejection.is_(None))
+        )
+        with self.archive.database.reader.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        return Facts(
+            uid,
+            row.sop_class_uid,
+            row.modality or "",
+            row.study_instance_uid,
+            self.archive.storage.absolute(row.file_path),
+            calling_ae,
+            called_ae,
+        )
+
+    def _dispatch(self, rule: RouteRule, facts: Facts) -> None:
+        if rule.wait_for_stable_study > 0:
+            self._hold(rule.name, facts.study_instance_uid)
+            return
+        for destination in rule.destinations:
+            self.workers.enqueue(
+                ROUTE_JOB,
+                _payload(rule, destination, [facts.sop_instance_uid], None),
+                f"route {rule.name}: {facts.sop_instance_uid} to {destination}",
+            )
+
+    # --- stable studies ----------------------------------------------------------
+
+    def _hold(self, rule_name: str, study_uid: str) -> None:
+        key = (rule_name, study_uid)
+        if key in self._pending:
+            return
+        with self._lock:
+            self._pending.add(key)
+            _write_json(self._pending_file, sorted(self._pending))
+
+    def _load_pending(self) -> set[tuple[str, str]]:
+        if not self._pending_file.exists():
+            return set()
+        return {(name, uid) for name, uid in json.loads(self._pending_file.read_text())}
+
+    def start(self) -> None:
+        """Watch held studies; always, since a rule that waits may be added at run time."""
+        self._thread = threading.Thread(target=self._watch, name="route-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval()):
+            try:
+                self.release_stable()
+            except Exception:
+                log.exception("cannot look for stable studies")
+
+    def _interval(self) -> float:
+        """A quarter of the shortest wait, so a study goes soon after it is stable."""
+        waits = [r.wait_for_stable_study for r, _s in self.rules() if r.wait_for_stable_study]
+        return min(max(min(waits or [5.0]) / 4, 0.2), 5.0)
+
+    def release_stable(self) -> None:
+        """Queue the held studies that had no new instance for their rule's wait."""
+        if not self._pending:
+            return
+        rules = {rule.name: rule for rule, _source in self.rules()}
+        updated = self._study_updates({uid for _name, uid in self._pending})
+        moment = now()
+        released = []
+        for name, uid in sorted(self._pending):
+            rule = rules.get(name)
+            if rule is None or uid not in updated:
+                released.append((name, uid))  # rule removed or study deleted meanwhile
+                continue
+            if updated[uid] <= moment - timedelta(seconds=rule.wait_for_stable_study):
+                for destination in rule.destinations:
+                    self.workers.enqueue(
+                        ROUTE_JOB,
+                        _payload(rule, destination, [], uid),
+                        f"route {rule.name}: study {uid} to {destination}",
+                        queue_key=f"route/{destination}/{uid}",
+                    )
+                released.append((name, uid))
+        if released:
+            with self._lock:
+                self._pending.difference_update(released)
+                _write_json(self._pending_file, sorted(self._pending))
+
+    def _study_updates(self, uids: set[str]) -> dict[str, Any]:
+        query = sa.select(study.c.study_instance_uid, study.c.updated_at).where(
+            study.c.study_instance_uid.in_(uids)
+        )
+        with self.archive.database.reader.connect() as connection:
+            rows = connection.execute(query).all()
+        return {uid: aware(updated) for uid, updated in rows}
+
+
+def _payload(
+    rule: RouteRule, destination: str, instances: list[str], study_uid: str | None
+) -> dict[str, Any]:
+    """Everything the job needs, so that it runs the same after the rule is removed."""
+    return {
+        "rule": rule.name,
+        "destination": destination,
+        "instances": instances,
+        "study": study_uid,
+        "transfer_syntax": rule.transfer_syntax,
+        "allow_lossy": rule.allow_lossy,
+        "commit": rule.commit,
+    }
+
+
+def _table(rule: RouteRule) -> dict[str, Any]:
+    """A rule as its config table (and as the REST API shows it)."""
+    table = asdict(rule)
+    table["match"] = dict(rule.match)
+    for key, value in table.items():
+        if isinstance(value, tuple):
+            table[key] = list(value)
+    return table
+
+
+def rule_json(rule: RouteRule, source: str) -> dict[str, Any]:
+    return {**_table(rule), "source": source}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Replace the file whole, so that a crash leaves the old or the new one."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value, indent=1))
+    partial.replace(path)

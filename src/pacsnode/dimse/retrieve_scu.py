@@ -1,0 +1,314 @@
+"""Retrieve into the archive: pull studies, series or instances from a remote node.
+
+A retrieve is a job (kind ``retrieve``), so that it survives a restart, is retried
+while the remote is away, and shows its progress and final report in the job's
+``result``. Two ways to pull, chosen by what the remote offers:
+
+* ``move``: C-MOVE with our own AE title as the destination. The remote must know us
+  by that title; what it sends arrives through our Storage SCP like anything else.
+* ``get``: C-GET; the instances arrive on the same association and are ingested here.
+
+The request is checked when it is queued (unknown remote, nothing to retrieve, neither
+method offered), so that the REST API and the CLI can refuse it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import sqlalchemy as sa
+from pynetdicom import _config
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+
+from pacsnode.archive.core import Archive
+from pacsnode.archive.ingest import Received
+from pacsnode.archive.remotes import RemoteNotFound, Remotes
+from pacsnode.archive.schema import job
+from pacsnode.config import RemoteAE
+from pacsnode.dimse import query_scu, spool
+from pacsnode.dimse.query_scu import MoveResult
+from pacsnode.dimse.scu import Peer
+from pacsnode.jobs.queue import JobQueue
+from pacsnode.jobs.workers import Workers
+
+RETRIEVE_JOB = "retrieve"
+METHODS = ("move", "get")
+LEVELS = ("STUDY", "SERIES", "IMAGE")
+PROGRESS_INTERVAL = 0.5
+"""Seconds between progress writes to the job row: one per response would be a write
+per instance."""
+
+
+class RetrieveError(ValueError):
+    """A retrieve that cannot be asked for; ``field`` names the offending request field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class RetrieveIncomplete(Exception):
+    """The remote answered, but not everything arrived: the attempt counts as failed."""
+
+
+@dataclass(frozen=True)
+class RetrieveRequest:
+    """What to pull: a study, some of its series, or some instances of one series."""
+
+    remote: str
+    study: str
+    series: tuple[str, ...] = ()
+    instances: tuple[str, ...] = ()
+    method: str | None = None
+    """The method asked for; ``None`` takes C-MOVE if the remote offers it."""
+
+    @property
+    def level(self) -> str:
+        return "IMAGE" if self.instances else "SERIES" if self.series else "STUDY"
+
+    def keys(self) -> dict[str, str]:
+        keys = {"StudyInstanceUID": self.study}
+        if self.series:
+            keys["SeriesInstanceUID"] = "\\".join(self.series)
+        if self.instances:
+            keys["SOPInstanceUID"] = "\\".join(self.instances)
+        return keys
+
+    @classmethod
+    def from_json(cls, remote: str, values: dict[str, Any]) -> RetrieveRequest:
+        """From the REST API's body; ``level``, if given, must fit the UIDs given."""
+        request = cls(
+            remote=remote,
+            study=_uid(values.get("study"), "study"),
+            series=_uids(values.get("series"), "series"),
+            instances=_uids(values.get("instances"), "instances"),
+            method=values.get("method"),
+        )
+        level = values.get("level")
+        if level is not None and str(level).upper() != request.level:
+            raise RetrieveError(
+                f"level {level} does not fit the UIDs given (they make {request.level})",
+                "level",
+            )
+        request.check()
+        return request
+
+    def check(self) -> None:
+        if self.method is not None and self.method not in METHODS:
+            raise RetrieveError(f"method must be one of {', '.join(METHODS)}", "method")
+        if not self.study:
+            raise RetrieveError("study is required: the Study Instance UID", "study")
+        if self.instances and len(self.series) != 1:
+            raise RetrieveError("instances need the one series they belong to", "series")
+
+
+def _uid(value: Any, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RetrieveError(f"{name} must be a UID string", name)
+    return value.strip()
+
+
+def _uids(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise RetrieveError(f"{name} must be a UID or a list of UIDs", name)
+    return tuple(item.strip() for item in value if item.strip())
+
+
+def choose_method(remote: RemoteAE, wanted: str | None) -> str:
+    """The method asked for if the remote offers it, else the other one it offers."""
+    offered = [method for method in METHODS if remote.offers_service(method)]
+    if not offered:
+        raise RetrieveError(f"{remote.ae_title} offers neither C-MOVE nor C-GET", "method")
+    return wanted if wanted in offered else offered[0]
+
+
+def plan(remotes: Remotes, request: RetrieveRequest) -> tuple[dict[str, Any], str]:
+    """The job's payload and description; raises if the retrieve cannot be asked for."""
+    request.check()
+    remote = remotes.get(request.remote)
+    if remote is None:
+        raise RemoteNotFound(f"no remote AE {request.remote!r}")
+    method = choose_method(remote, request.method)
+    payload = {
+        "remote": remote.ae_title,
+        "level": request.level,
+        "study": request.study,
+        "series": list(request.series),
+        "instances": list(request.instances),
+        "method": method,
+        # Handlers get the payload only: the token finds the job row to report into.
+        "token": uuid.uuid4().hex,
+    }
+    uids = request.instances or request.series or (request.study,)
+    more = f" and {len(uids) - 1} more" if len(uids) > 1 else ""
+    what = f"{request.level.lower()} {uids[0]}{more}"
+    return payload, f"retrieve {what} from {remote.ae_title} by C-{method.upper()}"
+
+
+def enqueue(queue: JobQueue, remotes: Remotes, request: RetrieveRequest) -> int:
+    """Queue a retrieve as the CLI does, without workers in this process."""
+    payload, description = plan(remotes, request)
+    return queue.enqueue(RETRIEVE_JOB, payload, description)
+
+
+def report(result: MoveResult, state: str, method: str, **extra: Any) -> dict[str, Any]:
+    """The job's ``result``: counts and, at the end, the failed UIDs and final status."""
+    return {
+        "state": state,
+        "method": method,
+        "status": None if result.status < 0 else f"0x{result.status:04X}",
+        "completed": result.completed,
+        "failed": result.failed,
+        "warning": result.warning,
+        "remaining": result.remaining,
+        "failed_sop_instance_uids": result.failed_sop_instance_uids,
+        "comment": result.comment,
+        **extra,
+    }
+
+
+class Retriever:
+    """Runs ``retrieve`` jobs in the server; registered with its workers."""
+
+    def __init__(self, archive: Archive, workers: Workers) -> None:
+        self.archive = archive
+        self.queue = workers.queue
+        workers.register(RETRIEVE_JOB, self.run)
+
+    def run(self, payload: dict[str, Any]) -> None:
+        """The job: one C-MOVE or C-GET, its progress and its report in the job row."""
+        remote = self.archive.remotes.get(payload["remote"])
+        if remote is None:
+            raise LookupError(f"{payload['remote']} is no longer a remote AE")
+        method = choose_method(remote, payload["method"])
+        pk = self._job_pk(payload)
+        request = RetrieveRequest(
+            remote.ae_title,
+            payload["study"],
+            tuple(payload["series"]),
+            tuple(payload["instances"]),
+            method,
+        )
+        peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
+        progress = _Progress(self.queue, pk, method)
+        refused: list[str] = []
+        if method == "move":
+            result = query_scu.move(
+                peer,
+                "study",
+                request.level,
+                request.keys(),
+                self.archive.settings.ae_title,
+                progress,
+            )
+        else:
+            store = _Keeper(self.archive, remote.ae_title, refused)
+            result = query_scu.get(peer, "study", request.level, request.keys(), store, progress)
+        failed = list(dict.fromkeys([*result.failed_sop_instance_uids, *refused]))
+        ok = result.ok and not refused
+        final = report(
+            result,
+            "done" if ok else "incomplete",
+            method,
+            failed_sop_instance_uids=failed,
+        )
+        progress.write(final)
+        if not ok:
+            raise RetrieveIncomplete(
+                f"status 0x{result.status:04X}, {result.completed} completed, "
+                f"{max(result.failed, len(failed))} failed {result.comment}".strip()
+            )
+
+    def _job_pk(self, payload: dict[str, Any]) -> int | None:
+        """The running job's row: the queue stores the payload exactly as json.dumps
+        wrote it, and the token makes it unique."""
+        query = sa.select(job.c.pk).where(
+            job.c.kind == RETRIEVE_JOB, job.c.payload == json.dumps(payload)
+        )
+        with self.archive.database.reader.connect() as connection:
+            return connection.execute(query).scalar()
+
+
+class _Progress:
+    """Writes the counts of pending responses into the job row, now and then."""
+
+    def __init__(self, queue: JobQueue, pk: int | None, method: str) -> None:
+        self.queue = queue
+        self.pk = pk
+        self.method = method
+        self._written = 0.0
+
+    def __call__(self, result: MoveResult) -> None:
+        if time.monotonic() - self._written >= PROGRESS_INTERVAL:
+            self.write(report(result, "running", self.method))
+
+    def write(self, values: dict[str, Any]) -> None:
+        if self.pk is not None:
+            self.queue.report(self.pk, values)
+        self._written = time.monotonic()
+
+
+class _Keeper:
+    """The C-STORE side of a C-GET: each instance is ingested like a received one.
+
+    Ingested without the receiver's shortcut (a spool file adopted as it is): the spool
+    file's header names the association's requestor, here ourselves, as the source;
+    ingest copies the data set behind a header that names the remote instead.
+    """
+
+    def __init__(self, archive: Archive, source_ae: str, refused: list[str]) -> None:
+        self.archive = archive
+        self.source_ae = source_ae
+        self.refused = refused
+
+    def __call__(self, event: Event) -> int:
+        request = cast(C_STORE, event.request)
+        path = self._file(event)
+        try:
+            result = self.archive.ingest(
+                Received(
+                    path=path,
+                    source_ae=self.source_ae,
+                    transfer_syntax=event.context.transfer_syntax,
+                    expected_sop_class=request.AffectedSOPClassUID,
+                    expected_sop_instance=request.AffectedSOPInstanceUID,
+                    duplicate_policy=self.archive.remotes.duplicate_policy_for(self.source_ae),
+                )
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if not result.ok:
+            self.refused.append(str(request.AffectedSOPInstanceUID))
+        return result.status
+
+    def _file(self, event: Event) -> Path:
+        """The file the data set arrived in: a spool file in the server, where the DIMSE
+        door receives in chunks, else one written here from the received bytes."""
+        if _config.STORE_RECV_CHUNKED_DATASET:
+            spooled = spool.spooled(event.dataset_path)
+            if spooled is not None:
+                spooled.flush()
+                spooled.close()  # pynetdicom closes it only for an acceptor
+                if spooled.error is not None:
+                    raise spooled.error
+            return Path(event.dataset_path)
+        fd, name = tempfile.mkstemp(dir=self.archive.storage.receive_dir(), suffix=".dcm")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(event.encoded_dataset(include_meta=True))
+        return Path(name)

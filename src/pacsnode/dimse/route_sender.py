@@ -1,0 +1,204 @@
+"""The ``route`` job: C-STORE what a routing rule matched to one destination.
+
+One job is one association: a single instance, or a whole stable study. Each object
+goes in the rule's ``transfer_syntax`` if set, else in the first of the destination's
+``transfer_syntaxes`` it accepts, converted by :mod:`pacsnode.archive.transcoding`;
+failing that, as stored (or decoded, as every C-STORE SCU may). Lossy compression is
+applied only when the rule allows it and the object is not lossy already: compressing
+twice would lose twice. A refused or lost object fails the job, which the queue
+retries, resending the lot (destinations keep or replace what they already hold).
+With ``commit``, storage commitment is requested afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from pydicom import Dataset, dcmread
+from pydicom.uid import JPEG2000, UID
+from pynetdicom import _config
+from pynetdicom.association import Association
+
+from pacsnode.archive.commitment import Reference
+from pacsnode.archive.core import Archive
+from pacsnode.archive.routing import ROUTE_JOB
+from pacsnode.archive.schema import instance, series, study
+from pacsnode.archive.transcoding import TranscodeError, transcode
+from pacsnode.config import RemoteAE, is_lossy_syntax
+from pacsnode.dimse.commitment import ALL_COMMITTED, request_commitment
+from pacsnode.dimse.scu import (
+    AssociationFailed,
+    OutgoingFile,
+    Peer,
+    accepted_syntaxes,
+    associate,
+    send_one,
+    store_contexts,
+)
+from pacsnode.jobs.workers import Workers
+
+log = logging.getLogger("pacsnode.routing")
+
+COMMITMENT_WAIT = 3.0
+"""Seconds to wait for a commitment report on our association; a report that comes
+later, on a new association, is logged by the DIMSE server."""
+LOSSY_RATIO = 10
+
+
+def _ok(status: int | None) -> bool:
+    return status is not None and (status == 0 or 0xB000 <= status <= 0xBFFF)
+
+
+class RouteSender:
+    def __init__(self, archive: Archive, workers: Workers) -> None:
+        self.archive = archive
+        workers.register(ROUTE_JOB, self.send)
+
+    def send(self, payload: dict[str, Any]) -> None:
+        """The job; raises (to be retried) unless every object was accepted."""
+        destination = payload["destination"]
+        remote = self.archive.remotes.get(destination)
+        if remote is None:
+            raise LookupError(f"{destination} is not a configured remote AE")
+        if remote.move_destination_only:
+            log.warning(
+                "route %s: %s is a move destination only; not sent", payload["rule"], destination
+            )
+            return
+        files = self._files(payload)
+        if not files:
+            log.info("route %s: nothing left to send to %s", payload["rule"], destination)
+            return
+        targets = [payload["transfer_syntax"]] if payload["transfer_syntax"] else []
+        targets = targets or list(remote.transfer_syntaxes)
+        failures = self._store(remote, files, targets, payload["allow_lossy"])
+        if failures:
+            raise AssociationFailed(
+                f"{len(failures)} of {len(files)} not stored at {destination}: {failures[0]}"
+            )
+        log.info("route %s: %d sent to %s", payload["rule"], len(files), destination)
+        if payload["commit"]:
+            self._commit(remote, files)
+
+    def _files(self, payload: dict[str, Any]) -> list[OutgoingFile]:
+        query = (
+            sa.select(
+                instance.c.file_path,
+                instance.c.sop_class_uid,
+                instance.c.sop_instance_uid,
+                instance.c.transfer_syntax_uid,
+            )
+            .join(series, series.c.pk == instance.c.series_pk)
+            .join(study, study.c.pk == series.c.study_pk)
+            .where(instance.c.rejection.is_(None))
+            .order_by(series.c.pk, instance.c.pk)
+        )
+        if payload["study"]:
+            query = query.where(study.c.study_instance_uid == payload["study"])
+        else:
+            query = query.where(instance.c.sop_instance_uid.in_(payload["instances"]))
+        with self.archive.database.reader.connect() as connection:
+            return [
+                OutgoingFile(self.archive.storage.absolute(path), cls, uid, syntax, True)
+                for path, cls, uid, syntax in connection.execute(query)
+            ]
+
+    def _store(
+        self, remote: RemoteAE, files: list[OutgoingFile], targets: list[str], lossy: bool
+    ) -> list[str]:
+        """Send on one association; the failures, described."""
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        wanted: dict[str, set[str]] = {}
+        for item in files:
+            wanted.setdefault(item.sop_class, set()).update({item.transfer_syntax, *targets})
+        peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
+        assoc = associate(peer, store_contexts(wanted))
+        failures = []
+        try:
+            for item in files:
+                status, comment = self._send(assoc, item, targets, lossy)
+                if not _ok(status):
+                    failures.append(f"{item.sop_instance}: {status} {comment}".strip())
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return failures
+
+    def _send(
+        self, assoc: Association, item: OutgoingFile, targets: list[str], lossy: bool
+    ) -> tuple[int | None, str]:
+        accepted = accepted_syntaxes(assoc, item.sop_class)
+        for target in targets:
+            if target not in accepted or target == item.transfer_syntax:
+                continue
+            try:
+                dataset = _converted(item, target, lossy)
+            except TranscodeError as exc:
+                log.info("%s not converted to %s: %s", item.sop_instance, target, exc)
+                continue
+            try:
+                response = assoc.send_c_store(dataset)
+            except (AttributeError, ValueError, OSError) as exc:
+                return None, f"not sent: {exc}"
+            if not response or "Status" not in response:
+                return None, "no response"
+            return int(response.Status), str(response.get("ErrorComment", ""))
+        outcome = send_one(assoc, item)
+        return outcome.status, outcome.comment
+
+    def _commit(self, remote: RemoteAE, files: list[OutgoingFile]) -> None:
+        """Ask for storage commitment; a refusal fails the job, a late report does not."""
+        peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
+        references = [Reference(item.sop_class, item.sop_instance) for item in files]
+        try:
+            report = request_commitment(peer, references, timeout=COMMITMENT_WAIT)
+        except TimeoutError:
+            log.info(
+                "storage commitment requested from %s for %d instances; "
+                "its report was not sent on our association",
+                remote.ae_title,
+                len(files),
+            )
+            return
+        failed = len(report.information.get("FailedSOPSequence") or [])
+        log.info(
+            "storage commitment by %s: %d committed, %d failed%s",
+            remote.ae_title,
+            len(report.information.get("ReferencedSOPSequence") or []),
+            failed,
+            "" if report.event_type == ALL_COMMITTED else " (failures exist)",
+        )
+
+
+def _converted(item: OutgoingFile, target: str, lossy: bool) -> Dataset:
+    if is_lossy_syntax(target):
+        return _lossy(item, UID(target), lossy)
+    return dcmread(io.BytesIO(transcode(item.path, item.transfer_syntax, target)))
+
+
+def _lossy(item: OutgoingFile, target: UID, allowed: bool) -> Dataset:
+    """Lossy compression, marked as PS3.3 C.7.6.1.1.5 asks; never of a lossy object."""
+    if not allowed:
+        raise TranscodeError("lossy compression is not allowed by the rule")
+    if target != JPEG2000:
+        raise TranscodeError(f"{target.name} is not written; lossy means JPEG 2000 here")
+    dataset = dcmread(item.path, force=True)
+    stored = UID(item.transfer_syntax)
+    already = dataset.get("LossyImageCompression") == "01"
+    if already or is_lossy_syntax(stored):
+        raise TranscodeError("already lossy compressed")
+    if "PixelData" not in dataset:
+        raise TranscodeError("no pixel data")
+    try:
+        if stored.is_compressed:
+            dataset.decompress(generate_instance_uid=False)
+        dataset.compress(target, j2k_cr=[LOSSY_RATIO], generate_instance_uid=False)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as exc:
+        raise TranscodeError(f"cannot compress to {target.name}: {exc}") from exc
+    dataset.LossyImageCompression = "01"
+    dataset.LossyImageCompressionRatio = [LOSSY_RATIO]
+    dataset.LossyImageCompressionMethod = ["ISO_15444_1"]
+    return dataset

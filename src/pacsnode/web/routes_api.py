@@ -1,0 +1,58 @@
+"""``/api/routes``: the routing rules, and adding or removing rules at run time.
+
+Rules from the config file are listed but cannot be removed here (the file is the
+administrator's); rules added here are kept in the data directory and survive a
+restart (see :mod:`pacsnode.archive.routing`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pacsnode.archive.routing import Router, RuleError, rule_json
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class RoutesApi:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def index(self, _request: Request) -> JSONResponse:
+        return JSONResponse([rule_json(rule, source) for rule, source in self.router.rules()])
+
+    async def add(self, request: Request) -> JSONResponse:
+        try:
+            table = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "the body must be a JSON object")
+        if not isinstance(table, dict):
+            return _error(400, "the body must be a JSON object")
+        try:
+            rule = await run_in_threadpool(self.router.add, table)
+        except RuleError as exc:
+            status = 409 if "exists" in str(exc) else 400
+            return _error(status, str(exc))
+        return JSONResponse(rule_json(rule, "api"), status_code=201)
+
+    def remove(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            self.router.remove(name)
+        except RuleError as exc:
+            return _error(404 if str(exc).startswith("no route") else 409, str(exc))
+        return Response(status_code=204)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/routes", self.index),
+            Route("/routes", self.add, methods=["POST"]),
+            Route("/routes/{name}", self.remove, methods=["DELETE"]),
+        ]
