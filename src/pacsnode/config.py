@@ -155,6 +155,10 @@ class Settings:
     """MLLP port of the HL7 v2 order listener (ORM^O01 to worklist items); 0 is off."""
     worklist_hide_finished: bool = True
     """Worklist items whose procedure step is COMPLETED or DISCONTINUED are not returned."""
+    prefetch_from: tuple[str, ...] = ()
+    """Remote archives asked for a patient's prior studies when a worklist item is
+    scheduled or a procedure step starts; the newest missing ones are retrieved."""
+    prefetch_max_studies: int = 5
     job_workers: int = 2
     """Threads that run outbound jobs (reports, forwards, notifications)."""
     job_max_attempts: int = 10

@@ -15,6 +15,7 @@ from pacsnode.archive.metadata import MetadataWarmer
 from pacsnode.archive.routing import Router
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
+from pacsnode.dimse.prefetch import Prefetcher, on_scheduled
 from pacsnode.dimse.retrieve_scu import Retriever
 from pacsnode.dimse.route_sender import RouteSender
 from pacsnode.dimse.server import DimseServer
@@ -38,11 +39,16 @@ class Node:
         Retriever(self.archive, self.workers)  # runs retrieve jobs
         self.router = Router(self.archive, self.workers)
         RouteSender(self.archive, self.workers)  # runs the jobs the router queues
+        Prefetcher(self.archive, self.workers)  # runs prefetch jobs
         self.warmer = MetadataWarmer(self.archive.metadata)
         self.dimse = DimseServer(settings, self.archive, self.workers, self.router)
         self.orders = (
             OrderListener(
-                Worklist(self.archive.database, settings.worklist_hide_finished),
+                Worklist(
+                    self.archive.database,
+                    settings.worklist_hide_finished,
+                    on_scheduled(self.jobs, settings),
+                ),
                 settings.bind_address,
                 settings.hl7_port,
             )

@@ -9,6 +9,7 @@ matching as Query/Retrieve, whichever of the many worklist keys it uses.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -117,15 +118,22 @@ def _drop_specific_character_set(dataset: Dataset) -> Dataset:
 
 
 class Worklist:
-    def __init__(self, database: Database, hide_finished: bool = True) -> None:
+    def __init__(
+        self,
+        database: Database,
+        hide_finished: bool = True,
+        on_scheduled: Callable[[Dataset], None] | None = None,
+    ) -> None:
         self.database = database
         self.hide_finished = hide_finished
+        self.on_scheduled = on_scheduled
+        """Told of every item scheduled once it is stored (prefetch listens here)."""
 
     def add(self, dataset: Dataset, order_number: str | None = None) -> WorklistItem:
         dataset = _drop_specific_character_set(prepared(dataset))
         with self.database.writer.begin() as connection:
             pk = self._insert(connection, dataset, order_number)
-        return self.get(pk)
+        return self._scheduled(pk)
 
     def schedule_order(self, order_number: str, dataset: Dataset) -> WorklistItem:
         """The item of an order, replacing what an earlier message of it scheduled."""
@@ -133,7 +141,13 @@ class Worklist:
         with self.database.writer.begin() as connection:
             self._delete_order(connection, order_number)
             pk = self._insert(connection, dataset, order_number)
-        return self.get(pk)
+        return self._scheduled(pk)
+
+    def _scheduled(self, pk: int) -> WorklistItem:
+        item = self.get(pk)
+        if self.on_scheduled is not None:
+            self.on_scheduled(item.dataset)
+        return item
 
     def _insert(self, connection: sa.Connection, dataset: Dataset, order_number: str | None) -> int:
         moment = now()

@@ -23,9 +23,13 @@ Text = Annotated[str | None, typer.Option()]
 
 def _open(config: Path | None, data_dir: Path | None, database_url: str | None) -> Worklist:
     from pacsnode.archive.core import Archive
+    from pacsnode.dimse.prefetch import on_scheduled
+    from pacsnode.jobs.queue import JobQueue
 
     settings = load(config, data_dir=data_dir, database_url=database_url)
-    return Worklist(Archive(settings).database, settings.worklist_hide_finished)
+    database = Archive(settings).database
+    queue = JobQueue(database, settings.job_max_attempts, settings.job_retry_delay)
+    return Worklist(database, settings.worklist_hide_finished, on_scheduled(queue, settings))
 
 
 def _from_options(values: dict[str, str | None], start: str | None) -> Dataset:

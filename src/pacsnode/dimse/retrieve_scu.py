@@ -15,16 +15,13 @@ method offered), so that the REST API and the CLI can refuse it at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import sqlalchemy as sa
 from pynetdicom import _config
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
@@ -32,7 +29,6 @@ from pynetdicom.events import Event
 from pacsnode.archive.core import Archive
 from pacsnode.archive.ingest import Received
 from pacsnode.archive.remotes import RemoteNotFound, Remotes
-from pacsnode.archive.schema import job
 from pacsnode.config import RemoteAE
 from pacsnode.dimse import query_scu, spool
 from pacsnode.dimse.query_scu import MoveResult
@@ -151,8 +147,6 @@ def plan(remotes: Remotes, request: RetrieveRequest) -> tuple[dict[str, Any], st
         "series": list(request.series),
         "instances": list(request.instances),
         "method": method,
-        # Handlers get the payload only: the token finds the job row to report into.
-        "token": uuid.uuid4().hex,
     }
     uids = request.instances or request.series or (request.study,)
     more = f" and {len(uids) - 1} more" if len(uids) > 1 else ""
@@ -187,7 +181,7 @@ class Retriever:
 
     def __init__(self, archive: Archive, workers: Workers) -> None:
         self.archive = archive
-        self.queue = workers.queue
+        self.workers = workers
         workers.register(RETRIEVE_JOB, self.run)
 
     def run(self, payload: dict[str, Any]) -> None:
@@ -196,7 +190,7 @@ class Retriever:
         if remote is None:
             raise LookupError(f"{payload['remote']} is no longer a remote AE")
         method = choose_method(remote, payload["method"])
-        pk = self._job_pk(payload)
+        pk = self.workers.current_job().pk
         request = RetrieveRequest(
             remote.ae_title,
             payload["study"],
@@ -205,7 +199,7 @@ class Retriever:
             method,
         )
         peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
-        progress = _Progress(self.queue, pk, method)
+        progress = _Progress(self.workers.queue, pk, method)
         refused: list[str] = []
         if method == "move":
             result = query_scu.move(
@@ -234,20 +228,11 @@ class Retriever:
                 f"{max(result.failed, len(failed))} failed {result.comment}".strip()
             )
 
-    def _job_pk(self, payload: dict[str, Any]) -> int | None:
-        """The running job's row: the queue stores the payload exactly as json.dumps
-        wrote it, and the token makes it unique."""
-        query = sa.select(job.c.pk).where(
-            job.c.kind == RETRIEVE_JOB, job.c.payload == json.dumps(payload)
-        )
-        with self.archive.database.reader.connect() as connection:
-            return connection.execute(query).scalar()
-
 
 class _Progress:
     """Writes the counts of pending responses into the job row, now and then."""
 
-    def __init__(self, queue: JobQueue, pk: int | None, method: str) -> None:
+    def __init__(self, queue: JobQueue, pk: int, method: str) -> None:
         self.queue = queue
         self.pk = pk
         self.method = method
@@ -258,8 +243,7 @@ class _Progress:
             self.write(report(result, "running", self.method))
 
     def write(self, values: dict[str, Any]) -> None:
-        if self.pk is not None:
-            self.queue.report(self.pk, values)
+        self.queue.report(self.pk, values)
         self._written = time.monotonic()
 
 

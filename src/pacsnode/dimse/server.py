@@ -22,7 +22,7 @@ from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsnode.archive.core import Archive
-from pacsnode.archive.mpps import COMPLETED, Step
+from pacsnode.archive.mpps import COMPLETED, IN_PROGRESS, Step
 from pacsnode.archive.routing import Router
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pacsnode.archive.uids import (
@@ -39,6 +39,7 @@ from pacsnode.dimse.find_scp import FindSCP
 from pacsnode.dimse.find_service import FindRequest
 from pacsnode.dimse.ian import AvailabilityNotifier
 from pacsnode.dimse.mpps_scp import MPPS_SOP_CLASS, MppsSCP
+from pacsnode.dimse.prefetch import request_prefetch
 from pacsnode.dimse.qr_model import (
     FIND_SOP_CLASSES,
     GET_SOP_CLASSES,
@@ -93,6 +94,7 @@ class DimseServer:
     ) -> None:
         self.settings = settings
         self.archive = archive
+        self.jobs = workers.queue
         self.storage_scp = StorageSCP(archive, router)
         self.find_scp = FindSCP(archive)
         self.find_spanning = FindSpanning(settings, archive.remotes)
@@ -161,6 +163,8 @@ class DimseServer:
     def _on_step(self, step: Step) -> None:
         """What follows from a performed procedure step once it is stored."""
         self.worklist.follow(step.dataset, step.status)
+        if step.status == IN_PROGRESS and step.created_at == step.updated_at:  # just created
+            request_prefetch(self.jobs, self.settings, step.dataset, "step in progress")
         notify = self.settings.ian_on_mpps_completed and step.status == COMPLETED
         if notify and step.study_instance_uid:
             self.notifier.notify(step.study_instance_uid, step.sop_instance_uid)

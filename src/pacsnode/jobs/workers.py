@@ -24,6 +24,7 @@ class Workers:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._running = threading.local()
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
@@ -41,6 +42,12 @@ class Workers:
         pk = self.queue.enqueue(kind, payload, description, queue_key)
         self._wake.set()
         return pk
+
+    def current_job(self) -> Job:
+        """The job this worker thread is running, for a handler that reports progress
+        into its row."""
+        job: Job = self._running.job
+        return job
 
     def wake(self) -> None:
         self._wake.set()
@@ -75,6 +82,7 @@ class Workers:
             self._execute(claimed)
 
     def _execute(self, claimed: Job) -> None:
+        self._running.job = claimed
         try:
             self.handlers[claimed.kind](claimed.payload)
         except Exception as exc:

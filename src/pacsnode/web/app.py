@@ -13,6 +13,7 @@ from pacsnode.archive.mpps import MppsStore
 from pacsnode.archive.routing import Router
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
+from pacsnode.dimse.prefetch import on_scheduled
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
 from pacsnode.web.auth import authentication
@@ -38,7 +39,8 @@ def _dicomweb(archive: Archive, router: Router | None) -> list[BaseRoute]:
 
 def _api(archive: Archive, workers: Workers, router: Router | None) -> list[BaseRoute]:
     settings = archive.settings
-    worklist = Worklist(archive.database, settings.worklist_hide_finished)
+    prefetch = on_scheduled(workers.queue, settings)
+    worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
     return [
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
