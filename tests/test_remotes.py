@@ -16,6 +16,7 @@ import httpx
 import pytest
 from conftest import (
     RunningServer,
+    ServerFactory,
     ct_dataset,
     dataset_bytes,
     free_port,
@@ -23,8 +24,9 @@ from conftest import (
     stored_path,
     write_config,
 )
-from peers import dcmtk, pacsnode_cli, send_datasets
+from peers import dcmtk, pacsnode_cli, send_datasets, send_files
 from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.events import Event
@@ -321,6 +323,30 @@ def test_retrieve_series_from_dcmqrscp_by_c_get_with_the_cli(
             assert archive.index.find_instance(uid) is None
     finally:
         archive.close()
+
+
+def test_c_get_keeps_compressed_objects_as_the_remote_keeps_them(
+    server: RunningServer, server_factory: ServerFactory
+) -> None:
+    """The SOP classes, asked for first, let C-GET propose the compressed syntaxes, so a
+    remote that can send what it keeps as it keeps it does (another pacsnode here)."""
+    remote = server_factory(ae_title="KEEPER")
+    sources = [Path(get_testdata_file(name)) for name in ("SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm")]
+    assert all(
+        status is not None and status.Status == 0
+        for status in send_files(remote.port, sources).values()
+    )
+    entry = {"host": "127.0.0.1", "port": remote.port}
+    assert httpx.put(f"{server.url}/api/remote/KEEPER", json=entry).status_code == 201
+    for source in sources:
+        original = dcmread(source)
+        study = str(original.StudyInstanceUID)
+        done = cli(server, "retrieve", "KEEPER", "--study", study, "--method", "get", "--wait")
+        assert done.returncode == 0, done.stdout + done.stderr
+        uid = str(original.SOPInstanceUID)
+        assert_retrieved(server, {uid: source})
+        stored = dcmread(stored_path(server, uid), stop_before_pixels=True)
+        assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
 
 
 def test_offers_choose_the_method_and_unknown_remotes_are_refused(

@@ -12,7 +12,7 @@ encoded in the element's own VR. Failures are told apart the way scripts need th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +73,19 @@ MODELS: dict[str, Model] = {
 """By the names the command line uses: ``patient``, ``study``, ``psonly``, ``mwl``."""
 
 SYNTAXES: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+KEPT_COMPRESSED_SYNTAXES = (
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+)
+"""Compressed syntaxes a C-GET proposes per SOP class, most common first."""
+_MAX_CONTEXTS = 128
 PENDING = (0xFF00, 0xFF01)
 CANCELLED = 0xFE00
 OUT_OF_RESOURCES = 0xA700
@@ -336,16 +349,20 @@ def get(
     keys: Keys,
     store: StoreHandler,
     progress: Progress | None = None,
+    sop_classes: Sequence[str] = (),
 ) -> MoveResult:
     """C-GET what ``keys`` select; each instance arrives on this association at ``store``.
 
-    We propose the 120 most common storage classes in the SCP role (uncompressed
-    syntaxes, so the peer decompresses what it holds compressed), next to the model.
+    With the ``sop_classes`` the selection holds (an IMAGE-level C-FIND tells them),
+    each is proposed in the SCP role once per common compressed syntax besides the
+    uncompressed ones, so that the peer can send what it keeps as it keeps it. Without
+    them, the 120 most common storage classes are proposed uncompressed only (there
+    is no room for more within 128 contexts), and the peer decompresses.
     """
     sop_class = model_of(model).get
     if sop_class is None:
         raise ValueError(f"the {model} model has no C-GET")
-    storage = [_fresh_context(cx) for cx in StoragePresentationContexts]
+    storage = _storage_contexts(sop_classes)
     roles = [build_role(str(cx.abstract_syntax), scp_role=True) for cx in storage]
     assoc = _associate(
         peer,
@@ -359,6 +376,16 @@ def get(
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _storage_contexts(sop_classes: Sequence[str]) -> list[PresentationContext]:
+    if not sop_classes:
+        return [_fresh_context(cx) for cx in StoragePresentationContexts]
+    classes = list(dict.fromkeys(sop_classes))
+    per_class = max(1, (_MAX_CONTEXTS - 1) // len(classes))
+    syntax_sets = [SYNTAXES, *([ts] for ts in KEPT_COMPRESSED_SYNTAXES)][:per_class]
+    contexts = [build_context(uid, list(syntaxes)) for uid in classes for syntaxes in syntax_sets]
+    return contexts[: _MAX_CONTEXTS - 1]
 
 
 def _fresh_context(context: PresentationContext) -> PresentationContext:

@@ -15,6 +15,7 @@ method offered), so that the REST API and the CLI can refuse it at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -32,9 +33,11 @@ from pacsnode.archive.remotes import RemoteNotFound, Remotes
 from pacsnode.config import RemoteAE
 from pacsnode.dimse import query_scu, spool
 from pacsnode.dimse.query_scu import MoveResult
-from pacsnode.dimse.scu import Peer
+from pacsnode.dimse.scu import AssociationFailed, Peer
 from pacsnode.jobs.queue import JobQueue
 from pacsnode.jobs.workers import Workers
+
+log = logging.getLogger("pacsnode.retrieve")
 
 RETRIEVE_JOB = "retrieve"
 METHODS = ("move", "get")
@@ -212,7 +215,10 @@ class Retriever:
             )
         else:
             store = _Keeper(self.archive, remote.ae_title, refused)
-            result = query_scu.get(peer, "study", request.level, request.keys(), store, progress)
+            classes = _sop_classes(peer, request) if remote.offers_service("find") else []
+            result = query_scu.get(
+                peer, "study", request.level, request.keys(), store, progress, classes
+            )
         failed = list(dict.fromkeys([*result.failed_sop_instance_uids, *refused]))
         ok = result.ok and not refused
         final = report(
@@ -245,6 +251,35 @@ class _Progress:
     def write(self, values: dict[str, Any]) -> None:
         self.queue.report(self.pk, values)
         self._written = time.monotonic()
+
+
+def _sop_classes(peer: Peer, request: RetrieveRequest) -> list[str]:
+    """The SOP classes of what a C-GET will bring, so that it can come compressed as
+    the remote keeps it; none (uncompressed only) if the remote will not say.
+
+    Asked level by level, as a hierarchical Q/R SCP requires: the series of the
+    study, then the instances of each series.
+    """
+    try:
+        series = list(request.series) or [
+            str(answer.SeriesInstanceUID)
+            for answer in query_scu.find(
+                peer,
+                "study",
+                "SERIES",
+                {"StudyInstanceUID": request.study, "SeriesInstanceUID": ""},
+            )
+        ]
+        classes: set[str] = set()
+        for uid in series:
+            keys = {"StudyInstanceUID": request.study, "SeriesInstanceUID": uid}
+            keys |= {"SOPInstanceUID": "\\".join(request.instances), "SOPClassUID": ""}
+            answers = query_scu.find(peer, "study", "IMAGE", keys)
+            classes.update(str(a.SOPClassUID) for a in answers if a.get("SOPClassUID"))
+        return sorted(classes)
+    except (AssociationFailed, query_scu.QueryFailed) as exc:
+        log.info("SOP classes of %s unknown, retrieving uncompressed: %s", request.study, exc)
+        return []
 
 
 class _Keeper:
