@@ -15,7 +15,8 @@ from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import AE
 
 from pacsnode.archive.database import migrate, open_database
-from pacsnode.jobs.queue import JobError, JobQueue, JobStatus
+from pacsnode.jobs.queue import Deferred, JobError, JobQueue, JobStatus
+from pacsnode.jobs.workers import Workers
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 
@@ -70,6 +71,57 @@ def test_running_jobs_run_again_after_a_crash(queue: JobQueue) -> None:
     assert queue.claim(["report"]) is not None
     assert queue.recover() == 1
     assert queue.get(pk).status is JobStatus.PENDING
+
+
+def test_delayed_jobs_and_one_pending_job_per_key(queue: JobQueue) -> None:
+    pk = queue.enqueue_once("wait", {}, "first", "wait/a", delay=60)
+    assert pk is not None and queue.pending("wait/a")
+    assert queue.enqueue_once("wait", {}, "second", "wait/a", delay=60) is None
+    assert queue.enqueue_once("wait", {}, "other key", "wait/b") is not None
+    claimed = queue.claim(["wait"])
+    assert claimed is not None and claimed.queue_key == "wait/b"  # wait/a is not due
+    assert queue.claim(["wait"]) is None
+    queue.complete(claimed.pk)
+    assert not queue.pending("wait/b")
+    assert queue.enqueue_once("wait", {}, "again", "wait/b", delay=60) is not None
+
+
+def test_a_deferred_job_runs_later_without_a_failed_attempt(queue: JobQueue) -> None:
+    pk = queue.enqueue("wait", {})
+    claimed = queue.claim(["wait"])
+    assert claimed is not None
+    queue.defer(claimed, 60)
+    deferred = queue.get(pk)
+    assert (deferred.status, deferred.attempts, deferred.last_error) == (
+        JobStatus.PENDING,
+        0,
+        None,
+    )
+    assert queue.claim(["wait"]) is None  # not due for a minute
+    assert queue.get(pk).next_run_at > claimed.next_run_at
+
+
+def test_workers_turn_deferred_into_a_later_run(queue: JobQueue) -> None:
+    workers = Workers(queue, count=1, poll_interval=0.05)
+    calls: list[int] = []
+    finished = threading.Event()
+
+    def not_at_first(payload: dict[str, int]) -> None:
+        calls.append(payload["n"])
+        if len(calls) < 3:
+            raise Deferred(0.05)
+        finished.set()
+
+    workers.register("wait", not_at_first)
+    pk = workers.enqueue("wait", {"n": 1})
+    workers.start()
+    try:
+        assert finished.wait(20)
+    finally:
+        workers.stop()
+    done = queue.get(pk)
+    assert calls == [1, 1, 1]
+    assert (done.status, done.attempts, done.last_error) == (JobStatus.DONE, 1, None)
 
 
 def test_concurrent_workers_never_take_the_same_job(queue: JobQueue) -> None:

@@ -20,8 +20,10 @@ from peers import send_datasets, send_files
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+from test_qr_clients import wait_for_echo
 
 from pacsnode.config import ConfigError, load_settings
+from pacsnode.jobs.queue import JobQueue
 
 
 class StoreScp:
@@ -172,8 +174,13 @@ def test_rules_to_storescp(
     assert send_datasets(server.port, study[2:], calling_ae="STABLE") == [0]
     for ds in study:
         wait_for(lambda ds=ds: storescp.received(ds.SOPInstanceUID), "study not routed")
-    study_jobs = [j for j in route_jobs(server) if j["payload"]["study"] == "1.2.826.0.1.99.1"]
-    assert len(study_jobs) == 1 and study_jobs[0]["status"] == "done"
+
+    def study_jobs() -> list[dict[str, Any]]:
+        return [j for j in route_jobs(server) if j["payload"]["study"] == "1.2.826.0.1.99.1"]
+
+    # The files arrive before the job is marked done (it still releases the association).
+    wait_for(lambda: all(j["status"] == "done" for j in study_jobs()), "study job not done")
+    assert len(study_jobs()) == 1
 
     for ds in nomatch:
         assert storescp.received(ds.SOPInstanceUID) is None
@@ -234,7 +241,20 @@ def test_destination_down_then_restart(server_factory: ServerFactory, tmp_path: 
         job_max_attempts=50,
         remotes=[{"ae_title": "LATE", "host": "127.0.0.1", "port": destination.port}],
     )
-    with_routes(server, [{"name": "late", "destinations": ["LATE"]}])
+    with_routes(
+        server,
+        [
+            {"name": "late", "destinations": ["LATE"], "calling_ae": ["MODALITY"]},
+            {
+                "name": "held",
+                "destinations": ["LATE"],
+                "calling_ae": ["HELD"],
+                "wait_for_stable_study": 4,
+            },
+        ],
+    )
+    held = [ct_dataset(study="1.2.826.0.1.99.2", InstanceNumber=n) for n in range(2)]
+    assert send_datasets(server.port, held, calling_ae="HELD") == [0, 0]
     ds = ct_dataset()
     assert send_datasets(server.port, [ds]) == [0]
     failing = wait_for(
@@ -242,15 +262,28 @@ def test_destination_down_then_restart(server_factory: ServerFactory, tmp_path: 
     )
     assert failing[0]["status"] == "pending" and "LATE" in failing[0]["last_error"]
 
+    # The held study is one waiting job, kept in the queue across the restart.
     assert server.stop() == 0
+    stopped = server.archive()
+    try:
+        waiting = [(j.kind, j.status.value) for j in JobQueue(stopped.database).list()]
+    finally:
+        stopped.close()
+    assert sorted(waiting) == [("route", "pending"), ("route-wait", "pending")]
     destination.start()
     try:
         server.start()
         wait_for(lambda: destination.received(ds.SOPInstanceUID), "not delivered after restart")
-        done = wait_for(
-            lambda: [j for j in route_jobs(server) if j["status"] == "done"], "job not done"
+        for instance in held:
+            wait_for(
+                lambda uid=instance.SOPInstanceUID: destination.received(uid),
+                "held study not sent after restart",
+            )
+        wait_for(
+            lambda: [j["status"] for j in route_jobs(server)] == ["done", "done"], "jobs not done"
         )
-        assert len(done) == 1
+        studies = sorted(str(j["payload"]["study"]) for j in route_jobs(server))
+        assert studies == ["1.2.826.0.1.99.2", "None"]
     finally:
         destination.stop()
 
@@ -343,3 +376,80 @@ def _answers(url: str) -> bool:
         return httpx.get(url).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+DCMQRSCP_ARCHIVE = """\
+NetworkTCPPort = {port}
+MaxPDUSize = 16384
+MaxAssociations = 16
+
+HostTable BEGIN
+HostTable END
+
+VendorTable BEGIN
+VendorTable END
+
+AETable BEGIN
+ARCHIVE {storage} RW (100, 1024mb) ANY
+AETable END
+"""
+
+
+def test_route_to_dcmqrscp_as_stored_and_converted(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """A DCMTK archive as the destination: one rule sends as stored, another converts
+    JPEG 2000 lossless to Explicit VR Little Endian (the archive keeps what it gets)."""
+    storage = tmp_path / "archive"
+    storage.mkdir()
+    port = free_port()
+    config = tmp_path / "dcmqrscp.cfg"
+    config.write_text(DCMQRSCP_ARCHIVE.format(port=port, storage=storage))
+    process = subprocess.Popen(
+        ["dcmqrscp", "-c", str(config), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_echo(port, "ARCHIVE", process)
+        remote = {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": port}
+        server = server_factory(remotes=[remote], start=False)
+        with_routes(
+            server,
+            [
+                {"name": "as-stored", "destinations": ["ARCHIVE"], "modality": ["CT"]},
+                {
+                    "name": "converted",
+                    "destinations": ["ARCHIVE"],
+                    "modality": ["MR"],
+                    "transfer_syntax": ExplicitVRLittleEndian,
+                },
+            ],
+        )
+        ct = ct_dataset(modality="CT")
+        assert send_datasets(server.port, [ct]) == [0]
+        lossless = Path(get_testdata_file("MR_small_jp2klossless.dcm"))
+        assert all(
+            s is not None and s.Status == 0 for s in send_files(server.port, [lossless]).values()
+        )
+
+        def arrived(uid: str) -> Path | None:
+            for path in storage.rglob("*"):
+                if path.is_file() and path.suffix != ".dat":
+                    try:
+                        if dcmread(path, stop_before_pixels=True).SOPInstanceUID == uid:
+                            return path
+                    except Exception:
+                        continue
+            return None
+
+        kept = wait_for(lambda: arrived(str(ct.SOPInstanceUID)), "CT not in dcmqrscp")
+        assert dataset_bytes(kept) == dataset_bytes(save(ct, tmp_path / "ct.dcm"))
+        original = dcmread(lossless)
+        converted = wait_for(lambda: arrived(str(original.SOPInstanceUID)), "MR not in dcmqrscp")
+        received = dcmread(converted)
+        assert received.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert np.array_equal(received.pixel_array, original.pixel_array)
+    finally:
+        process.terminate()
+        process.wait(10)

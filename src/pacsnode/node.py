@@ -71,7 +71,6 @@ class Node:
             log.info("removed %d partial files left by an interrupted run", removed)
         self.workers.start()
         self.warmer.start()
-        self.router.start()
         self.dimse.start()
         if self.http is not None:
             self.http.start()
@@ -84,7 +83,6 @@ class Node:
         if self.http is not None:
             self.http.stop()
         self.dimse.stop()
-        self.router.stop()
         self.warmer.stop()
         self.workers.stop()
         self.archive.close()

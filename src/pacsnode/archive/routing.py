@@ -5,17 +5,18 @@ destinations and what it takes: calling and called AE, modality, SOP class and a
 attribute by DICOM matching. Each stored instance (C-STORE or STOW-RS; never a
 refused, failed or duplicate-kept one) is matched once, and what matches becomes a
 ``route`` job per destination in the durable job queue, which the DIMSE side sends
-with retries. A rule with ``wait_for_stable_study`` holds its studies until they had
-no new instance for that long, then queues one job per destination for the whole
-study as the index holds it by then.
+with retries. A rule with ``wait_for_stable_study`` holds its studies instead: the
+first matching instance of a study queues one ``route-wait`` job, due after the wait;
+it runs again later as long as the study keeps getting instances, then queues one
+``route`` job per destination for the whole study as the index holds it by then.
 
 Matching runs on every C-STORE, so the work is graded: no rules costs nothing, AE
 titles are compared first, the index is read once only when a rule may still match,
 and the stored file's header only when a rule matches on other attributes.
 
 Persistence: rules added at run time live in ``routes.json`` in the data directory
-(config rules are read-only there); studies waiting to be stable in
-``routing-pending.json``, so that neither is lost on a restart.
+(config rules are read-only there); studies waiting to be stable are their
+``route-wait`` jobs, so that neither is lost on a restart.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,16 @@ from pacsnode.archive.database import aware, now
 from pacsnode.archive.ingest import IngestResult, Outcome
 from pacsnode.archive.schema import instance, series, study
 from pacsnode.config import ConfigError, RouteRule, route_from_table
+from pacsnode.jobs.queue import Deferred
 from pacsnode.jobs.workers import Workers
 
 log = logging.getLogger("pacsnode.routing")
 
 ROUTE_JOB = "route"
+ROUTE_WAIT_JOB = "route-wait"
 RULES_FILE = "routes.json"
-PENDING_FILE = "routing-pending.json"
+MIN_DEFER = 0.2
+"""Seconds; a study that is stable in less than that is looked at again after it."""
 ROUTED_OUTCOMES = (Outcome.STORED, Outcome.REPLACED)
 
 
@@ -118,12 +122,9 @@ class Router:
         self.workers = workers
         self._lock = threading.Lock()
         self._rules_file = archive.settings.data_dir / RULES_FILE
-        self._pending_file = archive.settings.data_dir / PENDING_FILE
         self._added = self._load_added()
         self._compiled = self._compile()
-        self._pending: set[tuple[str, str]] = self._load_pending()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        workers.register(ROUTE_WAIT_JOB, self.release)
 
     # --- rules -------------------------------------------------------------------
 
@@ -238,7 +239,7 @@ class Router:
 
     def _dispatch(self, rule: RouteRule, facts: Facts) -> None:
         if rule.wait_for_stable_study > 0:
-            self._hold(rule.name, facts.study_instance_uid)
+            self._hold(rule, facts.study_instance_uid)
             return
         for destination in rule.destinations:
             self.workers.enqueue(
@@ -249,75 +250,44 @@ class Router:
 
     # --- stable studies ----------------------------------------------------------
 
-    def _hold(self, rule_name: str, study_uid: str) -> None:
-        key = (rule_name, study_uid)
-        if key in self._pending:
-            return
-        with self._lock:
-            self._pending.add(key)
-            _write_json(self._pending_file, sorted(self._pending))
-
-    def _load_pending(self) -> set[tuple[str, str]]:
-        if not self._pending_file.exists():
-            return set()
-        return {(name, uid) for name, uid in json.loads(self._pending_file.read_text())}
-
-    def start(self) -> None:
-        """Watch held studies; always, since a rule that waits may be added at run time."""
-        self._thread = threading.Thread(target=self._watch, name="route-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self._interval()):
-            try:
-                self.release_stable()
-            except Exception:
-                log.exception("cannot look for stable studies")
-
-    def _interval(self) -> float:
-        """A quarter of the shortest wait, so a study goes soon after it is stable."""
-        waits = [r.wait_for_stable_study for r, _s in self.rules() if r.wait_for_stable_study]
-        return min(max(min(waits or [5.0]) / 4, 0.2), 5.0)
-
-    def release_stable(self) -> None:
-        """Queue the held studies that had no new instance for their rule's wait."""
-        if not self._pending:
-            return
-        rules = {rule.name: rule for rule, _source in self.rules()}
-        updated = self._study_updates({uid for _name, uid in self._pending})
-        moment = now()
-        released = []
-        for name, uid in sorted(self._pending):
-            rule = rules.get(name)
-            if rule is None or uid not in updated:
-                released.append((name, uid))  # rule removed or study deleted meanwhile
-                continue
-            if updated[uid] <= moment - timedelta(seconds=rule.wait_for_stable_study):
-                for destination in rule.destinations:
-                    self.workers.enqueue(
-                        ROUTE_JOB,
-                        _payload(rule, destination, [], uid),
-                        f"route {rule.name}: study {uid} to {destination}",
-                        queue_key=f"route/{destination}/{uid}",
-                    )
-                released.append((name, uid))
-        if released:
-            with self._lock:
-                self._pending.difference_update(released)
-                _write_json(self._pending_file, sorted(self._pending))
-
-    def _study_updates(self, uids: set[str]) -> dict[str, Any]:
-        query = sa.select(study.c.study_instance_uid, study.c.updated_at).where(
-            study.c.study_instance_uid.in_(uids)
+    def _hold(self, rule: RouteRule, study_uid: str) -> None:
+        """One waiting job per rule and study, due when the study may be stable."""
+        self.workers.enqueue_once(
+            ROUTE_WAIT_JOB,
+            {"rule": rule.name, "study": study_uid},
+            f"route {rule.name}: study {study_uid} once stable",
+            queue_key=f"route-wait/{rule.name}/{study_uid}",
+            delay=rule.wait_for_stable_study,
         )
+
+    def release(self, payload: dict[str, Any]) -> None:
+        """The waiting job: queue the study to each destination once it had no new
+        instance for the rule's wait, else ask to run again when it may have."""
+        name, uid = payload["rule"], payload["study"]
+        rule = next((r for r, _source in self.rules() if r.name == name), None)
+        if rule is None:
+            log.info("route %s: removed while study %s was waiting; not sent", name, uid)
+            return
+        updated = self._study_updated(uid)
+        if updated is None:
+            log.info("route %s: study %s was deleted while waiting; not sent", name, uid)
+            return
+        remaining = (updated - now()).total_seconds() + rule.wait_for_stable_study
+        if remaining > 0:
+            raise Deferred(max(remaining, MIN_DEFER))
+        for destination in rule.destinations:
+            self.workers.enqueue(
+                ROUTE_JOB,
+                _payload(rule, destination, [], uid),
+                f"route {rule.name}: study {uid} to {destination}",
+                queue_key=f"route/{destination}/{uid}",
+            )
+
+    def _study_updated(self, uid: str) -> datetime | None:
+        query = sa.select(study.c.updated_at).where(study.c.study_instance_uid == uid)
         with self.archive.database.reader.connect() as connection:
-            rows = connection.execute(query).all()
-        return {uid: aware(updated) for uid, updated in rows}
+            updated = connection.execute(query).scalar()
+        return None if updated is None else aware(updated)
 
 
 def _payload(

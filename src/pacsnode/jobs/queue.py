@@ -80,6 +80,23 @@ class JobError(LookupError):
     """No such job, or not in a state that allows the change."""
 
 
+class Deferred(Exception):
+    """Raised by a handler whose job cannot be done yet: it runs again in ``seconds``,
+    without counting a failed attempt (a study not yet stable, say)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"deferred for {seconds:.1f} s")
+        self.seconds = seconds
+
+
+def _pending_with(queue_key: str) -> sa.Select[tuple[int]]:
+    return (
+        sa.select(job.c.pk)
+        .where(job.c.queue_key == queue_key, job.c.status == JobStatus.PENDING)
+        .limit(1)
+    )
+
+
 class JobQueue:
     def __init__(self, database: Database, max_attempts: int = 10, backoff: float = 5.0) -> None:
         self.database = database
@@ -94,26 +111,64 @@ class JobQueue:
         payload: dict[str, Any],
         description: str = "",
         queue_key: str | None = None,
+        delay: float = 0.0,
     ) -> int:
-        """Queue a job; jobs with the same ``queue_key`` run in the order queued."""
-        moment = now()
+        """Queue a job, due in ``delay`` seconds; jobs with the same ``queue_key`` run in
+        the order queued."""
         with self.database.writer.begin() as connection:
-            return int(
-                connection.execute(
-                    sa.insert(job).returning(job.c.pk),
-                    {
-                        "kind": kind,
-                        "payload": json.dumps(payload),
-                        "status": JobStatus.PENDING,
-                        "max_attempts": self.max_attempts,
-                        "next_run_at": moment,
-                        "description": description,
-                        "queue_key": queue_key,
-                        "created_at": moment,
-                        "updated_at": moment,
-                    },
-                ).scalar_one()
-            )
+            return self._insert(connection, kind, payload, description, queue_key, delay)
+
+    def enqueue_once(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        description: str,
+        queue_key: str,
+        delay: float = 0.0,
+    ) -> int | None:
+        """Queue a job unless one with ``queue_key`` is pending; the new job's pk, or None.
+
+        The common case (one is pending) costs one indexed read and no write lock. The
+        check is repeated in the inserting transaction, which ``BEGIN IMMEDIATE``
+        serialises on SQLite; on PostgreSQL two racing callers may both insert."""
+        if self.pending(queue_key):
+            return None
+        with self.database.writer.begin() as connection:
+            if connection.execute(_pending_with(queue_key)).first() is not None:
+                return None
+            return self._insert(connection, kind, payload, description, queue_key, delay)
+
+    def pending(self, queue_key: str) -> bool:
+        """Whether a job with this key waits to run (a running one does not count)."""
+        with self.database.reader.connect() as connection:
+            return connection.execute(_pending_with(queue_key)).first() is not None
+
+    def _insert(
+        self,
+        connection: sa.Connection,
+        kind: str,
+        payload: dict[str, Any],
+        description: str,
+        queue_key: str | None,
+        delay: float,
+    ) -> int:
+        moment = now()
+        return int(
+            connection.execute(
+                sa.insert(job).returning(job.c.pk),
+                {
+                    "kind": kind,
+                    "payload": json.dumps(payload),
+                    "status": JobStatus.PENDING,
+                    "max_attempts": self.max_attempts,
+                    "next_run_at": moment + timedelta(seconds=delay),
+                    "description": description,
+                    "queue_key": queue_key,
+                    "created_at": moment,
+                    "updated_at": moment,
+                },
+            ).scalar_one()
+        )
 
     def claim(self, kinds: Sequence[str]) -> Job | None:
         """Take the job that has been due longest, of one of ``kinds``, for running."""
@@ -165,6 +220,14 @@ class JobQueue:
             next_run_at=next_run,
         )
         return status
+
+    def defer(self, claimed: Job, seconds: float) -> None:
+        """Put a claimed job back, due in ``seconds``, its attempts unchanged."""
+        self._update(
+            claimed.pk,
+            status=JobStatus.PENDING,
+            next_run_at=now() + timedelta(seconds=seconds),
+        )
 
     def retry(self, pk: int) -> None:
         """Run a failed or cancelled job again, now, with a fresh count of attempts."""

@@ -7,12 +7,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pacsnode.jobs.queue import Job, JobQueue, JobStatus
+from pacsnode.jobs.queue import Deferred, Job, JobQueue, JobStatus
 
 log = logging.getLogger("pacsnode.jobs")
 
 Handler = Callable[[dict[str, Any]], None]
-"""Runs one job from its payload; an exception means the attempt failed."""
+"""Runs one job from its payload; an exception means the attempt failed, except
+:class:`~pacsnode.jobs.queue.Deferred`, which means "not yet"."""
 
 
 class Workers:
@@ -35,13 +36,32 @@ class Workers:
         payload: dict[str, Any],
         description: str = "",
         queue_key: str | None = None,
+        delay: float = 0.0,
     ) -> int:
         """Queue a job and wake a worker for it at once."""
-        if kind not in self.handlers:
-            raise ValueError(f"no handler for jobs of kind {kind!r}")
-        pk = self.queue.enqueue(kind, payload, description, queue_key)
+        self._check(kind)
+        pk = self.queue.enqueue(kind, payload, description, queue_key, delay)
         self._wake.set()
         return pk
+
+    def enqueue_once(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        description: str,
+        queue_key: str,
+        delay: float = 0.0,
+    ) -> int | None:
+        """Queue a job unless one with ``queue_key`` is pending (see JobQueue)."""
+        self._check(kind)
+        pk = self.queue.enqueue_once(kind, payload, description, queue_key, delay)
+        if pk is not None:
+            self._wake.set()
+        return pk
+
+    def _check(self, kind: str) -> None:
+        if kind not in self.handlers:
+            raise ValueError(f"no handler for jobs of kind {kind!r}")
 
     def current_job(self) -> Job:
         """The job this worker thread is running, for a handler that reports progress
@@ -85,6 +105,10 @@ class Workers:
         self._running.job = claimed
         try:
             self.handlers[claimed.kind](claimed.payload)
+        except Deferred as deferred:
+            self.queue.defer(claimed, deferred.seconds)
+            log.debug("job %d (%s) %s", claimed.pk, claimed.kind, deferred)
+            return
         except Exception as exc:
             status = self.queue.fail(claimed, f"{type(exc).__name__}: {exc}")
             how = "gave up" if status is JobStatus.FAILED else "will retry"
