@@ -1,6 +1,17 @@
 """The ``pacsnode`` command: the server, and the tools an administrator reaches for."""
 
-from pacsnode.cli import archive, jobs, network, query, rejected, remotes, security, worklist
+from pacsnode.cli import (
+    archive,
+    jobs,
+    media,
+    network,
+    print_,
+    query,
+    rejected,
+    remotes,
+    security,
+    worklist,
+)
 from pacsnode.cli.common import app
 
 __all__ = [
@@ -8,7 +19,9 @@ __all__ = [
     "archive",
     "jobs",
     "main",
+    "media",
     "network",
+    "print_",
     "query",
     "rejected",
     "remotes",

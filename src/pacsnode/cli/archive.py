@@ -22,8 +22,8 @@ from pacsnode.cli.common import (
     console,
     load,
     progress_bar,
-    walk,
 )
+from pacsnode.cli.media import import_sources
 from pacsnode.config import ConfigError
 
 
@@ -87,9 +87,9 @@ def import_(
     from pacsnode.archive.ingest import Received
 
     archive = Archive(settings)
-    files = [p for p in walk(paths) if p.name.upper() != "DICOMDIR"]
-    outcomes: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
+    files, problems = import_sources(paths)  # a DICOMDIR names exactly what to import
+    outcomes: Counter[str] = Counter(failed=len(problems)) if problems else Counter()
+    reasons: Counter[str] = Counter(problems)
     newest_before = archive.metadata.newest_pk()
     with progress_bar() as progress:
         task = progress.add_task("importing", total=len(files))
