@@ -1,14 +1,21 @@
-"""Peers for the tests: pynetdicom as a modality, and the DCMTK command-line tools."""
+"""Peers for the tests: pynetdicom as a modality, the DCMTK command-line tools, Orthanc."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from pydicom import Dataset, dcmread
 from pynetdicom import AE, _config, build_context
 from pynetdicom.association import Association
@@ -107,3 +114,63 @@ def pacsnode_cli(*args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
     )
+
+
+@dataclass(frozen=True)
+class Orthanc:
+    dicom_port: int
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+@contextmanager
+def orthanc(
+    directory: Path,
+    modalities: dict[str, tuple[str, int]],
+    dicom_port: int,
+    http_port: int,
+    **settings: Any,
+) -> Iterator[Orthanc]:
+    """A local Orthanc (the Debian package) with AE title ORTHANC that knows
+    ``modalities`` (name to AE title and port), answering once its REST API does;
+    ``settings`` are further Orthanc configuration options."""
+    if shutil.which("Orthanc") is None:
+        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
+    config = {
+        "Name": directory.name,
+        "StorageDirectory": str(directory / "orthanc-db"),
+        "IndexDirectory": str(directory / "orthanc-db"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "DicomModalities": {
+            name: [ae, "127.0.0.1", port] for name, (ae, port) in modalities.items()
+        },
+        **settings,
+    }
+    (directory / "orthanc.json").write_text(json.dumps(config))
+    with (directory / "orthanc.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["Orthanc", str(directory / "orthanc.json")], stdout=log, stderr=log
+        )
+    running = Orthanc(dicom_port, http_port)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{running.url}/system").raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None, "Orthanc exited early"
+                assert time.monotonic() < deadline, "Orthanc did not start"
+                time.sleep(0.2)
+        yield running
+    finally:
+        process.terminate()
+        process.wait(20)

@@ -3,8 +3,6 @@ archive from real peers: DCMTK dcmqrscp by C-MOVE and C-GET, Orthanc by C-MOVE."
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import threading
 import time
@@ -24,7 +22,7 @@ from conftest import (
     stored_path,
     write_config,
 )
-from peers import dcmtk, pacsnode_cli, send_datasets, send_files
+from peers import Orthanc, dcmtk, orthanc, pacsnode_cli, send_datasets, send_files
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -381,48 +379,17 @@ def test_offers_choose_the_method_and_unknown_remotes_are_refused(
 
 
 @pytest.fixture
-def orthanc(server: RunningServer, tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """A local Orthanc that knows pacsnode; yields its HTTP address and DICOM port."""
-    if shutil.which("Orthanc") is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
-    dicom_port, http_port = free_port(), free_port()
-    config = {
-        "Name": "retrieve-source",
-        "StorageDirectory": str(tmp_path / "orthanc-db"),
-        "IndexDirectory": str(tmp_path / "orthanc-db"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [],
-        "DicomModalities": {"pacs": ["PACSNODE", "127.0.0.1", server.port]},
-    }
-    (tmp_path / "orthanc.json").write_text(json.dumps(config))
-    with (tmp_path / "orthanc.log").open("wb") as log:
-        process = subprocess.Popen(
-            ["Orthanc", str(tmp_path / "orthanc.json")], stdout=log, stderr=log
-        )
-    base = f"http://127.0.0.1:{http_port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/system").raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "Orthanc did not start"
-                time.sleep(0.2)
-        yield base, dicom_port
-    finally:
-        process.terminate()
-        process.wait(20)
+def orthanc_source(server: RunningServer, tmp_path: Path) -> Iterator[Orthanc]:
+    """A local Orthanc that knows pacsnode as a move destination."""
+    modalities = {"pacs": ("PACSNODE", server.port)}
+    with orthanc(tmp_path, modalities, free_port(), free_port()) as running:
+        yield running
 
 
 def test_retrieve_a_study_from_orthanc_by_c_move_with_the_cli(
-    server: RunningServer, orthanc: tuple[str, int], tmp_path: Path
+    server: RunningServer, orthanc_source: Orthanc, tmp_path: Path
 ) -> None:
-    base, dicom_port = orthanc
+    base, dicom_port = orthanc_source.url, orthanc_source.dicom_port
     files = study_files(tmp_path / "source", 1, 3)
     for path in files.values():
         httpx.post(f"{base}/instances", content=path.read_bytes()).raise_for_status()

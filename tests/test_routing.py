@@ -3,8 +3,6 @@ real process, rules from the config file and from the REST API."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import socket
 import subprocess
 import time
@@ -16,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset, dataset_bytes, free_port, save
-from peers import send_datasets, send_files
+from peers import orthanc, send_datasets, send_files
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
@@ -321,31 +319,13 @@ def test_bad_rules_are_refused_at_load(tmp_path: Path, remote: str, route: str, 
 
 
 def test_route_to_orthanc_with_commitment(server_factory: ServerFactory, tmp_path: Path) -> None:
-    if shutil.which("Orthanc") is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
     dicom_port, http_port = free_port(), free_port()
     server = server_factory(
         start=False,
         remotes=[{"ae_title": "ORTHANC", "host": "127.0.0.1", "port": dicom_port}],
     )
-    config = {
-        "Name": "routing-destination",
-        "StorageDirectory": str(tmp_path / "orthanc-db"),
-        "IndexDirectory": str(tmp_path / "orthanc-db"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [],
-        "DicomModalities": {"pacs": ["PACSNODE", "127.0.0.1", server.port]},
-    }
-    (tmp_path / "orthanc.json").write_text(json.dumps(config))
-    log = (tmp_path / "orthanc.log").open("wb")
-    process = subprocess.Popen(["Orthanc", str(tmp_path / "orthanc.json")], stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{http_port}"
-    try:
-        wait_for(lambda: _answers(f"{base}/system"), "Orthanc did not start")
+    with orthanc(tmp_path, {"pacs": ("PACSNODE", server.port)}, dicom_port, http_port) as peer:
+        base = peer.url
         with_routes(server, [{"name": "orthanc", "destinations": ["ORTHANC"], "commit": True}])
         ds = ct_dataset()
         assert send_datasets(server.port, [ds]) == [0]
@@ -365,17 +345,6 @@ def test_route_to_orthanc_with_commitment(server_factory: ServerFactory, tmp_pat
             ),
             "no storage commitment report logged",
         )
-    finally:
-        process.terminate()
-        process.wait(20)
-        log.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 DCMQRSCP_ARCHIVE = """\

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from conftest import (
     stored_path,
     write_config,
 )
-from peers import dcmtk, pacsnode_cli, send_files
+from peers import dcmtk, orthanc, pacsnode_cli, send_files
 from pydicom import dcmread
 from pydicom.uid import RLELossless, generate_uid
 from test_qr_clients import DCMQRSCP_CONFIG, wait_for_echo
@@ -383,29 +382,9 @@ def test_find_and_tree_against_dcmqrscp(dcmqrscp: int) -> None:
 def test_store_find_and_get_with_orthanc(node: Node, tmp_path: Path) -> None:
     """Orthanc (the Debian package) as an independent Q/R SCP: we fill it, query it and
     get a series back."""
-    if shutil.which("Orthanc") is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
-    dicom_port, http_port = free_port(), free_port()
-    config = {
-        "Name": "scu-peer",
-        "StorageDirectory": str(tmp_path / "orthanc-db"),
-        "IndexDirectory": str(tmp_path / "orthanc-db"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "Plugins": [],
-        "DicomModalities": {"admin": ["ADMIN", "127.0.0.1", free_port()]},
-    }
-    (tmp_path / "orthanc.json").write_text(json.dumps(config))
-    process = subprocess.Popen(
-        ["Orthanc", str(tmp_path / "orthanc.json")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_echo(dicom_port, "ORTHANC", process)
+    dicom_port = free_port()
+    modalities = {"admin": ("ADMIN", free_port())}
+    with orthanc(tmp_path, modalities, dicom_port, free_port()):
         peer = ("127.0.0.1", str(dicom_port), "-aec", "ORTHANC", "-aet", "ADMIN")
         stored = pacsnode_cli("store", *peer, *map(str, node.files))
         assert stored.returncode == 0, stored.stderr
@@ -425,6 +404,3 @@ def test_store_find_and_get_with_orthanc(node: Node, tmp_path: Path) -> None:
         assert len(received) == 2
         for ds in received:
             assert ds.PixelData == sent[str(ds.SOPInstanceUID)].PixelData
-    finally:
-        process.terminate()
-        process.wait(10)

@@ -3,8 +3,6 @@ Orthanc, C-MOVE spanning through pacsnode to dcmqrscp, and federated QIDO-RS."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import threading
 import time
@@ -15,7 +13,7 @@ from typing import NamedTuple
 import httpx
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset, free_port, save, write_config
-from peers import associate, dcmtk, send_datasets
+from peers import Orthanc, associate, dcmtk, orthanc, send_datasets
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
@@ -80,35 +78,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(20)
 
 
-def _start_orthanc(base: Path, files: list[Path]) -> tuple[subprocess.Popen[bytes], int]:
-    """Orthanc holding ``files``; returns the process and its DICOM port."""
-    dicom_port, http_port = free_port(), free_port()
-    config = {
-        "Name": "spanning",
-        "StorageDirectory": str(base / "db"),
-        "IndexDirectory": str(base / "db"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomAlwaysAllowFind": True,
-        "Plugins": [],
-    }
-    (base / "orthanc.json").write_text(json.dumps(config))
-    process = _start(["Orthanc", str(base / "orthanc.json")], base / "orthanc.log")
-    url = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"{url}/system").raise_for_status()
-            break
-        except httpx.HTTPError:
-            assert process.poll() is None and time.monotonic() < deadline, "Orthanc did not start"
-            time.sleep(0.2)
+def _fill_orthanc(peer: Orthanc, files: list[Path]) -> None:
     for path in files:
-        httpx.post(f"{url}/instances", content=path.read_bytes()).raise_for_status()
-    return process, dicom_port
+        httpx.post(f"{peer.url}/instances", content=path.read_bytes()).raise_for_status()
 
 
 def _start_dcmqrscp(base: Path, files: list[Path], storescp_port: int) -> tuple[Popen, int]:
@@ -132,8 +104,6 @@ Popen = subprocess.Popen[bytes]
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """pacsnode spanning to dcmqrscp, Orthanc and a node that is down."""
-    if shutil.which("Orthanc") is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
     root = tmp_path_factory.mktemp("spanning")
     files = root / "files"
     files.mkdir()
@@ -155,15 +125,16 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         )
         qr, qr_port = _start_dcmqrscp(root, [*both_files, *dcmqrscp_files], storescp_port)
         processes.append(qr)
-        orthanc, orthanc_port = _start_orthanc(root, orthanc_files)
-        processes.append(orthanc)
-        pacsnode = _start_pacsnode(root, qr_port, orthanc_port)
-        try:
-            statuses = send_datasets(pacsnode.port, map(dcmread, [*local_files, *both_files]))
-            assert set(statuses) == {0}
-            yield Federation(pacsnode, studies, received)
-        finally:
-            pacsnode.kill()
+        ports = (free_port(), free_port())
+        with orthanc(root, {}, *ports, DicomAlwaysAllowFind=True) as remote:
+            _fill_orthanc(remote, orthanc_files)
+            pacsnode = _start_pacsnode(root, qr_port, remote.dicom_port)
+            try:
+                statuses = send_datasets(pacsnode.port, map(dcmread, [*local_files, *both_files]))
+                assert set(statuses) == {0}
+                yield Federation(pacsnode, studies, received)
+            finally:
+                pacsnode.kill()
     finally:
         for process in processes:
             _stop(process)

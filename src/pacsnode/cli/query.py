@@ -448,14 +448,25 @@ def move(
     """
     from pacsnode.dimse.query_scu import move as send_move
 
+    chosen, keys, peer = _retrieve(model, level, key, (host, port, called_ae, calling_ae), config)
+    with exit_codes(), _progress_task(f"moving to {destination}") as update:
+        result = send_move(peer, model.value, chosen, keys, destination, update)
+    _report(result, f"C-MOVE to {destination}")
+
+
+def _retrieve(
+    model: ModelName,
+    level: LevelName | None,
+    key: list[str] | None,
+    address: tuple[str, int, str, str | None],
+    config: Path | None,
+) -> tuple[str, dict[str, str], Peer]:
+    """What C-MOVE and C-GET share: the level, the keys and the peer, checked."""
     if model is ModelName.MWL:
         raise typer.BadParameter("the worklist cannot be retrieved", param_hint="--model")
     chosen = _level(model, level, "STUDY")
     keys = _retrieve_keys(parse_keys(key or []))
-    peer = _peer(host, port, called_ae, calling_ae, config)
-    with exit_codes(), _progress_task(f"moving to {destination}") as update:
-        result = send_move(peer, model.value, chosen, keys, destination, update)
-    _report(result, f"C-MOVE to {destination}")
+    return chosen, keys, _peer(*address, config)
 
 
 def _safe_name(uid: str) -> str:
@@ -494,11 +505,7 @@ def get(
     """
     from pacsnode.dimse.query_scu import get as send_get
 
-    if model is ModelName.MWL:
-        raise typer.BadParameter("the worklist cannot be retrieved", param_hint="--model")
-    chosen = _level(model, level, "STUDY")
-    keys = _retrieve_keys(parse_keys(key or []))
-    peer = _peer(host, port, called_ae, calling_ae, config)
+    chosen, keys, peer = _retrieve(model, level, key, (host, port, called_ae, calling_ae), config)
     out.mkdir(parents=True, exist_ok=True)
     with exit_codes(), _progress_task("receiving") as update:
         result = send_get(peer, model.value, chosen, keys, file_writer(out), update)

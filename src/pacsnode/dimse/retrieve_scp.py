@@ -20,7 +20,6 @@ from pydicom import Dataset
 from pynetdicom import _config
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
-from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 from sqlalchemy.exc import DBAPIError
@@ -36,6 +35,7 @@ from pacsnode.dimse.qr_model import (
     STUDY_ROOT,
     query_level,
 )
+from pacsnode.dimse.retrieve_channel import RetrieveChannel
 from pacsnode.dimse.scu import (
     MAX_CONTEXTS,
     AssociationFailed,
@@ -84,23 +84,8 @@ class _Tally:
         return SUB_OPERATIONS_FAILED if self.failed or self.warning else SUCCESS
 
 
-class _Responder:
+class _Responder(RetrieveChannel):
     """Sends the responses of one C-MOVE or C-GET on the requestor's association."""
-
-    def __init__(self, service: ServiceClass, request: Retrieve, context: PresentationContext):
-        self.service = service
-        self.request = request
-        self.context_id = int(context.context_id or 0)
-        self.syntax = context.transfer_syntax[0]
-
-    def identifier(self) -> Dataset:
-        syntax = self.syntax
-        return decode(
-            self.request.Identifier,  # type: ignore[arg-type]
-            syntax.is_implicit_VR,
-            syntax.is_little_endian,
-            syntax.is_deflated,
-        )
 
     def send(
         self,
@@ -124,18 +109,8 @@ class _Responder:
             if final and status not in (SUCCESS, PENDING):
                 failed = Dataset()
                 failed.FailedSOPInstanceUIDList = tally.failed_uids
-                response.Identifier = BytesIO(self._encode(failed))
-        self.service.dimse.send_msg(response, self.context_id)
-
-    def _encode(self, dataset: Dataset) -> bytes:
-        syntax = self.syntax
-        encoded = encode(
-            dataset, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
-        )
-        return encoded or b""
-
-    def cancelled(self) -> bool:
-        return bool(self.service.is_cancelled(int(self.request.MessageID or 0)))
+                response.Identifier = BytesIO(self.encode(failed))
+        self.send_response(response)
 
 
 class RetrieveSCP:

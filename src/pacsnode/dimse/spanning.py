@@ -26,7 +26,6 @@ from pydicom import Dataset
 from pydicom.uid import UID
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_MOVE
-from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import ServiceClass
@@ -35,6 +34,7 @@ from pacsnode.archive.remotes import Remotes
 from pacsnode.archive.uids import UNCOMPRESSED_TRANSFER_SYNTAXES
 from pacsnode.config import RemoteAE, Settings
 from pacsnode.dimse.find_service import FindRequest
+from pacsnode.dimse.retrieve_channel import RetrieveChannel
 from pacsnode.dimse.scu import new_ae
 
 log = logging.getLogger("pacsnode.spanning")
@@ -292,23 +292,8 @@ def move_target(settings: Settings, remotes: Remotes, assoc: Association) -> Rem
     return remote
 
 
-class _MoveRelay:
+class _MoveRelay(RetrieveChannel):
     """Relays the responses of a forwarded C-MOVE to the requestor."""
-
-    def __init__(self, service: ServiceClass, request: C_MOVE, context: PresentationContext):
-        self.service = service
-        self.request = request
-        self.context_id = int(context.context_id or 0)
-        self.syntax = context.transfer_syntax[0]
-
-    def identifier(self) -> Dataset:
-        syntax = self.syntax
-        return decode(
-            self.request.Identifier,  # type: ignore[arg-type]
-            syntax.is_implicit_VR,
-            syntax.is_little_endian,
-            syntax.is_deflated,
-        )
 
     def send(self, status: Dataset, identifier: Dataset | None = None) -> None:
         response = C_MOVE()
@@ -326,21 +311,14 @@ class _MoveRelay:
         if status.get("ErrorComment"):
             response.ErrorComment = str(status.ErrorComment)[:64]  # type: ignore[assignment]
         if identifier is not None:
-            syntax = self.syntax
-            encoded = encode(
-                identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
-            )
-            response.Identifier = BytesIO(encoded or b"")
-        self.service.dimse.send_msg(response, self.context_id)
+            response.Identifier = BytesIO(self.encode(identifier))
+        self.send_response(response)
 
     def fail(self, status: int, comment: str) -> None:
         failure = Dataset()
         failure.Status = status
         failure.ErrorComment = comment
         self.send(failure)
-
-    def cancelled(self) -> bool:
-        return bool(self.service.is_cancelled(int(self.request.MessageID or 0)))
 
 
 def forward_move(
