@@ -22,7 +22,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 pytest: $(VENV)/.installed
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench-ingest: $(VENV)/.installed  ## pacsnode vs Orthanc ingest throughput (needs dcmtk, orthanc)
 	cd benchmarks && ../$(PY) ingest.py

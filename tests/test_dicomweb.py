@@ -7,6 +7,8 @@ DICOMweb; QIDO answers are compared with C-FIND answers to the same query.
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import time
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from dicomweb_client.api import DICOMwebClient
 from peers import send_datasets, send_files
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
+from pydicom.fileset import FileSet
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from test_find_scp import find
 
@@ -372,15 +375,43 @@ def test_frames_of_a_multi_frame_object(loaded: RunningServer) -> None:
     assert http(loaded).get(f"{url}/a,b").status_code == 400
 
 
-def test_zip_download_of_a_study(loaded: RunningServer) -> None:
-    study = "1.2.826.0.1.3680043.8.498.100"
-    response = http(loaded).get(f"/studies/{study}", params={"accept": "application/zip"})
+def unzipped_fileset(response: httpx.Response, into: Path) -> FileSet:
+    """The file-set in a ZIP answer: a DICOMDIR first, then only the files it names."""
+    assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         names = archive.namelist()
-        assert len(names) == 6
-        name = f"{study}/{study}.1/{study}.1.2.dcm"
-        assert archive.read(name) == stored_path(loaded, f"{study}.1.2").read_bytes()
+        archive.extractall(into)
+    assert names[0] == "DICOMDIR"
+    fileset = FileSet(dcmread(into / "DICOMDIR"))
+    assert sorted(Path(i.FileID).as_posix() for i in fileset) == sorted(names[1:])
+    return fileset
+
+
+def test_zip_download_of_a_study(loaded: RunningServer, tmp_path: Path) -> None:
+    """The stored files, untouched, under the File IDs of a DICOMDIR in the ZIP."""
+    study = "1.2.826.0.1.3680043.8.498.100"
+    response = http(loaded).get(f"/studies/{study}", params={"accept": "application/zip"})
+    fileset = unzipped_fileset(response, tmp_path / "study")
+    assert len(fileset) == 6
+    for instance in fileset:
+        stored = stored_path(loaded, instance.SOPInstanceUID).read_bytes()
+        assert Path(instance.path).read_bytes() == stored
+
+    j2k = dcmread(JPEG2000)
+    url = f"/studies/{j2k.StudyInstanceUID}/series/{j2k.SeriesInstanceUID}"
+    response = http(loaded).get(url, params={"accept": "application/zip"})
+    (instance,) = unzipped_fileset(response, tmp_path / "series")
+    if shutil.which("dciodvfy"):  # dicom3tools: a DICOMDIR without errors
+        checked = subprocess.run(
+            ["dciodvfy", str(tmp_path / "series" / "DICOMDIR")],
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )
+        assert "Error" not in checked.stdout + checked.stderr, checked.stderr
+    assert instance.TransferSyntaxUID == j2k.file_meta.TransferSyntaxUID  # no conversion
+    assert Path(instance.path).read_bytes() == stored_path(loaded, j2k.SOPInstanceUID).read_bytes()
 
 
 def test_cors_for_a_viewer_on_another_origin(loaded: RunningServer) -> None:

@@ -113,6 +113,42 @@ def test_kill_9_during_a_500_instance_send_loses_nothing_acknowledged(
     assert assert_all_kept(server, acknowledged, tmp_path) == 500
 
 
+def test_kill_9_under_four_senders_loses_nothing_acknowledged(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    batches = [instances(50) for _ in range(4)]
+    senders = [Sender(server.port, batch) for batch in batches]
+    for sender in senders:
+        sender.start()
+    deadline = time.monotonic() + 60
+    while sum(len(s.acknowledged) for s in senders) < 60 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.process is not None
+    sigkill(server.process)
+    acknowledged: dict[str, Dataset] = {}
+    for sender in senders:
+        sender.join(30)
+        assert not sender.is_alive()
+        acknowledged.update(sender.acknowledged)
+    assert 60 <= len(acknowledged) < 200
+    server.start()
+    assert not list((server.data_dir / "tmp").iterdir()), "partial files survived"
+    stored = assert_all_kept(server, acknowledged, tmp_path)
+    # Stored but not acknowledged: at most the one each sender had in flight.
+    assert len(acknowledged) <= stored <= len(acknowledged) + len(senders)
+    senders = [
+        Sender(server.port, [ds for ds in batch if str(ds.SOPInstanceUID) not in acknowledged])
+        for batch in batches
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(60)
+        acknowledged.update(sender.acknowledged)
+    assert len(acknowledged) == 200
+    assert assert_all_kept(server, acknowledged, tmp_path) == 200
+
+
 def test_sigterm_lets_in_flight_stores_finish(server: RunningServer, tmp_path: Path) -> None:
     sender = Sender(server.port, instances(400, rows=128))
     sender.start()

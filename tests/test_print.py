@@ -7,21 +7,27 @@ box (the pixels it received), which is what these tests read back.
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 
-from pacsnode.dimse.print_scu import PrintFailed, print_images
+from pacsnode.config import ConfigError, load_settings
+from pacsnode.dimse.print_scu import COLOR_META, GRAYSCALE_META, PrintFailed, print_images
 from pacsnode.dimse.scu import Peer
-from tests.conftest import ServerFactory, ct_dataset, free_port, save
+from tests.conftest import RunningServer, ServerFactory, ct_dataset, free_port, save
 from tests.peers import pacsnode_cli
+from tests.print_scp import PrintServer
 
 PRINTER_AE = "IHEFULL"
 STORED_PRINT = "1.2.840.10008.5.1.1.27"
@@ -52,7 +58,7 @@ DisableNewVRs = false
 OmitSOPClassUIDFromCreateResponse = false
 PresentationLUTMatchRequired = false
 PresentationLUTinFilmSession = false
-SupportsPresentationLUT = false
+SupportsPresentationLUT = true
 Supports12Bit = true
 """
 
@@ -143,23 +149,23 @@ def ct_image(number: int, center: float, width: float) -> Dataset:
     return ds
 
 
-def windowed(image: Dataset) -> np.ndarray:
-    """PS3.3 C.11.2.1.2.1 linear windowing to 0-255, written out independently."""
+def windowed(image: Dataset, top: int = 255) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1 linear windowing to 0-``top``, written out independently."""
     stored = np.frombuffer(image.PixelData, dtype=np.uint16).reshape(16, 16).astype(float)
     values = stored * float(image.RescaleSlope) + float(image.RescaleIntercept)
     center, width = float(image.WindowCenter), float(image.WindowWidth)
-    levels = ((values - (center - 0.5)) / (width - 1) + 0.5) * 255
+    levels = ((values - (center - 0.5)) / (width - 1) + 0.5) * top
     levels[values <= center - 0.5 - (width - 1) / 2] = 0
-    levels[values > center - 0.5 + (width - 1) / 2] = 255
-    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
+    levels[values > center - 0.5 + (width - 1) / 2] = top
+    return np.clip(np.rint(levels), 0, top).astype(np.uint8 if top == 255 else np.uint16)
 
 
-def printed_by_position(scp: PrintSCP, film: Dataset) -> dict[int, np.ndarray]:
+def printed_by_position(scp: PrintSCP, film: Dataset, bits: int = 8) -> dict[int, np.ndarray]:
     images = scp.images()
     result = {}
     for box in film.ImageBoxContentSequence:
         image = images[box.ReferencedImageSequence[0].ReferencedSOPInstanceUID]
-        assert (image.PhotometricInterpretation, image.BitsStored) == ("MONOCHROME2", 8)
+        assert (image.PhotometricInterpretation, image.BitsStored) == ("MONOCHROME2", bits)
         result[int(box.ImageBoxPosition)] = image.pixel_array
     return result
 
@@ -226,6 +232,7 @@ def test_cli_prints_a_series_of_the_archive(
     scp: PrintSCP, server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     server = server_factory(start=False)
+    add_printer(server.config_path, "film", PRINTER_AE, scp.port, layouts=["1,1", "2,2"])
     images = [ct_image(n, center=-800, width=500) for n in range(1, 5)]
     series = images[0].SeriesInstanceUID
     for image in images:
@@ -235,13 +242,14 @@ def test_cli_prints_a_series_of_the_archive(
     config = str(server.config_path)
     assert pacsnode_cli("import", *map(str, files), "-c", config).returncode == 0
 
-    done = pacsnode_cli(
-        "print", "127.0.0.1", str(scp.port), "-aec", PRINTER_AE,
-        "--series", series, "--layout", "2,2", "-c", config,
-    )  # fmt: skip
+    done = pacsnode_cli("print", "film", "--series", series, "--layout", "2,2", "-c", config)
+    not_taken = pacsnode_cli("print", "film", "--series", series, "--layout", "3,3", "-c", config)
+    unknown = pacsnode_cli("print", "lab", "--series", series, "-c", config)
 
     assert done.returncode == 0, done.stderr
     assert "printed 4 images on 1 films" in done.stdout
+    assert not_taken.returncode == 2 and "takes the layouts 1,1, 2,2" in not_taken.stderr
+    assert unknown.returncode == 2 and "no printer 'lab' (film)" in unknown.stderr
     [film] = scp.films()
     assert film.FilmBoxContentSequence[0].ImageDisplayFormat == "STANDARD\\2,2"
     printed = printed_by_position(scp, film)
@@ -266,3 +274,270 @@ def test_cli_exit_codes(scp: PrintSCP, server_factory: ServerFactory, tmp_path: 
 
     assert refused.returncode == 1, refused.stderr
     assert (unreachable.returncode, nothing.returncode) == (2, 2)
+
+
+def add_printer(config: Path, name: str, ae_title: str, port: int, **keys: Any) -> None:
+    """A ``[[printer]]`` table appended to a server's config file (JSON strings and
+    lists are valid TOML)."""
+    table = {"name": name, "ae_title": ae_title, "host": "127.0.0.1", "port": port, **keys}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    with config.open("a") as handle:
+        handle.write("\n[[printer]]\n" + "\n".join(lines) + "\n")
+
+
+def rgb_image() -> Dataset:
+    """A 2 x 3 RGB secondary capture image of known colours."""
+    ds = ct_dataset(rows=2)
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        ds.pop(keyword, None)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows, ds.Columns = 2, 3
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = RGB_PIXELS.tobytes()
+    return ds
+
+
+RGB_PIXELS = np.array(
+    [[[255, 0, 0], [0, 255, 0], [0, 0, 255]], [[10, 20, 30], [255, 255, 255], [0, 0, 0]]],
+    dtype=np.uint8,
+)
+
+
+@pytest.fixture
+def colour_printer() -> Iterator[PrintServer]:
+    printer = PrintServer().start()
+    yield printer
+    printer.stop()
+
+
+def test_twelve_bit_film_with_an_identity_presentation_lut(scp: PrintSCP) -> None:
+    images = [ct_image(n, center=-900 + 150 * n, width=400 + 100 * n) for n in range(1, 3)]
+
+    result = print_images(
+        Peer("127.0.0.1", scp.port, PRINTER_AE),
+        images,
+        layout="STANDARD\\1,2",
+        bits=12,
+        presentation_lut="IDENTITY",
+    )
+
+    [film] = scp.films()
+    box = film.FilmBoxContentSequence[0]
+    [lut] = film.PresentationLUTContentSequence
+    assert (lut.SOPInstanceUID, lut.PresentationLUTShape) == (result.presentation_lut, "IDENTITY")
+    assert box.ReferencedPresentationLUTSequence[0].ReferencedSOPInstanceUID == lut.SOPInstanceUID
+    assert (box.Illumination, box.ReflectedAmbientLight) == (2000, 10)
+    printed = printed_by_position(scp, film, bits=12)
+    for position, image in enumerate(images, start=1):
+        assert np.array_equal(printed[position], windowed(image, top=4095))
+
+
+def test_colour_film_on_a_colour_printer(colour_printer: PrintServer) -> None:
+    gray = ct_image(1, center=-800, width=500)
+
+    result = print_images(
+        Peer("127.0.0.1", colour_printer.port, colour_printer.ae_title),
+        [rgb_image(), gray],
+        layout="STANDARD\\1,2",
+        presentation_lut="IDENTITY",
+    )
+
+    received = colour_printer.received
+    assert received.problems == []
+    assert received.meta_classes == [COLOR_META]
+    [film] = received.film_boxes
+    assert received.film_boxes[film].ImageDisplayFormat == "STANDARD\\1,2"
+    boxes = received.images_of(film)
+    assert all(box.is_color for box in boxes.values())
+    assert np.array_equal(boxes[1].pixels(), RGB_PIXELS)
+    assert np.array_equal(boxes[2].pixels(), np.stack([windowed(gray)] * 3, axis=-1))
+    assert (result.color, result.presentation_lut, received.luts) == (True, "", {})
+    assert result.notes == ["no Presentation LUT: it applies to grayscale printing only"]
+    assert [(job.execution_status, job.info) for job in result.print_jobs] == [("DONE", "NORMAL")]
+    assert [(e.source, e.name, e.info) for e in result.events] == [
+        ("printer", "WARNING", "SUPPLY LOW"),
+        ("print job", "DONE", "NORMAL"),
+    ]
+    assert received.printed == [film]
+    assert received.deleted == [film, result.film_session]
+
+
+def test_grayscale_printer_gets_colour_as_luminance_and_the_lin_od_lut() -> None:
+    printer = PrintServer(color=False, print_job=False).start()
+    try:
+        result = print_images(
+            Peer("127.0.0.1", printer.port, printer.ae_title),
+            [rgb_image()],
+            presentation_lut="LIN OD",
+        )
+    finally:
+        printer.stop()
+
+    received = printer.received
+    assert received.problems == []
+    assert received.meta_classes == [GRAYSCALE_META]
+    [(lut_uid, lut)] = received.luts.items()
+    assert (lut.PresentationLUTShape, result.presentation_lut) == ("LIN OD", lut_uid)
+    [film] = received.film_boxes.values()
+    assert film.ReferencedPresentationLUTSequence[0].ReferencedSOPInstanceUID == lut_uid
+    [box] = received.image_boxes.values()
+    r, g, b = (RGB_PIXELS[..., n].astype(np.int64) for n in range(3))
+    luminance = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16  # ITU-R 601-2 luma
+    assert np.array_equal(box.pixels(), luminance)
+    assert result.notes == ["printed as grayscale (luminance): the printer accepted grayscale only"]
+    assert result.print_jobs[0].execution_status == ""  # Print Job class not negotiated
+    assert lut_uid in received.deleted
+
+
+def test_a_failure_status_deletes_the_session_and_aborts() -> None:
+    printer = PrintServer(failures={"Image Box N-SET": 0xC616}).start()
+    try:
+        with pytest.raises(PrintFailed) as failure:
+            print_images(
+                Peer("127.0.0.1", printer.port, printer.ae_title),
+                [ct_image(1, center=-800, width=500)],
+            )
+        deadline = time.monotonic() + 5
+        while printer.received.aborted == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        printer.stop()
+
+    assert failure.value.status == 0xC616
+    assert "Image Box N-SET failed with status 0xC616" in str(failure.value)
+    received = printer.received
+    [session] = received.sessions
+    assert received.deleted == [session]
+    assert received.printed == []
+    assert received.aborted == 1
+
+
+def test_an_image_that_cannot_be_decoded_ends_the_print_cleanly(
+    colour_printer: PrintServer,
+) -> None:
+    broken = ct_image(2, center=-800, width=500)
+    broken.PixelData = broken.PixelData[:100]
+
+    with pytest.raises(PrintFailed, match=f"image {broken.SOPInstanceUID} cannot be printed"):
+        print_images(
+            Peer("127.0.0.1", colour_printer.port, colour_printer.ae_title),
+            [ct_image(1, center=-800, width=500), broken],
+            layout="STANDARD\\1,2",
+        )
+
+    received = colour_printer.received
+    [session] = received.sessions
+    assert (received.printed, received.deleted) == ([], [session])
+
+
+def test_a_printer_in_failure_is_not_sent_a_film() -> None:
+    printer = PrintServer(printer_status="FAILURE").start()
+    try:
+        with pytest.raises(PrintFailed, match=re.escape("the printer reports FAILURE (FILM JAM)")):
+            print_images(
+                Peer("127.0.0.1", printer.port, printer.ae_title),
+                [ct_image(1, center=-800, width=500)],
+            )
+    finally:
+        printer.stop()
+
+    assert (printer.received.sessions, printer.received.image_boxes) == ({}, {})
+
+
+def wait_for_job(server: RunningServer, pk: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        job: dict[str, Any] = httpx.get(f"{server.url}/api/jobs/{pk}").json()
+        if job["status"] in ("done", "failed") or job["attempts"] > 0:
+            return job
+        assert time.monotonic() < deadline, f"job {pk} did not finish: {job}"
+        time.sleep(0.2)
+
+
+def test_rest_api_queues_print_jobs(server_factory: ServerFactory, tmp_path: Path) -> None:
+    good = PrintServer().start()
+    bad = PrintServer(failures={"Film Box N-CREATE": 0xC616}).start()
+    try:
+        server = server_factory(start=False)
+        add_printer(
+            server.config_path,
+            "colour",
+            good.ae_title,
+            good.port,
+            color=True,
+            layouts=["STANDARD\\1,1", "STANDARD\\1,2"],
+            film_sizes=["8INX10IN", "14INX17IN"],
+            description="colour paper",
+        )
+        add_printer(server.config_path, "broken", bad.ae_title, bad.port)
+        image = ct_image(1, center=-800, width=500)
+        path = save(image, tmp_path / "1.dcm")
+        assert pacsnode_cli("import", str(path), "-c", str(server.config_path)).returncode == 0
+        server.start()
+        study = image.StudyInstanceUID
+
+        printers = httpx.get(f"{server.url}/api/printers").json()
+        queued = httpx.post(
+            f"{server.url}/api/print",
+            json={"printer": "colour", "study": study, "layout": "1,2", "copies": 2},
+        )
+        failing = httpx.post(f"{server.url}/api/print", json={"printer": "broken", "study": study})
+        refusals = [
+            httpx.post(f"{server.url}/api/print", json=body)
+            for body in (
+                {"printer": "nowhere", "study": study},
+                {"printer": "colour", "study": study, "film_size": "24CMX24CM"},
+                {"printer": "colour", "study": "1.2.3"},
+            )
+        ]
+        done = wait_for_job(server, queued.json()["id"])
+        failed = wait_for_job(server, failing.json()["id"])
+    finally:
+        good.stop()
+        bad.stop()
+
+    assert [(p["name"], p["film_sizes"][0]) for p in printers] == [
+        ("colour", "8INX10IN"),
+        ("broken", "14INX17IN"),
+    ]
+    assert (queued.status_code, queued.headers["Location"]) == (
+        202,
+        f"/api/jobs/{queued.json()['id']}",
+    )
+    assert done["status"] == "done", done
+    result = done["result"]
+    assert (result["state"], result["images_printed"], result["color"]) == ("done", 1, True)
+    assert result["print_jobs"][0]["execution_status"] == "DONE"
+    [film] = good.received.film_boxes.values()
+    assert (film.ImageDisplayFormat, film.FilmSizeID) == ("STANDARD\\1,2", "8INX10IN")
+    [session] = good.received.sessions.values()
+    assert session.NumberOfCopies == 2
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert "Film Box N-CREATE failed with status 0xC616" in failed["last_error"]
+    assert failed["result"]["state"] == "failed"
+    assert [(r.status_code, r.json().get("field")) for r in refusals] == [
+        (400, "printer"),
+        (400, "film_size"),
+        (404, None),
+    ]
+
+
+def test_printer_config_is_checked(tmp_path: Path) -> None:
+    config = tmp_path / "pacsnode.toml"
+    config.write_text("[server]\n")
+    add_printer(config, "film", "PRINTER", 104, bits=12, layouts=["STANDARD\\2,2"])
+    [printer] = load_settings(config).printers
+    assert (printer.bits, printer.layouts, printer.film_sizes) == (
+        12,
+        ("STANDARD\\2,2",),
+        ("14INX17IN",),
+    )
+    for bad, message in (
+        ({"bits": 10}, "'printer.bits' must be one of 8, 12"),
+        ({"presentation_lut": "GAMMA"}, "'printer.presentation_lut'"),
+        ({"colour": True}, "[[printer]] has unknown keys: colour"),
+    ):
+        config.write_text("[server]\n")
+        add_printer(config, "film", "PRINTER", 104, **bad)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_settings(config)

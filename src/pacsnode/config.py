@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
 CommitmentReportMode = Literal["same", "new", "same_if_open"]
 RejectedAnswer = Literal["warning", "failure"]
 HttpAuth = Literal["none", "basic", "oauth2"]
+UnknownCallingAE = Literal["accept", "reject"]
+SERVICES = ("echo", "store", "find", "move", "get", "commit", "mwl", "mpps")
+"""The words for DIMSE services in ``offers``, ``allowed`` and ``unknown_ae_allowed``."""
 
 CONFIG_ENV = "PACSNODE_CONFIG"
 ENV_PREFIX = "PACSNODE_"
@@ -55,15 +59,54 @@ class RemoteAE:
     """Services the node provides that we may call: echo, store, find, move, get,
     commit, mwl, mpps. Empty means all of them."""
     allowed: tuple[str, ...] = ()
-    """Services the node may ask of us, in the same words. Empty means all of them."""
+    """Services the node may ask of us, in the same words. Empty means all of them.
+    Another one is answered 0124 (Refused: Not Authorized)."""
+    check_host: bool = False
+    """Refuse an association under this AE title from any address but ``host``'s (a
+    name is resolved at each association). Config file only, as ``tls``."""
     transfer_syntaxes: tuple[str, ...] = ()
     """Transfer syntaxes to send it, best first; empty sends each object as stored."""
     move_destination_only: bool = False
     """A C-MOVE destination only: nothing is sent to it unasked (no routing, no
     forwarding), whatever else it could accept."""
+    tls: bool = False
+    """Associate with it over DICOM TLS, presenting our ``tls_certificate`` and checking
+    its certificate against ``tls_ca_certificates``. Config file only: a run-time entry
+    for the same AE title keeps what the file says."""
 
     def offers_service(self, service: str) -> bool:
         return not self.offers or service in self.offers
+
+
+@dataclass(frozen=True)
+class Printer:
+    """A DICOM printer (``[[printer]]`` in the config), named for ``pacsnode print`` and
+    ``POST /api/print``, with the films it takes (digest-001 §5.7 per-printer settings)."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    description: str = ""
+    color: bool = False
+    """Print every film in colour; otherwise only films with a colour image are (both
+    need the printer to accept Basic Color Print Management)."""
+    bits: int = 8
+    """Grayscale image box depth: 8, or 12 for a printer that takes 12-bit pixels."""
+    film_sizes: tuple[str, ...] = ("14INX17IN",)
+    """Film Size IDs it takes; the first is the default."""
+    layouts: tuple[str, ...] = ("STANDARD\\1,1",)
+    """Image Display Formats it takes (``2,2`` is short for ``STANDARD\\2,2``); the first
+    is the default."""
+    orientation: str = "PORTRAIT"
+    magnification: str = "REPLICATE"
+    medium_type: str = "BLUE FILM"
+    film_destination: str = "PROCESSOR"
+    presentation_lut: str = ""
+    """Presentation LUT Shape to create and reference from each grayscale film:
+    "IDENTITY", "LIN OD", or empty for none."""
+    max_copies: int = 0
+    """The most copies one request may ask for; 0 is no limit."""
 
 
 @dataclass(frozen=True)
@@ -103,16 +146,22 @@ class Settings:
     """Where the HTTP door listens. With ``http_auth = "none"`` it is loopback whatever
     this says: an archive without authentication is not put on the network."""
     http_auth: HttpAuth = "none"
-    """"basic" checks ``http_users``; "oauth2" checks bearer JWTs against ``oauth2_issuer``."""
+    """"basic" checks users' passwords (``http_users`` and ``pacsnode user``); "oauth2"
+    checks bearer JWTs against ``oauth2_issuer``. Both accept API tokens."""
     http_users: tuple[str, ...] = ()
-    """``name:password`` entries for HTTP Basic; the password may be a ``pbkdf2_sha256$…``
-    hash from ``pacsnode hash-password``."""
+    """``name:password`` (an admin) or ``name:role:password`` entries, role being viewer,
+    operator or admin; the password may be a ``pbkdf2_sha256$…`` hash from
+    ``pacsnode hash-password``."""
     oauth2_issuer: str = ""
     """The token issuer (``iss``); its JWKS is read from ``oauth2_jwks_url`` or, when that
     is empty, from the issuer's OpenID configuration."""
     oauth2_jwks_url: str = ""
     oauth2_audience: str = ""
     """The ``aud`` tokens must carry; empty accepts any audience."""
+    oauth2_roles_claim: str = "roles"
+    """The JWT claim that holds the caller's roles (admin, operator, viewer, or with a
+    ``pacsnode:`` prefix); a dotted name reaches into an object (``realm_access.roles``).
+    A token without one is a viewer's."""
     cors_origins: tuple[str, ...] = ()
     """Origins of web viewers allowed to call DICOMweb from a browser; ``*`` allows any."""
     public_url: str = ""
@@ -125,6 +174,16 @@ class Settings:
     database_url: str = ""
     """Empty means a SQLite file inside ``data_dir``."""
     max_associations: int = 30
+    """More simultaneous associations are refused as "local limit exceeded" (transient)."""
+    unknown_calling_ae: UnknownCallingAE = "accept"
+    """What a calling AE title that is no remote AE gets: "accept" serves it
+    ``unknown_ae_allowed``, "reject" refuses it ("calling AE title not recognized")."""
+    unknown_ae_allowed: tuple[str, ...] = ()
+    """Services an unknown calling AE may use, as ``allowed``; empty means all of them."""
+    check_called_ae: bool = False
+    """Refuse an association that calls another AE title than ours ("called AE title not
+    recognized"); with ``move_spanning`` the titles of remote AEs offering "move" pass
+    too. Off by default: any called AE title is served, as before this setting."""
     max_pdu_size: int = 1_048_576
     """The largest PDU we accept; 0 means unlimited. Large PDUs cut per-PDU overhead."""
     duplicate_policy: DuplicatePolicy = "keep"
@@ -134,8 +193,14 @@ class Settings:
     """Person names and the keys the conformance statements list (Accession Number,
     Modality, Study Description…) match regardless of case."""
     network_timeout: float = 60.0
+    """Seconds of silence after which an association is aborted; also the longest a
+    started PDU may pause."""
     acse_timeout: float = 30.0
+    """Seconds a new connection has to send its A-ASSOCIATE-RQ (and we to get an answer
+    to ours) before it is closed."""
     dimse_timeout: float = 60.0
+    """Seconds we wait for a peer's DIMSE response: to our requests, and to the C-STOREs
+    of a C-GET."""
     shutdown_grace: float = 30.0
     """Seconds to let in-flight C-STOREs finish on SIGTERM before aborting."""
     log_level: str = "INFO"
@@ -170,8 +235,35 @@ class Settings:
     move_spanning: bool = False
     """Forward a C-MOVE whose called AE title is a remote AE offering "move" to that AE
     (off by default, so that a mistyped called AE title is never sent elsewhere)."""
+    tls_port: int = 0
+    """A second DIMSE port that speaks DICOM TLS (PS3.15 Annex B, BCP 195: TLS 1.2 and
+    1.3 only, forward-secret AEAD cipher suites), served by the same AE; 0 is off."""
+    tls_certificate: str = ""
+    """Our certificate (PEM, chain allowed) for the TLS port, HTTPS, and as the client
+    certificate toward remote AEs with ``tls = true``."""
+    tls_private_key: str = ""
+    """The PEM private key of ``tls_certificate``."""
+    tls_ca_certificates: str = ""
+    """A PEM bundle of the CAs whose certificates we trust: clients' on the TLS port, and
+    remote AEs' when we call them. Empty trusts the system's CAs as a client, and no
+    client certificate as a server."""
+    tls_require_client_certificate: bool = False
+    """On the TLS port, refuse a client whose certificate is missing or not signed by a
+    CA of ``tls_ca_certificates`` (the handshake fails, before any association). HTTPS
+    never asks for client certificates: its users log in."""
+    http_tls: bool = False
+    """Serve the HTTP port as HTTPS with ``tls_certificate`` and ``tls_private_key``."""
+    audit_syslog: str = ""
+    """Where IHE ATNA audit messages go: ``udp://host:514``, ``tcp://host:port`` or
+    ``tls://host:port`` (RFC 5424 syslog); empty sends none."""
+    audit_tls_ca: str = ""
+    """PEM file of the CA that signed the collector's certificate (``tls://``); empty
+    uses the system's trusted CAs."""
+    audit_log: bool = True
+    """Also keep every audit message in ``data_dir/audit/`` (searchable by ``/api/audit``)."""
     remote_ae: tuple[RemoteAE, ...] = field(default_factory=tuple)
     routes: tuple[RouteRule, ...] = field(default_factory=tuple)
+    printers: tuple[Printer, ...] = field(default_factory=tuple)
 
     @property
     def resolved_database_url(self) -> str:
@@ -181,7 +273,9 @@ class Settings:
 
 
 SERVER_KEYS = {
-    f.name: f for f in dataclasses.fields(Settings) if f.name not in ("remote_ae", "routes")
+    f.name: f
+    for f in dataclasses.fields(Settings)
+    if f.name not in ("remote_ae", "routes", "printers")
 }
 
 
@@ -226,7 +320,34 @@ def _remote_from_table(table: dict[str, Any]) -> RemoteAE:
         values.get("commitment_report"),
         get_args(CommitmentReportMode),
     )
+    for words in ("offers", "allowed"):
+        _check_services(f"remote_ae.{words}", values.get(words, ()))
     return RemoteAE(**values)
+
+
+def _check_services(name: str, words: tuple[str, ...]) -> None:
+    unknown = [word for word in words if word not in SERVICES]
+    if unknown:
+        listed = ", ".join(unknown)
+        raise ConfigError(f"setting {name!r}: unknown {listed}; use {', '.join(SERVICES)}")
+
+
+def _printer_from_table(table: dict[str, Any]) -> Printer:
+    known = {f.name: f for f in dataclasses.fields(Printer)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise ConfigError(f"[[printer]] has unknown keys: {', '.join(sorted(unknown))}")
+    missing = {"name", "ae_title", "host", "port"} - set(table)
+    if missing:
+        raise ConfigError(f"[[printer]] needs {', '.join(sorted(missing))}")
+    values = {key: _coerce(key, value, known[key].type) for key, value in table.items()}
+    printer = Printer(**values)
+    _check_choice("printer.bits", str(printer.bits), ("8", "12"))
+    _check_choice("printer.presentation_lut", printer.presentation_lut, ("", "IDENTITY", "LIN OD"))
+    _check_choice("printer.orientation", printer.orientation, ("PORTRAIT", "LANDSCAPE"))
+    if not printer.film_sizes or not printer.layouts:
+        raise ConfigError(f"printer {printer.name!r}: film_sizes and layouts must not be empty")
+    return printer
 
 
 LOSSLESS_COMPRESSED = frozenset(
@@ -311,6 +432,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     values["routes"] = tuple(
         route_from_table(t, values["remote_ae"]) for t in document.get("route", [])
     )
+    values["printers"] = tuple(_printer_from_table(t) for t in document.get("printer", []))
+    if len({printer.name for printer in values["printers"]}) != len(values["printers"]):
+        raise ConfigError("[[printer]] names must be unique")
     names = [rule.name for rule in values["routes"]]
     if len(names) != len(set(names)):
         raise ConfigError("[[route]] names must be unique")
@@ -323,6 +447,13 @@ def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
         for name in SERVER_KEYS
         if ENV_PREFIX + name.upper() in environ
     }
+
+
+def _check_audit_syslog(value: str | None) -> None:
+    if value and not re.fullmatch(r"(udp|tcp|tls)://[^\s:/]+:\d{1,5}", value):
+        raise ConfigError(
+            "setting 'audit_syslog' must look like udp://host:514, tcp://… or tls://…"
+        )
 
 
 def load_settings(
@@ -340,16 +471,34 @@ def load_settings(
     values = {
         name: _coerce(name, value, SERVER_KEYS[name].type)
         for name, value in merged.items()
-        if name not in ("remote_ae", "routes")
+        if name not in ("remote_ae", "routes", "printers")
     }
     _check_choice("duplicate_policy", values.get("duplicate_policy"), DUPLICATE_POLICIES)
     _check_choice(
         "rejected_store_answer", values.get("rejected_store_answer"), get_args(RejectedAnswer)
     )
     _check_choice("http_auth", values.get("http_auth"), get_args(HttpAuth))
+    _check_choice(
+        "unknown_calling_ae", values.get("unknown_calling_ae"), get_args(UnknownCallingAE)
+    )
+    _check_services("unknown_ae_allowed", values.get("unknown_ae_allowed", ()))
+    _check_audit_syslog(values.get("audit_syslog"))
     settings = Settings(
-        **values, remote_ae=merged.get("remote_ae", ()), routes=merged.get("routes", ())
+        **values,
+        remote_ae=merged.get("remote_ae", ()),
+        routes=merged.get("routes", ()),
+        printers=merged.get("printers", ()),
     )
     if len(settings.ae_title) > 16 or not settings.ae_title.strip():
         raise ConfigError("ae_title must be 1 to 16 characters")
+    _check_tls(settings)
     return settings
+
+
+def _check_tls(settings: Settings) -> None:
+    """TLS settings that cannot work are refused at start, not at the first handshake."""
+    serving = settings.tls_port or settings.http_tls
+    if serving and not (settings.tls_certificate and settings.tls_private_key):
+        raise ConfigError("tls_port and http_tls need tls_certificate and tls_private_key")
+    if settings.tls_require_client_certificate and not settings.tls_ca_certificates:
+        raise ConfigError("tls_require_client_certificate needs tls_ca_certificates")

@@ -10,12 +10,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 
+from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.metadata import MetadataWarmer
 from pacsnode.archive.routing import Router
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
+from pacsnode.dimse import tls
 from pacsnode.dimse.prefetch import Prefetcher, on_scheduled
+from pacsnode.dimse.print_jobs import PrintJobs
 from pacsnode.dimse.retrieve_scu import Retriever
 from pacsnode.dimse.route_sender import RouteSender
 from pacsnode.dimse.server import DimseServer
@@ -32,11 +35,13 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.archive = Archive(settings)
+        tls.install_outbound(settings, self.archive.remotes)
         self.jobs = JobQueue(
             self.archive.database, settings.job_max_attempts, settings.job_retry_delay
         )
         self.workers = Workers(self.jobs, settings.job_workers)
         Retriever(self.archive, self.workers)  # runs retrieve jobs
+        PrintJobs(self.archive, self.workers)  # runs print jobs
         self.router = Router(self.archive, self.workers)
         RouteSender(self.archive, self.workers)  # runs the jobs the router queues
         Prefetcher(self.archive, self.workers)  # runs prefetch jobs
@@ -60,12 +65,14 @@ class Node:
                 create_app(self.archive, self.workers, self.router),
                 _http_host(settings),
                 settings.http_port,
+                tls.https_context(settings),
             )
             if settings.http_port
             else None
         )
 
     def start(self) -> None:
+        audit.configure(self.settings, self.archive.database)
         removed = self.archive.storage.clean_partial_files()
         if removed:
             log.info("removed %d partial files left by an interrupted run", removed)
@@ -76,6 +83,7 @@ class Node:
             self.http.start()
         if self.orders is not None:
             self.orders.start()
+        audit.application_started()
 
     def stop(self) -> None:
         if self.orders is not None:
@@ -85,6 +93,8 @@ class Node:
         self.dimse.stop()
         self.warmer.stop()
         self.workers.stop()
+        audit.application_stopped()
+        audit.close()
         self.archive.close()
 
 

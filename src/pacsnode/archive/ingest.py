@@ -13,6 +13,8 @@ import contextlib
 import errno
 import logging
 import os
+import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import VR
@@ -52,6 +54,9 @@ REJECTED_WARNING = 0xB006  # "element discarded": what synedra answers for a rej
 
 _DEFER_SIZE = 64 * 1024
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+_UID_TEXT = re.compile(r"[!-\[\]-~]{1,64}")
+"""Printable ASCII without backslash: looser than PS3.5's digits and dots, for old data,
+but all that DIMSE messages and File Meta can carry."""
 
 
 _VRS = frozenset(vr.value for vr in VR)
@@ -150,12 +155,24 @@ def _parse(received: Received) -> _Parsed:
             fp.seek(0)
             dataset = dcmread(fp, force=True, defer_size=_DEFER_SIZE)
             end = fp.tell()
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+    except (
+        InvalidDicomError,
+        BytesLengthException,
+        NotImplementedError,  # an unknown VR
+        struct.error,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        OSError,
+    ) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise
         raise IngestError(CANNOT_UNDERSTAND, f"data set does not parse: {exc}"[:64]) from exc
     syntax = received.transfer_syntax or meta.get("TransferSyntaxUID")
-    syntax = str(syntax) if syntax else syntax_of_encoding(dataset)
+    syntax = str(syntax).rstrip("\0").strip() if syntax else syntax_of_encoding(dataset)
+    if not _UID_TEXT.fullmatch(syntax):
+        raise IngestError(CANNOT_UNDERSTAND, "transfer syntax is not a valid UID")
     if syntax != DeflatedExplicitVRLittleEndian:
         _check_encoding(received.path, offset, syntax)
         _check_complete(dataset, end, size)
@@ -202,7 +219,10 @@ def _required_uids(dataset: Dataset) -> dict[str, str]:
             raise IngestError(CANNOT_UNDERSTAND, f"{keyword} unreadable") from exc
         if not value:
             raise IngestError(CANNOT_UNDERSTAND, f"{keyword} is missing")
-        uids[keyword] = str(value).strip("\0 ")
+        uid = str(value).rstrip("\0").strip()  # as the index will hold it
+        if not _UID_TEXT.fullmatch(uid):
+            raise IngestError(CANNOT_UNDERSTAND, f"{keyword} is not a valid UID")
+        uids[keyword] = uid
     return uids
 
 

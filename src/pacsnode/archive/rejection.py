@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydicom import Dataset
 
+from pacsnode import audit
 from pacsnode.archive.database import aware, now
 from pacsnode.archive.index import Index
 from pacsnode.archive.schema import instance, rejected_instance
@@ -197,6 +198,7 @@ class Rejections:
                     )
                 ).scalars()
             )
+        audit.instances_deleted(None, uids)  # before: the index forgets them
         for uid in uids:
             path = self.index.delete(uid)
             if path:

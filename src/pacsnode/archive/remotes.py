@@ -30,6 +30,7 @@ from pacsnode.archive.database import Database, now
 from pacsnode.archive.schema import remote_ae
 from pacsnode.config import (
     DUPLICATE_POLICIES,
+    SERVICES,
     CommitmentReportMode,
     DuplicatePolicy,
     RemoteAE,
@@ -37,9 +38,12 @@ from pacsnode.config import (
 )
 
 CACHE_SECONDS = 2.0
-SERVICES = ("echo", "store", "find", "move", "get", "commit", "mwl", "mpps")
 _TUPLES = ("offers", "allowed", "transfer_syntaxes")
 _FIELDS = {f.name for f in fields(RemoteAE)}
+CONFIG_ONLY = ("tls", "check_host")
+"""Fields the database does not store: security settings an administrator makes in the
+config file. A run-time entry takes them from the config entry of the same AE title."""
+_COLUMNS = _FIELDS - set(CONFIG_ONLY)
 
 
 class RemoteError(ValueError):
@@ -147,11 +151,14 @@ def remote_from_json(values: dict[str, Any]) -> RemoteAE:
         allowed=_words(values, "allowed", SERVICES),
         transfer_syntaxes=_words(values, "transfer_syntaxes"),
         move_destination_only=_flag(values, "move_destination_only", False),
+        **{name: _flag(values, name, False) for name in CONFIG_ONLY},
     )
 
 
-def _from_row(row: Any) -> RemoteAE:
-    values = {name: getattr(row, name) for name in _FIELDS}
+def _from_row(row: Any, configured: RemoteAE | None) -> RemoteAE:
+    values = {name: getattr(row, name) for name in _COLUMNS}
+    if configured is not None:
+        values.update({name: getattr(configured, name) for name in CONFIG_ONLY})
     for name in _TUPLES:
         values[name] = tuple(json.loads(values[name]))
     values["pending_responses"] = bool(values["pending_responses"])
@@ -160,7 +167,7 @@ def _from_row(row: Any) -> RemoteAE:
 
 
 def _to_row(remote: RemoteAE) -> dict[str, Any]:
-    values = asdict(remote)
+    values = {name: value for name, value in asdict(remote).items() if name in _COLUMNS}
     for name in _TUPLES:
         values[name] = json.dumps(list(values[name]))
     return values
@@ -198,6 +205,7 @@ class Remotes:
 
     def put(self, remote: RemoteAE) -> bool:
         """Add or replace a run-time entry; returns whether it is new to the database."""
+        self._check_config_only(remote)
         moment = now()
         values = _to_row(remote)
         with self._writer().begin() as connection:
@@ -234,6 +242,16 @@ class Remotes:
             )
         raise RemoteNotFound(f"no remote AE {title!r}")
 
+    def _check_config_only(self, remote: RemoteAE) -> None:
+        """A run-time entry cannot turn on what only the config file may set; what it
+        leaves off is taken from the config entry (so an edit need not repeat it)."""
+        base = self._configured.get(remote.ae_title) or RemoteAE(remote.ae_title, "", 0)
+        for name in CONFIG_ONLY:
+            if getattr(remote, name) and not getattr(base, name):
+                raise RemoteError(
+                    f"{name} is set in the config file only ([[remote_ae]] {name} = true)", name
+                )
+
     def duplicate_policy_for(self, calling_ae: str) -> DuplicatePolicy:
         """What a SOP Instance UID sent again by this AE does (CDRClient re-sends edits)."""
         remote = self.get(calling_ae)
@@ -259,7 +277,9 @@ class Remotes:
             if self._read_at is None or time.monotonic() - self._read_at >= CACHE_SECONDS:
                 with self.database.reader.connect() as connection:
                     rows = connection.execute(sa.select(remote_ae)).all()
-                self._stored = {row.ae_title: _from_row(row) for row in rows}
+                self._stored = {
+                    row.ae_title: _from_row(row, self._configured.get(row.ae_title)) for row in rows
+                }
                 self._read_at = time.monotonic()
             return self._stored
 

@@ -259,6 +259,37 @@ remote_ae = sa.Table(
     *_timestamps(),
 )
 
+# Users of the HTTP door (see archive/users.py). Not "user": PostgreSQL reserves that
+# word, and an unquoted SELECT from it answers with the session's own user.
+http_user = sa.Table(
+    "http_user",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# API tokens: only the SHA-256 of each secret is kept.
+api_token = sa.Table(
+    "api_token",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "user_name",
+        sa.String(64),
+        sa.ForeignKey("http_user.name", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("label", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("last_used_at", sa.DateTime(timezone=True)),
+)
+
 LEVEL_TABLES: dict[Level, sa.Table] = {
     Level.PATIENT: patient,
     Level.STUDY: study,

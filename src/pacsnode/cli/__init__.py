@@ -2,6 +2,7 @@
 
 from pacsnode.cli import (
     archive,
+    audit,
     jobs,
     media,
     network,
@@ -10,6 +11,8 @@ from pacsnode.cli import (
     rejected,
     remotes,
     security,
+    tls,
+    users,
     worklist,
 )
 from pacsnode.cli.common import app
@@ -17,6 +20,7 @@ from pacsnode.cli.common import app
 __all__ = [
     "app",
     "archive",
+    "audit",
     "jobs",
     "main",
     "media",
@@ -26,6 +30,8 @@ __all__ = [
     "rejected",
     "remotes",
     "security",
+    "tls",
+    "users",
     "worklist",
 ]
 

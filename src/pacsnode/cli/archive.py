@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pacsnode import audit
 from pacsnode.cli.common import (
     ConfigOption,
     DatabaseOption,
@@ -91,11 +92,14 @@ def import_(
     outcomes: Counter[str] = Counter(failed=len(problems)) if problems else Counter()
     reasons: Counter[str] = Counter(problems)
     newest_before = archive.metadata.newest_pk()
+    imported: list[str] = []
     with progress_bar() as progress:
         task = progress.add_task("importing", total=len(files))
         for path in files:
             result = archive.ingest(Received(path, duplicate_policy=settings.duplicate_policy))
             outcomes[result.outcome.value] += 1
+            if result.ok and result.sop_instance_uid:
+                imported.append(result.sop_instance_uid)
             if not result.ok:
                 reasons[f"0x{result.status:04X} {result.comment}"] += 1
             progress.advance(task)
@@ -104,6 +108,8 @@ def import_(
         done: int | None = newest_before
         while done is not None:
             done = archive.metadata.warm_after(done, 50)
+    with audit.command_trail(settings, archive.database) as user:
+        audit.instances_stored(user, imported, failed=outcomes["failed"] + outcomes["refused"])
     archive.close()
     _print_summary(outcomes, reasons)
     if outcomes["failed"] or outcomes["refused"]:

@@ -1,4 +1,5 @@
-"""``pacsnode export-media``: write studies as a DICOMDIR file-set; and reading one back."""
+"""``pacsnode export-media``: write studies as a DICOMDIR file-set or add them to one;
+and reading one back."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from pacsnode import audit
 from pacsnode.cli.common import (
     ConfigOption,
     DatabaseOption,
@@ -29,12 +31,21 @@ def export_media(
     profile: Annotated[
         str, typer.Option(help="Media application profile, e.g. STD-GEN-CD, STD-GEN-DVD-JPEG.")
     ] = "STD-GEN-CD",
-    fileset_id: Annotated[str, typer.Option(help="File-set ID (up to 16 chars).")] = "PACSNODE",
+    fileset_id: Annotated[
+        str | None, typer.Option(help="File-set ID (up to 16 chars); default PACSNODE.")
+    ] = None,
+    update: Annotated[
+        bool, typer.Option(help="Add to the file-set already in OUT_DIR (File-set Updater).")
+    ] = False,
+    pdi: Annotated[
+        bool, typer.Option(help="Add IHE PDI's README.TXT and INDEX.HTM (no viewer).")
+    ] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Write the studies to OUT_DIR as a file-set with a DICOMDIR (File-set Creator)."""
+    """Write the studies to OUT_DIR as a file-set with a DICOMDIR (File-set Creator), or
+    with --update add them to the file-set there (File-set Updater)."""
     from pacsnode.archive.core import Archive
     from pacsnode.media.dicomdir import ExportError, export
 
@@ -47,7 +58,11 @@ def export_media(
             series=series or (),
             profile=profile,
             fileset_id=fileset_id,
+            update=update,
+            pdi=pdi,
         )
+        with audit.command_trail(archive.settings, archive.database) as user:
+            audit.instances_sent(audit.Actor(str(out_dir)), report.exported, requestor=user)
     except ExportError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -56,11 +71,15 @@ def export_media(
     out = Console()
     out.print(f"{report.dicomdir}: file-set {report.fileset_id}, profile {report.profile}")
     out.print(f"exported {len(report.exported)} instances")
+    if report.already_there:
+        out.print(f"{len(report.already_there)} instances were in the file-set already")
+    for old, new in report.moved:
+        out.print(f"  moved {old} to {new}")
     for sop, stored in report.converted:
         out.print(f"  converted {sop} from {stored} to Explicit VR Little Endian")
     for sop, why in report.skipped:
         out.print(f"  [red]skipped[/red] {sop}: {why}")
-    if report.skipped or not report.exported:
+    if report.skipped or not (report.exported or report.already_there):
         raise typer.Exit(1)
 
 

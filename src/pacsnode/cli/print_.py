@@ -1,18 +1,15 @@
-"""``pacsnode print``: films of a study or series of the local archive on a DICOM printer."""
+"""``pacsnode print``: films of a study, series or instances of the local archive on a
+DICOM printer, a configured ``[[printer]]`` or one given by host and port."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pacsnode.cli.common import (
-    CalledOption,
     CallingOption,
     ConfigOption,
-    HostArg,
-    PortArg,
     app,
     configure_logging,
     console,
@@ -20,100 +17,117 @@ from pacsnode.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from pydicom import Dataset
-
-    from pacsnode.archive.core import Archive
-    from pacsnode.archive.retrieve import Located
+    from pacsnode.config import Printer
+    from pacsnode.dimse.print_scu import PrintResult
 
 
-def _series_instances(archive: Archive, series_uid: str) -> list[Located]:
-    """A series' visible instances, found without knowing its study."""
-    from pacsnode.archive.retrieve import located_row, visible_instances
-    from pacsnode.archive.schema import instance, series
+def _unconfigured(host: str, port: int, called_ae: str, layout: str, film_size: str) -> Printer:
+    """A printer known only by address: it is taken to accept what is asked of it."""
+    from pacsnode.config import Printer
+    from pacsnode.dimse.print_scu import display_format
 
-    statement = (
-        visible_instances()
-        .where(series.c.series_instance_uid == series_uid)
-        .order_by(instance.c.instance_number, instance.c.pk)
+    return Printer(
+        name=host,
+        ae_title=called_ae,
+        host=host,
+        port=port,
+        film_sizes=(film_size or "14INX17IN",),
+        layouts=(display_format(layout or "1,1"),),
     )
-    with archive.database.reader.connect() as connection:
-        rows = connection.execute(statement).all()
-    return [located_row(row, archive.storage) for row in rows]
 
 
-def _images(study: str | None, series: str | None, config: Path | None) -> list[Dataset]:
-    """The stored images to print, in series and instance order; objects without pixel
-    data (reports, presentation states) are left out."""
-    from pacsnode.archive.core import Archive
-    from pacsnode.archive.rendering import open_image
-    from pacsnode.archive.retrieve import locate
-
-    archive = Archive(load(config))
-    try:
-        if series is not None:
-            located = _series_instances(archive, series)
-        else:
-            located = locate(archive, study or "")
-        opened = (open_image(item.path, item.transfer_syntax_uid) for item in located)
-        return [image for image in opened if "PixelData" in image]
-    finally:
-        archive.close()
+def _summary(result: PrintResult, where: str) -> str:
+    lines = [
+        f"printed {result.images_printed} images on {len(result.film_boxes)} films "
+        f"({where}, printer {result.printer_status or 'status unknown'}"
+        f"{', colour' if result.color else ''})"
+    ]
+    if result.warnings:
+        lines.append("warnings " + ", ".join(f"0x{code:04X}" for code in result.warnings))
+    lines += [f"note: {note}" for note in result.notes]
+    lines += [
+        f"print job {job.instance}: {job.execution_status or 'status unknown'} {job.info}".strip()
+        for job in result.print_jobs
+    ]
+    lines += [f"{e.source} event {e.name} {e.info}".strip() for e in result.events]
+    return "\n".join(lines)
 
 
 @app.command(name="print")
 def print_(
-    host: HostArg,
-    port: PortArg,
+    printer: Annotated[str, typer.Argument(help="The name of a configured printer, or its host.")],
+    port: Annotated[
+        int | None, typer.Argument(help="The printer's DIMSE port, when PRINTER is a host.")
+    ] = None,
     study: Annotated[str | None, typer.Option(help="Print this study of the archive.")] = None,
-    series: Annotated[str | None, typer.Option(help="Print this series of the archive.")] = None,
+    series: Annotated[
+        list[str] | None, typer.Option(help="Print this series (repeatable).")
+    ] = None,
+    instance: Annotated[
+        list[str] | None, typer.Option(help="Print this instance (repeatable).")
+    ] = None,
     layout: Annotated[
-        str, typer.Option(help="Columns,rows of images per film (STANDARD format).")
-    ] = "1,1",
-    film_size: Annotated[str, typer.Option(help="Film Size ID, e.g. 14INX17IN.")] = "14INX17IN",
-    orientation: Annotated[str, typer.Option(help="PORTRAIT or LANDSCAPE.")] = "PORTRAIT",
-    magnification: Annotated[
-        str, typer.Option(help="REPLICATE, BILINEAR, CUBIC or NONE.")
-    ] = "REPLICATE",
+        str, typer.Option(help="C,R (STANDARD) or an Image Display Format; default: the printer's.")
+    ] = "",
+    film_size: Annotated[
+        str, typer.Option(help="Film Size ID, e.g. 14INX17IN; default: the printer's.")
+    ] = "",
+    orientation: Annotated[str, typer.Option(help="PORTRAIT or LANDSCAPE.")] = "",
+    magnification: Annotated[str, typer.Option(help="REPLICATE, BILINEAR, CUBIC or NONE.")] = "",
     copies: Annotated[int, typer.Option(min=1, help="Number of copies.")] = 1,
-    called_ae: CalledOption = "ANY-SCP",
+    color: Annotated[
+        bool, typer.Option("--color", help="Print in colour (if the printer accepts it).")
+    ] = False,
+    called_ae: Annotated[
+        str, typer.Option("--called-ae", "-aec", help="The printer's AE title (with HOST PORT).")
+    ] = "ANY-SCP",
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Print a study or series of the local archive (Basic Grayscale Print Management).
+    """Print a study, series or instances of the local archive (Basic Grayscale or
+    Color Print Management), on a configured printer or on HOST PORT.
 
     Exit code: 0 printed (possibly with warnings), 1 the printer failed a request,
     2 no association, nothing to print or bad arguments.
     """
-    from pacsnode.dimse.print_scu import PrintFailed, positions, print_images
-    from pacsnode.dimse.scu import AssociationFailed, Peer
+    from pacsnode.archive.core import Archive
+    from pacsnode.dimse.print_jobs import (
+        NothingToPrint,
+        PrintRequest,
+        PrintRequestError,
+        print_request,
+    )
+    from pacsnode.dimse.print_scu import PrintFailed
+    from pacsnode.dimse.scu import AssociationFailed
 
-    if (study is None) == (series is None):
-        raise typer.BadParameter("give exactly one of --study and --series")
-    display_format = f"STANDARD\\{layout}"
-    try:
-        positions(display_format)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--layout") from exc
-    calling_ae = calling_ae or load(config).ae_title
+    if not (study or series or instance):
+        raise typer.BadParameter("give --study, --series or --instance")
+    request = PrintRequest(
+        printer,
+        study or "",
+        tuple(series or ()),
+        tuple(instance or ()),
+        layout,
+        film_size,
+        orientation.upper(),
+        magnification.upper(),
+        copies,
+        color,
+    )
+    adhoc = None if port is None else _unconfigured(printer, port, called_ae, layout, film_size)
     configure_logging("WARNING")
-    images = _images(study, series, config)
-    if not images:
-        console.print("[red]nothing to print: no stored images there[/red]")
-        raise typer.Exit(2)
-    peer = Peer(host, port, called_ae, calling_ae)
+    archive = Archive(load(config))
     try:
-        result = print_images(
-            peer, images, display_format, film_size, orientation, magnification, copies
-        )
-    except AssociationFailed as exc:
+        result = print_request(archive, request, adhoc, calling_ae or "")
+    except PrintRequestError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{(exc.field or 'printer')}") from exc
+    except (AssociationFailed, NothingToPrint) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     except PrintFailed as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    warnings = ", ".join(f"0x{code:04X}" for code in result.warnings)
-    typer.echo(
-        f"printed {result.images_printed} images on {len(result.film_boxes)} films "
-        f"({called_ae}@{host}:{port}, printer {result.printer_status or 'status unknown'})"
-        + (f"; warnings {warnings}" if warnings else "")
-    )
+    finally:
+        archive.close()
+    where = f"{adhoc.ae_title}@{printer}:{port}" if adhoc else printer
+    typer.echo(_summary(result, where))

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pacsnode import audit
 from pacsnode.archive.remotes import RemoteError, RemoteNotFound, remote_from_json
 from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, console, load
 from pacsnode.jobs.queue import Job, JobQueue, JobStatus
@@ -100,10 +101,13 @@ def add(
     }
     try:
         item = remote_from_json(values)
-        created = _archive(config, data_dir, database_url).remotes.put(item)
+        archive = _archive(config, data_dir, database_url)
+        created = archive.remotes.put(item)
     except RemoteError as exc:
         raise _fail(str(exc)) from exc
-    Console().print(f"{item.ae_title}: {'added' if created else 'changed'}")
+    done = f"{item.ae_title}: {'added' if created else 'changed'}"
+    audit.command_change(archive.settings, f"remote AE {done}", kind="network")
+    Console().print(done)
 
 
 @remote.command()
@@ -115,9 +119,11 @@ def delete(
 ) -> None:
     """Delete a remote AE added at run time (config file entries stay: edit the file)."""
     try:
-        _archive(config, data_dir, database_url).remotes.delete(ae_title)
+        archive = _archive(config, data_dir, database_url)
+        archive.remotes.delete(ae_title)
     except (RemoteError, RemoteNotFound) as exc:
         raise _fail(str(exc)) from exc
+    audit.command_change(archive.settings, f"remote AE {ae_title}: deleted", kind="network")
     Console().print(f"{ae_title}: deleted")
 
 

@@ -21,14 +21,14 @@ def hash_password_command(
     from pacsnode.web.auth import hash_password
 
     if password is None:
-        password = _read_password()
+        password = read_password()
     if not password:
         console.print("[red]the password is empty[/red]")
         raise typer.Exit(2)
     print(hash_password(password))
 
 
-def _read_password() -> str:
+def read_password() -> str:
     """The first line of stdin when piped, else a hidden prompt asked twice: a password
     on the command line ends up in the shell history and the process list."""
     if not sys.stdin.isatty():

@@ -26,7 +26,7 @@ from pacsnode.archive.commitment import Commitment, Reference, commit
 from pacsnode.archive.core import Archive
 from pacsnode.config import RemoteAE
 from pacsnode.dimse import services
-from pacsnode.dimse.scu import AssociationFailed, Peer, new_ae
+from pacsnode.dimse.scu import AssociationFailed, Peer, new_ae, open_association
 from pacsnode.jobs.workers import Workers
 
 log = logging.getLogger("pacsnode.commitment")
@@ -102,9 +102,7 @@ def send_report(payload: dict[str, Any]) -> None:
     info = Dataset.from_json(payload["event_information"])
     ae = new_ae(peer.calling_ae)
     role = build_role(STORAGE_COMMITMENT, scp_role=True)
-    assoc = ae.associate(
-        peer.host, peer.port, _report_contexts(), ae_title=peer.ae_title, ext_neg=[role]
-    )
+    assoc = open_association(ae, peer, _report_contexts(), ext_neg=[role])
     if not assoc.is_established:
         raise AssociationFailed(f"{peer.ae_title}@{peer.host}:{peer.port} did not associate")
     try:
@@ -269,9 +267,7 @@ def request_commitment(
         listener = ae.start_server(("0.0.0.0", listen_port), block=False, evt_handlers=handlers)
     try:
         contexts = [build_context(STORAGE_COMMITMENT)]
-        assoc = ae.associate(
-            peer.host, peer.port, contexts, ae_title=peer.ae_title, evt_handlers=handlers
-        )
+        assoc = open_association(ae, peer, contexts, evt_handlers=handlers)
         if not assoc.is_established:
             raise AssociationFailed(f"{peer.ae_title}@{peer.host}:{peer.port} did not associate")
         information = Dataset()

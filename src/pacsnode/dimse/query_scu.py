@@ -38,7 +38,7 @@ from pacsnode.dimse.qr_model import (
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
-from pacsnode.dimse.scu import AssociationFailed, Peer, new_ae
+from pacsnode.dimse.scu import AssociationFailed, Peer, new_ae, open_association
 from pacsnode.dimse.worklist_scp import MODALITY_WORKLIST_FIND
 
 log = logging.getLogger("pacsnode.scu")
@@ -201,7 +201,7 @@ def _associate(
 ) -> Association:
     """An association on which ``required`` (a SOP class) was accepted."""
     ae = new_ae(peer.calling_ae)
-    assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title, **options)
+    assoc = open_association(ae, peer, contexts, **options)
     where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted or unreachable"

@@ -35,6 +35,8 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
+from pacsnode.dimse import hardening
+
 _REACTOR_DELAY = 0.001
 _wakers: dict[int, tuple[socket.socket, socket.socket]] = {}
 _wakers_lock = threading.Lock()
@@ -134,26 +136,6 @@ def _run_reactor(self: DULServiceProvider) -> None:
     finally:
         _current.provider = None
         _forget(self)
-
-
-def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
-    """Read ``nr_bytes`` in as few system calls as the kernel allows.
-
-    pynetdicom reads 4 KiB at a time into a growing bytearray: 128 calls and copies
-    for one 512 KiB PDU. Here the whole PDU goes into one buffer in large reads.
-    """
-    assert self.socket is not None
-    buffer = bytearray(nr_bytes)
-    view = memoryview(buffer)
-    received = 0
-    while received < nr_bytes:
-        count = self.socket.recv_into(view[received:], nr_bytes - received)
-        if not count:  # connection closed: return what arrived, as pynetdicom does
-            del view
-            del buffer[received:]
-            return buffer
-        received += count
-    return buffer
 
 
 class _Checkpoint(threading.Event):
@@ -282,4 +264,4 @@ def install() -> None:
     _association.time = clock
     DULServiceProvider.send_pdu = _send_pdu  # type: ignore[method-assign]
     DULServiceProvider.run_reactor = _run_reactor  # type: ignore[method-assign]
-    AssociationSocket.recv = _recv  # type: ignore[method-assign]
+    hardening.install()  # bounded PDU reads in few large system calls, and more

@@ -24,6 +24,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 from sqlalchemy.exc import DBAPIError
 
+from pacsnode import audit
 from pacsnode.archive.attributes import text_value
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import QueryError, retrieve_selection, search
@@ -190,6 +191,8 @@ class RetrieveSCP:
         finally:
             if sub_association.is_established:
                 sub_association.release()
+        destination_actor = audit.Actor(remote.ae_title, remote.host, dicom=True)
+        _audit(destination_actor, selected, tally, audit.requestor_of(service.assoc))
         responder.send(tally.final_status(), tally)
 
     def get(self, service: ServiceClass, request: C_GET, context: PresentationContext) -> None:
@@ -199,6 +202,7 @@ class RetrieveSCP:
             return
         log.info("C-GET of %d instances by %s", len(selected), service.assoc.requestor.ae_title)
         tally = self._send_all(responder, service.assoc, selected)
+        _audit(audit.requestor_of(service.assoc), selected, tally)
         responder.send(tally.final_status(), tally)
 
     def _send_all(
@@ -240,6 +244,18 @@ class _Cancelled(Exception):
     def __init__(self, tally: _Tally) -> None:
         super().__init__("cancelled")
         self.tally = tally
+
+
+def _audit(
+    destination: audit.Actor,
+    selected: list[OutgoingFile],
+    tally: _Tally,
+    requestor: audit.Actor | None = None,
+) -> None:
+    """DICOM Instances Transferred for what a C-MOVE or C-GET sent."""
+    failed = set(tally.failed_uids)
+    sent = [item.sop_instance for item in selected if item.sop_instance not in failed]
+    audit.instances_sent(destination, sent, requestor=requestor, failed=len(failed))
 
 
 def _contexts(selected: list[OutgoingFile]) -> list[PresentationContext]:

@@ -22,6 +22,7 @@ from pydicom.uid import JPEG2000, UID
 from pynetdicom import _config
 from pynetdicom.association import Association
 
+from pacsnode import audit
 from pacsnode.archive.commitment import Reference
 from pacsnode.archive.core import Archive
 from pacsnode.archive.routing import ROUTE_JOB
@@ -80,6 +81,7 @@ class RouteSender:
                 f"{len(failures)} of {len(files)} not stored at {destination}: {failures[0]}"
             )
         log.info("route %s: %d sent to %s", payload["rule"], len(files), destination)
+        audit.instances_sent(_audited(remote), [item.sop_instance for item in files])
         if payload["commit"]:
             self._commit(remote, files)
 
@@ -171,6 +173,10 @@ class RouteSender:
             failed,
             "" if report.event_type == ALL_COMMITTED else " (failures exist)",
         )
+
+
+def _audited(remote: RemoteAE) -> audit.Actor:
+    return audit.Actor(remote.ae_title, remote.host, dicom=True)
 
 
 def _converted(item: OutgoingFile, target: str, lossy: bool) -> Dataset:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
@@ -24,7 +24,7 @@ from pacsnode.archive.uids import (
     VERIFICATION_SOP_CLASS,
     syntax_of_encoding,
 )
-from pacsnode.dimse import reactor
+from pacsnode.dimse import reactor, tls
 
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
 
@@ -69,9 +69,23 @@ def new_ae(calling_ae: str) -> AE:
     return ae
 
 
+def open_association(
+    ae: AE, peer: Peer, contexts: list[PresentationContext], **options: Any
+) -> Association:
+    """Every outbound association starts here, so that a TLS remote AE always gets TLS."""
+    tls_args = tls.outbound_args(peer.ae_title, peer.host, peer.port)
+    return ae.associate(
+        peer.host,
+        peer.port,
+        contexts=contexts,
+        ae_title=peer.ae_title,
+        tls_args=tls_args,
+        **options,
+    )
+
+
 def associate(peer: Peer, contexts: list[PresentationContext]) -> Association:
-    ae = new_ae(peer.calling_ae)
-    assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.ae_title)
+    assoc = open_association(new_ae(peer.calling_ae), peer, contexts)
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted or unreachable"
         raise AssociationFailed(
@@ -94,11 +108,16 @@ def echo(peer: Peer) -> int:
 
 
 def describe(path: Path) -> OutgoingFile | None:
-    """Read just enough of a file to choose a presentation context for it."""
+    """Read just enough of a file to choose a presentation context for it; None for a
+    file that is not DICOM or is too broken to send."""
     try:
-        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
-    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return _describe(path)
+    except Exception:  # on a corrupt file pydicom raises nearly anything, also lazily
         return None
+
+
+def _describe(path: Path) -> OutgoingFile | None:
+    ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
     meta = ds.file_meta
     sop_class = meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
     sop_instance = meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID")

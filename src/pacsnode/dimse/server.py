@@ -21,6 +21,7 @@ from pynetdicom.events import Event
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.transport import ThreadedAssociationServer
 
+from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import COMPLETED, IN_PROGRESS, Step
 from pacsnode.archive.routing import Router
@@ -33,7 +34,8 @@ from pacsnode.archive.uids import (
 )
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
-from pacsnode.dimse import find_service, reactor, retrieve_scp, spool
+from pacsnode.dimse import find_service, reactor, retrieve_scp, spool, tls
+from pacsnode.dimse.access import AccessControl
 from pacsnode.dimse.commitment import STORAGE_COMMITMENT, CommitmentSCP
 from pacsnode.dimse.find_scp import FindSCP
 from pacsnode.dimse.find_service import FindRequest
@@ -62,6 +64,10 @@ class _NoDelayServer(ThreadedAssociationServer):
     peer's delayed ACK, which caps a loopback sender at a few dozen objects a second.
     """
 
+    request_queue_size = 128
+    """socketserver's listen backlog of 5 drops the handshakes of a burst of callers,
+    who then wait seconds for the kernel to retry them."""
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = super().get_request()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -71,6 +77,10 @@ class _NoDelayServer(ThreadedAssociationServer):
         """Stop accepting; unlike pynetdicom's, for a server made with make_server()."""
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+
+
+class _TlsServer(tls.HandshakeInWorker, _NoDelayServer):
+    """The DICOM TLS port: each connection's handshake runs on its own thread."""
 
 
 def register_storage_classes() -> None:
@@ -104,8 +114,11 @@ class DimseServer:
         self.worklist = Worklist(archive.database, settings.worklist_hide_finished)
         self.worklist_scp = WorklistSCP(settings, self.worklist)
         self.mpps_scp = MppsSCP(archive, workers, self._on_step)
+        self.access = AccessControl(settings, archive.remotes)
         self.ae = self._make_ae()
         self._server: ThreadedAssociationServer | None = None
+        self._tls_context = tls.server_context(settings) if settings.tls_port else None
+        self._tls_server: ThreadedAssociationServer | None = None
         self._started: dict[int, float] = {}
 
     def _make_ae(self) -> AE:
@@ -147,13 +160,16 @@ class DimseServer:
             (evt.EVT_N_EVENT_REPORT, self.commitment_scp.handle_report),
             (evt.EVT_SOP_EXTENDED, negotiate_extended),
             (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_REQUESTED, self.access.on_requested),
+            (evt.EVT_REJECTED, self.access.on_rejected),
             (evt.EVT_RELEASED, lambda event: self._on_closed(event, "released")),
             (evt.EVT_ABORTED, lambda event: self._on_closed(event, "aborted")),
         ]
 
     def _find(self, event: FindRequest) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        if str(event.request.AffectedSOPClassUID) == MODALITY_WORKLIST_FIND:
+        model = str(event.request.AffectedSOPClassUID)
+        audit.query(audit.requestor_of(event.assoc), model, event.identifier)
+        if model == MODALITY_WORKLIST_FIND:
             return self.worklist_scp.handle_find(event)
         answers = self.find_scp.handle_find(event)
         if self.find_spanning.applies(event.assoc.requestor.ae_title):
@@ -172,14 +188,12 @@ class DimseServer:
     def _on_accepted(self, event: Event) -> None:
         self._started[id(event.assoc)] = time.monotonic()
 
-    def _on_rejected(self, event: Event) -> None:
-        log.warning("association from %s rejected", _peer(event))
-
     def _on_closed(self, event: Event, how: str) -> None:
         started = self._started.pop(id(event.assoc), None)
         if started is None:
             return  # rejected, or already logged
         elapsed = time.monotonic() - started
+        self.storage_scp.audit(event.assoc)
         summary = self.storage_scp.summary(event.assoc)
         log.info(
             "association %s -> %s %s after %.1f s%s",
@@ -218,6 +232,31 @@ class DimseServer:
             self.settings.ae_title,
             *server.server_address[:2],
         )
+        self._tls_server = self._serve_tls()
+
+    def _serve_tls(self) -> ThreadedAssociationServer | None:
+        """The DICOM TLS port, if configured: the same AE and handlers as the plain one."""
+        if self._tls_context is None:
+            return None
+        address = (self.settings.bind_address, self.settings.tls_port)
+        try:
+            server = self.ae.make_server(
+                address,
+                evt_handlers=self._handlers(),
+                server_class=_TlsServer,
+                tls_context=self._tls_context,
+                handshake_timeout=self.settings.acse_timeout,
+            )
+        except OSError as exc:
+            raise OSError(f"DICOM TLS port {address[0]}:{address[1]}: {exc.strerror}") from exc
+        thread = threading.Thread(target=server.serve_forever, name="dimse-tls-accept", daemon=True)
+        thread.start()
+        log.info(
+            "DIMSE TLS server %s listening on %s:%d",
+            self.settings.ae_title,
+            *server.server_address[:2],
+        )
+        return server
 
     @property
     def port(self) -> int:
@@ -229,6 +268,9 @@ class DimseServer:
         if self._server is None:
             return
         self._server.shutdown()  # closes the listening socket too
+        if self._tls_server is not None:
+            self._tls_server.shutdown()
+            self._tls_server = None
         grace = self.settings.shutdown_grace
         if not self.storage_scp.in_flight.wait_idle(grace):
             log.warning("C-STOREs still running after %.0f s; aborting", grace)

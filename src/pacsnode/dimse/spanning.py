@@ -35,7 +35,7 @@ from pacsnode.archive.uids import UNCOMPRESSED_TRANSFER_SYNTAXES
 from pacsnode.config import RemoteAE, Settings
 from pacsnode.dimse.find_service import FindRequest
 from pacsnode.dimse.retrieve_channel import RetrieveChannel
-from pacsnode.dimse.scu import new_ae
+from pacsnode.dimse.scu import Peer, new_ae, open_association
 
 log = logging.getLogger("pacsnode.spanning")
 
@@ -71,13 +71,8 @@ def _associate(
         item.sop_class_uid = UID(str(context.abstract_syntax))
         item.service_class_application_information = extended
         negotiation.append(item)
-    assoc = ae.associate(
-        remote.host,
-        remote.port,
-        contexts=[context],
-        ae_title=remote.ae_title,
-        ext_neg=negotiation or None,
-    )
+    peer = Peer(remote.host, remote.port, remote.ae_title, settings.ae_title)
+    assoc = open_association(ae, peer, [context], ext_neg=negotiation or None)
     if not assoc.is_established:
         raise ConnectionError(f"no association with {remote.ae_title}@{remote.host}:{remote.port}")
     return assoc

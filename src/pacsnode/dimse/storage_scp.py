@@ -13,12 +13,15 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
+from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.ingest import OUT_OF_RESOURCES, IngestResult, Outcome, Prepared, Received
 from pacsnode.archive.routing import Router
 from pacsnode.dimse import spool
 
 log = logging.getLogger("pacsnode.store")
+
+_RECEIVED = (Outcome.STORED, Outcome.REPLACED, Outcome.DUPLICATE)
 
 
 def _request(event: Event) -> C_STORE:
@@ -52,6 +55,8 @@ class StorageSCP:
         self.router = router
         self.in_flight = InFlight()
         self.outcomes: WeakKeyDictionary[Association, Counter[str]] = WeakKeyDictionary()
+        self.received: WeakKeyDictionary[Association, list[str]] = WeakKeyDictionary()
+        """SOP Instance UIDs the archive holds from each association, for its audit."""
 
     def handle_store(self, event: Event) -> Dataset:
         with self.in_flight:
@@ -61,6 +66,9 @@ class StorageSCP:
                     result, event.assoc.requestor.ae_title, event.assoc.acceptor.ae_title
                 )
         self.outcomes.setdefault(event.assoc, Counter())[result.outcome] += 1
+        if result.outcome in _RECEIVED:
+            uid = result.sop_instance_uid or str(_request(event).AffectedSOPInstanceUID)
+            self.received.setdefault(event.assoc, []).append(uid)
         if not result.ok:
             log.warning(
                 "C-STORE %s from %s: status 0x%04X %s",
@@ -102,6 +110,14 @@ class StorageSCP:
                 prepared=prepared,
             )
         )
+
+    def audit(self, assoc: Association) -> None:
+        """One audit message per association for what it sent us (PS3.15 A.5.3.6);
+        call it before :meth:`summary`, which forgets the counts."""
+        counts = self.outcomes.get(assoc, Counter())
+        failed = counts[Outcome.FAILED] + counts[Outcome.REFUSED]
+        received = self.received.pop(assoc, [])
+        audit.instances_stored(audit.requestor_of(assoc), received, failed=failed)
 
     def summary(self, assoc: Association) -> str:
         counts = self.outcomes.pop(assoc, Counter())

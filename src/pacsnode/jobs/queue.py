@@ -80,6 +80,11 @@ class JobError(LookupError):
     """No such job, or not in a state that allows the change."""
 
 
+class Abandoned(Exception):
+    """Raised by a handler whose job cannot succeed by running again (a printer refused
+    the film, and a retry would print again what did print): it fails at once."""
+
+
 class Deferred(Exception):
     """Raised by a handler whose job cannot be done yet: it runs again in ``seconds``,
     without counting a failed attempt (a study not yet stable, say)."""
@@ -203,10 +208,11 @@ class JobQueue:
     def complete(self, pk: int) -> None:
         self._update(pk, status=JobStatus.DONE, last_error=None, attempts=job.c.attempts + 1)
 
-    def fail(self, claimed: Job, error: str) -> JobStatus:
-        """Record a failed attempt: retry later with backoff, or give up at the limit."""
+    def fail(self, claimed: Job, error: str, final: bool = False) -> JobStatus:
+        """Record a failed attempt: retry later with backoff, or give up at the limit
+        (or at once when ``final``)."""
         attempts = claimed.attempts + 1
-        if attempts >= claimed.max_attempts:
+        if final or attempts >= claimed.max_attempts:
             status = JobStatus.FAILED
             next_run = now()
         else:

@@ -7,13 +7,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pacsnode.jobs.queue import Deferred, Job, JobQueue, JobStatus
+from pacsnode.jobs.queue import Abandoned, Deferred, Job, JobQueue, JobStatus
 
 log = logging.getLogger("pacsnode.jobs")
 
 Handler = Callable[[dict[str, Any]], None]
 """Runs one job from its payload; an exception means the attempt failed, except
-:class:`~pacsnode.jobs.queue.Deferred`, which means "not yet"."""
+:class:`~pacsnode.jobs.queue.Deferred`, which means "not yet", and
+:class:`~pacsnode.jobs.queue.Abandoned`, which means "failed, do not retry"."""
 
 
 class Workers:
@@ -108,6 +109,10 @@ class Workers:
         except Deferred as deferred:
             self.queue.defer(claimed, deferred.seconds)
             log.debug("job %d (%s) %s", claimed.pk, claimed.kind, deferred)
+            return
+        except Abandoned as exc:
+            self.queue.fail(claimed, str(exc), final=True)
+            log.warning("job %d (%s) failed, not retried: %s", claimed.pk, claimed.kind, exc)
             return
         except Exception as exc:
             status = self.queue.fail(claimed, f"{type(exc).__name__}: {exc}")

@@ -1,4 +1,5 @@
-"""DICOMDIR file-sets: the File-set Creator (export) and the File-set Reader (import).
+"""DICOMDIR file-sets: the File-set Creator (export), Updater (export into an existing
+file-set) and Reader (import).
 
 pydicom's :class:`~pydicom.fileset.FileSet` writes and reads the DICOMDIR and makes
 conformant File IDs; this module decides what goes onto the medium. A media
@@ -8,10 +9,13 @@ objects stored otherwise are converted on the way out, and the report says which
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
+from typing import Protocol
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
@@ -20,6 +24,7 @@ from pydicom.fileset import DIRECTORY_RECORDERS, FileSet, RecordNode, _four_leve
 from pacsnode.archive.core import Archive
 from pacsnode.archive.retrieve import Located, locate
 from pacsnode.archive.transcoding import TranscodeError, transcode
+from pacsnode.media.pdi import README, write_pdi_files
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 JPEG_SYNTAXES = frozenset(
@@ -41,13 +46,67 @@ PROFILES: dict[str, frozenset[str]] = {
     "STD-GEN-USB-J2K": JPEG_SYNTAXES | J2K_SYNTAXES,
 }
 
-# Type 1 record keys that objects may lack; invented like ``dcmmkdir --invent`` does,
-# in the directory record only: the exported object itself is never changed.
-INVENTED = {"StudyDate": "19000101", "StudyTime": "000000", "StudyID": "1", "SeriesNumber": 1}
+# Type 1 record keys that objects may lack; invented like ``dcmmkdir --invent`` does
+# (and a Patient ID from the name), in the directory record only: the exported object
+# itself is never changed.
+INVENTED = {"StudyDate": "19000101", "StudyTime": "000000", "StudyID": "-", "SeriesNumber": 1}
+
+DEFAULT_FILESET_ID = "PACSNODE"
+
+
+class _Recorder(Protocol):
+    """A pydicom directory record creator, as DIRECTORY_RECORDERS holds them."""
+
+    def __call__(self, ds: Dataset) -> Dataset: ...
+
+
+def _sr_record(recorder: _Recorder) -> _Recorder:
+    """Mend pydicom's SR DOCUMENT and KEY OBJECT DOC records where dciodvfy finds fault.
+
+    PS3.3 F.5: the record's Content Sequence holds only the root's HAS CONCEPT MOD
+    items, where pydicom copies the whole content tree (which would also bloat the
+    DICOMDIR with big reports); and a VERIFIED document's record needs Verification
+    DateTime, which the document keeps per observer in Verifying Observer Sequence.
+    """
+
+    def record(ds: Dataset) -> Dataset:
+        made = recorder(ds)
+        modifiers = [
+            item
+            for item in made.get("ContentSequence", [])
+            if item.get("RelationshipType") == "HAS CONCEPT MOD"
+        ]
+        if modifiers:
+            made.ContentSequence = modifiers
+        elif "ContentSequence" in made:
+            del made.ContentSequence
+        verified = [
+            str(observer.VerificationDateTime)
+            for observer in ds.get("VerifyingObserverSequence", [])
+            if observer.get("VerificationDateTime")
+        ]
+        if (
+            ds.get("VerificationFlag") == "VERIFIED"
+            and verified
+            and "VerificationDateTime" not in made
+        ):
+            made.VerificationDateTime = max(verified)  # the latest verification
+        return made
+
+    return record
+
+
+for _kind in ("SR DOCUMENT", "KEY OBJECT DOC"):
+    DIRECTORY_RECORDERS[_kind] = _sr_record(DIRECTORY_RECORDERS[_kind])
 
 
 class ExportError(Exception):
-    """The export cannot start: unknown profile, nothing selected, or a file-set already there."""
+    """The export cannot start: unknown profile, nothing selected, or a file-set already
+    there (or, when updating, none there or one the profile does not allow)."""
+
+
+class NothingSelected(ExportError):
+    """No stored instance matches the selection."""
 
 
 @dataclass
@@ -58,6 +117,8 @@ class ExportReport:
     fileset_id: str
     profile: str
     exported: list[str] = field(default_factory=list)
+    already_there: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (old File ID, new File ID)
     converted: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance, from)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance, why)
 
@@ -70,30 +131,94 @@ def export(
     series: Iterable[str] = (),
     instances: Iterable[str] = (),
     profile: str = "STD-GEN-CD",
-    fileset_id: str = "PACSNODE",
+    fileset_id: str | None = None,
+    update: bool = False,
+    pdi: bool = False,
 ) -> ExportReport:
     """Write the selected stored instances as a file-set with a DICOMDIR into ``out_dir``.
 
-    ``series`` and ``instances``, when given, narrow the studies down to those.
+    ``series`` and ``instances``, when given, narrow the studies down to those. With
+    ``update`` the instances are added to the file-set already in ``out_dir`` (File-set
+    Updater): only if everything it holds fits the profile, keeping its File-set ID,
+    leaving out instances it already has. A fresh file-set is never written over one
+    that is there, so an update is always asked for. ``pdi`` adds IHE PDI's README.TXT
+    and INDEX.HTM; an update rewrites them if they are there.
     """
     if profile not in PROFILES:
         raise ExportError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    if (out_dir / "DICOMDIR").exists():
-        raise ExportError(f"{out_dir} already holds a file-set")
+    dicomdir = out_dir / "DICOMDIR"
+    if update:
+        fileset = _existing(dicomdir, profile, fileset_id)
+    elif dicomdir.exists():
+        raise ExportError(f"{out_dir} already holds a file-set; to add to it, update it")
+    else:
+        fileset = _new(fileset_id or DEFAULT_FILESET_ID)
+    report = ExportReport(dicomdir, str(fileset.ID or ""), profile)
+    chosen = _selected(archive, studies, set(series), set(instances))
+    if not chosen:
+        raise NothingSelected("no stored instance matches the selection")
+    before = {str(instance.SOPInstanceUID): instance.FileID for instance in fileset}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    after = _write(fileset, chosen, report, out_dir)
+    report.moved = [(old, after[sop]) for sop, old in before.items() if after[sop] != old]
+    if pdi or (update and (out_dir / README).exists()):
+        write_pdi_files(out_dir)
+    return report
+
+
+def _write(
+    fileset: FileSet, chosen: list[Located], report: ExportReport, out_dir: Path
+) -> dict[str, str]:
+    """Add what the file-set lacks and write it; the File IDs afterwards, by SOP Instance.
+
+    Converted objects wait in a spool inside ``out_dir``, so that they use the room of
+    the medium they go to and vanish with the export.
+    """
+    present = {str(instance.SOPInstanceUID) for instance in fileset}
+    with tempfile.TemporaryDirectory(prefix="export-", dir=out_dir) as spool:
+        sources: dict[str, Path] = {}
+        for item in chosen:
+            if item.sop_instance_uid in present:
+                report.already_there.append(item.sop_instance_uid)
+            elif (source := _add(fileset, item, report, Path(spool))) is not None:
+                sources[item.sop_instance_uid] = source
+        if fileset.path is None:
+            fileset.write(out_dir)
+        else:
+            fileset.write()
+        written = {str(instance.SOPInstanceUID): instance for instance in fileset}
+        for sop, source in sources.items():  # the staged header makes way for the object
+            shutil.copyfile(source, written[sop].path)
+    return {sop: instance.FileID for sop, instance in written.items()}
+
+
+def _new(fileset_id: str) -> FileSet:
     fileset = FileSet()
     try:
         fileset.ID = fileset_id  # pydicom checks it: CS, at most 16 characters
     except ValueError as exc:
         raise ExportError(f"bad File-set ID {fileset_id!r}: {exc}") from exc
-    report = ExportReport(out_dir / "DICOMDIR", fileset_id, profile)
-    chosen = _selected(archive, studies, set(series), set(instances))
-    if not chosen:
-        raise ExportError("no stored instance matches the selection")
-    for item in chosen:
-        _add(fileset, item, report)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fileset.write(out_dir)
-    return report
+    return fileset
+
+
+def _existing(dicomdir: Path, profile: str, fileset_id: str | None) -> FileSet:
+    """The file-set to update, read whole first; refused if the profile cannot hold it."""
+    if not dicomdir.is_file():
+        raise ExportError(f"no file-set to update: {dicomdir} does not exist")
+    try:
+        fileset = FileSet(dcmread(dicomdir))
+    except (InvalidDicomError, ValueError, OSError) as exc:
+        raise ExportError(f"cannot read {dicomdir}: {exc}") from exc
+    if fileset_id is not None and fileset_id != fileset.ID:
+        raise ExportError(f"the file-set's ID is {fileset.ID!r}, not {fileset_id!r}")
+    allowed = PROFILES[profile] | {EXPLICIT_VR_LITTLE_ENDIAN}
+    for instance in fileset:
+        if instance.TransferSyntaxUID not in allowed:
+            raise ExportError(
+                f"the file-set holds {instance.FileID} in {instance.TransferSyntaxUID},"
+                f" which {profile} does not allow"
+            )
+    return fileset
 
 
 def _selected(
@@ -110,23 +235,52 @@ def _selected(
     return chosen
 
 
-def _add(fileset: FileSet, item: Located, report: ExportReport) -> None:
-    """Stage one instance, converted to ELE first if the profile does not allow its syntax."""
+def as_stored(found: Iterable[Located], work: Path) -> list[tuple[str, Path | bytes]]:
+    """A file-set of the stored files exactly as they are, for a ZIP download: the
+    DICOMDIR's bytes, then each File ID with the stored file it names.
+
+    Any transfer syntax goes (no profile applies); only the headers are read and staged,
+    in ``work``, to have pydicom make the records and File IDs. An instance whose header
+    cannot be read is left out, and the list says nothing of it.
+    """
+    fileset = FileSet()
+    fileset.ID = DEFAULT_FILESET_ID
+    stored: dict[str, Path] = {}
+    for item in found:
+        try:
+            _stage(fileset, dcmread(item.path, stop_before_pixels=True))
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        stored[item.sop_instance_uid] = item.path
+    if not stored:
+        return []
+    fileset.write(work)
+    files: list[tuple[str, Path | bytes]] = [("DICOMDIR", (work / "DICOMDIR").read_bytes())]
+    for instance in fileset:
+        files.append((Path(instance.FileID).as_posix(), stored[str(instance.SOPInstanceUID)]))
+    return files
+
+
+def _add(fileset: FileSet, item: Located, report: ExportReport, spool: Path) -> Path | None:
+    """Stage the instance's header, which is all pydicom needs for the records and the
+    File ID; return the file to put there: the stored file as it is (so that it reaches
+    the medium byte for byte), or its conversion to Explicit VR Little Endian, written
+    in ``spool``, when the profile does not allow the stored syntax."""
     allowed = PROFILES[report.profile] | {EXPLICIT_VR_LITTLE_ENDIAN}
     stored = item.transfer_syntax_uid
+    source = item.path
     try:
-        if stored in allowed:
-            dataset = dcmread(item.path)
-        else:
-            data = transcode(item.path, stored, EXPLICIT_VR_LITTLE_ENDIAN)
-            dataset = dcmread(BytesIO(data))
-        _stage(fileset, dataset)
+        if stored not in allowed:
+            source = spool / item.sop_instance_uid
+            source.write_bytes(transcode(item.path, stored, EXPLICIT_VR_LITTLE_ENDIAN))
+        _stage(fileset, dcmread(source, stop_before_pixels=True))
     except (TranscodeError, InvalidDicomError, OSError, ValueError) as exc:
         report.skipped.append((item.sop_instance_uid, str(exc)))
-        return
+        return None
     if stored not in allowed:
         report.converted.append((item.sop_instance_uid, stored))
     report.exported.append(item.sop_instance_uid)
+    return source
 
 
 def _stage(fileset: FileSet, dataset: Dataset) -> None:
@@ -146,6 +300,9 @@ def _invented_leaf(dataset: Dataset) -> RecordNode:
             setattr(source, keyword, value)
     if "InstanceNumber" not in source or source.InstanceNumber in (None, ""):
         source.InstanceNumber = 1
+    if not source.get("PatientID"):  # one per name: patients without an ID stay apart
+        name = str(source.get("PatientName") or "")
+        source.PatientID = "NOID" + hashlib.sha1(name.encode()).hexdigest()[:12].upper()
     leaf = _four_level_record_type(source)
     parent: RecordNode | None = None
     for kind in ("PATIENT", "STUDY", "SERIES", leaf):
@@ -154,6 +311,8 @@ def _invented_leaf(dataset: Dataset) -> RecordNode:
         record.RecordInUseFlag = 0xFFFF
         record.OffsetOfReferencedLowerLevelDirectoryEntity = 0
         record.DirectoryRecordType = kind
+        if "SpecificCharacterSet" in source:  # 1C in every record, as pydicom's add() does
+            record.SpecificCharacterSet = source.SpecificCharacterSet
         if kind == leaf:  # the leaf's key is the instance it references
             record.ReferencedFileID = None
             record.ReferencedSOPClassUIDInFile = dataset.SOPClassUID

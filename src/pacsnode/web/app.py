@@ -11,20 +11,25 @@ from starlette.routing import BaseRoute, Mount
 from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import MppsStore
 from pacsnode.archive.routing import Router
+from pacsnode.archive.users import Users
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.dimse.prefetch import on_scheduled
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
+from pacsnode.web.audit_api import AuditApi
 from pacsnode.web.auth import authentication
 from pacsnode.web.dicomweb.common import DicomWebError, error_response
 from pacsnode.web.dicomweb.qido import Qido
 from pacsnode.web.dicomweb.rendered import Rendered
 from pacsnode.web.dicomweb.stow import Stow
 from pacsnode.web.dicomweb.wado import Wado
+from pacsnode.web.media_api import MediaApi
 from pacsnode.web.openapi import openapi_route
+from pacsnode.web.print_api import PrintApi
 from pacsnode.web.remotes_api import RemotesApi
 from pacsnode.web.routes_api import RoutesApi
+from pacsnode.web.users_api import UsersApi
 from pacsnode.web.wado_uri import WadoUri
 
 
@@ -37,7 +42,9 @@ def _dicomweb(archive: Archive, router: Router | None) -> list[BaseRoute]:
     ]
 
 
-def _api(archive: Archive, workers: Workers, router: Router | None) -> list[BaseRoute]:
+def _api(
+    archive: Archive, workers: Workers, router: Router | None, users: Users
+) -> list[BaseRoute]:
     settings = archive.settings
     prefetch = on_scheduled(workers.queue, settings)
     worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
@@ -47,11 +54,15 @@ def _api(archive: Archive, workers: Workers, router: Router | None) -> list[Base
         *WorklistApi(worklist).routes(),
         *RejectedApi(archive.rejections).routes(),
         *RemotesApi(archive.remotes, workers).routes(),
+        *MediaApi(archive).routes(),
+        *PrintApi(archive, workers).routes(),
         *(RoutesApi(router).routes() if router is not None else []),
+        *UsersApi(users).routes(),
+        *AuditApi(settings.data_dir).routes(),
     ]
 
 
-def _middleware(settings: Settings) -> list[Middleware]:
+def _middleware(settings: Settings, users: Users) -> list[Middleware]:
     """CORS comes first, so that a browser's preflight is answered without credentials."""
     middleware = []
     if settings.cors_origins:
@@ -64,18 +75,19 @@ def _middleware(settings: Settings) -> list[Middleware]:
                 expose_headers=["Warning", "Content-Type", "Content-Location"],
             )
         )
-    return [*middleware, *authentication(settings)]
+    return [*middleware, *authentication(settings, users)]
 
 
 def create_app(archive: Archive, workers: Workers, router: Router | None = None) -> Starlette:
+    users = Users(archive.database, archive.settings.http_users)
     routes: list[BaseRoute] = [
         Mount("/dicom-web", routes=_dicomweb(archive, router)),
-        Mount("/api", routes=_api(archive, workers, router)),
+        Mount("/api", routes=_api(archive, workers, router, users)),
         *WadoUri(archive).routes(),
     ]
     routes.append(openapi_route(routes))
     return Starlette(
         routes=routes,
-        middleware=_middleware(archive.settings),
+        middleware=_middleware(archive.settings, users),
         exception_handlers={DicomWebError: error_response},
     )

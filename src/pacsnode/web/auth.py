@@ -1,9 +1,15 @@
-"""Who is calling the HTTP door: HTTP Basic users, or OAuth2 bearer tokens (JWTs).
+"""Who is calling the HTTP door: HTTP Basic users, API tokens, or OAuth2 bearer JWTs.
 
-Both are Starlette authentication backends, so handlers, role checks and the audit
-trail find the caller in ``request.user`` and the token's scopes in
-``request.auth.scopes``. Every request must authenticate except CORS preflights,
-which browsers send without credentials by design.
+All are Starlette authentication backends, so handlers, the role check
+(:mod:`pacsnode.web.roles`) and the audit trail find the caller, with a role, in
+``request.user`` and a JWT's scopes in ``request.auth.scopes``. Every request must
+authenticate except CORS preflights, which browsers send without credentials by design.
+
+Users and API tokens are :mod:`pacsnode.archive.users`: the ``http_users`` of the
+config file and those of the index database. An API token (``Bearer pnt_…``) is
+accepted in both modes. The audit trail gets every failed login and, so as not to
+drown in one line per request, a successful one once per user and address every
+:data:`LOGIN_AUDIT_INTERVAL` seconds.
 
 OAuth2 is what syngo.share's webdicom asks of its clients: an access token obtained
 from the configured issuer with the client-credentials flow, checked here against the
@@ -15,16 +21,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
-import hmac
 import http.client
 import json
 import logging
-import os
-import secrets
 import threading
+import time
 import urllib.request
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
@@ -35,7 +37,6 @@ from starlette.authentication import (
     AuthenticationBackend,
     AuthenticationError,
     BaseUser,
-    SimpleUser,
 )
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -43,15 +44,24 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse, Response
 
+from pacsnode import audit
+from pacsnode.archive.users import (
+    ROLES,
+    TOKEN_PREFIX,
+    LoginRefused,
+    Role,
+    Users,
+    hash_password,
+    verify_password,
+)
 from pacsnode.config import ConfigError, Settings
+from pacsnode.web.roles import Caller, RoleMiddleware
 
 log = logging.getLogger("pacsnode.http.auth")
 
+__all__ = ["authentication", "hash_password", "verify_password"]
+
 REALM = "pacsnode"
-HASH_SCHEME = "pbkdf2_sha256"
-HASH_ITERATIONS = 600_000
-"""OWASP's 2023 figure for PBKDF2-HMAC-SHA256: slow enough to make a stolen config
-file expensive to crack, fast enough (a fraction of a second) to check once per user."""
 TOKEN_ALGORITHMS = (
     *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
     *("ES256", "ES384", "ES512", "EdDSA"),
@@ -66,67 +76,40 @@ at most this often, so that forged key ids cannot turn into a flood at the issue
 NETWORK_TIMEOUT = 10.0
 ISSUER_HEADERS = {"User-Agent": "pacsnode", "Accept": "application/json"}
 """Some issuers' firewalls turn away urllib's default User-Agent."""
+LOGIN_AUDIT_INTERVAL = 600.0
+"""Seconds during which further successful logins of a user from one address are not
+audited again: every request logs in, and the audit trail is for people to read."""
 
 
-def hash_password(password: str, iterations: int = HASH_ITERATIONS) -> str:
-    """The ``http_users`` form of a password, so the config file need not hold it."""
-    salt = os.urandom(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return f"{HASH_SCHEME}${iterations}${_b64(salt)}${_b64(digest)}"
-
-
-def verify_password(stored: str, given: str) -> bool:
-    """Whether ``given`` matches a plain or hashed entry, in time independent of where
-    they differ."""
-    if not stored.startswith(HASH_SCHEME + "$"):
-        return hmac.compare_digest(_sha256(stored), _sha256(given))
-    iterations, salt, expected = _parse_hash(stored)
-    actual = hashlib.pbkdf2_hmac("sha256", given.encode(), salt, iterations, len(expected))
-    return hmac.compare_digest(actual, expected)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
-
-
-def _sha256(text: str) -> bytes:
-    """A fixed-length stand-in, because compare_digest reveals a difference in length."""
-    return hashlib.sha256(text.encode()).digest()
-
-
-def _parse_hash(stored: str) -> tuple[int, bytes, bytes]:
-    """Iterations, salt and digest of a hash; ValueError when it is not one of ours."""
-    problem = ValueError(f"not a {HASH_SCHEME}$<iterations>$<salt>$<hash> string")
-    try:
-        scheme, rounds, salt, digest = stored.split("$")
-        iterations = int(rounds)
-        parsed = iterations, _unb64(salt), _unb64(digest)
-    except (ValueError, binascii.Error) as exc:
-        raise problem from exc
-    if scheme != HASH_SCHEME or iterations < 1 or not parsed[2]:
-        raise problem
-    return parsed
-
-
-def authentication(settings: Settings) -> list[Middleware]:
+def authentication(settings: Settings, users: Users | None = None) -> list[Middleware]:
     """The middleware that guards the HTTP door; none when ``http_auth`` is "none"
     (the node then keeps the door on loopback). Install it after CORS, which answers
-    preflights itself; the backends let preflights through anyway."""
-    backend = _backend(settings)
+    preflights itself; the backends let preflights through anyway.
+
+    ``users`` are the config file's and the database's; without them, those of
+    ``http_users`` alone.
+    """
+    if users is None:
+        users = Users(None, settings.http_users)
+    backend = _backend(settings, users)
     if backend is None:
         return []
-    return [Middleware(AuthenticationMiddleware, backend=backend, on_error=_refusal)]
+    return [
+        Middleware(AuthenticationMiddleware, backend=backend, on_error=_refusal),
+        Middleware(RoleMiddleware),
+    ]
 
 
-def _backend(settings: Settings) -> AuthenticationBackend | None:
+def _backend(settings: Settings, users: Users) -> AuthenticationBackend | None:
     if settings.http_auth == "basic":
-        return BasicBackend(settings.http_users)
+        if not users.exist():
+            raise ConfigError(
+                'http_auth = "basic" needs at least one http_users entry '
+                "or a user made with 'pacsnode user add'"
+            )
+        return BasicBackend(users)
     if settings.http_auth == "oauth2":
-        return BearerBackend(settings)
+        return BearerBackend(settings, users)
     return None
 
 
@@ -165,48 +148,74 @@ def _client(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client else "an unknown address"
 
 
-def _parse_users(entries: Sequence[str]) -> dict[str, str]:
-    """``name:password`` entries by name; a bad entry stops the server at start-up
-    rather than locking a user out silently."""
-    users: dict[str, str] = {}
-    for entry in entries:
-        name, _, stored = entry.partition(":")
-        if not name or not stored:
-            raise ConfigError("http_users entries must be 'name:password'")
-        if stored.startswith(HASH_SCHEME + "$"):
-            try:
-                _parse_hash(stored)
-            except ValueError as exc:
-                raise ConfigError(f"http_users: the hash of {name!r} is {exc}") from exc
-        users[name] = stored
-    if not users:
-        raise ConfigError('http_auth = "basic" needs at least one http_users entry')
-    return users
+def _address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else ""
+
+
+class Logins:
+    """Tells the audit trail about logins: every failure, and a success once per user
+    and address every :data:`LOGIN_AUDIT_INTERVAL` seconds."""
+
+    def __init__(self) -> None:
+        self._audited: dict[tuple[str, str], float] = {}
+
+    def failed(self, conn: HTTPConnection, name: str) -> None:
+        """``name`` is the one claimed, or for a token that proves nothing, its kind."""
+        audit.user_authentication(audit.Actor(name, _address(conn), requestor=True), False)
+
+    def succeeded(self, conn: HTTPConnection, name: str) -> None:
+        key, moment = (name, _address(conn)), time.monotonic()
+        last = self._audited.get(key)
+        if last is not None and moment - last < LOGIN_AUDIT_INTERVAL:
+            return
+        if len(self._audited) > 10_000:  # forget the stale ones rather than grow forever
+            self._audited = {
+                k: t for k, t in self._audited.items() if moment - t < LOGIN_AUDIT_INTERVAL
+            }
+        self._audited[key] = moment
+        audit.user_authentication(audit.Actor(name, key[1], requestor=True), True)
+
+
+async def _api_token(
+    conn: HTTPConnection, users: Users, logins: Logins, secret: str
+) -> tuple[AuthCredentials, BaseUser]:
+    """The caller an API token stands for; 401 with an RFC 6750 challenge if none."""
+    try:
+        user, token = await run_in_threadpool(users.check_token, secret)
+    except LoginRefused as exc:
+        log.warning("API token: %s, from %s", exc, _client(conn))
+        logins.failed(conn, "api-token")
+        raise _invalid_token("unknown, expired or revoked token") from exc
+    logins.succeeded(conn, user.name)
+    return AuthCredentials(["authenticated", f"token:{token.id}"]), Caller(user.name, user.role)
 
 
 class BasicBackend(AuthenticationBackend):
-    """HTTP Basic (RFC 7617) against ``http_users``.
+    """HTTP Basic (RFC 7617) against the users, and API tokens as bearer tokens.
 
-    A hashed entry costs a PBKDF2 run, done on a worker thread; a name and password
-    that passed once are remembered (as a keyed digest) so later requests skip it.
+    Checking a password costs a PBKDF2 run and a database read, done on a worker
+    thread; see :meth:`Users.check_password` for how repeated requests avoid the first.
     """
 
-    def __init__(self, entries: Sequence[str]) -> None:
-        self._users = _parse_users(entries)
-        hashed = [stored for stored in self._users.values() if stored.startswith(HASH_SCHEME)]
-        self._decoy = (hashed or list(self._users.values()))[0]
-        self._secret = secrets.token_bytes(32)
-        self._accepted: dict[str, bytes] = {}
+    def __init__(self, users: Users) -> None:
+        self._users = users
+        self._logins = Logins()
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         if _is_preflight(conn):
             return None
+        token = _credentials(conn, "Bearer")
+        if token is not None:
+            return await _api_token(conn, self._users, self._logins, token)
         name, password = self._decode(conn)
-        if not await self._check(name, password):
-            reason = "wrong password" if name in self._users else "unknown user"
-            log.warning("HTTP Basic: %s %r from %s", reason, name, _client(conn))
-            raise _basic_challenge("wrong user name or password")
-        return AuthCredentials(["authenticated"]), SimpleUser(name)
+        try:
+            user = await run_in_threadpool(self._users.check_password, name, password)
+        except LoginRefused as exc:
+            log.warning("HTTP Basic: %s %r from %s", exc, _printable(name), _client(conn))
+            self._logins.failed(conn, name)
+            raise _basic_challenge("wrong user name or password") from exc
+        self._logins.succeeded(conn, user.name)
+        return AuthCredentials(["authenticated"]), Caller(user.name, user.role)
 
     def _decode(self, conn: HTTPConnection) -> tuple[str, str]:
         encoded = _credentials(conn, "Basic")
@@ -222,30 +231,17 @@ class BasicBackend(AuthenticationBackend):
             raise _basic_challenge("malformed credentials")
         return name, password
 
-    async def _check(self, name: str, password: str) -> bool:
-        """An unknown name is checked against a hashed entry, so that the answer takes
-        as long as for a known name (with a hashed password) and does not reveal names."""
-        digest = hmac.new(self._secret, f"{name}:{password}".encode(), "sha256").digest()
-        if hmac.compare_digest(self._accepted.get(name, b""), digest):
-            return True
-        stored = self._users.get(name)
-        matches = await run_in_threadpool(verify_password, stored or self._decoy, password)
-        if matches and stored is not None:
-            self._accepted[name] = digest
-            return True
-        return False
-
 
 def _basic_challenge(detail: str) -> Refused:
     return Refused(401, detail, {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
 
 
-class TokenUser(SimpleUser):
-    """A caller known by an access token: its subject, and every claim for role checks
-    and the audit trail."""
+class TokenUser(Caller):
+    """A caller known by an access token: its subject, its role, and every claim for
+    the audit trail."""
 
-    def __init__(self, name: str, claims: dict[str, Any]) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, role: Role, claims: dict[str, Any]) -> None:
+        super().__init__(name, role)
         self.claims = claims
 
 
@@ -256,7 +252,7 @@ class KeysUnavailable(Exception):
 class BearerBackend(AuthenticationBackend):
     """OAuth2 bearer tokens (RFC 6750): JWTs signed by the configured issuer."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, users: Users) -> None:
         for name in ("oauth2_issuer", "oauth2_jwks_url"):
             url = getattr(settings, name)
             if url and urlparse(url).scheme not in ("http", "https"):
@@ -266,6 +262,9 @@ class BearerBackend(AuthenticationBackend):
         self._issuer = settings.oauth2_issuer
         self._audience = settings.oauth2_audience or None
         self._keys = SigningKeys(settings.oauth2_issuer, settings.oauth2_jwks_url)
+        self._roles_claim = settings.oauth2_roles_claim
+        self._users = users
+        self._logins = Logins()
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         if _is_preflight(conn):
@@ -274,6 +273,8 @@ class BearerBackend(AuthenticationBackend):
         if token is None:
             log.info("OAuth2: no bearer token from %s for %s", _client(conn), conn.url.path)
             raise Refused(401, "bearer token required", {"WWW-Authenticate": _bearer()})
+        if token.startswith(TOKEN_PREFIX):
+            return await _api_token(conn, self._users, self._logins, token)
         try:
             claims = await self._verify(token)
         except KeysUnavailable as exc:
@@ -281,10 +282,12 @@ class BearerBackend(AuthenticationBackend):
             raise Refused(503, "the token issuer cannot be reached", {"Retry-After": "30"}) from exc
         except jwt.PyJWTError as exc:
             log.warning("OAuth2: rejected token from %s: %s", _client(conn), _printable(exc))
+            self._logins.failed(conn, "oauth2-token")
             raise _invalid_token(str(exc)) from exc
-        return AuthCredentials(["authenticated", *_scopes(claims)]), TokenUser(
-            _subject(claims), claims
-        )
+        name = _subject(claims)
+        self._logins.succeeded(conn, name)
+        role = token_role(claims, self._roles_claim)
+        return AuthCredentials(["authenticated", *_scopes(claims)]), TokenUser(name, role, claims)
 
     async def _verify(self, token: str) -> dict[str, Any]:
         header = jwt.get_unverified_header(token)
@@ -313,6 +316,21 @@ def _subject(claims: dict[str, Any]) -> str:
         if isinstance(claims.get(claim), str) and claims[claim]:
             return str(claims[claim])
     return ""
+
+
+def token_role(claims: dict[str, Any], roles_claim: str) -> Role:
+    """The strongest role a token grants: in the roles claim (a list or a space-separated
+    string; a dotted name such as ``realm_access.roles`` reaches into an object), as
+    ``admin`` or ``pacsnode:admin``, or in its scopes as ``pacsnode:admin``. A valid
+    token that grants none is a viewer's."""
+    value: Any = claims
+    for part in roles_claim.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    granted = set(value.split() if isinstance(value, str) else [])
+    granted |= {str(item) for item in value} if isinstance(value, list) else set()
+    granted = {item.removeprefix("pacsnode:") for item in granted}
+    granted |= {s.removeprefix("pacsnode:") for s in _scopes(claims) if s.startswith("pacsnode:")}
+    return next((role for role in reversed(ROLES) if role in granted), ROLES[0])
 
 
 def _scopes(claims: dict[str, Any]) -> list[str]:

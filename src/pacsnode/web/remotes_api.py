@@ -15,14 +15,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pacsnode import audit
 from pacsnode.archive.remotes import RemoteError, RemoteNotFound, Remotes, remote_from_json
 from pacsnode.dimse.retrieve_scu import RETRIEVE_JOB, RetrieveError, RetrieveRequest, plan
 from pacsnode.jobs.workers import Workers
+from pacsnode.web.audit_api import actor as audit_actor
 
 
 def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
     body = {"error": message} if field is None else {"error": message, "field": field}
     return JSONResponse(body, status_code=status)
+
+
+def _audit(request: Request, description: str) -> None:
+    audit.configuration_change(audit_actor(request), description, kind="network")
 
 
 async def _body(request: Request) -> dict[str, Any] | JSONResponse:
@@ -65,6 +71,7 @@ class RemotesApi:
         except RemoteError as exc:
             return _error(400, str(exc), exc.field)
         entry = await run_in_threadpool(self.remotes.entry, remote.ae_title)
+        _audit(request, f"remote AE {title} {'added' if created else 'changed'}")
         return JSONResponse(entry.as_json(), status_code=201 if created else 200)
 
     def delete(self, request: Request) -> Response:
@@ -75,6 +82,7 @@ class RemotesApi:
             return _error(404, str(exc))
         except RemoteError as exc:
             return _error(409, str(exc))
+        _audit(request, f"remote AE {request.path_params['ae']} deleted")
         return Response(status_code=204)
 
     async def retrieve(self, request: Request) -> JSONResponse:

@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pacsnode import audit
 from pacsnode.archive.routing import Router, RuleError, rule_json
+from pacsnode.web.audit_api import actor as audit_actor
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -40,6 +42,7 @@ class RoutesApi:
         except RuleError as exc:
             status = 409 if "exists" in str(exc) else 400
             return _error(status, str(exc))
+        audit.configuration_change(audit_actor(request), f"route {rule.name} added")
         return JSONResponse(rule_json(rule, "api"), status_code=201)
 
     def remove(self, request: Request) -> Response:
@@ -48,6 +51,7 @@ class RoutesApi:
             self.router.remove(name)
         except RuleError as exc:
             return _error(404 if str(exc).startswith("no route") else 409, str(exc))
+        audit.configuration_change(audit_actor(request), f"route {name} removed")
         return Response(status_code=204)
 
     def routes(self) -> list[Route]:

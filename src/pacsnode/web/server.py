@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 
@@ -13,10 +14,21 @@ log = logging.getLogger("pacsnode.http")
 
 
 class HttpServer:
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(
+        self, app: Starlette, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """With ``ssl_context`` it serves HTTPS; the app then sees the "https" scheme and
+        the URLs it hands out (Retrieve URL, BulkDataURI) say so."""
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ssl_context_factory=(lambda _config, _default: ssl_context) if ssl_context else None,
         )
+        self.scheme = "https" if ssl_context else "http"
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         self.host, self.port = host, port
@@ -28,7 +40,8 @@ class HttpServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise OSError(f"HTTP server did not start on {self.host}:{self.port}")
             time.sleep(0.01)
-        log.info("HTTP server listening on %s:%d", self.host, self.port)
+        suffix = " (HTTPS)" if self.scheme == "https" else ""
+        log.info("HTTP server listening on %s:%d%s", self.host, self.port, suffix)
 
     def stop(self) -> None:
         self._server.should_exit = True

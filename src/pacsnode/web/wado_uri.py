@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.rendering import (
     MEDIA_TYPES,
@@ -40,6 +41,7 @@ from pacsnode.archive.rendering import (
 )
 from pacsnode.archive.retrieve import Located
 from pacsnode.archive.transcoding import TranscodeError, transcode
+from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import MediaRange, parse_media_range
 from pacsnode.web.dicomweb.common import DicomWebError, located
 
@@ -64,6 +66,7 @@ class WadoUri:
         if params.get("anonymize", "").lower() == "yes":
             raise DicomWebError(400, "anonymize: this archive does not de-identify objects")
         item = located(self.archive, study, series, instance)[0]
+        audit.instances_accessed(audit_actor(request), [item.sop_instance_uid])
         dataset = open_image(item.path, item.transfer_syntax_uid)
         for media in _content_types(params.get("contentType")):
             offered = _offered(media, dataset, params)

@@ -25,10 +25,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from pacsnode import audit
 from pacsnode.archive.attributes import ATTRIBUTES, BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, row_value
 from pacsnode.archive.matching import search as search_index
+from pacsnode.dimse.qr_model import STUDY_ROOT_FIND
+from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import accepted
 from pacsnode.web.dicomweb.common import DICOM_JSON, DicomWebError, base_url, log
 from pacsnode.web.dicomweb.dicom_json import element
@@ -249,6 +252,7 @@ class Qido:
     def search(self, request: Request, level: Level) -> Response:
         as_xml = _wants_xml(request)
         search = read_search(request, level)
+        audit.query(audit_actor(request), STUDY_ROOT_FIND, str(request.url))
         if request.query_params.get("federated", "false").lower() == "true":
             returned = _returned_keywords(search, dict(request.path_params))
             with federation(self.archive, level, search.keys, returned) as remote:

@@ -46,6 +46,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.ingest import (
     CANNOT_UNDERSTAND,
@@ -56,6 +57,7 @@ from pacsnode.archive.ingest import (
 )
 from pacsnode.archive.routing import Router
 from pacsnode.archive.storage import file_meta
+from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import MediaRange, accepted, parse_media_range
 from pacsnode.web.dicomweb.common import DICOM_JSON, DicomWebError, base_url
 from pacsnode.web.dicomweb.dicom_xml import native_model
@@ -243,6 +245,7 @@ class Stow:
         finally:
             await run_in_threadpool(shutil.rmtree, directory, True)
         _log(request, results)
+        _audit(request, results)
         return _response(
             request, results, base_url(request, self.archive.settings.public_url), study
         )
@@ -526,6 +529,13 @@ def _log(request: Request, results: list[Result]) -> None:
                 result.status,
                 result.comment,
             )
+
+
+def _audit(request: Request, results: list[Result]) -> None:
+    """One audit message per request for what it stored (PS3.15 A.5.3.6)."""
+    stored = [r.uids.sop_instance for r in results if r.retrievable and r.uids.sop_instance]
+    failed = sum(not result.referenced for result in results)
+    audit.instances_stored(audit_actor(request), stored, failed=failed)
 
 
 def _response(request: Request, results: list[Result], root: str, study: str | None) -> Response:

@@ -10,12 +10,12 @@ index keeps (:mod:`pacsnode.archive.metadata`), not from the files.
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
@@ -23,11 +23,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.frames import FRAME_MEDIA_TYPES, FrameError, decoded_frames, stored_frames
 from pacsnode.archive.metadata import BASE, bulk_value
 from pacsnode.archive.retrieve import Located
 from pacsnode.archive.transcoding import TranscodeError, can_transcode, transcode
+from pacsnode.media.dicomdir import as_stored
+from pacsnode.media.zipped import zip_stream
+from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import MediaRange, accepted
 from pacsnode.web.dicomweb.common import (
     DICOM_JSON,
@@ -42,7 +46,6 @@ from pacsnode.web.multipart import Part, content_type, new_boundary, stream
 
 ANY_SYNTAX = "*"
 OCTET_STREAM = "application/octet-stream"
-_CHUNK = 4 << 20
 
 _INSTANCES = "/studies/{study}/series/{series}/instances/{instance}"
 
@@ -83,9 +86,10 @@ class Wado:
         """Retrieve DICOM instances (WADO-RS), as multipart/related or ZIP."""
         offer = _instance_offer(accepted(request))
         found = located(self.archive, *_path_uids(request))
+        audit.instances_accessed(audit_actor(request), [i.sop_instance_uid for i in found])
         if offer.media_type == "application/zip":
             return StreamingResponse(
-                _zip(found),
+                zip_stream(self._fileset(found)),
                 media_type="application/zip",
                 headers={
                     "Content-Disposition": f'attachment; filename="{found[0].sop_instance_uid}.zip"'
@@ -104,6 +108,18 @@ class Wado:
             stream(_dicom_parts(found, target), boundary),
             media_type=content_type("application/dicom", boundary),
         )
+
+    def _fileset(self, found: list[Located]) -> list[tuple[str, Path | bytes]]:
+        """The ZIP's content: a DICOMDIR (PS3.18 lets a ZIP retrieve carry one) and the
+        stored files under their File IDs, unchanged whatever their syntax."""
+        work = Path(tempfile.mkdtemp(prefix="zip-", dir=self.archive.storage.tmp))
+        try:
+            files = as_stored(found, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if left_out := len(found) - max(len(files) - 1, 0):
+            log.error("WADO-RS ZIP left out %d unreadable instances", left_out)
+        return files
 
     def metadata(self, request: Request) -> Response:
         """Retrieve metadata (WADO-RS), bulk data as BulkDataURIs."""
@@ -126,6 +142,7 @@ class Wado:
         """Retrieve frames (WADO-RS), as stored or decompressed."""
         numbers = frame_numbers(request.path_params["frames"])
         [item] = located(self.archive, *_path_uids(request))
+        audit.instances_accessed(audit_actor(request), [item.sop_instance_uid])
         return self._pixel_parts(request, item, numbers)
 
     def bulkdata(self, request: Request) -> Response:
@@ -216,37 +233,3 @@ def _dicom_parts(found: list[Located], target: str) -> Iterator[Part]:
             log.error("WADO-RS left out %s: %s", item.sop_instance_uid, exc)
             continue
         yield Part(f"application/dicom; transfer-syntax={target}", converted)
-
-
-class _Sink(io.RawIOBase):
-    """A write-only, unseekable stream: zipfile then writes data descriptors, which is
-    what lets a ZIP be streamed without knowing its sizes first."""
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._chunks.append(bytes(data))
-        return len(data)
-
-    def take(self) -> bytes:
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
-
-
-def _zip(found: list[Located]) -> Iterator[bytes]:
-    sink = _Sink()
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for item in found:
-            name = (
-                f"{item.study_instance_uid}/{item.series_instance_uid}/{item.sop_instance_uid}.dcm"
-            )
-            with archive.open(name, "w", force_zip64=True) as out, item.path.open("rb") as source:
-                while chunk := source.read(_CHUNK):
-                    out.write(chunk)
-                    yield sink.take()
-    yield sink.take()

@@ -1,0 +1,330 @@
+"""The IHE ATNA audit trail (DICOM PS3.15 A.5): who touched which patient's data.
+
+Doors call the functions below at the moment something happens. They never raise: a
+collector that is down is logged, and never fails the store, query or login that is
+being audited. ``configure`` is called once by ``pacsnode serve`` (and ``close`` when it
+stops); before that, and in commands that do not configure it, every call only logs.
+
+Instances are named by SOP Instance UID; the studies and patients an audit message
+must name are read from the index later, in the audit thread, with one query per
+event. Deletion is the exception: those are read at once, before they are gone.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydicom import Dataset
+
+from pacsnode.audit import messages
+from pacsnode.audit.messages import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    MAJOR_FAILURE,
+    MINOR_FAILURE,
+    SERIOUS_FAILURE,
+    SUCCESS,
+    Code,
+    Participant,
+)
+from pacsnode.config import Settings
+
+if TYPE_CHECKING:  # the index and the trail's threads load when a trail is configured
+    from pacsnode.archive.database import Database
+    from pacsnode.audit.trail import Trail
+
+__all__ = [
+    "MAJOR_FAILURE",
+    "MINOR_FAILURE",
+    "SERIOUS_FAILURE",
+    "SUCCESS",
+    "Actor",
+    "application_started",
+    "application_stopped",
+    "association_refused",
+    "close",
+    "command_change",
+    "command_trail",
+    "configuration_change",
+    "configure",
+    "instances_accessed",
+    "instances_deleted",
+    "instances_sent",
+    "instances_stored",
+    "query",
+    "requestor_of",
+    "security_alert",
+    "user_authentication",
+]
+
+log = logging.getLogger("pacsnode.audit")
+
+_trail: Trail | None = None
+
+AlertKind = Literal["node-authentication", "restricted-function", "security-configuration"]
+ConfigurationKind = Literal["network", "software", "security", "user"]
+
+_ALERTS: dict[str, Code] = {
+    "node-authentication": messages.NODE_AUTHENTICATION,
+    "restricted-function": messages.RESTRICTED_FUNCTION,
+    "security-configuration": messages.SECURITY_CONFIGURATION,
+}
+_CONFIGURATION: dict[str, Code] = {
+    "network": messages.NETWORK_CONFIGURATION,
+    "software": messages.SOFTWARE_CONFIGURATION,
+    "security": messages.SECURITY_CONFIGURATION,
+    "user": messages.USER_SECURITY_ATTRIBUTES,
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An active participant: a remote AE, a user, or pacsnode itself."""
+
+    user_id: str
+    """AE title of a DICOM node, user name of an HTTP user, or our own AE title."""
+    address: str = ""
+    """Host name or IP address (Network Access Point ID); empty when unknown."""
+    requestor: bool = False
+    """Whether this participant started the exchange (UserIsRequestor)."""
+    dicom: bool = False
+    """A DICOM node: its AE title is also given as ``AETITLES=`` (PS3.15 A.5.2.2)."""
+
+    def participant(self) -> Participant:
+        alternative = f"AETITLES={self.user_id}" if self.dicom else ""
+        return Participant(self.user_id, self.address, self.requestor, None, alternative)
+
+
+def requestor_of(assoc: Any) -> Actor:
+    """The calling AE of a pynetdicom association, as the requesting participant."""
+    requestor = assoc.requestor
+    return Actor(str(requestor.ae_title).strip(), str(requestor.address), True, dicom=True)
+
+
+def configure(settings: Settings, database: Database | None = None) -> None:
+    """Start the trail of this process: local log, syslog collector, index lookups."""
+    global _trail
+    from pacsnode.audit.trail import Trail
+
+    close()
+    if not (settings.audit_syslog or settings.audit_log):
+        return  # nowhere to put messages: calls only log
+    try:
+        _trail = Trail(settings, database)
+    except (OSError, ValueError) as exc:
+        log.error("audit trail not started: %s", exc)
+
+
+def close() -> None:
+    """Write and send what is queued, then stop (``pacsnode serve`` stopping)."""
+    global _trail
+    trail, _trail = _trail, None
+    if trail is not None:
+        trail.close()
+
+
+def application_started() -> None:
+    """Application Activity, Application Start."""
+    if (trail := _trail) is not None:
+        trail.emit(lambda _s: trail.builder.application_activity(trail.application, True))
+
+
+def application_stopped() -> None:
+    """Application Activity, Application Stop."""
+    if (trail := _trail) is not None:
+        trail.emit(lambda _s: trail.builder.application_activity(trail.application, False))
+
+
+def association_refused(calling_ae: str, called_ae: str, address: str, reason: str) -> None:
+    """A DIMSE association was refused (Security Alert, node authentication)."""
+    log.info(
+        "audit: association refused %s -> %s from %s: %s", calling_ae, called_ae, address, reason
+    )
+    caller = Actor(calling_ae.strip(), address, requestor=True, dicom=True)
+    description = f"association {calling_ae.strip()} -> {called_ae.strip()} refused: {reason}"
+    security_alert(caller, description, kind="node-authentication", subject=address or calling_ae)
+
+
+def user_authentication(user: Actor, success: bool, logout: bool = False) -> None:
+    """An HTTP user logged in (or failed to), or logged out."""
+    log.info("audit: user %s %s", user.user_id, "logout" if logout else f"login success={success}")
+    if (trail := _trail) is not None:
+        outcome = SUCCESS if success else MINOR_FAILURE
+        trail.emit(
+            lambda _s: trail.builder.user_authentication(
+                user.participant(), trail.application, logout, outcome
+            )
+        )
+
+
+def security_alert(
+    actor: Actor,
+    description: str,
+    *,
+    kind: AlertKind = "restricted-function",
+    subject: str = "",
+    outcome: int = MINOR_FAILURE,
+) -> None:
+    """Something a security officer should see: a request for what the user or AE may
+    not do ("restricted-function"), a refused node or certificate
+    ("node-authentication"). ``subject`` is the node or URI concerned."""
+    log.info("audit: security alert by %s: %s", actor.user_id, description)
+    if (trail := _trail) is not None:
+        code = _ALERTS[kind]
+        target = subject or actor.address or actor.user_id
+        trail.emit(
+            lambda _s: trail.builder.security_alert(
+                trail.application, actor.participant(), code, target, description, outcome
+            )
+        )
+
+
+def configuration_change(
+    actor: Actor, description: str, *, kind: ConfigurationKind = "software"
+) -> None:
+    """A user or command changed the configuration: remote AEs are "network", routing
+    rules "software", TLS and access rules "security", users and roles "user"."""
+    log.info("audit: configuration change by %s: %s", actor.user_id, description)
+    if (trail := _trail) is not None:
+        code = _CONFIGURATION[kind]
+        trail.emit(
+            lambda _s: trail.builder.security_alert(
+                trail.application,
+                actor.participant(),
+                code,
+                trail.application.user_id,
+                description,
+                0,
+            )
+        )
+
+
+@contextmanager
+def command_trail(settings: Settings, database: Database | None = None) -> Iterator[Actor]:
+    """The trail of an administrative command (import, export-media, remote add),
+    closed, and so sent, before the command exits; yields the user running it."""
+    configure(settings, database)
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without one)
+        name = "unknown"
+    try:
+        yield Actor(name, socket.gethostname(), requestor=True)
+    finally:
+        close()
+
+
+def command_change(
+    settings: Settings, description: str, *, kind: ConfigurationKind = "software"
+) -> None:
+    """A configuration change by an administrative command (``pacsnode remote add``)."""
+    with command_trail(settings) as user:
+        configuration_change(user, description, kind=kind)
+
+
+def instances_stored(source: Actor, instances: Iterable[str], *, failed: int = 0) -> None:
+    """Instances received (C-STORE per association, STOW-RS per request, import):
+    DICOM Instances Transferred, action C."""
+    stored = list(instances)
+    if (trail := _trail) is None or not (stored or failed):
+        return
+    outcome = _outcome(len(stored), failed)
+    trail.emit(
+        lambda studies: trail.builder.transferred(
+            source.participant(), trail.application, studies, "C", outcome, None, _failed(failed)
+        ),
+        stored,
+    )
+
+
+def instances_sent(
+    destination: Actor,
+    instances: Iterable[str],
+    *,
+    requestor: Actor | None = None,
+    failed: int = 0,
+) -> None:
+    """Instances sent (C-MOVE, C-GET, forwarding, export): DICOM Instances Transferred,
+    action R. ``requestor`` is who asked for it when that is not the destination."""
+    sent = list(instances)
+    if (trail := _trail) is None or not (sent or failed):
+        return
+    outcome = _outcome(len(sent), failed)
+    asked = requestor.participant() if requestor is not None else None
+    trail.emit(
+        lambda studies: trail.builder.transferred(
+            trail.application,
+            destination.participant(),
+            studies,
+            "R",
+            outcome,
+            asked,
+            _failed(failed),
+        ),
+        sent,
+    )
+
+
+def instances_accessed(user: Actor, instances: Iterable[str]) -> None:
+    """Instances read over HTTP (WADO-RS, WADO-URI): DICOM Instances Accessed, R."""
+    read = list(instances)
+    if (trail := _trail) is not None and read:
+        trail.emit(lambda studies: trail.builder.accessed(user.participant(), studies, "R"), read)
+
+
+def instances_deleted(user: Actor | None, instances: Iterable[str]) -> None:
+    """Instances about to be deleted (call it before): DICOM Instances Accessed, D.
+    ``None`` is pacsnode itself (a retention period expired)."""
+    if (trail := _trail) is None:
+        return
+    try:
+        studies = trail.studies_of(instances)
+    except Exception:
+        log.exception("audit: cannot read the studies of deleted instances")
+        return
+    if studies:
+        who = user.participant() if user is not None else trail.application
+        trail.emit(lambda found: trail.builder.accessed(who, found, "D"), studies=studies)
+
+
+def query(requestor: Actor, sop_class: str, asked: Dataset | str) -> None:
+    """A C-FIND (its identifier) or a QIDO-RS search (its URL): Query."""
+    if (trail := _trail) is None:
+        return
+    if isinstance(asked, Dataset):
+        try:
+            encoded, syntax = _encode(asked), EXPLICIT_VR_LITTLE_ENDIAN
+        except Exception as exc:
+            log.warning("audit: query identifier not encodable: %s", exc)
+            encoded, syntax = b"", ""
+    else:
+        encoded, syntax = asked.encode(), ""
+    trail.emit(
+        lambda _s: trail.builder.query(
+            requestor.participant(), trail.application, sop_class, encoded, syntax
+        )
+    )
+
+
+def _encode(identifier: Dataset) -> bytes:
+    from pynetdicom.dsutils import encode
+
+    encoded = encode(identifier, False, True)  # Explicit VR Little Endian
+    if encoded is None:
+        raise ValueError("pydicom could not encode it")
+    return encoded
+
+
+def _outcome(done: int, failed: int) -> int:
+    if not failed:
+        return SUCCESS
+    return MINOR_FAILURE if done else SERIOUS_FAILURE
+
+
+def _failed(failed: int) -> str:
+    return f"{failed} instances failed" if failed else ""

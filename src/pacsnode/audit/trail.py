@@ -1,0 +1,89 @@
+"""The audit trail of one process: where messages go, and the thread that builds them.
+
+An event is queued as a function that builds its message once the studies it names are
+read from the index; one thread runs them, writes the local log and hands the frame to
+the syslog sender. Whoever is audited only pays for putting an item in a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pacsnode.archive.database import Database
+from pacsnode.audit.journal import Journal
+from pacsnode.audit.lookup import describe
+from pacsnode.audit.messages import Builder, Message, Participant, Source, Study
+from pacsnode.audit.syslog import Collector, SyslogSender, frame
+from pacsnode.config import Settings
+
+log = logging.getLogger("pacsnode.audit")
+
+Build = Callable[[list[Study]], Message]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    build: Build
+    instances: tuple[str, ...] = ()
+    studies: tuple[Study, ...] = ()
+
+
+class Trail:
+    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+        self.hostname = socket.gethostname()
+        self.builder = Builder(Source(settings.ae_title))
+        self.application = Participant(
+            settings.ae_title, self.hostname, alternative_id=f"AETITLES={settings.ae_title}"
+        )
+        self.database = database
+        self.journal = Journal(settings.data_dir / "audit") if settings.audit_log else None
+        self.sender = (
+            SyslogSender(Collector.parse(settings.audit_syslog), settings.audit_tls_ca)
+            if settings.audit_syslog
+            else None
+        )
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(10_000)
+        self._thread = threading.Thread(target=self._run, name="audit", daemon=True)
+        self._thread.start()
+
+    def emit(
+        self, build: Build, instances: Iterable[str] = (), studies: Iterable[Study] = ()
+    ) -> None:
+        try:
+            self._queue.put_nowait(_Pending(build, tuple(instances), tuple(studies)))
+        except queue.Full:
+            log.warning("audit queue full: a message was dropped")
+
+    def studies_of(self, instances: Iterable[str]) -> list[Study]:
+        """Now, in the caller's thread: for instances about to leave the index."""
+        if self.database is None:
+            return []
+        return describe(self.database, instances)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10.0)
+        if self.sender is not None:
+            self.sender.close()
+
+    def _run(self) -> None:
+        while (pending := self._queue.get()) is not None:
+            try:
+                self._record(pending)
+            except Exception:  # an audit failure never stops the trail
+                log.exception("audit message failed")
+
+    def _record(self, pending: _Pending) -> None:
+        studies = list(pending.studies)
+        if pending.instances:
+            studies += self.studies_of(pending.instances)
+        message = pending.build(studies)
+        if self.sender is not None:
+            self.sender.send(frame(message.xml, message.outcome, message.time, self.hostname))
+        if self.journal is not None:
+            self.journal.append(message)
