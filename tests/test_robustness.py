@@ -396,9 +396,9 @@ def test_200_simultaneous_association_requests_all_get_an_answer(
     accepted = [reply for reply in answered if reply[0] == A_ASSOCIATE_AC]
     rejected = [reply for reply in answered if reply[0] == A_ASSOCIATE_RJ]
     assert len(accepted) + len(rejected) == 200
-    # pynetdicom counts every open connection against the limit, also those yet to
-    # send their request: in a burst of 200, all may be refused.
-    assert len(accepted) <= 30
+    # Only associations that asked count against the limit; the first 30 to ask are
+    # served, whatever the connections still silent at that moment.
+    assert len(accepted) == 30
     # After a reserved byte: rejected-transient (2), by the service provider's
     # presentation function (3), local limit exceeded (2).
     assert {body[1:4] for _type, body in rejected} == {b"\x02\x03\x02"}
@@ -422,6 +422,24 @@ def test_idle_connections_are_closed_and_do_not_block_others(
     for sock in quiet:
         assert replies_until_closed(sock) == [A_ABORT]
     assert_still_serving(touchy, destination, tmp_path)
+
+
+def test_silent_connections_do_not_count_against_the_association_limit(
+    robust: Callable[..., RunningServer],
+) -> None:
+    """A port scanner's open connections must not lock the modalities out."""
+    server = robust(max_associations=2, acse_timeout=120)
+    silent = [connect(server) for _ in range(5)]
+    first = associate(server.port, [(VERIFICATION, [ImplicitVRLittleEndian])])
+    second = associate(server.port, [(VERIFICATION, [ImplicitVRLittleEndian])])
+    third = associate(server.port, [(VERIFICATION, [ImplicitVRLittleEndian])])
+    assert first.is_established and second.is_established
+    assert third.is_rejected
+    assert first.send_c_echo().Status == 0x0000
+    for assoc in (first, second):
+        assoc.release()
+    for sock in silent:
+        sock.close()
 
 
 def test_a_broken_peer_does_not_disturb_another_association(

@@ -7,11 +7,11 @@ Two stages, as synedra AIM and syngo.share describe theirs:
   the peer's address are checked. A refusal is an A-ASSOCIATE-RJ with the PS3.8 result,
   source and reason: rejected-permanent by the service user, "calling AE title not
   recognized" (3; also for a known AE title calling from another host) or "called AE
-  title not recognized" (7). pynetdicom itself refuses an association beyond
-  ``max_associations``: rejected-transient, service provider (presentation), "local
-  limit exceeded" (2). pynetdicom lets an EVT_REQUESTED handler send the rejection
-  before it negotiates; :meth:`AccessControl.on_requested` does that, the way
-  pynetdicom's own ACSE rejects, so that every refusal, ours and pynetdicom's, reaches
+  title not recognized" (7). An association beyond ``max_associations`` is refused
+  rejected-transient, service provider (presentation), "local limit exceeded" (2).
+  pynetdicom lets an EVT_REQUESTED handler send the rejection before it negotiates;
+  :meth:`AccessControl.on_requested` does that, the way pynetdicom's own ACSE rejects,
+  so that every refusal, ours and pynetdicom's, reaches
   :meth:`AccessControl.on_rejected` to be logged and audited.
 * On an accepted association, a request for a service the calling AE is not allowed
   (``allowed`` of its remote AE, ``unknown_ae_allowed`` for others) is answered with
@@ -59,6 +59,8 @@ REJECTED_PERMANENT = 0x01
 REJECTED_TRANSIENT = 0x02
 SERVICE_USER = 0x01
 NO_REASON_GIVEN = 0x01
+SERVICE_PROVIDER_PRESENTATION = 0x03
+LOCAL_LIMIT_EXCEEDED = 0x02
 CALLING_AE_NOT_RECOGNIZED = 0x03
 CALLED_AE_NOT_RECOGNIZED = 0x07
 
@@ -167,6 +169,13 @@ class AccessControl:
         except Exception:  # pynetdicom would log it and accept: refuse instead
             log.exception("cannot check the association %s -> %s", calling, called)
             refusal = Refusal(NO_REASON_GIVEN, "access check failed", REJECTED_TRANSIENT)
+        if refusal is None and self._over_limit(assoc):
+            refusal = Refusal(
+                LOCAL_LIMIT_EXCEEDED,
+                f"more than {self.settings.max_associations} associations",
+                REJECTED_TRANSIENT,
+                SERVICE_PROVIDER_PRESENTATION,
+            )
         if refusal is not None:
             self._details[id(assoc)] = refusal.detail
             assoc.acse.send_reject(refusal.result, refusal.source, refusal.reason)
@@ -175,6 +184,22 @@ class AccessControl:
             return
         if services != frozenset(SERVICES):
             _guard(assoc, services)
+
+    def _over_limit(self, assoc: Association) -> bool:
+        """Whether more than ``max_associations`` associations have asked to be served.
+
+        pynetdicom's own limit counts every open connection, also one that has not
+        asked yet: a few silent connections (a port scan) would lock every modality out
+        until their ACSE timeout. Only requests that arrived count here.
+        """
+        asking = [
+            other
+            for other in assoc.ae.active_associations
+            if other.is_acceptor
+            and other.requestor.primitive is not None
+            and not (other.is_rejected or other.is_aborted or other.is_released)
+        ]
+        return len(asking) > self.settings.max_associations
 
     def on_rejected(self, event: Event) -> None:
         """EVT_REJECTED, ours and pynetdicom's (too many associations): log and audit."""

@@ -12,10 +12,10 @@
   machine answers with an A-ABORT and drops the connection. Once aborted (Sta13),
   further bad data closes the connection at once instead of drawing an A-ABORT and an
   error line for every six bytes of garbage.
-* **Slots freed at once.** The thread of an accepted connection waits up to the ACSE
-  timeout for the A-ASSOCIATE-RQ, even when the peer has already closed or been
-  aborted, and pynetdicom counts that thread against ``max_associations``: a port
-  scanner could hold every slot. The thread is now woken as the connection ends.
+* **Threads freed at once.** The thread of an accepted connection waits up to the
+  ACSE timeout for the A-ASSOCIATE-RQ, even when the peer has already closed or been
+  aborted, and pynetdicom counts that thread against its connection limit: a port
+  scanner could hold every place. The thread is now woken as the connection ends.
 * **Late primitives dropped.** When our side answers (accepts, responds, releases)
   just as the peer aborts or the connection drops, pynetdicom's state table has no
   entry for the answer and raises, killing the DUL thread with a traceback. The

@@ -56,6 +56,10 @@ from pacsnode.jobs.workers import Workers
 
 log = logging.getLogger("pacsnode.dimse")
 
+SILENT_CONNECTIONS = 200
+"""Open connections yet to send their A-ASSOCIATE-RQ that do not count against
+``max_associations``; each is closed after ``acse_timeout``."""
+
 
 class _NoDelayServer(ThreadedAssociationServer):
     """Disables Nagle's algorithm on every accepted connection.
@@ -127,7 +131,9 @@ class DimseServer:
         ae = AE(ae_title=settings.ae_title)
         ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-        ae.maximum_associations = settings.max_associations
+        # AccessControl enforces max_associations on associations that asked; this one,
+        # which counts every open connection, only stops a flood of silent ones.
+        ae.maximum_associations = settings.max_associations + SILENT_CONNECTIONS
         ae.maximum_pdu_size = settings.max_pdu_size
         ae.network_timeout = settings.network_timeout
         ae.acse_timeout = settings.acse_timeout
