@@ -20,10 +20,7 @@ from pacsnode.archive.rejection import Rejections
 from pacsnode.archive.worklist import Worklist, WorklistError
 from pacsnode.jobs.queue import JobError, JobStatus
 from pacsnode.jobs.workers import Workers
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+from pacsnode.web.replies import error
 
 
 def _id(request: Request) -> int:
@@ -40,7 +37,7 @@ class JobsApi:
     def index(self, request: Request) -> JSONResponse:
         status = request.query_params.get("status")
         if status and status not in set(JobStatus):
-            return _error(400, f"status must be one of {', '.join(JobStatus)}")
+            return error(400, f"status must be one of {', '.join(JobStatus)}")
         limit = int(request.query_params.get("limit", "100"))
         return JSONResponse([job.as_json() for job in self.queue.list(status, limit)])
 
@@ -48,7 +45,7 @@ class JobsApi:
         try:
             return JSONResponse(self.queue.get(_id(request)).as_json())
         except JobError as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
 
     def retry(self, request: Request) -> JSONResponse:
         return self._change(request, self.queue.retry)
@@ -62,7 +59,7 @@ class JobsApi:
             change(pk)
         except JobError as exc:
             missing = str(exc).startswith("no job")
-            return _error(404 if missing else 409, str(exc))
+            return error(404 if missing else 409, str(exc))
         self.workers.wake()
         return JSONResponse(self.queue.get(pk).as_json())
 
@@ -90,7 +87,7 @@ class MppsApi:
         try:
             return JSONResponse(self.store.get(request.path_params["uid"]).as_json())
         except MppsError as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
 
     def routes(self) -> list[Route]:
         return [Route("/mpps", self.index), Route("/mpps/{uid}", self.show)]
@@ -113,7 +110,7 @@ class WorklistApi:
         try:
             item = await run_in_threadpool(self.worklist.add, dataset)
         except WorklistError as exc:
-            return _error(400, str(exc))
+            return error(400, str(exc))
         return JSONResponse(
             item.as_json(), status_code=201, headers={"Location": f"/api/worklist/{item.pk}"}
         )
@@ -122,7 +119,7 @@ class WorklistApi:
         try:
             return JSONResponse(self.worklist.get(_id(request)).as_json())
         except WorklistError as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
 
     async def replace(self, request: Request) -> JSONResponse:
         dataset = await _dicom_json(request)
@@ -131,14 +128,14 @@ class WorklistApi:
         try:
             item = await run_in_threadpool(self.worklist.replace, _id(request), dataset)
         except WorklistError as exc:
-            return _error(404 if str(exc).startswith("no ") else 400, str(exc))
+            return error(404 if str(exc).startswith("no ") else 400, str(exc))
         return JSONResponse(item.as_json())
 
     def delete(self, request: Request) -> Response:
         try:
             self.worklist.delete(_id(request))
         except WorklistError as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
         return Response(status_code=204)
 
     def routes(self) -> list[Route]:
@@ -157,7 +154,7 @@ async def _dicom_json(request: Request) -> Dataset | JSONResponse:
         body = await request.json()
         return Dataset.from_json(body)
     except (ValueError, TypeError, KeyError) as exc:
-        return _error(400, f"not a data set in the DICOM JSON model: {exc}")
+        return error(400, f"not a data set in the DICOM JSON model: {exc}")
 
 
 class RejectedApi:
@@ -173,7 +170,7 @@ class RejectedApi:
     def restore(self, request: Request) -> JSONResponse:
         uid = request.path_params["uid"]
         if not self.rejections.restore(uid):
-            return _error(404, f"{uid} is not rejected")
+            return error(404, f"{uid} is not rejected")
         return JSONResponse({"restored": uid})
 
     def purge(self, request: Request) -> JSONResponse:

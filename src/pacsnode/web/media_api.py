@@ -10,7 +10,6 @@ server stop mid-download), streamed, then removed.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -26,13 +25,10 @@ from starlette.routing import BaseRoute, Route
 from pacsnode.archive.core import Archive
 from pacsnode.media.dicomdir import ExportError, ExportReport, NothingSelected, export
 from pacsnode.media.zipped import tree, zip_stream
+from pacsnode.web.replies import error, json_object
 
 DEFAULT_PROFILE = "STD-GEN-CD"
 log = logging.getLogger("pacsnode.http.media")
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _uids(body: dict[str, object], key: str) -> list[str] | None:
@@ -76,20 +72,17 @@ class MediaApi:
 
     async def selection(self, request: Request) -> Response:
         """Download studies or series as a ZIP of a file-set with a DICOMDIR."""
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _error(400, "the body is not JSON")
-        if not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object")
+        body = await json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
         studies, series = _uids(body, "studies"), _uids(body, "series")
         if not studies or series is None:
-            return _error(400, '"studies" must be a list of Study Instance UIDs, "series" too')
+            return error(400, '"studies" must be a list of Study Instance UIDs, "series" too')
         profile, fileset_id = body.get("profile", DEFAULT_PROFILE), body.get("fileset_id")
         if not isinstance(profile, str) or not isinstance(fileset_id, str | None):
-            return _error(400, '"profile" and "fileset_id" must be strings')
+            return error(400, '"profile" and "fileset_id" must be strings')
         if not isinstance(pdi := body.get("pdi", False), bool):
-            return _error(400, '"pdi" must be true or false')
+            return error(400, '"pdi" must be true or false')
         return await run_in_threadpool(self._download, studies, series, profile, fileset_id, pdi)
 
     def _download(
@@ -114,7 +107,7 @@ class MediaApi:
             )
         except ExportError as exc:
             shutil.rmtree(work, ignore_errors=True)
-            return _error(404 if isinstance(exc, NothingSelected) else 400, str(exc))
+            return error(404 if isinstance(exc, NothingSelected) else 400, str(exc))
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -122,7 +115,7 @@ class MediaApi:
             log.warning("media download left out %s: %s", sop, why)
         if not report.exported:
             shutil.rmtree(work, ignore_errors=True)
-            return _error(500, "no selected instance could be put on the medium")
+            return error(500, "no selected instance could be put on the medium")
         headers = {"Content-Disposition": f'attachment; filename="{report.fileset_id}.zip"'}
         if warning := _warnings(report):
             headers["Warning"] = warning

@@ -7,7 +7,6 @@ print request and queues a ``print`` job, answering 202 with its id, to be follo
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from starlette.concurrency import run_in_threadpool
@@ -24,11 +23,7 @@ from pacsnode.dimse.print_jobs import (
     plan,
 )
 from pacsnode.jobs.workers import Workers
-
-
-def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    body = {"error": message} if field is None else {"error": message, "field": field}
-    return JSONResponse(body, status_code=status)
+from pacsnode.web.replies import error, json_object
 
 
 class PrintApi:
@@ -42,19 +37,16 @@ class PrintApi:
 
     async def print_(self, request: Request) -> JSONResponse:
         """Queue a print of a study, series or instances; 202 with the job id."""
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            return _error(400, "the body is not JSON")
-        if not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object")
+        body = await json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             wanted = PrintRequest.from_json(body)
             payload, description = await run_in_threadpool(plan, self.archive, wanted)
         except PrintRequestError as exc:
-            return _error(400, str(exc), exc.field)
+            return error(400, str(exc), exc.field)
         except NothingToPrint as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
         pk = await run_in_threadpool(self.workers.enqueue, PRINT_JOB_KIND, payload, description)
         return JSONResponse(
             {"id": pk, "description": description},

@@ -7,9 +7,6 @@ retrieve job and answers 202 with its id, to be followed at ``/api/jobs/{id}``.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,25 +17,11 @@ from pacsnode.archive.remotes import RemoteError, RemoteNotFound, Remotes, remot
 from pacsnode.dimse.retrieve_scu import RETRIEVE_JOB, RetrieveError, RetrieveRequest, plan
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.audit_api import actor as audit_actor
-
-
-def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    body = {"error": message} if field is None else {"error": message, "field": field}
-    return JSONResponse(body, status_code=status)
+from pacsnode.web.replies import error, json_object
 
 
 def _audit(request: Request, description: str) -> None:
     audit.configuration_change(audit_actor(request), description, kind="network")
-
-
-async def _body(request: Request) -> dict[str, Any] | JSONResponse:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        return _error(400, "the body is not JSON")
-    if not isinstance(body, dict):
-        return _error(400, "the body must be a JSON object")
-    return body
 
 
 class RemotesApi:
@@ -55,21 +38,21 @@ class RemotesApi:
         try:
             return JSONResponse(self.remotes.entry(request.path_params["ae"]).as_json())
         except RemoteNotFound as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
 
     async def put(self, request: Request) -> JSONResponse:
         """Add or replace the entry; the title in the path wins over one in the body."""
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, JSONResponse):
             return body
         title = request.path_params["ae"]
         if body.get("ae_title", title) != title:
-            return _error(400, "ae_title differs from the AE title in the path", "ae_title")
+            return error(400, "ae_title differs from the AE title in the path", "ae_title")
         try:
             remote = remote_from_json({**body, "ae_title": title})
             created = await run_in_threadpool(self.remotes.put, remote)
         except RemoteError as exc:
-            return _error(400, str(exc), exc.field)
+            return error(400, str(exc), exc.field)
         entry = await run_in_threadpool(self.remotes.entry, remote.ae_title)
         _audit(request, f"remote AE {title} {'added' if created else 'changed'}")
         return JSONResponse(entry.as_json(), status_code=201 if created else 200)
@@ -79,24 +62,24 @@ class RemotesApi:
         try:
             self.remotes.delete(request.path_params["ae"])
         except RemoteNotFound as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
         except RemoteError as exc:
-            return _error(409, str(exc))
+            return error(409, str(exc))
         _audit(request, f"remote AE {request.path_params['ae']} deleted")
         return Response(status_code=204)
 
     async def retrieve(self, request: Request) -> JSONResponse:
         """Queue a retrieve from the remote into the archive; 202 with the job id."""
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, JSONResponse):
             return body
         try:
             wanted = RetrieveRequest.from_json(request.path_params["ae"], body)
             payload, description = await run_in_threadpool(plan, self.remotes, wanted)
         except RemoteNotFound as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
         except RetrieveError as exc:
-            return _error(400, str(exc), exc.field)
+            return error(400, str(exc), exc.field)
         pk = await run_in_threadpool(self.workers.enqueue, RETRIEVE_JOB, payload, description)
         return JSONResponse(
             {"id": pk, "method": payload["method"], "description": description},

@@ -17,10 +17,7 @@ from starlette.routing import Route
 from pacsnode import audit
 from pacsnode.archive.routing import Router, RuleError, rule_json
 from pacsnode.web.audit_api import actor as audit_actor
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+from pacsnode.web.replies import error
 
 
 class RoutesApi:
@@ -34,14 +31,14 @@ class RoutesApi:
         try:
             table = json.loads(await request.body())
         except ValueError:
-            return _error(400, "the body must be a JSON object")
+            return error(400, "the body must be a JSON object")
         if not isinstance(table, dict):
-            return _error(400, "the body must be a JSON object")
+            return error(400, "the body must be a JSON object")
         try:
             rule = await run_in_threadpool(self.router.add, table)
         except RuleError as exc:
             status = 409 if "exists" in str(exc) else 400
-            return _error(status, str(exc))
+            return error(status, str(exc))
         audit.configuration_change(audit_actor(request), f"route {rule.name} added")
         return JSONResponse(rule_json(rule, "api"), status_code=201)
 
@@ -50,7 +47,7 @@ class RoutesApi:
         try:
             self.router.remove(name)
         except RuleError as exc:
-            return _error(404 if str(exc).startswith("no route") else 409, str(exc))
+            return error(404 if str(exc).startswith("no route") else 409, str(exc))
         audit.configuration_change(audit_actor(request), f"route {name} removed")
         return Response(status_code=204)
 

@@ -9,7 +9,6 @@ sees and revokes everyone's); the secret is in the answer to POST and nowhere el
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
@@ -21,26 +20,12 @@ from starlette.routing import Route
 from pacsnode import audit
 from pacsnode.archive.users import UserConflict, UserError, UserNotFound, Users, expiry
 from pacsnode.web.audit_api import actor
+from pacsnode.web.replies import error, json_object
 from pacsnode.web.roles import Caller
 
 
-def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    body = {"error": message} if field is None else {"error": message, "field": field}
-    return JSONResponse(body, status_code=status)
-
-
 def _user_error(exc: UserError) -> JSONResponse:
-    return _error(409 if isinstance(exc, UserConflict) else 400, str(exc), exc.field)
-
-
-async def _body(request: Request) -> dict[str, Any] | JSONResponse:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        return _error(400, "the body is not JSON")
-    if not isinstance(body, dict):
-        return _error(400, "the body must be a JSON object")
-    return body
+    return error(409 if isinstance(exc, UserConflict) else 400, str(exc), exc.field)
 
 
 def _changed(request: Request, description: str) -> None:
@@ -80,11 +65,11 @@ class UsersApi:
         try:
             return JSONResponse(self.users.get(request.path_params["name"]).as_json())
         except UserNotFound as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
 
     async def create(self, request: Request) -> JSONResponse:
         """Add a user: name, password and role (viewer unless given)."""
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, JSONResponse):
             return body
         try:
@@ -100,13 +85,13 @@ class UsersApi:
 
     async def change(self, request: Request) -> JSONResponse:
         """Change a user's role, password, or whether they are disabled."""
-        body = await _body(request)
+        body = await json_object(request)
         if isinstance(body, JSONResponse):
             return body
         name = request.path_params["name"]
         unknown = set(body) - {"role", "password", "disabled"}
         if unknown:
-            return _error(400, f"cannot change {', '.join(sorted(unknown))}", sorted(unknown)[0])
+            return error(400, f"cannot change {', '.join(sorted(unknown))}", sorted(unknown)[0])
         try:
             values = {
                 "role": _optional(body, "role", str),
@@ -115,7 +100,7 @@ class UsersApi:
             }
             user = await run_in_threadpool(partial(self.users.change, name, **values))
         except UserNotFound as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
         except UserError as exc:
             return _user_error(exc)
         what = ", ".join(key for key, value in values.items() if value is not None)
@@ -128,7 +113,7 @@ class UsersApi:
         try:
             self.users.delete(name)
         except UserNotFound as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
         except UserError as exc:
             return _user_error(exc)
         _changed(request, f"user {name} deleted")
@@ -138,8 +123,8 @@ class UsersApi:
         """Make an API token for yourself: label, expires_days; the secret is shown once."""
         caller = _caller(request)
         if caller is None:
-            return _error(409, "tokens belong to users, and http_auth is none")
-        body = await _body(request)
+            return error(409, "tokens belong to users, and http_auth is none")
+        body = await json_object(request)
         if isinstance(body, JSONResponse):
             return body
         try:
@@ -149,7 +134,7 @@ class UsersApi:
                 self.users.create_token, caller.username, label, lifetime
             )
         except UserNotFound:
-            return _error(409, f"{caller.username} is not a user of the database")
+            return error(409, f"{caller.username} is not a user of the database")
         except UserError as exc:
             return _user_error(exc)
         _changed(request, f"API token {token.id} made for {token.user}")
@@ -167,7 +152,7 @@ class UsersApi:
         try:
             self.users.revoke(pk, self._owner(request))
         except UserNotFound as exc:
-            return _error(404, str(exc))
+            return error(404, str(exc))
         _changed(request, f"API token {pk} revoked")
         return Response(status_code=204)
 
