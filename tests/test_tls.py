@@ -23,6 +23,7 @@ from conftest import (
     free_port,
     save,
     stored_path,
+    write_config,
 )
 from cryptography import x509
 from peers import dcmtk, pacsnode_cli
@@ -153,6 +154,37 @@ def test_dcmtk_echo_store_and_find_over_tls(
     assert find.returncode == 0, output
     assert output.count("(Pending)") == 1
     assert ds.StudyInstanceUID in output
+
+
+def test_scu_commands_use_tls_toward_a_tls_remote_ae(
+    server_factory: ServerFactory, certs: Certificates, tmp_path: Path
+) -> None:
+    server = server_factory(**tls_settings(certs, tls_require_client_certificate=True))
+    port = tls_port(server)
+    ds = ct_dataset(patient_id="TLSCLI")
+    stored = pacsnode_cli("store", "127.0.0.1", str(server.port), "-aec", "PACSNODE",
+                          str(save(ds, tmp_path / "ct.dcm")))  # fmt: skip
+    assert stored.returncode == 0, stored.stderr
+    client = {
+        "ae_title": "CLIENT",
+        "data_dir": str(tmp_path / "client-data"),
+        "tls_certificate": certs.client_pem,
+        "tls_private_key": certs.client_key,
+        "tls_ca_certificates": certs.ca_pem,
+    }
+    server_entry = {"ae_title": "PACSNODE", "host": "127.0.0.1", "port": port}
+    plain = write_config(tmp_path / "plain.toml", client, [server_entry])
+    tls = write_config(tmp_path / "tls.toml", client, [{**server_entry, "tls": True}])
+    target = ["127.0.0.1", str(port), "-aec", "PACSNODE"]
+
+    assert pacsnode_cli("echo", *target, "--config", str(plain)).returncode == 2
+    echo = pacsnode_cli("echo", *target, "--config", str(tls))
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+    found = pacsnode_cli("find", *target, "-k", "PatientID=TLSCLI", "-k", "StudyInstanceUID",
+                         "--format", "json", "--config", str(tls))  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert ds.StudyInstanceUID in found.stdout
+    assert "DICOM TLS handshake with 127.0.0.1" in server.log()  # the plain attempt
 
 
 def test_pynetdicom_echo_and_store_over_tls_as_on_the_plain_port(

@@ -35,7 +35,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.archive = Archive(settings)
-        tls.install_outbound(settings, self.archive.remotes)
+        tls.install_outbound(settings, self.archive.remotes.get)
         self.jobs = JobQueue(
             self.archive.database, settings.job_max_attempts, settings.job_retry_delay
         )

@@ -48,6 +48,21 @@ def load(config: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def calling_ae_title(calling_ae: str | None, config: Path | None) -> str:
+    """Our AE title toward another node (the option, else the config's), for a command
+    whose associations then use TLS toward remote AEs with ``tls = true``, as the
+    server's do."""
+    from pacsnode.dimse import tls
+
+    settings = load(config)
+    try:
+        tls.install_outbound(settings)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    return calling_ae or settings.ae_title
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),

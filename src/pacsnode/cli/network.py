@@ -19,6 +19,7 @@ from pacsnode.cli.common import (
     HostArg,
     PortArg,
     app,
+    calling_ae_title,
     configure_logging,
     console,
     load,
@@ -40,7 +41,7 @@ def echo(
     from pacsnode.dimse.scu import AssociationFailed, Peer
     from pacsnode.dimse.scu import echo as send_echo
 
-    calling_ae = calling_ae or load(config).ae_title
+    calling_ae = calling_ae_title(calling_ae, config)
     started = time.monotonic()
     try:
         status = send_echo(Peer(host, port, called_ae, calling_ae))
@@ -137,7 +138,7 @@ def store(
             "not one this node converts to: " + ", ".join((*DECODED, *LOSSLESS_TARGETS)),
             param_hint="--transfer-syntax",
         )
-    calling_ae = calling_ae or load(config).ae_title
+    calling_ae = calling_ae_title(calling_ae, config)
 
     configure_logging("ERROR")
     candidates = list(walk(files or [])) + _archive_files(study or [], series or [], config)
@@ -222,7 +223,7 @@ def commit(
     from pacsnode.dimse.commitment import request_commitment
     from pacsnode.dimse.scu import AssociationFailed, Peer, describe
 
-    calling_ae = calling_ae or load(config).ae_title
+    calling_ae = calling_ae_title(calling_ae, config)
     configure_logging("ERROR")
     described = [item for item in map(describe, walk(files or [])) if item is not None]
     references = [Reference(item.sop_class, item.sop_instance) for item in described]

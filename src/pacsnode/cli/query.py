@@ -38,9 +38,9 @@ from pacsnode.cli.common import (
     HostArg,
     PortArg,
     app,
+    calling_ae_title,
     configure_logging,
     console,
-    load,
     progress_bar,
 )
 from pacsnode.cli.worklist import worklist
@@ -270,7 +270,7 @@ def _peer(
     host: str, port: int, called_ae: str, calling_ae: str | None, config: Path | None
 ) -> Peer:
     configure_logging("ERROR")
-    return Peer(host, port, called_ae, calling_ae or load(config).ae_title)
+    return Peer(host, port, called_ae, calling_ae_title(calling_ae, config))
 
 
 def _level(model: ModelName, level: LevelName | None, default: str) -> str:

@@ -15,11 +15,15 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pacsnode import audit
-from pacsnode.archive.remotes import Remotes
-from pacsnode.config import ConfigError, Settings
+from pacsnode.config import ConfigError, RemoteAE, Settings
+
+RemoteLookup = Callable[[str], RemoteAE | None]
+"""The remote AE of an AE title: ``Remotes.get`` in the server, the config file's
+entries in a command."""
 
 log = logging.getLogger("pacsnode.dimse")
 
@@ -136,9 +140,9 @@ class OutboundTls:
     configured ones; a node reached at another address is not assumed to be it.
     """
 
-    def __init__(self, settings: Settings, remotes: Remotes) -> None:
+    def __init__(self, settings: Settings, remote: RemoteLookup) -> None:
         self.settings = settings
-        self.remotes = remotes
+        self.remote = remote
         self._context: ssl.SSLContext | None = None
         self._lock = threading.Lock()
 
@@ -150,7 +154,7 @@ class OutboundTls:
 
     def args_for(self, ae_title: str, host: str, port: int) -> tuple[ssl.SSLContext, str] | None:
         """``tls_args`` for ``AE.associate``, or ``None`` for a plain association."""
-        remote = self.remotes.get(ae_title)
+        remote = self.remote(ae_title)
         if remote is None or not remote.tls or (remote.host, remote.port) != (host, port):
             return None
         return self.context(), host
@@ -159,14 +163,16 @@ class OutboundTls:
 _outbound: OutboundTls | None = None
 
 
-def install_outbound(settings: Settings, remotes: Remotes) -> None:
-    """Make every outbound association of this process honour ``RemoteAE.tls``.
+def install_outbound(settings: Settings, remote: RemoteLookup | None = None) -> None:
+    """Make every outbound association of this process honour ``RemoteAE.tls``;
+    without ``remote``, the config file's remote AEs are the ones looked up.
 
     The client context is built now if a configured remote AE needs it, so that a
     missing or unreadable certificate stops the start rather than every later job.
     """
     global _outbound
-    _outbound = OutboundTls(settings, remotes)
+    configured = {entry.ae_title: entry for entry in settings.remote_ae}
+    _outbound = OutboundTls(settings, remote or configured.get)
     if any(remote.tls for remote in settings.remote_ae):
         _outbound.context()
 
