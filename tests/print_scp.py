@@ -6,7 +6,7 @@ N-CREATE, N-SET and N-ACTION against the attributes PS3.4 H.4 requires of the SC
 answers a request that lacks one with 0x0120 (Missing Attribute) and records it in
 ``problems``, and records everything it received. Like a printer, it tells the SCU
 about itself: a Printer N-EVENT-REPORT when a session starts, and a Print Job DONE
-event when a film is printed.
+event when a film (or a whole film session, N-ACTION on the Film Session) is printed.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ class Received:
     image_boxes: dict[str, ImageBox] = field(default_factory=dict)
     luts: dict[str, Dataset] = field(default_factory=dict)
     printed: list[str] = field(default_factory=list)
+    session_prints: list[str] = field(default_factory=list)
+    """Film sessions printed as a whole by a Film Session N-ACTION."""
     deleted: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     meta_classes: list[str] = field(default_factory=list)
@@ -88,11 +90,18 @@ class PrintServer:
         print_job: bool = True,
         failures: dict[str, int] | None = None,
         printer_status: str = "NORMAL",
+        printer_status_info: str = "",
+        session_event: tuple[int, str] = (2, "SUPPLY LOW"),
     ) -> None:
         self.ae_title = "TESTPRINT"
         self.port = free_port()
         self.received = Received()
         self.printer_status = printer_status
+        self.printer_status_info = printer_status_info or (
+            "NORMAL" if printer_status == "NORMAL" else "FILM JAM"
+        )
+        self.session_event = session_event
+        """Event Type ID and Printer Status Info of the Printer event a session brings."""
         self.failures = failures or {}
         """Request name ("Image Box N-SET", "Film Box N-CREATE", ...) to the status to
         answer it with."""
@@ -141,7 +150,7 @@ class PrintServer:
         reply = Dataset()
         if sop_class == PRINTER:
             reply.PrinterStatus = self.printer_status
-            reply.PrinterStatusInfo = "NORMAL" if self.printer_status == "NORMAL" else "FILM JAM"
+            reply.PrinterStatusInfo = self.printer_status_info
         elif sop_class == PRINT_JOB:
             reply.ExecutionStatus = "DONE"
             reply.ExecutionStatusInfo = "NORMAL"
@@ -162,7 +171,8 @@ class PrintServer:
         if sop_class == FILM_SESSION:
             self.received.sessions[uid] = values
             self.received.meta_classes.append(str(event.context.abstract_syntax))
-            self._report(event, PRINTER, "1.2.840.10008.5.1.1.17", 2, "PrinterStatusInfo")
+            kind, info = self.session_event
+            self._report(event, PRINTER, "1.2.840.10008.5.1.1.17", kind, "PrinterStatusInfo", info)
         elif sop_class == FILM_BOX:
             problem = self._film_box_problem(values)
             if problem:
@@ -225,17 +235,45 @@ class PrintServer:
 
     def _action(self, event: Event) -> tuple[int, Dataset | None]:
         request = event.request
-        film_box = str(request.RequestedSOPInstanceUID)
-        if film_box not in self.received.film_boxes or request.ActionTypeID != 1:
+        instance = str(request.RequestedSOPInstanceUID)
+        if request.RequestedSOPClassUID == FILM_SESSION and request.ActionTypeID == 1:
+            return self._print_session(event, instance)
+        if instance not in self.received.film_boxes or request.ActionTypeID != 1:
             return NO_SUCH_INSTANCE, None
         if "Film Box N-ACTION" in self.failures:
             return self.failures["Film Box N-ACTION"], None
-        unset = [b.position for b in self.received.images_of(film_box).values() if not b.values]
-        if len(unset) == len(self.received.images_of(film_box)):
+        if self._unset(instance):
             return self._problem("Film Box N-ACTION", "no image box was set")
-        self.received.printed.append(film_box)
+        self.received.printed.append(instance)
+        return self._job(event)
+
+    def _print_session(self, event: Event, session: str) -> tuple[int, Dataset | None]:
+        """PS3.4 H.4.1.2.3: print every film box of the session (C600 when it has none)."""
+        if session not in self.received.sessions:
+            return NO_SUCH_INSTANCE, None
+        if "Film Session N-ACTION" in self.failures:
+            return self.failures["Film Session N-ACTION"], None
+        films = [
+            uid
+            for uid, values in self.received.film_boxes.items()
+            if values.ReferencedFilmSessionSequence[0].ReferencedSOPInstanceUID == session
+        ]
+        if not films:
+            return 0xC600, None
+        if any(self._unset(film) for film in films):
+            return self._problem("Film Session N-ACTION", "a film box has no image box set")
+        self.received.session_prints.append(session)
+        self.received.printed.extend(films)
+        return self._job(event)
+
+    def _unset(self, film_box: str) -> bool:
+        """Whether no image box of the film box was set."""
+        return not any(box.values for box in self.received.images_of(film_box).values())
+
+    def _job(self, event: Event) -> tuple[int, Dataset]:
+        """A Print Job for what the N-ACTION printed, reported DONE and referenced."""
         job = generate_uid()
-        self._report(event, PRINT_JOB, job, 3, "ExecutionStatusInfo")
+        self._report(event, PRINT_JOB, job, 3, "ExecutionStatusInfo", "NORMAL")
         reference = Dataset()
         reference.ReferencedSOPClassUID = PRINT_JOB
         reference.ReferencedSOPInstanceUID = job
@@ -247,13 +285,15 @@ class PrintServer:
         self.received.deleted.append(str(event.request.RequestedSOPInstanceUID))
         return 0x0000
 
-    def _report(self, event: Event, sop_class: UID, instance: str, kind: int, key: str) -> None:
+    def _report(
+        self, event: Event, sop_class: UID, instance: str, kind: int, key: str, value: str
+    ) -> None:
         """An N-EVENT-REPORT to the SCU, sent before answering the request at hand."""
         accepted = {cx.abstract_syntax for cx in event.assoc.accepted_contexts}
         if sop_class == PRINT_JOB and PRINT_JOB not in accepted:
             return
         info = Dataset()
-        setattr(info, key, "NORMAL" if kind == 3 else "SUPPLY LOW")
+        setattr(info, key, value)
         meta = None if sop_class == PRINT_JOB else UID(str(event.context.abstract_syntax))
         event.assoc.send_n_event_report(info, kind, sop_class, instance, meta_uid=meta)
 

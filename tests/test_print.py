@@ -444,6 +444,84 @@ def test_a_printer_in_failure_is_not_sent_a_film() -> None:
     assert (printer.received.sessions, printer.received.image_boxes) == ({}, {})
 
 
+def test_per_session_printing_prints_all_films_with_one_film_session_action(
+    colour_printer: PrintServer,
+) -> None:
+    images = [ct_image(n, center=-800, width=500) for n in range(1, 4)]
+
+    result = print_images(
+        Peer("127.0.0.1", colour_printer.port, colour_printer.ae_title),
+        images,
+        layout="STANDARD\\1,2",
+        per_session=True,
+    )
+
+    received = colour_printer.received
+    [session] = received.sessions
+    assert received.session_prints == [session]
+    assert sorted(received.printed) == sorted(received.film_boxes) == sorted(result.film_boxes)
+    assert (result.images_printed, len(result.film_boxes)) == (3, 2)
+    assert [(job.execution_status, job.info) for job in result.print_jobs] == [("DONE", "NORMAL")]
+    assert received.deleted == [*result.film_boxes, session]
+    assert received.problems == []
+
+
+def test_per_session_printing_on_dcmprscp(scp: PrintSCP) -> None:
+    images = [ct_image(n, center=-900 + 150 * n, width=500) for n in range(1, 4)]
+
+    result = print_images(
+        Peer("127.0.0.1", scp.port, PRINTER_AE), images, layout="STANDARD\\1,2", per_session=True
+    )
+
+    assert (result.images_printed, len(result.film_boxes), result.warnings) == (3, 2, [])
+    films = scp.films()
+    assert sorted(len(film.ImageBoxContentSequence) for film in films) == [1, 2]
+    printed = [printed_by_position(scp, film) for film in films]
+    received = sorted(p.tobytes() for film in printed for p in film.values())
+    assert received == sorted(windowed(image).tobytes() for image in images)
+
+
+@pytest.mark.parametrize(
+    ("status", "info"),
+    [("FAILURE", "FILM JAM"), ("WARNING", "ELEC CONFIG ERR"), ("NORMAL", "INSUFFIC MEMORY")],
+)
+def test_a_printer_whose_queue_is_stopped_is_not_sent_a_film(status: str, info: str) -> None:
+    printer = PrintServer(printer_status=status, printer_status_info=info).start()
+    try:
+        with pytest.raises(PrintFailed, match=re.escape(f"the printer reports {status} ({info})")):
+            print_images(
+                Peer("127.0.0.1", printer.port, printer.ae_title),
+                [ct_image(1, center=-800, width=500)],
+            )
+    finally:
+        printer.stop()
+
+    assert (printer.received.sessions, printer.received.image_boxes) == ({}, {})
+
+
+def test_a_printer_warning_prints_and_is_noted() -> None:
+    printer = PrintServer(
+        printer_status="WARNING", printer_status_info="COVER OPEN", session_event=(3, "FILM JAM")
+    ).start()
+    try:
+        result = print_images(
+            Peer("127.0.0.1", printer.port, printer.ae_title),
+            [ct_image(1, center=-800, width=500)],
+        )
+    finally:
+        printer.stop()
+
+    assert (result.printer_status, result.printer_status_info) == ("WARNING", "COVER OPEN")
+    assert len(printer.received.printed) == result.images_printed == 1
+    assert [(e.source, e.name, e.info) for e in result.events if e.source == "printer"] == [
+        ("printer", "FAILURE", "FILM JAM")
+    ]
+    assert result.notes == [
+        "the printer reports WARNING (COVER OPEN)",
+        "the printer reported FAILURE (FILM JAM) during the session",
+    ]
+
+
 def wait_for_job(server: RunningServer, pk: int) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while True:
@@ -457,6 +535,7 @@ def wait_for_job(server: RunningServer, pk: int) -> dict[str, Any]:
 def test_rest_api_queues_print_jobs(server_factory: ServerFactory, tmp_path: Path) -> None:
     good = PrintServer().start()
     bad = PrintServer(failures={"Film Box N-CREATE": 0xC616}).start()
+    stopped = PrintServer(printer_status="WARNING", printer_status_info="REQ MED NOT AVAI").start()
     try:
         server = server_factory(start=False)
         add_printer(
@@ -468,8 +547,10 @@ def test_rest_api_queues_print_jobs(server_factory: ServerFactory, tmp_path: Pat
             layouts=["STANDARD\\1,1", "STANDARD\\1,2"],
             film_sizes=["8INX10IN", "14INX17IN"],
             description="colour paper",
+            print_per_session=True,
         )
         add_printer(server.config_path, "broken", bad.ae_title, bad.port)
+        add_printer(server.config_path, "stopped", stopped.ae_title, stopped.port)
         image = ct_image(1, center=-800, width=500)
         path = save(image, tmp_path / "1.dcm")
         assert pacsnode_cli("import", str(path), "-c", str(server.config_path)).returncode == 0
@@ -482,6 +563,7 @@ def test_rest_api_queues_print_jobs(server_factory: ServerFactory, tmp_path: Pat
             json={"printer": "colour", "study": study, "layout": "1,2", "copies": 2},
         )
         failing = httpx.post(f"{server.url}/api/print", json={"printer": "broken", "study": study})
+        halted = httpx.post(f"{server.url}/api/print", json={"printer": "stopped", "study": study})
         refusals = [
             httpx.post(f"{server.url}/api/print", json=body)
             for body in (
@@ -492,14 +574,18 @@ def test_rest_api_queues_print_jobs(server_factory: ServerFactory, tmp_path: Pat
         ]
         done = wait_for_job(server, queued.json()["id"])
         failed = wait_for_job(server, failing.json()["id"])
+        queue_stopped = wait_for_job(server, halted.json()["id"])
     finally:
         good.stop()
         bad.stop()
+        stopped.stop()
 
     assert [(p["name"], p["film_sizes"][0]) for p in printers] == [
         ("colour", "8INX10IN"),
         ("broken", "14INX17IN"),
+        ("stopped", "14INX17IN"),
     ]
+    assert [p["print_per_session"] for p in printers] == [True, False, False]
     assert (queued.status_code, queued.headers["Location"]) == (
         202,
         f"/api/jobs/{queued.json()['id']}",
@@ -510,11 +596,16 @@ def test_rest_api_queues_print_jobs(server_factory: ServerFactory, tmp_path: Pat
     assert result["print_jobs"][0]["execution_status"] == "DONE"
     [film] = good.received.film_boxes.values()
     assert (film.ImageDisplayFormat, film.FilmSizeID) == ("STANDARD\\1,2", "8INX10IN")
-    [session] = good.received.sessions.values()
+    [(session_uid, session)] = good.received.sessions.items()
     assert session.NumberOfCopies == 2
+    assert good.received.session_prints == [session_uid]
     assert failed["status"] == "failed" and failed["attempts"] == 1
     assert "Film Box N-CREATE failed with status 0xC616" in failed["last_error"]
     assert failed["result"]["state"] == "failed"
+    assert (queue_stopped["status"], queue_stopped["attempts"]) == ("failed", 1)
+    assert "the printer reports WARNING (REQ MED NOT AVAI)" in queue_stopped["last_error"]
+    assert queue_stopped["result"]["printer_status_info"] == "REQ MED NOT AVAI"
+    assert stopped.received.sessions == {}
     assert [(r.status_code, r.json().get("field")) for r in refusals] == [
         (400, "printer"),
         (400, "film_size"),
@@ -532,6 +623,10 @@ def test_printer_config_is_checked(tmp_path: Path) -> None:
         ("STANDARD\\2,2",),
         ("14INX17IN",),
     )
+    assert printer.print_per_session is False
+    config.write_text("[server]\n")
+    add_printer(config, "film", "PRINTER", 104, print_per_session=True)
+    assert load_settings(config).printers[0].print_per_session is True
     for bad, message in (
         ({"bits": 10}, "'printer.bits' must be one of 8, 12"),
         ({"presentation_lut": "GAMMA"}, "'printer.presentation_lut'"),

@@ -18,6 +18,8 @@ from typing import Any, Literal, get_args
 from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID
 
+from pacsnode.archive.matching import visibility_problem
+
 DuplicatePolicy = Literal["keep", "overwrite", "refuse"]
 DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
 CommitmentReportMode = Literal["same", "new", "same_if_open"]
@@ -64,6 +66,11 @@ class RemoteAE:
     check_host: bool = False
     """Refuse an association under this AE title from any address but ``host``'s (a
     name is resolved at each association). Config file only, as ``tls``."""
+    visible: tuple[tuple[str, str], ...] = ()
+    """Attribute keyword to DICOM matching value (``*``, ``?``): this AE's C-FIND finds,
+    and its C-MOVE and C-GET retrieve, only studies matching all of them; others look
+    missing. Patient, study and series attributes the index keeps; empty shows all.
+    Config file only, as ``tls`` (``visible = { InstitutionName = "CLINIC A*" }``)."""
     transfer_syntaxes: tuple[str, ...] = ()
     """Transfer syntaxes to send it, best first; empty sends each object as stored."""
     move_destination_only: bool = False
@@ -107,6 +114,9 @@ class Printer:
     "IDENTITY", "LIN OD", or empty for none."""
     max_copies: int = 0
     """The most copies one request may ask for; 0 is no limit."""
+    print_per_session: bool = False
+    """Print all films of a request with one Film Session N-ACTION (digest-002 §5.14)
+    instead of one Film Box N-ACTION per film, for printers that collate sessions."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +323,12 @@ def _remote_from_table(table: dict[str, Any]) -> RemoteAE:
     missing = {"ae_title", "host", "port"} - set(table)
     if missing:
         raise ConfigError(f"[[remote_ae]] needs {', '.join(sorted(missing))}")
-    values = {key: _coerce(key, value, known[key].type) for key, value in table.items()}
+    values = {
+        key: _coerce(key, value, known[key].type)
+        for key, value in table.items()
+        if key != "visible"
+    }
+    values["visible"] = _visibility_from_table(table.get("visible", {}))
     _check_choice("remote_ae.duplicate_policy", values.get("duplicate_policy"), DUPLICATE_POLICIES)
     _check_choice(
         "remote_ae.commitment_report",
@@ -323,6 +338,17 @@ def _remote_from_table(table: dict[str, Any]) -> RemoteAE:
     for words in ("offers", "allowed"):
         _check_services(f"remote_ae.{words}", values.get(words, ()))
     return RemoteAE(**values)
+
+
+def _visibility_from_table(table: Any) -> tuple[tuple[str, str], ...]:
+    """``visible`` as sorted (keyword, value) pairs, each keyword one the index matches."""
+    if not isinstance(table, dict):
+        raise ConfigError("remote_ae.visible must be a table of keyword = value")
+    for keyword in table:
+        problem = visibility_problem(str(keyword))
+        if problem is not None:
+            raise ConfigError(f"setting 'remote_ae.visible': {problem}")
+    return tuple(sorted((str(k), str(v)) for k, v in table.items()))
 
 
 def _check_services(name: str, words: tuple[str, ...]) -> None:

@@ -8,7 +8,7 @@ and rows stream back as they are read; nothing is filtered in Python.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,9 @@ class Query:
     sequences: dict[str, dict[str, str]] = field(default_factory=dict)
     """Sequence keyword to the (path, value) keys of its one query item, as
     :func:`~pacsnode.archive.attributes.item_values` flattens it."""
+    visible: tuple[tuple[str, str], ...] = ()
+    """Criteria every study must also meet to be seen at all (the calling AE's
+    ``visible`` setting); empty shows everything. See :func:`visible_studies`."""
 
 
 def _column(attr: Attribute) -> sa.ColumnElement[Any]:
@@ -254,6 +257,57 @@ def _conditions(query: Query) -> dict[Level, list[Any]]:
     return grouped
 
 
+VISIBILITY_LEVELS = (Level.PATIENT, Level.STUDY, Level.SERIES)
+"""Levels whose attributes may restrict what an AE sees: a study is a patient's, and
+what its series hold (Institution Name, Station Name) describes the whole study."""
+
+
+def visibility_problem(keyword: str) -> str | None:
+    """Why a keyword cannot restrict visibility, or None if it can."""
+    attr = BY_KEYWORD.get(keyword)
+    if attr is None:
+        return f"{keyword} is not an attribute the index keeps"
+    if attr.kind is Kind.SEQUENCE or attr.level not in VISIBILITY_LEVELS:
+        return f"{keyword} is not matched at patient, study or series level"
+    return None
+
+
+def visible_studies(criteria: Mapping[str, str], case_insensitive: bool) -> sa.Select[Any]:
+    """The pks of the studies meeting every criterion: patient and study keys on the
+    study itself, series keys on some series of it. Uncorrelated, so one subquery
+    serves every query level and the retrieve selection alike."""
+    grouped: dict[Level, list[Any]] = {level: [] for level in VISIBILITY_LEVELS}
+    for keyword, value in criteria.items():
+        attr = BY_KEYWORD[keyword]
+        grouped[attr.level].append(condition(attr, value, case_insensitive))
+    statement = (
+        sa.select(study.c.pk)
+        .select_from(study.join(patient, study.c.patient_pk == patient.c.pk))
+        .where(*grouped[Level.PATIENT], *grouped[Level.STUDY])
+    )
+    if grouped[Level.SERIES]:
+        matching_series = sa.select(series.c.study_pk).where(
+            series.c.num_instances > 0, *grouped[Level.SERIES]
+        )
+        statement = statement.where(study.c.pk.in_(matching_series))
+    return statement
+
+
+def _visibility(query: Query, tables: list[sa.Table]) -> list[Any]:
+    """The query's visibility restriction on whichever of patient or study it reads."""
+    if not query.visible:
+        return []
+    studies = visible_studies(dict(query.visible), query.case_insensitive)
+    if study in tables:
+        return [study.c.pk.in_(studies)]
+    if patient in tables:
+        owners = sa.select(study.c.patient_pk).where(
+            study.c.num_instances > 0, study.c.pk.in_(studies)
+        )
+        return [patient.c.pk.in_(owners)]
+    return []
+
+
 def _levels(query: Query) -> list[Level]:
     top = Level.PATIENT if query.patient_root else Level.STUDY
     return list(LEVEL_ORDER[LEVEL_ORDER.index(top) : LEVEL_ORDER.index(query.level) + 1])
@@ -290,7 +344,7 @@ def _below(query: Query, grouped: dict[Level, list[Any]]) -> Any | None:
         source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
     owner = LEVEL_TABLES[query.level]
     conditions = [cond for level in lower for cond in grouped[level]]
-    conditions += _visible(chain)
+    conditions += _visible(chain) + _visibility(query, chain)
     inner = sa.select(sa.literal(1)).select_from(source)
     return sa.exists(inner.where(_PARENT_KEYS[chain[0].name] == owner.c.pk, *conditions))
 
@@ -319,7 +373,7 @@ def build(query: Query) -> sa.Select[Any]:
     grouped = _conditions(query)
     for level in LEVEL_ORDER[: LEVEL_ORDER.index(query.level) + 1]:
         statement = statement.where(*grouped[level])
-    statement = statement.where(*_visible(tables))
+    statement = statement.where(*_visible(tables), *_visibility(query, tables))
     if query.relational and (below := _below(query, grouped)) is not None:
         statement = statement.where(below)
     return statement.order_by(LEVEL_TABLES[query.level].c.pk)
@@ -343,14 +397,29 @@ def search(connection: Connection, statement: sa.Select[Any]) -> Iterator[sa.Row
     yield from result.mappings()
 
 
-def retrieve_selection(level: Level, keys: dict[str, str], patient_root: bool) -> sa.Select[Any]:
+def retrieve_selection(
+    level: Level,
+    keys: dict[str, str],
+    patient_root: bool,
+    visible: tuple[tuple[str, str], ...] = (),
+    case_insensitive: bool = True,
+) -> sa.Select[Any]:
     """Every instance below the entities that a C-MOVE or C-GET identifier names.
 
     The identifier must carry the unique key of its level; the unique keys of the
-    other levels, when given, narrow the selection further.
+    other levels, when given, narrow the selection further. ``visible`` leaves out
+    the studies the requestor may not see, exactly as its C-FIND does.
     """
     unique = {UNIQUE_KEYS[lv] for lv in LEVEL_ORDER}
     if not keys.get(UNIQUE_KEYS[level]):
         raise QueryError(f"{UNIQUE_KEYS[level]} is required at the {level} level")
     wanted = {k: v for k, v in keys.items() if k in unique and v}
-    return build(Query(Level.IMAGE, wanted, patient_root=patient_root, relational=True))
+    query = Query(
+        Level.IMAGE,
+        wanted,
+        patient_root=patient_root,
+        case_insensitive=case_insensitive,
+        relational=True,
+        visible=visible,
+    )
+    return build(query)

@@ -27,6 +27,7 @@ from typing import Any, get_args
 import sqlalchemy as sa
 
 from pacsnode.archive.database import Database, now
+from pacsnode.archive.matching import visibility_problem
 from pacsnode.archive.schema import remote_ae
 from pacsnode.config import (
     DUPLICATE_POLICIES,
@@ -40,7 +41,7 @@ from pacsnode.config import (
 CACHE_SECONDS = 2.0
 _TUPLES = ("offers", "allowed", "transfer_syntaxes")
 _FIELDS = {f.name for f in fields(RemoteAE)}
-CONFIG_ONLY = ("tls", "check_host")
+CONFIG_ONLY = ("tls", "check_host", "visible")
 """Fields the database does not store: security settings an administrator makes in the
 config file. A run-time entry takes them from the config entry of the same AE title."""
 _COLUMNS = _FIELDS - set(CONFIG_ONLY)
@@ -73,6 +74,7 @@ def remote_as_json(remote: RemoteAE) -> dict[str, Any]:
     values = asdict(remote)
     for name in _TUPLES:
         values[name] = list(values[name])
+    values["visible"] = dict(remote.visible)
     return values
 
 
@@ -101,6 +103,18 @@ def _words(values: dict[str, Any], name: str, allowed: tuple[str, ...] = ()) -> 
     if unknown:
         raise RemoteError(f"{name}: unknown {', '.join(unknown)}; use {', '.join(allowed)}", name)
     return words
+
+
+def _visible(values: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``visible`` as :func:`remote_as_json` writes it: keyword to matching value."""
+    value = values.get("visible", {})
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise RemoteError("visible must be an object of keyword to matching value", "visible")
+    for keyword in value:
+        problem = visibility_problem(keyword)
+        if problem is not None:
+            raise RemoteError(f"visible: {problem}", "visible")
+    return tuple(sorted(value.items()))
 
 
 def _ae_title(value: Any) -> str:
@@ -151,7 +165,9 @@ def remote_from_json(values: dict[str, Any]) -> RemoteAE:
         allowed=_words(values, "allowed", SERVICES),
         transfer_syntaxes=_words(values, "transfer_syntaxes"),
         move_destination_only=_flag(values, "move_destination_only", False),
-        **{name: _flag(values, name, False) for name in CONFIG_ONLY},
+        tls=_flag(values, "tls", False),
+        check_host=_flag(values, "check_host", False),
+        visible=_visible(values),
     )
 
 
@@ -247,10 +263,15 @@ class Remotes:
         leaves off is taken from the config entry (so an edit need not repeat it)."""
         base = self._configured.get(remote.ae_title) or RemoteAE(remote.ae_title, "", 0)
         for name in CONFIG_ONLY:
-            if getattr(remote, name) and not getattr(base, name):
-                raise RemoteError(
-                    f"{name} is set in the config file only ([[remote_ae]] {name} = true)", name
-                )
+            value = getattr(remote, name)
+            if value and value != getattr(base, name):
+                raise RemoteError(f"{name} is set in the config file only ([[remote_ae]])", name)
+
+    def visible_to(self, calling_ae: str) -> tuple[tuple[str, str], ...]:
+        """The criteria limiting what this AE finds and retrieves; an unknown AE has
+        none (whether it may ask at all is ``unknown_ae_allowed``'s business)."""
+        remote = self.get(calling_ae)
+        return remote.visible if remote is not None else ()
 
     def duplicate_policy_for(self, calling_ae: str) -> DuplicatePolicy:
         """What a SOP Instance UID sent again by this AE does (CDRClient re-sends edits)."""

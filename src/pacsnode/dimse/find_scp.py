@@ -96,6 +96,7 @@ class FindSCP:
             relational=relational(event.assoc, model),
             combined_datetime=combined_datetime(event.assoc, model),
             sequences=sequences,
+            visible=self.archive.remotes.visible_to(event.assoc.requestor.ae_title),
         )
 
     def _response(self, row: Any, requested: list[DataElement], level: Level) -> Dataset:

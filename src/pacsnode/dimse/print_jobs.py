@@ -158,6 +158,7 @@ def film_settings(printer: Printer, request: PrintRequest) -> FilmSettings:
         color=request.color or printer.color,
         bits=printer.bits,
         presentation_lut=printer.presentation_lut,
+        per_session=printer.print_per_session,
     )
 
 

@@ -5,7 +5,9 @@ Printer N-GET (is the printer usable at all), Film Session N-CREATE, Presentatio
 N-CREATE when one is configured, then per film a Film Box N-CREATE (whose response
 names the image boxes), one Image Box N-SET per image, Film Box N-ACTION (print, Action
 Type ID 1), an N-GET of the Print Job the action names, and the film box N-DELETE;
-finally the session and LUT N-DELETE.
+finally the session and LUT N-DELETE. A printer configured to print per session
+(digest-002 §5.14) gets all its films created and filled first, then one Film Session
+N-ACTION that prints them all, then the N-DELETEs.
 
 Both meta SOP classes are proposed, with the Presentation LUT and Print Job classes; the
 printer's answer and the images decide. A film is printed in colour when the printer
@@ -22,6 +24,11 @@ Statuses: Success passes, a warning is kept and printing goes on, anything else 
 the print: what was created is N-DELETEd (the session takes its films and image boxes
 with it) and the association is aborted, as the conformance statement promises.
 N-EVENT-REPORTs of the Printer and Print Job are answered with Success and recorded.
+
+The printer's own state (digest-001 §5.7, Table 55 and its vendor additions): a Printer
+Status of FAILURE, or a Printer Status Info that stops the printer's queue, means no
+film is sent; WARNING (film low, cover open...) prints and says so in the result's
+notes, as does a Printer FAILURE event heard during the session.
 """
 
 from __future__ import annotations
@@ -76,6 +83,19 @@ EVENT_NAMES = {
     PRINT_JOB: {1: "PENDING", 2: "PRINTING", 3: "DONE", 4: "FAILURE"},
 }
 """PS3.4 H.4.4 and H.4.5 event types (digest-001 calls Print Job's 1 "Normal")."""
+QUEUE_STOPPING_INFOS = frozenset(
+    {
+        "ELEC CONFIG ERR",
+        "ELEC SW ERROR",
+        "REQ MED NOT AVAI",
+        "FATAL ERROR",
+        "FATAL",
+        "INVALID PAGE DES",
+        "INSUFFIC MEMORY",
+    }
+)
+"""Printer Status Infos for which e.soft stops the printer's queue (digest-001 Table 55
+and vendor Tables 56-61): whatever the Printer Status says, nothing can print."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,8 @@ class FilmSettings:
     illumination: int = 2000
     reflected_ambient_light: int = 10
     """cd/m²; PS3.3 C.13.3 wants both in a film box that references a Presentation LUT."""
+    per_session: bool = False
+    """Print all films with one Film Session N-ACTION instead of one per Film Box."""
 
 
 @dataclass(frozen=True)
@@ -432,8 +454,12 @@ class _Session:
             self.result.presentation_lut = self._create(
                 PRESENTATION_LUT, lut, None, "Presentation LUT N-CREATE"
             )
-        for start in range(0, len(images), per_film):
-            self._film(images[start : start + per_film])
+        batches = [images[start : start + per_film] for start in range(0, len(images), per_film)]
+        if self.settings.per_session:
+            self._print_session(batches)
+        else:
+            for batch in batches:
+                self._film(batch)
         self._check(
             self.assoc.send_n_delete(FILM_SESSION, self.result.film_session, meta_uid=self.meta),
             "Film Session N-DELETE",
@@ -443,12 +469,14 @@ class _Session:
                 self.assoc.send_n_delete(PRESENTATION_LUT, self.result.presentation_lut),
                 "Presentation LUT N-DELETE",
             )
+        self._note_printer_failures()
 
     def delete_what_was_created(self) -> None:
         """After a failure: the session (with its films and image boxes) and the LUT go,
         best effort, their statuses no longer changing the outcome. Not after a missing
         response: pynetdicom has aborted the association then."""
         self.heard.settle()
+        self._note_printer_failures()
         if self.result.film_session and self.assoc.is_established:
             self.assoc.send_n_delete(FILM_SESSION, self.result.film_session, meta_uid=self.meta)
         if self.result.presentation_lut and self.assoc.is_established:
@@ -459,21 +487,23 @@ class _Session:
         self.result.notes.append(text)
 
     def _printer_status(self) -> None:
+        """FAILURE, or an info that stops the queue, ends the print before anything is
+        created; any other state that is not NORMAL prints, with a note."""
         status, reply = self.assoc.send_n_get(
             [Tag(0x2110, 0x0010), Tag(0x2110, 0x0020)], PRINTER, PrinterInstance, meta_uid=self.meta
         )
         self._check(status, "Printer N-GET")
         reply = reply or Dataset()
-        self.result.printer_status = str(reply.get("PrinterStatus") or "")
-        self.result.printer_status_info = str(reply.get("PrinterStatusInfo") or "")
-        if self.result.printer_status != "NORMAL":
-            log.warning(
-                "printer status %s (%s)",
-                self.result.printer_status or "unknown",
-                self.result.printer_status_info,
-            )
-        if self.result.printer_status == "FAILURE":
-            raise PrintFailed(f"the printer reports FAILURE ({self.result.printer_status_info})")
+        state = self.result.printer_status = str(reply.get("PrinterStatus") or "")
+        info = self.result.printer_status_info = str(reply.get("PrinterStatusInfo") or "")
+        if state != "NORMAL":
+            log.warning("printer status %s (%s)", state or "unknown", info)
+        if state == "FAILURE":
+            raise PrintFailed(f"the printer reports FAILURE ({info})")
+        if info.strip().upper() in QUEUE_STOPPING_INFOS:
+            raise PrintFailed(f"the printer reports {state} ({info}): its queue is stopped")
+        if state and state != "NORMAL":
+            self._note(f"the printer reports {state} ({info})")
 
     def _create(self, sop_class: UID, values: Dataset, meta: UID | None, request: str) -> str:
         status, _ = self.assoc.send_n_create(values, sop_class, None, meta_uid=meta)
@@ -510,6 +540,47 @@ class _Session:
 
     def _film(self, images: list[Dataset]) -> None:
         """One film box: created, filled, printed, its print job asked, deleted."""
+        film = self._filled_film(images)
+        status, reply = self.assoc.send_n_action(
+            None, PRINT_ACTION, FILM_BOX, film, meta_uid=self.meta
+        )
+        self._check(status, "Film Box N-ACTION")
+        self._printed([film], len(images), reply)
+        self._check(
+            self.assoc.send_n_delete(FILM_BOX, film, meta_uid=self.meta), "Film Box N-DELETE"
+        )
+
+    def _print_session(self, batches: list[list[Dataset]]) -> None:
+        """Every film box created and filled, then one Film Session N-ACTION prints
+        them all (digest-002 §5.14), then the film boxes are deleted."""
+        films = [self._filled_film(batch) for batch in batches]
+        status, reply = self.assoc.send_n_action(
+            None, PRINT_ACTION, FILM_SESSION, self.result.film_session, meta_uid=self.meta
+        )
+        self._check(status, "Film Session N-ACTION")
+        self._printed(films, sum(len(batch) for batch in batches), reply)
+        for film in films:
+            self._check(
+                self.assoc.send_n_delete(FILM_BOX, film, meta_uid=self.meta), "Film Box N-DELETE"
+            )
+
+    def _printed(self, films: list[str], images: int, reply: Dataset | None) -> None:
+        """Record what an N-ACTION printed, and ask for the print jobs it named."""
+        self.result.film_boxes.extend(films)
+        self.result.images_printed += images
+        for job in (reply or Dataset()).get("ReferencedPrintJobSequence") or []:
+            self.result.print_jobs.append(self._print_job(str(job.ReferencedSOPInstanceUID)))
+
+    def _note_printer_failures(self) -> None:
+        """A Printer FAILURE event heard during the session goes in the notes."""
+        for event in self.heard.events:
+            if event.source == "printer" and event.event_type == 3:
+                text = f"the printer reported FAILURE ({event.info}) during the session"
+                if text not in self.result.notes:
+                    self._note(text)
+
+    def _filled_film(self, images: list[Dataset]) -> str:
+        """A film box created and its image boxes set; its instance UID."""
         status, reply = self.assoc.send_n_create(
             self._film_box_dataset(), FILM_BOX, None, meta_uid=self.meta
         )
@@ -522,17 +593,7 @@ class _Session:
             )
         for position, (image, box) in enumerate(zip(images, boxes, strict=False), start=1):
             self._set_image(str(box.ReferencedSOPInstanceUID), self._image_box(image, position))
-        status, reply = self.assoc.send_n_action(
-            None, PRINT_ACTION, FILM_BOX, film, meta_uid=self.meta
-        )
-        self._check(status, "Film Box N-ACTION")
-        self.result.film_boxes.append(film)
-        self.result.images_printed += len(images)
-        for job in (reply or Dataset()).get("ReferencedPrintJobSequence") or []:
-            self.result.print_jobs.append(self._print_job(str(job.ReferencedSOPInstanceUID)))
-        self._check(
-            self.assoc.send_n_delete(FILM_BOX, film, meta_uid=self.meta), "Film Box N-DELETE"
-        )
+        return film
 
     def _image_box(self, image: Dataset, position: int) -> Dataset:
         try:

@@ -137,7 +137,13 @@ class RetrieveSCP:
             if e.keyword and not e.is_empty and e.VR != "SQ"
         }
         try:
-            statement = retrieve_selection(level, keys, patient_root=model not in STUDY_ROOT)
+            statement = retrieve_selection(
+                level,
+                keys,
+                patient_root=model not in STUDY_ROOT,
+                visible=self.archive.remotes.visible_to(assoc.requestor.ae_title),
+                case_insensitive=self.archive.settings.case_insensitive_matching,
+            )
         except QueryError as exc:
             log.warning("retrieve from %s refused: %s", assoc.requestor.ae_title, exc)
             responder.send(IDENTIFIER_DOES_NOT_MATCH, comment=str(exc))
