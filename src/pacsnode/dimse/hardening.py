@@ -118,7 +118,7 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
     if awaiting_request and self.event_queue.queue and self.event_queue.queue[-1] in _ENDED:
         # The acceptor's thread waits for an A-ASSOCIATE-RQ that will not come: None is
         # what it gets when its wait times out, and it then closes down.
-        self.to_user_queue.put(None)  # type: ignore[arg-type]
+        self.to_user_queue.put(None)
 
 
 def _read_pdu(self: DULServiceProvider) -> None:
