@@ -37,6 +37,7 @@ from pacsnode.config import (
     RemoteAE,
     Settings,
 )
+from pacsnode.errors import FieldError
 
 CACHE_SECONDS = 2.0
 _TUPLES = ("offers", "allowed", "transfer_syntaxes")
@@ -47,12 +48,8 @@ config file. A run-time entry takes them from the config entry of the same AE ti
 _COLUMNS = _FIELDS - set(CONFIG_ONLY)
 
 
-class RemoteError(ValueError):
+class RemoteError(FieldError):
     """An entry that cannot be written; ``field`` names the offending field, if one."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class RemoteNotFound(LookupError):

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from pacsnode.archive.database import Database, aware, now
 from pacsnode.archive.schema import api_token, http_user
 from pacsnode.config import ConfigError
+from pacsnode.errors import FieldError
 
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -56,12 +57,8 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
-class UserError(ValueError):
+class UserError(FieldError):
     """A user or token that cannot be written; ``field`` names the offending field."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class UserConflict(UserError):

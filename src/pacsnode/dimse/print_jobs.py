@@ -34,6 +34,7 @@ from pacsnode.dimse.print_scu import (
     print_films,
 )
 from pacsnode.dimse.scu import Peer
+from pacsnode.errors import FieldError, text_field, uid_list
 from pacsnode.jobs.queue import Abandoned
 from pacsnode.jobs.workers import Workers
 
@@ -42,12 +43,8 @@ log = logging.getLogger("pacsnode.print")
 PRINT_JOB_KIND = "print"
 
 
-class PrintRequestError(ValueError):
+class PrintRequestError(FieldError):
     """A print that cannot be asked for; ``field`` names the offending request field."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class NothingToPrint(LookupError):
@@ -80,15 +77,22 @@ class PrintRequest:
             raise PrintRequestError("copies must be a positive whole number", "copies")
         if not isinstance(values.get("color", False), bool):
             raise PrintRequestError("color must be true or false", "color")
+
+        def text(name: str) -> str:
+            return text_field(values.get(name), name, PrintRequestError)
+
+        def uids(name: str) -> tuple[str, ...]:
+            return uid_list(values.get(name), name, PrintRequestError)
+
         return cls(
-            printer=_text(values.get("printer"), "printer"),
-            study=_text(values.get("study"), "study"),
-            series=_uids(values.get("series"), "series"),
-            instances=_uids(values.get("instances"), "instances"),
-            layout=_text(values.get("layout"), "layout"),
-            film_size=_text(values.get("film_size"), "film_size"),
-            orientation=_text(values.get("orientation"), "orientation").upper(),
-            magnification=_text(values.get("magnification"), "magnification").upper(),
+            printer=text("printer"),
+            study=text("study"),
+            series=uids("series"),
+            instances=uids("instances"),
+            layout=text("layout"),
+            film_size=text("film_size"),
+            orientation=text("orientation").upper(),
+            magnification=text("magnification").upper(),
             copies=copies,
             color=bool(values.get("color", False)),
         )
@@ -97,24 +101,6 @@ class PrintRequest:
         values = asdict(self)
         values["series"], values["instances"] = list(self.series), list(self.instances)
         return values
-
-
-def _text(value: Any, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise PrintRequestError(f"{name} must be a string", name)
-    return value.strip()
-
-
-def _uids(value: Any, name: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise PrintRequestError(f"{name} must be a UID or a list of UIDs", name)
-    return tuple(item.strip() for item in value if item.strip())
 
 
 def printer_named(settings: Settings, name: str) -> Printer:

@@ -34,6 +34,7 @@ from pacsnode.config import RemoteAE
 from pacsnode.dimse import query_scu, spool
 from pacsnode.dimse.query_scu import MoveResult
 from pacsnode.dimse.scu import AssociationFailed, Peer
+from pacsnode.errors import FieldError, text_field, uid_list
 from pacsnode.jobs.queue import JobQueue
 from pacsnode.jobs.workers import Workers
 
@@ -47,12 +48,8 @@ PROGRESS_INTERVAL = 0.5
 per instance."""
 
 
-class RetrieveError(ValueError):
+class RetrieveError(FieldError):
     """A retrieve that cannot be asked for; ``field`` names the offending request field."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class RetrieveIncomplete(Exception):
@@ -87,9 +84,9 @@ class RetrieveRequest:
         """From the REST API's body; ``level``, if given, must fit the UIDs given."""
         request = cls(
             remote=remote,
-            study=_uid(values.get("study"), "study"),
-            series=_uids(values.get("series"), "series"),
-            instances=_uids(values.get("instances"), "instances"),
+            study=text_field(values.get("study"), "study", RetrieveError),
+            series=uid_list(values.get("series"), "series", RetrieveError),
+            instances=uid_list(values.get("instances"), "instances", RetrieveError),
             method=values.get("method"),
         )
         level = values.get("level")
@@ -108,24 +105,6 @@ class RetrieveRequest:
             raise RetrieveError("study is required: the Study Instance UID", "study")
         if self.instances and len(self.series) != 1:
             raise RetrieveError("instances need the one series they belong to", "series")
-
-
-def _uid(value: Any, name: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise RetrieveError(f"{name} must be a UID string", name)
-    return value.strip()
-
-
-def _uids(value: Any, name: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise RetrieveError(f"{name} must be a UID or a list of UIDs", name)
-    return tuple(item.strip() for item in value if item.strip())
 
 
 def choose_method(remote: RemoteAE, wanted: str | None) -> str:
