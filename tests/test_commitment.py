@@ -90,8 +90,10 @@ def commit_on_same_association(
     """N-ACTION, then wait on the same association; (N-ACTION status, reports)."""
     reports: list[tuple[int, Dataset]] = []
     arrived = threading.Event()
+    serving: list[threading.Thread] = []
 
     def on_report(event: evt.Event) -> tuple[int, None]:
+        serving.append(threading.current_thread())
         reports.append((int(event.event_type), event.event_information))
         arrived.set()
         return 0x0000, None
@@ -107,6 +109,10 @@ def commit_on_same_association(
     assert assoc.is_established
     status, _ = assoc.send_n_action(info, 1, STORAGE_COMMITMENT, INSTANCE)
     arrived.wait(wait)
+    # pynetdicom answers a report on a thread that, once done, marks the association's
+    # thread as running: a release() begun before that would wait for it forever.
+    for thread in serving:
+        thread.join(wait)
     assoc.release()
     return int(status.Status), reports
 

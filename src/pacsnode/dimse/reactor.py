@@ -1,5 +1,5 @@
 """Faster networking for pynetdicom: event-driven waits, large socket reads, messages
-written in bursts, no Nagle on outbound sockets, and a fix for the race that quicker
+written in bursts, no Nagle on outbound sockets, and fixes for the races that quicker
 waits make likelier.
 
 pynetdicom runs two threads per association, each a loop that sleeps 1 ms between
@@ -171,6 +171,35 @@ class _Checkpoint(threading.Event):
                 messages.not_empty.notify_all()
 
 
+_serving_report = threading.local()
+_original_serve_request = Association._serve_request
+
+
+def _serve_report_aside(self: Association, msg: Any, context_id: int) -> None:
+    """pynetdicom serves an N-EVENT-REPORT (a storage commitment report, a printer's
+    event) on a thread of its own, whose ``_serve_request`` ends by setting
+    ``_is_paused = False``. That flag is the association thread's: landing after a
+    send_*() or release() has seen the thread pause, it makes the caller wait for a
+    pause that already happened, forever. Writes from such a thread are dropped."""
+    if threading.current_thread() is self:
+        _original_serve_request(self, msg, context_id)
+        return
+    _serving_report.active = True
+    try:
+        _original_serve_request(self, msg, context_id)
+    finally:
+        _serving_report.active = False
+
+
+def _get_paused(self: Association) -> bool:
+    return bool(self.__dict__.get("_is_paused", False))
+
+
+def _set_paused(self: Association, value: bool) -> None:
+    if not getattr(_serving_report, "active", False):
+        self.__dict__["_is_paused"] = value
+
+
 _original_init = Association.__init__
 _original_create_socket = AssociationSocket._create_socket
 
@@ -256,6 +285,8 @@ def install() -> None:
     if isinstance(_dul.time, _Clock):
         return
     Association.__init__ = _init  # type: ignore[method-assign]
+    Association._serve_request = _serve_report_aside  # type: ignore[method-assign]
+    Association._is_paused = property(_get_paused, _set_paused)  # type: ignore[assignment]
     DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]
     _fsm.ACTIONS["DT-1"] = ("Send P-DATA-TF PDU", _send_data, "Sta6")
     AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
