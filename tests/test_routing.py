@@ -25,17 +25,21 @@ from pacsnode.jobs.queue import JobQueue
 
 
 class StoreScp:
-    """DCMTK's storescp, accepting every syntax, writing files named by SOP instance."""
+    """DCMTK's storescp, accepting every syntax (unless ``options`` say otherwise),
+    writing files named by SOP instance."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, options: tuple[str, ...] = ("+xa",)
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.options = options
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(exist_ok=True)
 
     def start(self) -> StoreScp:
         self.process = subprocess.Popen(
-            ["storescp", "+xa", "-od", str(self.directory), str(self.port)],
+            ["storescp", *self.options, "-od", str(self.directory), str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -12,13 +12,10 @@ With ``commit``, storage commitment is requested afterwards.
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
 import sqlalchemy as sa
-from pydicom import Dataset, dcmread
-from pydicom.uid import JPEG2000, UID
 from pynetdicom import _config
 from pynetdicom.association import Association
 
@@ -27,7 +24,7 @@ from pacsnode.archive.commitment import Reference
 from pacsnode.archive.core import Archive
 from pacsnode.archive.routing import ROUTE_JOB
 from pacsnode.archive.schema import instance, series, study
-from pacsnode.archive.transcoding import TranscodeError, transcode
+from pacsnode.archive.transcoding import TranscodeError
 from pacsnode.config import RemoteAE, is_lossy_syntax
 from pacsnode.dimse.commitment import ALL_COMMITTED, request_commitment
 from pacsnode.dimse.scu import (
@@ -36,6 +33,7 @@ from pacsnode.dimse.scu import (
     Peer,
     accepted_syntaxes,
     associate,
+    converted_file,
     send_one,
     store_contexts,
 )
@@ -136,15 +134,21 @@ class RouteSender:
         for target in targets:
             if target not in accepted or target == item.transfer_syntax:
                 continue
+            ratio = LOSSY_RATIO if is_lossy_syntax(target) else None
+            if ratio and not lossy:
+                log.info(
+                    "%s not converted to %s: the rule allows no loss", item.sop_instance, target
+                )
+                continue
             try:
-                dataset = _converted(item, target, lossy)
+                with converted_file(item, target, ratio) as path:
+                    try:
+                        response = assoc.send_c_store(path)
+                    except (AttributeError, ValueError, OSError) as exc:
+                        return None, f"not sent: {exc}"
             except TranscodeError as exc:
                 log.info("%s not converted to %s: %s", item.sop_instance, target, exc)
                 continue
-            try:
-                response = assoc.send_c_store(dataset)
-            except (AttributeError, ValueError, OSError) as exc:
-                return None, f"not sent: {exc}"
             if not response or "Status" not in response:
                 return None, "no response"
             return int(response.Status), str(response.get("ErrorComment", ""))
@@ -177,34 +181,3 @@ class RouteSender:
 
 def _audited(remote: RemoteAE) -> audit.Actor:
     return audit.Actor(remote.ae_title, remote.host, dicom=True)
-
-
-def _converted(item: OutgoingFile, target: str, lossy: bool) -> Dataset:
-    if is_lossy_syntax(target):
-        return _lossy(item, UID(target), lossy)
-    return dcmread(io.BytesIO(transcode(item.path, item.transfer_syntax, target)))
-
-
-def _lossy(item: OutgoingFile, target: UID, allowed: bool) -> Dataset:
-    """Lossy compression, marked as PS3.3 C.7.6.1.1.5 asks; never of a lossy object."""
-    if not allowed:
-        raise TranscodeError("lossy compression is not allowed by the rule")
-    if target != JPEG2000:
-        raise TranscodeError(f"{target.name} is not written; lossy means JPEG 2000 here")
-    dataset = dcmread(item.path, force=True)
-    stored = UID(item.transfer_syntax)
-    already = dataset.get("LossyImageCompression") == "01"
-    if already or is_lossy_syntax(stored):
-        raise TranscodeError("already lossy compressed")
-    if "PixelData" not in dataset:
-        raise TranscodeError("no pixel data")
-    try:
-        if stored.is_compressed:
-            dataset.decompress(generate_instance_uid=False)
-        dataset.compress(target, j2k_cr=[LOSSY_RATIO], generate_instance_uid=False)
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as exc:
-        raise TranscodeError(f"cannot compress to {target.name}: {exc}") from exc
-    dataset.LossyImageCompression = "01"
-    dataset.LossyImageCompressionRatio = [LOSSY_RATIO]
-    dataset.LossyImageCompressionMethod = ["ISO_15444_1"]
-    return dataset

@@ -2,23 +2,27 @@
 
 Files are sent as their own bytes whenever the peer accepts their transfer syntax
 (pynetdicom's chunked send: nothing is decoded, nothing changes). Otherwise they are
-decoded and sent uncompressed, which every Storage SCP must accept.
+converted by :mod:`pacsnode.archive.transcoding` to an uncompressed syntax, which
+every Storage SCP must accept, and the converted file is sent the same way.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom import Dataset, dcmread
-from pydicom.uid import UID
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from pacsnode.archive.transcoding import convert
 from pacsnode.archive.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
@@ -136,18 +140,19 @@ def _describe(path: Path) -> OutgoingFile | None:
 
 
 def store_contexts(wanted: dict[str, set[str]]) -> list[PresentationContext]:
-    """Per SOP class: a context for each syntax it is stored in, and one uncompressed.
+    """Per SOP class: a context for each syntax wanted, alone, then one offering the
+    uncompressed syntaxes we can convert to (digest-000_004 B7 item 34).
 
-    Separate contexts, as DCMTK's storescu proposes them, because an acceptor picks
-    one syntax per context by its own preference: offered together with Explicit
-    VR Little Endian, a JPEG file would be decompressed whenever the peer prefers
-    uncompressed data, although it accepts JPEG.
+    Alone, because an acceptor picks one syntax per context by its own preference:
+    offered together with Explicit VR Little Endian, an object stored in Implicit VR
+    (or JPEG) would be converted whenever the peer prefers another syntax, although
+    it accepts the stored one.
     """
     contexts = []
     for sop_class, syntaxes in wanted.items():
-        for syntax in sorted(syntaxes - set(UNCOMPRESSED_TRANSFER_SYNTAXES)):
+        for syntax in sorted(syntaxes):
             contexts.append(build_context(sop_class, [syntax]))
-        contexts.append(build_context(sop_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES)))
+        contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
     return contexts
 
 
@@ -179,35 +184,33 @@ def _batches(files: list[OutgoingFile]) -> Iterator[list[OutgoingFile]]:
         yield batch
 
 
-def _converted(item: OutgoingFile, accepted: set[str]) -> Dataset:
-    """The file decoded to an uncompressed syntax the peer accepted.
-
-    Never recompressed, so never made lossy: Lossy Image Compression stays as stored.
-    """
-    targets = [ts for ts in UNCOMPRESSED_TRANSFER_SYNTAXES if ts in accepted]
-    if not targets:
-        raise ValueError(f"the peer accepts neither {item.transfer_syntax} nor uncompressed")
-    dataset = dcmread(item.path, force=True)
-    dataset.file_meta.TransferSyntaxUID = UID(item.transfer_syntax)
-    if UID(item.transfer_syntax).is_compressed:
-        dataset.decompress(generate_instance_uid=False)
-    target = UID(targets[0])
-    dataset.file_meta.TransferSyntaxUID = target
-    # pynetdicom refuses a data set whose encoding differs from its syntax; pydicom
-    # re-encodes every element when writing, so the decoded one can take any syntax.
-    dataset.set_original_encoding(target.is_implicit_VR, target.is_little_endian)
-    return dataset
+@contextmanager
+def converted_file(
+    item: OutgoingFile, target: str, lossy_ratio: int | None = None
+) -> Iterator[Path]:
+    """The file converted to ``target``, in a temporary file for pynetdicom to send."""
+    meta, body = convert(item.path, item.transfer_syntax, target, lossy_ratio)
+    with tempfile.NamedTemporaryFile(prefix="pacsnode-", suffix=".dcm") as out:
+        out.write(meta)
+        out.writelines(body)
+        out.flush()
+        yield Path(out.name)
 
 
-def _payload(assoc: Association, item: OutgoingFile) -> Path | Dataset:
+@contextmanager
+def _payload(assoc: Association, item: OutgoingFile) -> Iterator[Path]:
+    """The file as the peer accepts it: its own bytes, or decoded to an uncompressed
+    syntax it accepted. Never recompressed, so never made lossy."""
     accepted = accepted_syntaxes(assoc, item.sop_class)
     if item.has_meta and item.transfer_syntax in accepted:
-        return item.path  # sent byte for byte
-    if item.transfer_syntax in accepted:
-        dataset = dcmread(item.path, force=True)
-        dataset.file_meta.TransferSyntaxUID = UID(item.transfer_syntax)
-        return dataset
-    return _converted(item, accepted)
+        yield item.path  # sent byte for byte
+        return
+    targets = [item.transfer_syntax] if item.transfer_syntax in accepted else []
+    targets += [ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts in accepted]
+    if not targets:
+        raise ValueError(f"the peer accepts neither {item.transfer_syntax} nor uncompressed")
+    with converted_file(item, targets[0]) as path:
+        yield path
 
 
 def store(
@@ -238,15 +241,15 @@ def send_one(
     if not accepted_syntaxes(assoc, item.sop_class):
         return StoreOutcome(item.path, None, "SOP class not accepted by the peer")
     try:
-        payload = _payload(assoc, item)
+        with _payload(assoc, item) as payload:
+            try:
+                response = assoc.send_c_store(
+                    payload, originator_aet=originator_ae, originator_id=originator_message_id
+                )
+            except (AttributeError, ValueError, OSError) as exc:  # connection lost
+                return StoreOutcome(item.path, None, f"not sent: {exc}")
     except Exception as exc:  # a codec that is missing or fails
         return StoreOutcome(item.path, None, f"cannot convert for the peer: {exc}")
-    try:
-        response = assoc.send_c_store(
-            payload, originator_aet=originator_ae, originator_id=originator_message_id
-        )
-    except (AttributeError, ValueError, OSError) as exc:  # cannot encode, or connection lost
-        return StoreOutcome(item.path, None, f"not sent: {exc}")
     if not response or "Status" not in response:
         return StoreOutcome(item.path, None, "no response")
     return StoreOutcome(item.path, int(response.Status), str(response.get("ErrorComment", "")))
