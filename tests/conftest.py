@@ -167,6 +167,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
             "data_dir": str(data),
             "bind_address": "127.0.0.1",
             "log_level": "INFO",
+            "workers": 1,  # one process; test_workers.py starts several
             **server,
         }
         config = write_config(tmp_path / f"{name}.toml", settings, remotes or [])

@@ -15,9 +15,8 @@ from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
 from pacsnode.config import ConfigError, load_settings
-from pacsnode.dimse.mpps_scp import MPPS_SOP_CLASS
+from pacsnode.dimse.catalog import MODALITY_WORKLIST_FIND, MPPS_SOP_CLASS
 from pacsnode.dimse.qr_model import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
-from pacsnode.dimse.worklist_scp import MODALITY_WORKLIST_FIND
 
 IVLE = [ImplicitVRLittleEndian]
 EVLE = [ExplicitVRLittleEndian]  # what ct_dataset() is encoded in
@@ -168,7 +167,8 @@ def test_store_not_allowed_is_refused_and_nothing_is_stored(
     archive = server.archive()
     try:
         assert archive.index.find_instance(str(dataset.SOPInstanceUID)) is None
-        assert not list(archive.storage.receive_dir().iterdir())  # nor left spooled
+        spooled = [p for p in archive.storage.tmp.rglob("*") if p.is_file()]
+        assert not spooled  # nor left spooled
     finally:
         archive.close()
 

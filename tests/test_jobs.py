@@ -68,9 +68,25 @@ def test_a_job_of_an_unknown_kind_waits(queue: JobQueue) -> None:
 
 def test_running_jobs_run_again_after_a_crash(queue: JobQueue) -> None:
     pk = queue.enqueue("report", {})
-    assert queue.claim(["report"]) is not None
-    assert queue.recover() == 1
+    other = queue.enqueue("report", {})
+    assert queue.claim(["report"], "node-a:101") is not None
+    assert queue.claim(["report"], "node-b:202") is not None
+    assert queue.recover("node-a") == 1  # this node's own, not the other node's
     assert queue.get(pk).status is JobStatus.PENDING
+    assert queue.get(other).status is JobStatus.RUNNING
+
+
+def test_a_lapsed_lease_lets_another_process_take_the_job(queue: JobQueue) -> None:
+    short = JobQueue(queue.database, lease=0.3)  # a process that then stops renewing
+    pk = short.enqueue("report", {})
+    claimed = short.claim(["report"], "node-a:101")
+    assert claimed is not None and claimed.claimed_by == "node-a:101"
+    assert queue.claim(["report"], "node-b:303") is None  # held
+    short.renew("node-a:101", [pk])
+    assert queue.claim(["report"], "node-b:303") is None  # renewed, still held
+    time.sleep(0.5)
+    taken = queue.claim(["report"], "node-b:303")
+    assert taken is not None and taken.pk == pk and taken.claimed_by == "node-b:303"
 
 
 def test_delayed_jobs_and_one_pending_job_per_key(queue: JobQueue) -> None:
@@ -178,7 +194,7 @@ def test_jobs_through_the_rest_api(server_factory: ServerFactory) -> None:
     assert [(j["id"], j["kind"], j["status"], j["attempts"]) for j in listed] == [
         (pk, "commitment-report", "pending", 1)
     ]
-    assert "did not associate" in listed[0]["last_error"]
+    assert "cannot connect" in listed[0]["last_error"]
     assert httpx.get(f"{base}/api/jobs", params={"status": "failed"}).json() == []
     assert httpx.get(f"{base}/api/jobs", params={"status": "bogus"}).status_code == 400
     cancelled = httpx.post(f"{base}/api/jobs/{pk}/cancel")
@@ -199,7 +215,7 @@ def test_jobs_through_the_cli(server_factory: ServerFactory) -> None:
     listed = pacsnode_cli("jobs", "list", "--config", config)
     assert listed.returncode == 0, listed.stderr
     assert "commitment-report" in listed.stdout and "pending" in listed.stdout
-    assert "did not associate" in listed.stdout
+    assert "cannot connect" in listed.stdout
     cancelled = pacsnode_cli("jobs", "cancel", str(pk), "--config", config)
     assert (cancelled.returncode, cancelled.stdout.strip()) == (0, f"job {pk}: cancelled")
     again = pacsnode_cli("jobs", "cancel", str(pk), "--config", config)

@@ -502,6 +502,6 @@ def test_zip_download_through_the_rest_api(server_factory: ServerFactory, tmp_pa
     assert api.post("/media", content=b"[").status_code == 400
     spool = server.data_dir / "tmp"  # each download's file-set is gone once it was sent
     deadline = time.monotonic() + 10
-    while any(spool.iterdir()) and time.monotonic() < deadline:
+    while any(p.is_file() for p in spool.rglob("*")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert list(spool.iterdir()) == []
+    assert [p for p in spool.rglob("*") if p.is_file()] == []

@@ -359,7 +359,7 @@ def test_offers_choose_the_method_and_unknown_remotes_are_refused(
         assert switched.status_code == 202
         assert switched.json()["method"] == "get"
         attempted = wait_for_job(server, switched.json()["id"])
-        assert "unreachable" in attempted["last_error"]  # nothing listens there
+        assert "cannot connect" in attempted["last_error"]  # nothing listens there
         cancelled = httpx.post(f"{server.url}/api/jobs/{switched.json()['id']}/cancel")
         assert cancelled.json()["status"] == "cancelled"
         neither = httpx.post(f"{base}/FINDONLY/retrieve", json=body)

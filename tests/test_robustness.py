@@ -26,7 +26,6 @@ from peers import VERIFICATION, associate
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, build_context, evt
-from pynetdicom.association import Association
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -34,8 +33,6 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification,
 )
 from test_durability import Sender, assert_all_kept, instances
-
-from pacsnode.dimse import reactor
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
@@ -219,7 +216,7 @@ def test_quiet_association_is_aborted_after_the_network_timeout(
     while assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.1)
     assert assoc.is_aborted
-    touchy.wait_for_log("Network timeout reached")
+    touchy.wait_for_log("network timeout reached")
     assert_still_serving(touchy, destination, tmp_path)
 
 
@@ -274,11 +271,11 @@ BROKEN_REQUESTS: dict[str, tuple[Callable[[socket.socket], None], str]] = {
     "garbage": (_garbage, "unknown PDU type 0x47"),
     "unknown PDU type": (_unknown_type, "unknown PDU type 0x42"),
     "truncated": (_truncated, "PDU incomplete"),
-    "length shorter than content": (_shorter_than_content, "invalid PDU type 0x01"),
+    "length shorter than content": (_shorter_than_content, "shorter than its fixed fields"),
     "length longer than content": (_longer_than_content, "PDU incomplete"),
     "huge declared length": (_huge_association_request, "declares 4294967295 bytes"),
     "bad called AE title": (_bad_called_ae, "Called AE Title"),
-    "item overrunning its PDU": (_item_overrunning_its_pdu, "invalid PDU type 0x01"),
+    "item overrunning its PDU": (_item_overrunning_its_pdu, "item 0x10 is longer than its PDU"),
 }
 
 
@@ -312,7 +309,7 @@ P_DATA_ATTACKS: dict[str, tuple[bytes, str]] = {
     "truncated": (_p_data(1000, b"\0\0\x03\xe4\x01\x03" + b"\0" * 90), "PDU incomplete"),
     "PDV item longer than the PDU": (
         _p_data(12, struct.pack(">LBB", 0xFFFF, 1, 3) + b"\0" * 6),
-        "invalid PDU type 0x04",
+        "PDV item of 65535 bytes does not fit",
     ),
 }
 
@@ -367,7 +364,7 @@ def test_malformed_data_sets_are_refused_and_the_association_goes_on(
     good = ct_dataset()
     assert assoc.send_c_store(good).Status == 0x0000
     assoc.release()
-    assert not list((server.data_dir / "tmp").iterdir()), "spool files left behind"
+    assert not [p for p in (server.data_dir / "tmp").rglob("*") if p.is_file()], "spool left"
     stored = list(server.data_dir.glob("storage/**/*.dcm"))
     assert [path.name for path in stored] == [stored_path(server, good.SOPInstanceUID).name]
     assert_still_serving(server, destination, tmp_path)
@@ -481,17 +478,3 @@ def test_connections_closed_before_asking_free_their_slots(
     assert assoc.is_established
     assert assoc.send_c_echo().Status == 0x0000
     assoc.release()
-
-
-def test_an_answer_that_meets_an_aborted_connection_is_dropped() -> None:
-    """Our side accepting just as the peer's garbage got it aborted: pynetdicom's state
-    table has no entry for that, and raising would kill the DUL thread."""
-    reactor.install()
-    dul = Association(AE(), "acceptor").dul
-    dul.state_machine.current_state = "Sta13"
-    accept = A_ASSOCIATE()
-    accept.result = 0x00
-    dul.to_provider_queue.put(accept)
-    dul.state_machine.do_action("Evt7")
-    assert dul.to_provider_queue.empty()
-    assert dul.state_machine.current_state == "Sta13"

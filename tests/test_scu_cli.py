@@ -32,6 +32,7 @@ from pacsnode.cli import app
 from pacsnode.config import Settings
 from pacsnode.dimse.query_scu import MoveResult, QueryFailed, find, get, move
 from pacsnode.dimse.scu import AssociationFailed, Peer
+from pacsnode.dimse.storage import SpoolFile
 
 STUDY_A, STUDY_B = generate_uid(), generate_uid()
 SERIES_CT, SERIES_MR, SERIES_B = generate_uid(), generate_uid(), generate_uid()
@@ -257,20 +258,23 @@ def test_get_writes_part10_files_named_by_uid(node: Node, tmp_path: Path) -> Non
     assert dataset_bytes(path) == dataset_bytes(stored_path(node.server, uid))
 
 
-def test_library_get_hands_each_event_to_the_caller(node: Node) -> None:
+def test_library_get_hands_each_instance_to_the_caller(node: Node, tmp_path: Path) -> None:
     peer = Peer("127.0.0.1", node.server.port, "PACSNODE", "ADMIN")
     seen: list[str] = []
 
-    def keep(event: object) -> int:
-        seen.append(str(event.dataset.SOPInstanceUID))  # type: ignore[attr-defined]
+    def keep(spooled: SpoolFile) -> int:
+        assert dcmread(spooled.path).SOPInstanceUID == spooled.sop_instance  # a whole file
+        seen.append(spooled.sop_instance)
         return 0xA700 if len(seen) == 1 else 0x0000  # refuse the first one
 
-    result = get(peer, "study", "STUDY", {"StudyInstanceUID": STUDY_A}, keep)
+    result = get(peer, "study", "STUDY", {"StudyInstanceUID": STUDY_A}, keep, tmp_path)
     assert len(seen) == 3
     assert (result.completed, result.failed, result.status) == (2, 1, 0xB000)
     assert result.failed_sop_instance_uids == seen[:1]
+    assert not list(tmp_path.iterdir())  # every spool file gone once handed over
     with pytest.raises(AssociationFailed):
-        get(Peer("127.0.0.1", free_port()), "study", "STUDY", {"StudyInstanceUID": "1"}, keep)
+        no_one = Peer("127.0.0.1", free_port())
+        get(no_one, "study", "STUDY", {"StudyInstanceUID": "1"}, keep, tmp_path)
 
 
 # --- worklist and MPPS -------------------------------------------------------------------

@@ -87,7 +87,7 @@ def spool_is_empty(server: RunningServer) -> bool:
     """Nothing a request spooled is left behind, whatever became of it."""
     archive = server.archive()
     try:
-        return not any(archive.storage.receive_dir().iterdir())
+        return not any(p.is_file() for p in archive.storage.tmp.rglob("*"))
     finally:
         archive.close()
 

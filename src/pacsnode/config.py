@@ -26,6 +26,7 @@ CommitmentReportMode = Literal["same", "new", "same_if_open"]
 RejectedAnswer = Literal["warning", "failure"]
 HttpAuth = Literal["none", "basic", "oauth2"]
 UnknownCallingAE = Literal["accept", "reject"]
+SyntaxChoice = Literal["proposer", "ours"]
 SERVICES = ("echo", "store", "find", "move", "get", "commit", "mwl", "mpps")
 """The words for DIMSE services in ``offers``, ``allowed`` and ``unknown_ae_allowed``."""
 
@@ -196,6 +197,13 @@ class Settings:
     too. Off by default: any called AE title is served, as before this setting."""
     max_pdu_size: int = 1_048_576
     """The largest PDU we accept; 0 means unlimited. Large PDUs cut per-PDU overhead."""
+    transfer_syntax_choice: SyntaxChoice = "proposer"
+    """Which transfer syntax a presentation context gets when several are proposed: the
+    first in the proposer's order that we accept ("proposer", so that a modality
+    proposing JPEG 2000 first sends JPEG 2000), or the first in our own order ("ours":
+    Explicit VR Little Endian, Implicit VR Little Endian, ..., compressed last)."""
+    workers: int = 0
+    """Processes that serve the DIMSE and HTTP ports together; 0 is one per CPU core."""
     duplicate_policy: DuplicatePolicy = "keep"
     response_character_set: str = "ISO_IR 192"
     """How C-FIND answers are encoded; a character it cannot represent becomes '?'."""
@@ -504,6 +512,9 @@ def load_settings(
         "rejected_store_answer", values.get("rejected_store_answer"), get_args(RejectedAnswer)
     )
     _check_choice("http_auth", values.get("http_auth"), get_args(HttpAuth))
+    _check_choice(
+        "transfer_syntax_choice", values.get("transfer_syntax_choice"), get_args(SyntaxChoice)
+    )
     _check_choice(
         "unknown_calling_ae", values.get("unknown_calling_ae"), get_args(UnknownCallingAE)
     )

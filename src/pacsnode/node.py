@@ -9,44 +9,101 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
+from dataclasses import dataclass
 
 from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.metadata import MetadataWarmer
-from pacsnode.archive.routing import Router
+from pacsnode.archive.mpps import COMPLETED, IN_PROGRESS, Step
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.dimse import tls
-from pacsnode.dimse.prefetch import Prefetcher, on_scheduled
-from pacsnode.dimse.print_jobs import PrintJobs
-from pacsnode.dimse.retrieve_scu import Retriever
-from pacsnode.dimse.route_sender import RouteSender
-from pacsnode.dimse.server import DimseServer
+from pacsnode.dimse.scu import Dialer
+from pacsnode.dimse.services import dimse_server
+from pacsnode.dimse.slots import AssociationSlots
 from pacsnode.hl7.listener import OrderListener
 from pacsnode.jobs.queue import JobQueue
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.app import create_app
 from pacsnode.web.server import HttpServer
+from pacsnode.workflows.ian import AvailabilityNotifier
+from pacsnode.workflows.mpps_forward import FORWARD_JOB, MppsForwarder
+from pacsnode.workflows.prefetch import Prefetcher, on_scheduled, request_prefetch
+from pacsnode.workflows.print_jobs import PrintJobs
+from pacsnode.workflows.retrieve import Retriever
+from pacsnode.workflows.route_sender import RouteSender
+from pacsnode.workflows.routing import Router
 
 log = logging.getLogger("pacsnode")
 
 
+@dataclass
+class Listeners:
+    """The node's listening sockets, bound once and shared by its worker processes."""
+
+    dimse: socket.socket
+    tls: socket.socket | None = None
+    http: socket.socket | None = None
+
+
+def bind(settings: Settings) -> Listeners:
+    """Bind the node's ports; a port that cannot be had is named in the error."""
+    host = settings.bind_address
+    dimse = _bound(host, settings.dicom_port, "DIMSE port")
+    tls_port = _bound(host, settings.tls_port, "DICOM TLS port") if settings.tls_port else None
+    http = None
+    if settings.http_port:
+        http_host = _http_host(settings)
+        if http_host != settings.http_bind_address:
+            log.warning(
+                'http_auth is "none": the HTTP server listens on %s only, not on %s; '
+                'set http_auth to "basic" or "oauth2" to serve other machines',
+                http_host,
+                settings.http_bind_address,
+            )
+        http = _bound(http_host, settings.http_port, "HTTP port")
+    return Listeners(dimse, tls_port, http)
+
+
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    """One process's share of the node: the archive, its job workers, the doors.
+
+    ``primary`` is the process that also does the node's background duties (metadata
+    documents, study stability watch, the HL7 listener): one process of a node.
+    """
+
+    def __init__(
+        self, settings: Settings, slots: AssociationSlots | None = None, primary: bool = True
+    ) -> None:
         self.settings = settings
+        self.primary = primary
         self.archive = Archive(settings)
-        tls.install_outbound(settings, self.archive.remotes.get)
+        self.dialer = Dialer(settings, self.archive.remotes.get)
+        self.dialer.tls.check()
         self.jobs = JobQueue(
             self.archive.database, settings.job_max_attempts, settings.job_retry_delay
         )
         self.workers = Workers(self.jobs, settings.job_workers)
-        Retriever(self.archive, self.workers)  # runs retrieve jobs
+        Retriever(self.archive, self.workers, self.dialer)  # runs retrieve jobs
         PrintJobs(self.archive, self.workers)  # runs print jobs
         self.router = Router(self.archive, self.workers)
-        RouteSender(self.archive, self.workers)  # runs the jobs the router queues
-        Prefetcher(self.archive, self.workers)  # runs prefetch jobs
+        RouteSender(self.archive, self.workers, self.dialer)  # runs the jobs the router queues
+        Prefetcher(self.archive, self.workers, self.dialer)  # runs prefetch jobs
+        self.workers.register(FORWARD_JOB, MppsForwarder(self.dialer))
+        self.notifier = AvailabilityNotifier(self.archive, self.workers, self.dialer)
+        self.worklist = Worklist(self.archive.database, settings.worklist_hide_finished)
         self.warmer = MetadataWarmer(self.archive.metadata)
-        self.dimse = DimseServer(settings, self.archive, self.workers, self.router)
+        self.tls_context = tls.server_context(settings) if settings.tls_port else None
+        self.dimse = dimse_server(
+            settings,
+            self.archive,
+            self.workers,
+            self.dialer,
+            self._on_step,
+            self.archive.storage.spool_dir(),
+            slots,
+        )
         self.orders = (
             OrderListener(
                 Worklist(
@@ -57,7 +114,7 @@ class Node:
                 settings.bind_address,
                 settings.hl7_port,
             )
-            if settings.hl7_port
+            if settings.hl7_port and primary
             else None
         )
         self.http = (
@@ -71,19 +128,42 @@ class Node:
             else None
         )
 
-    def start(self) -> None:
-        audit.configure(self.settings, self.archive.database)
+    def _on_step(self, step: Step) -> None:
+        """What follows from a performed procedure step once it is stored."""
+        self.worklist.follow(step.dataset, step.status)
+        if step.status == IN_PROGRESS and step.created_at == step.updated_at:  # just created
+            request_prefetch(self.jobs, self.settings, step.dataset, "step in progress")
+        notify = self.settings.ian_on_mpps_completed and step.status == COMPLETED
+        if notify and step.study_instance_uid:
+            self.notifier.notify(step.study_instance_uid, step.sop_instance_uid)
+
+    def prepare(self) -> None:
+        """What a node does once as it starts, before any process serves: clean up
+        after an interrupted run, make its interrupted jobs due again."""
         removed = self.archive.storage.clean_partial_files()
         if removed:
             log.info("removed %d partial files left by an interrupted run", removed)
+        self.workers.recover()
+
+    def start(self, listeners: Listeners | None = None) -> None:
+        """Serve: on ``listeners`` bound by the parent of worker processes, else on
+        ports bound here."""
+        audit.configure(self.settings, self.archive.database)
+        listeners = listeners or bind(self.settings)
+        self.archive.storage.spool_dir()
         self.workers.start()
-        self.warmer.start()
-        self.dimse.start()
+        if self.primary:
+            self.warmer.start()
+            self.notifier.start()
+        self.dimse.listen(listeners.dimse)
+        if listeners.tls is not None and self.tls_context is not None:
+            self.dimse.listen(listeners.tls, self.tls_context)
         if self.http is not None:
-            self.http.start()
+            self.http.start(listeners.http)
         if self.orders is not None:
             self.orders.start()
-        audit.application_started()
+        if self.primary:
+            audit.application_started()
 
     def stop(self) -> None:
         if self.orders is not None:
@@ -91,11 +171,22 @@ class Node:
         if self.http is not None:
             self.http.stop()
         self.dimse.stop()
-        self.warmer.stop()
+        if self.primary:
+            self.notifier.stop()
+            self.warmer.stop()
         self.workers.stop()
-        audit.application_stopped()
+        if self.primary:
+            audit.application_stopped()
         audit.close()
         self.archive.close()
+
+
+def _bound(host: str, port: int, what: str) -> socket.socket:
+    """A listening TCP socket; a bind failure names the port."""
+    try:
+        return socket.create_server((host, port), backlog=128)
+    except OSError as exc:
+        raise OSError(f"{what} {host}:{port}: {exc.strerror}") from exc
 
 
 def _http_host(settings: Settings) -> str:
@@ -104,11 +195,6 @@ def _http_host(settings: Settings) -> str:
     address = settings.http_bind_address
     if settings.http_auth != "none" or _is_loopback(address):
         return address
-    log.warning(
-        'http_auth is "none": the HTTP server listens on 127.0.0.1 only, not on %s; '
-        'set http_auth to "basic" or "oauth2" to serve other machines',
-        address,
-    )
     return "127.0.0.1"
 
 

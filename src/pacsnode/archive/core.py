@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pacsnode.archive.database import Database, migrate, open_database
 from pacsnode.archive.index import Index
-from pacsnode.archive.ingest import CANNOT_UNDERSTAND, REJECTED_WARNING, Ingest
+from pacsnode.archive.ingest import (
+    CANNOT_UNDERSTAND,
+    REJECTED_WARNING,
+    Ingest,
+    IngestResult,
+    Received,
+)
 from pacsnode.archive.metadata import MetadataCache
+from pacsnode.archive.receiving import Origin, Receiving
 from pacsnode.archive.remotes import Remotes
 from pacsnode.archive.storage import Storage
 from pacsnode.config import Settings
@@ -25,6 +32,11 @@ class Archive:
         self.rejections = self.ingest.rejections
         self.metadata = MetadataCache(self.database, self.storage)
         self.remotes = Remotes(settings, self.database)
+        self.receiving = Receiving(self)
+
+    def receive(self, received: Received, origin: Origin) -> IngestResult:
+        """Take in an object from any door (see :mod:`pacsnode.archive.receiving`)."""
+        return self.receiving.receive(received, origin)
 
     def close(self) -> None:
         self.database.dispose()

@@ -304,7 +304,7 @@ class Ingest:
         try:
             parsed = _parse(received)
         except OSError as exc:
-            raise _resource_error(exc) from exc
+            raise resource_error(exc) from exc
         uids = _required_uids(parsed.dataset)
         _check_against_request(received, uids)
         self._check_not_rejected(uids["SOPInstanceUID"])
@@ -332,7 +332,7 @@ class Ingest:
                 log.error("index unavailable while storing %s: %s", uids["SOPInstanceUID"], exc)
                 raise IngestError(OUT_OF_RESOURCES, "index unavailable") from exc
             if isinstance(exc, OSError):
-                raise _resource_error(exc) from exc
+                raise resource_error(exc) from exc
             raise
         if added.outcome in ("kept", "refused"):
             self._discard(placement)
@@ -378,7 +378,7 @@ class Ingest:
                 source.seek(parsed.offset)
                 stored = self.storage.write(relative, header, source)
         except OSError as exc:
-            raise _resource_error(exc) from exc
+            raise resource_error(exc) from exc
         return Placement(relative, stored.size, stored.checksum, lambda: None)
 
     def _discard(self, placement: Placement) -> None:
@@ -388,7 +388,7 @@ class Ingest:
         self.storage.delete(placement.relative_path)
 
 
-def _resource_error(exc: OSError) -> IngestError:
+def resource_error(exc: OSError) -> IngestError:
     reason = "disk full" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
     log.error("cannot write to storage: %s", exc)
     return IngestError(OUT_OF_RESOURCES, f"out of resources: {reason}"[:64])

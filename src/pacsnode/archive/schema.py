@@ -185,6 +185,10 @@ job = sa.Table(
     sa.Column("queue_key", sa.String(200)),
     # What a long job reports as it goes and when it ends (a retrieve's counts), JSON.
     sa.Column("result", sa.Text),
+    # The process running the job ("node:pid"), and until when: a lease its workers
+    # renew; once it lapses (the process died), any worker may take the job over.
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
     *_timestamps(),
     sa.Index("ix_job_due", "status", "next_run_at"),
     sa.Index("ix_job_queue_key", "queue_key"),

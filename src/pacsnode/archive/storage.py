@@ -96,9 +96,16 @@ class Storage:
             removed += 1
         return removed
 
-    def receive_dir(self) -> Path:
-        """Where the network layer may spool incoming data sets before ingest."""
-        return self.tmp
+    def spool_dir(self) -> Path:
+        """Where this process spools incoming data sets before ingest: a directory of
+        its own, so that cleaning up after one process never touches another's files."""
+        path = self.tmp / f"spool-{os.getpid()}"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def clean_spool_of(self, pid: int) -> None:
+        """Remove what a process that died left in its spool directory."""
+        shutil.rmtree(self.tmp / f"spool-{pid}", ignore_errors=True)
 
     @staticmethod
     def new_relative_path(study_instance_uid: str, sop_instance_uid: str) -> str:

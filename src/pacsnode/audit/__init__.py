@@ -18,7 +18,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydicom import Dataset
 
@@ -57,7 +57,6 @@ __all__ = [
     "instances_sent",
     "instances_stored",
     "query",
-    "requestor_of",
     "security_alert",
     "user_authentication",
 ]
@@ -98,12 +97,6 @@ class Actor:
     def participant(self) -> Participant:
         alternative = f"AETITLES={self.user_id}" if self.dicom else ""
         return Participant(self.user_id, self.address, self.requestor, None, alternative)
-
-
-def requestor_of(assoc: Any) -> Actor:
-    """The calling AE of a pynetdicom association, as the requesting participant."""
-    requestor = assoc.requestor
-    return Actor(str(requestor.ae_title).strip(), str(requestor.address), True, dicom=True)
 
 
 def configure(settings: Settings, database: Database | None = None) -> None:
@@ -312,12 +305,9 @@ def query(requestor: Actor, sop_class: str, asked: Dataset | str) -> None:
 
 
 def _encode(identifier: Dataset) -> bytes:
-    from pynetdicom.dsutils import encode
+    from pacsnode.dimse.codec import encode
 
-    encoded = encode(identifier, False, True)  # Explicit VR Little Endian
-    if encoded is None:
-        raise ValueError("pydicom could not encode it")
-    return encoded
+    return encode(identifier, "1.2.840.10008.1.2.1")  # Explicit VR Little Endian
 
 
 def _outcome(done: int, failed: int) -> int:

@@ -50,18 +50,24 @@ def serve(
     )
     configure_logging(settings.log_level)
     from pacsnode.node import Node
+    from pacsnode.processes import Supervisor, default_workers
 
     log = logging.getLogger("pacsnode")
-    try:
-        node = Node(settings)
-    except ConfigError as exc:  # settings that only the doors can judge, e.g. http_users
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    workers = default_workers(settings)
     try:
+        if workers > 1:
+            Supervisor(settings, workers).run(stop)
+            log.info("stopped")
+            return
+        node = Node(settings)
+        node.prepare()
         node.start()
+    except ConfigError as exc:  # settings that only the doors can judge, e.g. http_users
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
     except OSError as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(1) from exc

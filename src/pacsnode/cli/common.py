@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -40,6 +40,10 @@ DatabaseOption = Annotated[
 ]
 
 
+if TYPE_CHECKING:
+    from pacsnode.dimse.scu import Peer
+
+
 def load(config: Path | None, **overrides: object) -> Settings:
     try:
         return load_settings(config, overrides)
@@ -48,28 +52,28 @@ def load(config: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def calling_ae_title(calling_ae: str | None, config: Path | None) -> str:
-    """Our AE title toward another node (the option, else the config's), for a command
-    whose associations then use TLS toward remote AEs with ``tls = true``, as the
-    server's do."""
-    from pacsnode.dimse import tls
+def peer(host: str, port: int, called_ae: str, calling_ae: str | None, config: Path | None) -> Peer:
+    """The node a command calls, as the server would call it: our AE title (the option,
+    else the config's), the config's timeouts and PDU size, and TLS toward a remote AE
+    of the config with ``tls = true``."""
+    from pacsnode.dimse.scu import Dialer
 
     settings = load(config)
     try:
-        tls.install_outbound(settings)
+        dialer = Dialer(settings)
+        dialer.tls.check()
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    return calling_ae or settings.ae_title
+    return dialer.to(host, port, called_ae, calling_ae or settings.ae_title)
 
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # pydicom both logs and warns about odd values: keep the log line, drop the echo.
     warnings.filterwarnings("ignore", module="pydicom")
     logging.getLogger("alembic").setLevel(logging.WARNING)

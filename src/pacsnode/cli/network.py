@@ -19,10 +19,10 @@ from pacsnode.cli.common import (
     HostArg,
     PortArg,
     app,
-    calling_ae_title,
     configure_logging,
     console,
     load,
+    peer,
     progress_bar,
     walk,
 )
@@ -38,13 +38,13 @@ def echo(
     config: ConfigOption = None,
 ) -> None:
     """Send a C-ECHO (verification). Exit code 0 only on success."""
-    from pacsnode.dimse.scu import AssociationFailed, Peer
+    from pacsnode.dimse.scu import AssociationFailed
     from pacsnode.dimse.scu import echo as send_echo
 
-    calling_ae = calling_ae_title(calling_ae, config)
+    target = peer(host, port, called_ae, calling_ae, config)
     started = time.monotonic()
     try:
-        status = send_echo(Peer(host, port, called_ae, calling_ae))
+        status = send_echo(target)
     except AssociationFailed as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -130,7 +130,7 @@ def store(
     Exit code: 0 all stored, 1 some failed, 2 no association or bad arguments.
     """
     from pacsnode.archive.transcoding import DECODED, LOSSLESS_TARGETS
-    from pacsnode.dimse.scu import AssociationFailed, Peer, describe
+    from pacsnode.dimse.scu import AssociationFailed, describe
     from pacsnode.dimse.scu import store as send
 
     if transfer_syntax is not None and transfer_syntax not in (*DECODED, *LOSSLESS_TARGETS):
@@ -138,8 +138,7 @@ def store(
             "not one this node converts to: " + ", ".join((*DECODED, *LOSSLESS_TARGETS)),
             param_hint="--transfer-syntax",
         )
-    calling_ae = calling_ae_title(calling_ae, config)
-
+    target = peer(host, port, called_ae, calling_ae, config)
     configure_logging("ERROR")
     candidates = list(walk(files or [])) + _archive_files(study or [], series or [], config)
     if not candidates:
@@ -163,7 +162,7 @@ def store(
                 progress.advance(task)
 
             try:
-                send(Peer(host, port, called_ae, calling_ae), outgoing, on_result)
+                send(target, outgoing, on_result)
             except AssociationFailed as exc:
                 console.print(f"[red]{exc}[/red]")
                 raise typer.Exit(2) from exc
@@ -221,9 +220,9 @@ def commit(
     Exit code: 0 all committed, 1 some not, 2 no association or no report.
     """
     from pacsnode.dimse.commitment import request_commitment
-    from pacsnode.dimse.scu import AssociationFailed, Peer, describe
+    from pacsnode.dimse.scu import AssociationFailed, describe
 
-    calling_ae = calling_ae_title(calling_ae, config)
+    target = peer(host, port, called_ae, calling_ae, config)
     configure_logging("ERROR")
     described = [item for item in map(describe, walk(files or [])) if item is not None]
     references = [Reference(item.sop_class, item.sop_instance) for item in described]
@@ -231,9 +230,8 @@ def commit(
     if not references:
         console.print("[red]nothing to commit: give files or --study[/red]")
         raise typer.Exit(2)
-    peer = Peer(host, port, called_ae, calling_ae)
     try:
-        result = request_commitment(peer, references, timeout, listen_port)
+        result = request_commitment(target, references, timeout, listen_port, load(config))
     except (AssociationFailed, TimeoutError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc

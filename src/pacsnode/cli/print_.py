@@ -91,14 +91,14 @@ def print_(
     2 no association, nothing to print or bad arguments.
     """
     from pacsnode.archive.core import Archive
-    from pacsnode.dimse.print_jobs import (
+    from pacsnode.dimse.print_scu import PrintFailed
+    from pacsnode.dimse.scu import AssociationFailed
+    from pacsnode.workflows.print_jobs import (
         NothingToPrint,
         PrintRequest,
         PrintRequestError,
         print_request,
     )
-    from pacsnode.dimse.print_scu import PrintFailed
-    from pacsnode.dimse.scu import AssociationFailed
 
     if not (study or series or instance):
         raise typer.BadParameter("give --study, --series or --instance")

@@ -19,14 +19,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated
 
 import typer
 from pydicom import Dataset
 from pydicom.multival import MultiValue
-from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.events import Event
 from rich.console import Console
 from rich.table import Table
 
@@ -38,9 +35,9 @@ from pacsnode.cli.common import (
     HostArg,
     PortArg,
     app,
-    calling_ae_title,
     configure_logging,
     console,
+    peer,
     progress_bar,
 )
 from pacsnode.cli.worklist import worklist
@@ -55,6 +52,8 @@ from pacsnode.dimse.query_scu import (
     tag_of,
 )
 from pacsnode.dimse.scu import AssociationFailed, Peer
+from pacsnode.dimse.storage import SpoolFile
+from pacsnode.net.association import Association
 
 EXIT_CODES = (
     "Exit code: 0 success, 1 a failure status or failed sub-operations, "
@@ -270,7 +269,7 @@ def _peer(
     host: str, port: int, called_ae: str, calling_ae: str | None, config: Path | None
 ) -> Peer:
     configure_logging("ERROR")
-    return Peer(host, port, called_ae, calling_ae_title(calling_ae, config))
+    return peer(host, port, called_ae, calling_ae, config)
 
 
 def _level(model: ModelName, level: LevelName | None, default: str) -> str:
@@ -476,9 +475,8 @@ def _safe_name(uid: str) -> str:
 def file_writer(out: Path) -> StoreHandler:
     """A C-STORE handler keeping each instance as ``<SOP Instance UID>.dcm`` in ``out``."""
 
-    def keep(event: Event) -> int:
-        uid = str(cast(C_STORE, event.request).AffectedSOPInstanceUID)
-        (out / f"{_safe_name(uid)}.dcm").write_bytes(event.encoded_dataset())
+    def keep(spooled: SpoolFile) -> int:
+        spooled.path.rename(out / f"{_safe_name(spooled.sop_instance)}.dcm")
         return 0x0000
 
     return keep
@@ -508,7 +506,7 @@ def get(
     chosen, keys, peer = _retrieve(model, level, key, (host, port, called_ae, calling_ae), config)
     out.mkdir(parents=True, exist_ok=True)
     with exit_codes(), _progress_task("receiving") as update:
-        result = send_get(peer, model.value, chosen, keys, file_writer(out), update)
+        result = send_get(peer, model.value, chosen, keys, file_writer(out), out, update)
     _report(result, f"C-GET into {out}")
 
 

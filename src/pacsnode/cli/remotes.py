@@ -152,7 +152,7 @@ def retrieve(
     The running server does the work (C-MOVE to its own AE title, or C-GET); follow it
     with 'pacsnode jobs list' or --wait.
     """
-    from pacsnode.dimse.retrieve_scu import RetrieveError, RetrieveRequest, enqueue
+    from pacsnode.workflows.retrieve import RetrieveError, RetrieveRequest, enqueue
 
     archive = _archive(config, data_dir, database_url)
     queue = JobQueue(archive.database)

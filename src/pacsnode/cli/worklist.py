@@ -23,8 +23,8 @@ Text = Annotated[str | None, typer.Option()]
 
 def _open(config: Path | None, data_dir: Path | None, database_url: str | None) -> Worklist:
     from pacsnode.archive.core import Archive
-    from pacsnode.dimse.prefetch import on_scheduled
     from pacsnode.jobs.queue import JobQueue
+    from pacsnode.workflows.prefetch import on_scheduled
 
     settings = load(config, data_dir=data_dir, database_url=database_url)
     database = Archive(settings).database

@@ -10,56 +10,59 @@ gets is its ``commitment_report`` setting.
 from __future__ import annotations
 
 import logging
-import threading
+import queue
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import build_context, build_role, evt
-from pynetdicom.dimse_primitives import N_ACTION
-from pynetdicom.dsutils import decode
-from pynetdicom.presentation import PresentationContext
-from pynetdicom.service_class_n import StorageCommitmentServiceClass
 
+from pacsnode import status
 from pacsnode.archive.commitment import Commitment, Reference, commit
 from pacsnode.archive.core import Archive
-from pacsnode.config import RemoteAE
-from pacsnode.dimse import services
-from pacsnode.dimse.scu import AssociationFailed, Peer, new_ae, open_association
+from pacsnode.config import RemoteAE, Settings
+from pacsnode.dimse import codec
+from pacsnode.dimse.access import OpenAccess
+from pacsnode.dimse.catalog import STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+from pacsnode.dimse.requests import Request
+from pacsnode.dimse.scu import AssociationFailed, Dialer, Peer, connect, final, request
+from pacsnode.dimse.server import IDENTITY, DimseServer
 from pacsnode.jobs.workers import Workers
+from pacsnode.net import commands
+from pacsnode.net.association import Association, Message
+from pacsnode.net.requestor import Proposal
 
 log = logging.getLogger("pacsnode.commitment")
 
-STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 REPORT_JOB = "commitment-report"
 REQUEST_COMMIT = 1
 ALL_COMMITTED, FAILURES_EXIST = 1, 2
-SUCCESS, NO_SUCH_ACTION, MISSING_ATTRIBUTE, INVALID_ATTRIBUTE_VALUE = 0, 0x0123, 0x0120, 0x0106
-PROCESSING_FAILURE = 0x0110
+SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
 class InvalidRequest(ValueError):
-    def __init__(self, status: int, comment: str) -> None:
+    def __init__(self, code: int, comment: str) -> None:
         super().__init__(comment)
-        self.status = status
+        self.status = code
 
 
 def references(action_information: Dataset) -> tuple[str, list[Reference]]:
     """The Transaction UID and the referenced instances of an N-ACTION request."""
     transaction = str(action_information.get("TransactionUID", "")).strip()
     if not transaction:
-        raise InvalidRequest(MISSING_ATTRIBUTE, "Transaction UID is missing")
+        raise InvalidRequest(status.MISSING_ATTRIBUTE, "Transaction UID is missing")
     items = action_information.get("ReferencedSOPSequence")
     if not items:
-        raise InvalidRequest(MISSING_ATTRIBUTE, "Referenced SOP Sequence is missing")
+        raise InvalidRequest(status.MISSING_ATTRIBUTE, "Referenced SOP Sequence is missing")
     found = []
     for item in items:
         sop_class = str(item.get("ReferencedSOPClassUID", "")).strip()
         sop_instance = str(item.get("ReferencedSOPInstanceUID", "")).strip()
         if not (sop_class and sop_instance):
-            raise InvalidRequest(INVALID_ATTRIBUTE_VALUE, "a reference lacks a UID")
+            raise InvalidRequest(status.INVALID_ATTRIBUTE_VALUE, "a reference lacks a UID")
         found.append(Reference(sop_class, sop_instance))
     return transaction, found
 
@@ -91,98 +94,91 @@ def report(transaction_uid: str, commitment: Commitment, our_ae: str) -> tuple[i
     return FAILURES_EXIST, info
 
 
-def _report_contexts() -> list[PresentationContext]:
-    """We send the report as the SCP of the SOP class, so we ask for that role."""
-    return [build_context(STORAGE_COMMITMENT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
-
-
-def send_report(payload: dict[str, Any]) -> None:
-    """The job that delivers a report on a new association; raises to be retried."""
-    peer = Peer(payload["host"], payload["port"], payload["remote_ae"], payload["calling_ae"])
-    info = Dataset.from_json(payload["event_information"])
-    ae = new_ae(peer.calling_ae)
-    role = build_role(STORAGE_COMMITMENT, scp_role=True)
-    assoc = open_association(ae, peer, _report_contexts(), ext_neg=[role])
-    if not assoc.is_established:
-        raise AssociationFailed(f"{peer.ae_title}@{peer.host}:{peer.port} did not associate")
-    try:
-        status, _reply = assoc.send_n_event_report(
-            info, payload["event_type"], STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+def send_event_report(
+    association: Association, event_type: int, info: Dataset, context_id: int | None = None
+) -> int:
+    """Send an N-EVENT-REPORT of a commitment result; returns the peer's status."""
+    if context_id is None:
+        context = next(
+            (c for c in association.contexts.values() if c.abstract_syntax == STORAGE_COMMITMENT),
+            None,
         )
-    finally:
-        assoc.release()
-    if not status or int(status.get("Status", -1)) != SUCCESS:
-        raise AssociationFailed(f"{peer.ae_title} answered the report with {status}")
+        if context is None:
+            raise AssociationFailed("no storage commitment context for the report")
+        context_id = context.id
+    syntax = association.contexts[context_id].transfer_syntax
+    command = {
+        "CommandField": commands.N_EVENT_REPORT_RQ,
+        "AffectedSOPClassUID": STORAGE_COMMITMENT,
+        "AffectedSOPInstanceUID": STORAGE_COMMITMENT_INSTANCE,
+        "EventTypeID": event_type,
+    }
+    answer = final(request(association, context_id, command, codec.encode(info, syntax)))
+    return int(answer.command.get("Status", -1))
 
 
-class CommitmentSCP:
-    def __init__(self, archive: Archive, workers: Workers) -> None:
+class ReportSender:
+    """The job that delivers a report on a new association; raises to be retried."""
+
+    def __init__(self, dialer: Dialer) -> None:
+        self.dialer = dialer
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        peer = self.dialer.to(
+            payload["host"], payload["port"], payload["remote_ae"], payload["calling_ae"]
+        )
+        info = Dataset.from_json(payload["event_information"])
+        # We send the report as the SCP of the SOP class, so we ask for that role.
+        proposal = Proposal(STORAGE_COMMITMENT, SYNTAXES, scu=False, scp=True)
+        association = connect(peer, [proposal])
+        try:
+            code = send_event_report(association, payload["event_type"], info)
+        finally:
+            association.release()
+        if code != status.SUCCESS:
+            raise AssociationFailed(f"{peer.ae_title} answered the report with {code:04X}")
+
+
+class CommitmentService:
+    def __init__(self, archive: Archive, workers: Workers, dialer: Dialer) -> None:
         self.archive = archive
         self.workers = workers
-        workers.register(REPORT_JOB, send_report)
+        workers.register(REPORT_JOB, ReportSender(dialer))
 
-    def handle_report(self, event: evt.Event) -> tuple[int, None]:
+    def handle_report(self, request: Request) -> None:
         """A remote archive's report on what we asked it to commit, on a new association."""
-        info = event.event_information
-        committed = len(info.get("ReferencedSOPSequence") or [])
-        failed = len(info.get("FailedSOPSequence") or [])
+        try:
+            info = request.dataset()
+        except codec.DecodeError:
+            request.respond(status.PROCESSING_FAILURE, "event information does not decode")
+            return
         log.info(
             "storage commitment report %s from %s: %d committed, %d failed",
             info.get("TransactionUID", "?"),
-            event.assoc.requestor.ae_title,
-            committed,
-            failed,
+            request.session.calling_ae,
+            len(info.get("ReferencedSOPSequence") or []),
+            len(info.get("FailedSOPSequence") or []),
         )
-        return SUCCESS, None
+        request.respond(status.SUCCESS)
 
-    def install(self) -> None:
-        scp = self
-
-        class CommitmentService(StorageCommitmentServiceClass):
-            def SCP(self, req: Any, context: PresentationContext) -> None:
-                if isinstance(req, N_ACTION):
-                    scp.n_action(self, req, context)
-                else:
-                    super().SCP(req, context)
-
-        services.override([STORAGE_COMMITMENT], CommitmentService)
-
-    def n_action(
-        self, service: StorageCommitmentServiceClass, req: N_ACTION, context: PresentationContext
-    ) -> None:
-        assoc = service.assoc
-        requester = assoc.requestor.ae_title
-        response = N_ACTION()
-        response.MessageIDBeingRespondedTo = req.MessageID
-        response.AffectedSOPClassUID = req.RequestedSOPClassUID
-        response.AffectedSOPInstanceUID = req.RequestedSOPInstanceUID
-        response.ActionTypeID = req.ActionTypeID
+    def handle_action(self, request: Request) -> None:
+        requester = request.session.calling_ae
         try:
-            if req.ActionTypeID != REQUEST_COMMIT:
-                raise InvalidRequest(NO_SUCH_ACTION, f"action type {req.ActionTypeID}")
-            syntax = context.transfer_syntax[0]
-            information = decode(
-                req.ActionInformation,  # type: ignore[arg-type]
-                syntax.is_implicit_VR,
-                syntax.is_little_endian,
-                syntax.is_deflated,
-            )
-            transaction, referenced = references(information)
+            if request.command.get("ActionTypeID") != REQUEST_COMMIT:
+                action = request.command.get("ActionTypeID")
+                raise InvalidRequest(status.NO_SUCH_ACTION, f"action type {action}")
+            transaction, referenced = references(request.dataset())
         except InvalidRequest as exc:
             log.warning("storage commitment request from %s refused: %s", requester, exc)
-            response.Status = exc.status
-            response.ErrorComment = str(exc)[:64]  # type: ignore[assignment]
-            service.dimse.send_msg(response, int(context.context_id or 0))
+            request.respond(exc.status, str(exc))
             return
-        except Exception as exc:  # does not decode
+        except codec.DecodeError as exc:
             log.warning("storage commitment request from %s unreadable: %s", requester, exc)
-            response.Status = PROCESSING_FAILURE
-            service.dimse.send_msg(response, int(context.context_id or 0))
+            request.respond(status.PROCESSING_FAILURE)
             return
-        response.Status = SUCCESS
-        service.dimse.send_msg(response, int(context.context_id or 0))
+        request.respond(status.SUCCESS)
         result = commit(self.archive.index, self.archive.storage, referenced)
-        our_ae = assoc.acceptor.ae_title
+        our_ae = request.association.called_ae
         event_type, info = report(transaction, result, our_ae)
         log.info(
             "storage commitment %s from %s: %d committed, %d failed",
@@ -191,27 +187,19 @@ class CommitmentSCP:
             len(result.committed),
             len(result.failed),
         )
-        self._deliver(service, requester, our_ae, event_type, info)
+        self._deliver(request, our_ae, event_type, info)
 
-    def _deliver(
-        self,
-        service: StorageCommitmentServiceClass,
-        requester: str,
-        our_ae: str,
-        event_type: int,
-        info: Dataset,
-    ) -> None:
+    def _deliver(self, request: Request, our_ae: str, event_type: int, info: Dataset) -> None:
+        requester = request.session.calling_ae
         remote = self.archive.remotes.get(requester)
         mode = remote.commitment_report if remote is not None else "same"
-        if mode != "new" and service.assoc.is_established:
+        if mode != "new" and request.association.established:
             try:
-                status, _reply = service.assoc.send_n_event_report(
-                    info, event_type, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
-                )
-                if status and int(status.get("Status", -1)) == SUCCESS:
+                code = send_event_report(request.association, event_type, info, request.context.id)
+                if code == status.SUCCESS:
                     return
-                log.warning("report on the same association not accepted: %s", status)
-            except (RuntimeError, ValueError) as exc:
+                log.warning("report on the same association not accepted: %04X", code)
+            except ConnectionError as exc:
                 log.warning("report on the same association failed: %s", exc)
             if mode == "same":
                 return
@@ -245,47 +233,105 @@ def request_commitment(
     referenced: list[Reference],
     timeout: float = 60.0,
     listen_port: int | None = None,
+    settings: Settings | None = None,
 ) -> CommitmentReport:
     """Ask a remote archive to commit instances and wait for its report.
 
     The report may come on our association or, with ``listen_port``, on a new one
     that the remote opens to us there.
     """
-    received: list[CommitmentReport] = []
-    arrived = threading.Event()
-
-    def on_report(event: evt.Event) -> tuple[int, None]:
-        received.append(CommitmentReport(int(event.event_type or 0), event.event_information))
-        arrived.set()
-        return SUCCESS, None
-
-    handlers: list[Any] = [(evt.EVT_N_EVENT_REPORT, on_report)]
-    ae = new_ae(peer.calling_ae)
-    listener = None
-    if listen_port is not None:
-        ae.add_supported_context(STORAGE_COMMITMENT, scu_role=True, scp_role=True)
-        listener = ae.start_server(("0.0.0.0", listen_port), block=False, evt_handlers=handlers)
-    try:
-        contexts = [build_context(STORAGE_COMMITMENT)]
-        assoc = open_association(ae, peer, contexts, evt_handlers=handlers)
-        if not assoc.is_established:
-            raise AssociationFailed(f"{peer.ae_title}@{peer.host}:{peer.port} did not associate")
-        information = Dataset()
-        information.TransactionUID = generate_uid()
-        information.ReferencedSOPSequence = [_item(ref) for ref in referenced]
-        status, _reply = assoc.send_n_action(
-            information, REQUEST_COMMIT, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
-        )
-        if not status or int(status.get("Status", -1)) != SUCCESS:
-            assoc.release()
-            raise AssociationFailed(f"{peer.ae_title} refused the request: {status}")
-        # A report on this association arrives while it is open; one on a new
-        # association may come after we release, so the listener waits longer.
-        arrived.wait(timeout if listener is None else min(timeout, 5.0))
-        assoc.release()
-        if not arrived.wait(timeout):
+    with _listener(listen_port, peer, settings) as on_new:
+        association = connect(peer, [Proposal(STORAGE_COMMITMENT, SYNTAXES, scu=True, scp=True)])
+        try:
+            context = association.context_for(STORAGE_COMMITMENT)
+            if context is None:
+                raise AssociationFailed(f"{peer} does not accept storage commitment")
+            information = Dataset()
+            information.TransactionUID = generate_uid()
+            information.ReferencedSOPSequence = [_item(ref) for ref in referenced]
+            command = {
+                "CommandField": commands.N_ACTION_RQ,
+                "RequestedSOPClassUID": STORAGE_COMMITMENT,
+                "RequestedSOPInstanceUID": STORAGE_COMMITMENT_INSTANCE,
+                "ActionTypeID": REQUEST_COMMIT,
+            }
+            data = codec.encode(information, context.transfer_syntax)
+            answer = final(request(association, context.id, command, data))
+            code = int(answer.command.get("Status", -1))
+            if code != status.SUCCESS:
+                raise AssociationFailed(f"{peer.ae_title} refused the request: {code:04X}")
+            # A report on this association arrives while it is open; one on a new
+            # association may come after we release, so the listener waits longer.
+            wait = timeout if on_new is None else min(timeout, 5.0)
+            found = _report_on(association, wait)
+        finally:
+            association.release()
+        if found is None and on_new is not None:
+            found = on_new(timeout)
+        if found is None:
             raise TimeoutError(f"no storage commitment report within {timeout:.0f} s")
-        return received[0]
+        return found
+
+
+def _report_on(association: Association, timeout: float) -> CommitmentReport | None:
+    """Wait on our association for the N-EVENT-REPORT and answer it."""
+    try:
+        message = association.receive(timeout=timeout)
+    except (TimeoutError, ConnectionError):
+        return None
+    if not isinstance(message, Message) or message.field != commands.N_EVENT_REPORT_RQ:
+        return None
+    return _answered(association, message)
+
+
+def _answered(association: Association, message: Message) -> CommitmentReport:
+    info = codec.decode(message.data or b"", message.context.transfer_syntax)
+    response = {
+        "CommandField": commands.N_EVENT_REPORT_RSP,
+        "MessageIDBeingRespondedTo": message.command.get("MessageID", 0),
+        "AffectedSOPClassUID": STORAGE_COMMITMENT,
+        "AffectedSOPInstanceUID": STORAGE_COMMITMENT_INSTANCE,
+        "EventTypeID": message.command.get("EventTypeID", 0),
+        "Status": status.SUCCESS,
+    }
+    association.send(message.context.id, response)
+    return CommitmentReport(int(message.command.get("EventTypeID", 0)), info)
+
+
+@contextmanager
+def _listener(
+    port: int | None, peer: Peer, settings: Settings | None
+) -> Iterator[Callable[[float], CommitmentReport | None] | None]:
+    """A port where the remote may open a new association for its report."""
+    if port is None:
+        yield None
+        return
+    listener = ReportListener(port, settings or Settings(ae_title=peer.calling_ae))
+    try:
+        yield listener.wait
     finally:
-        if listener is not None:
-            listener.shutdown()
+        listener.close()
+
+
+class ReportListener:
+    """A DIMSE server of our own for one report, on a port the remote calls."""
+
+    def __init__(self, port: int, settings: Settings) -> None:
+        self._reports: queue.Queue[CommitmentReport] = queue.Queue()
+        self.server = DimseServer(settings, OpenAccess(), IDENTITY)
+        self.server.handlers[commands.N_EVENT_REPORT_RQ] = self._report
+        sock = socket.create_server(("0.0.0.0", port), reuse_port=False)
+        self.server.listen(sock)
+
+    def _report(self, request: Request) -> None:
+        message = request.message
+        self._reports.put(_answered(request.association, message))
+
+    def wait(self, timeout: float) -> CommitmentReport | None:
+        try:
+            return self._reports.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self.server.stop()

@@ -16,75 +16,60 @@ from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
 from sqlalchemy.exc import DBAPIError
 
+from pacsnode import status
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, row_value, search
-from pacsnode.dimse.find_service import FindRequest
+from pacsnode.dimse.find import Answer, FindRequest
 from pacsnode.dimse.identifiers import NOT_KEYS, query_keys, requested_items, set_returned
-from pacsnode.dimse.qr_model import (
-    IDENTIFIER_DOES_NOT_MATCH,
-    STUDY_ROOT_FIND,
-    combined_datetime,
-    failure,
-    query_level,
-    relational,
-)
+from pacsnode.dimse.qr_model import STUDY_ROOT_FIND, combined_datetime, query_level, relational
 
 log = logging.getLogger("pacsnode.find")
 
 
 _ANSWERED_BY_US = {"RetrieveAETitle", "InstanceAvailability"}
 
-PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
-PENDING_UNSUPPORTED_KEYS = 0xFF01
-OUT_OF_RESOURCES = 0xA700
-UNABLE_TO_PROCESS = 0xC000
-
 
 class FindSCP:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
 
-    def handle_find(self, event: FindRequest) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        model = str(event.request.AffectedSOPClassUID)
+    def handle_find(self, event: FindRequest) -> Iterator[Answer]:
+        model = event.model
         try:
             identifier = event.identifier
             query = self._query(identifier, event, model)
             statement = build(query)
         except QueryError as exc:
-            log.warning("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, exc)
-            yield failure(IDENTIFIER_DOES_NOT_MATCH, str(exc)), None
+            log.warning("C-FIND from %s refused: %s", event.calling_ae, exc)
+            yield Answer(status.DOES_NOT_MATCH_SOP_CLASS, comment=str(exc))
             return
         except Exception as exc:  # an identifier that does not decode
             log.warning("C-FIND identifier unreadable: %s", exc)
-            yield failure(UNABLE_TO_PROCESS, f"identifier unreadable: {exc}"), None
+            yield Answer(status.UNABLE_TO_PROCESS, comment=f"identifier unreadable: {exc}")
             return
         requested = [element for element in identifier if element.keyword not in NOT_KEYS]
         unsupported = [str(e.tag) for e in requested if not _supported(e.keyword)]
         if unsupported:
             log.info("C-FIND keys not supported, returned empty: %s", ", ".join(unsupported))
-        pending = PENDING_UNSUPPORTED_KEYS if unsupported else PENDING
+        pending = status.PENDING_WARNING if unsupported else status.PENDING
         matches = 0
         try:
             with self.archive.database.reader.connect() as connection:
                 for row in search(connection, statement):
-                    if event.is_cancelled:
-                        yield CANCELLED, None
+                    if event.cancelled():
+                        yield Answer(status.CANCEL)
                         return
                     matches += 1
-                    yield pending, self._response(row, requested, query.level)
+                    yield Answer(pending, self._response(row, requested, query.level))
         except DBAPIError as exc:
             log.error("C-FIND failed, index unavailable: %s", exc)
-            yield failure(OUT_OF_RESOURCES, "index unavailable"), None
+            yield Answer(status.OUT_OF_RESOURCES, comment="index unavailable")
             return
         log.info(
-            "C-FIND %s level %s from %s: %d matches",
-            model,
-            query.level,
-            event.assoc.requestor.ae_title,
-            matches,
+            "C-FIND %s level %s from %s: %d matches", model, query.level, event.calling_ae, matches
         )
-        yield SUCCESS, None
+        yield Answer(status.SUCCESS)
 
     def _query(self, identifier: Dataset, event: FindRequest, model: str) -> Query:
         keys, sequences = query_keys(identifier)
@@ -93,10 +78,10 @@ class FindSCP:
             keys=keys,
             patient_root=model != STUDY_ROOT_FIND,
             case_insensitive=self.archive.settings.case_insensitive_matching,
-            relational=relational(event.assoc, model),
-            combined_datetime=combined_datetime(event.assoc, model),
+            relational=relational(event.association, model),
+            combined_datetime=combined_datetime(event.association, model),
             sequences=sequences,
-            visible=self.archive.remotes.visible_to(event.assoc.requestor.ae_title),
+            visible=self.archive.remotes.visible_to(event.calling_ae),
         )
 
     def _response(self, row: Any, requested: list[DataElement], level: Level) -> Dataset:

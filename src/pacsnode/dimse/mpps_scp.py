@@ -10,52 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import build_context
-from pynetdicom.dimse_primitives import N_CREATE, N_SET
-from pynetdicom.events import Event
+from pydicom.uid import generate_uid
 
+from pacsnode import status
 from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import MppsError, MppsStore, Step
-from pacsnode.dimse.scu import AssociationFailed, Peer, associate
+from pacsnode.dimse import codec
+from pacsnode.dimse.requests import Request
 from pacsnode.jobs.workers import Workers
+from pacsnode.workflows.mpps_forward import FORWARD_JOB
 
 log = logging.getLogger("pacsnode.mpps")
-
-MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
-FORWARD_JOB = "mpps-forward"
-SUCCESS = 0x0000
-
-
-def _failure(error: MppsError) -> Dataset:
-    status = Dataset()
-    status.Status = error.status
-    status.ErrorComment = str(error)[:64]
-    return status
-
-
-def forward(payload: dict[str, Any]) -> None:
-    """The job: replay one N-CREATE or N-SET at a destination; raises to be retried."""
-    peer = Peer(payload["host"], payload["port"], payload["destination"], payload["calling_ae"])
-    context = build_context(MPPS_SOP_CLASS, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = associate(peer, [context])
-    dataset = Dataset.from_json(payload["dataset"])
-    uid = payload["sop_instance_uid"]
-    try:
-        if payload["operation"] == "create":
-            status, _ = assoc.send_n_create(dataset, MPPS_SOP_CLASS, uid)
-        else:
-            status, _ = assoc.send_n_set(dataset, MPPS_SOP_CLASS, uid)
-    finally:
-        assoc.release()
-    code = int(status.get("Status", -1)) if status else -1
-    if code != SUCCESS and not 0xB000 <= code <= 0xBFFF:
-        raise AssociationFailed(
-            f"{peer.ae_title} answered the N-{payload['operation']} with {code:04X}"
-        )
 
 
 class MppsSCP:
@@ -70,40 +37,37 @@ class MppsSCP:
         self.store = MppsStore(archive.database)
         self.on_step = on_step
         """Called with each stored step: worklist status and availability follow it."""
-        workers.register(FORWARD_JOB, forward)
 
-    def handle_create(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
-        calling_ae = event.assoc.requestor.ae_title
-        request: N_CREATE = event.request  # type: ignore[assignment]
-        uid = str(request.AffectedSOPInstanceUID or generate_uid())
-        attributes = event.attribute_list
+    def handle_create(self, request: Request) -> None:
+        calling_ae = request.session.calling_ae
+        given = str(request.command.get("AffectedSOPInstanceUID", ""))
+        uid = given or generate_uid()
         try:
+            attributes = request.dataset()
             step = self.store.create(uid, attributes, calling_ae)
-        except MppsError as exc:
+        except (MppsError, codec.DecodeError) as exc:
             log.warning("MPPS N-CREATE %s from %s refused: %s", uid, calling_ae, exc)
-            return _failure(exc), None
+            request.respond(getattr(exc, "status", status.PROCESSING_FAILURE), str(exc))
+            return
         log.info("MPPS %s created by %s", uid, calling_ae)
         self._forward("create", uid, attributes, calling_ae)
         self.on_step(step)
-        reply = Dataset()
-        if request.AffectedSOPInstanceUID is None:
-            reply.AffectedSOPInstanceUID = uid
-        return SUCCESS, reply
+        request.respond(status.SUCCESS, AffectedSOPInstanceUID=uid)
 
-    def handle_set(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
-        calling_ae = event.assoc.requestor.ae_title
-        request: N_SET = event.request  # type: ignore[assignment]
-        uid = str(request.RequestedSOPInstanceUID)
-        modifications = event.modification_list
+    def handle_set(self, request: Request) -> None:
+        calling_ae = request.session.calling_ae
+        uid = str(request.command.get("RequestedSOPInstanceUID", ""))
         try:
+            modifications = request.dataset()
             step = self.store.update(uid, modifications)
-        except MppsError as exc:
+        except (MppsError, codec.DecodeError) as exc:
             log.warning("MPPS N-SET %s from %s refused: %s", uid, calling_ae, exc)
-            return _failure(exc), None
+            request.respond(getattr(exc, "status", status.PROCESSING_FAILURE), str(exc))
+            return
         log.info("MPPS %s set to %s by %s", uid, step.status, calling_ae)
         self._forward("set", uid, modifications, calling_ae)
         self.on_step(step)
-        return SUCCESS, Dataset()
+        request.respond(status.SUCCESS)
 
     def _forward(self, operation: str, uid: str, dataset: Dataset, calling_ae: str) -> None:
         settings = self.archive.settings

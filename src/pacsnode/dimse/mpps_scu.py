@@ -9,26 +9,18 @@ from __future__ import annotations
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import build_context
-from pynetdicom.association import Association
 
-from pacsnode.dimse.mpps_scp import MPPS_SOP_CLASS
-from pacsnode.dimse.scu import AssociationFailed, Peer, associate
-
-
-def _associate(peer: Peer) -> Association:
-    context = build_context(MPPS_SOP_CLASS, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = associate(peer, [context])
-    if not assoc.accepted_contexts:
-        assoc.release()
-        raise AssociationFailed(f"{peer.ae_title} does not accept MPPS")
-    return assoc
+from pacsnode.dimse.catalog import MPPS_SOP_CLASS
+from pacsnode.dimse.nservices import n_create, n_set
+from pacsnode.dimse.scu import Peer, connect
+from pacsnode.net.association import Association, Context
+from pacsnode.net.requestor import Proposal
 
 
-def _status(response: Dataset | None) -> int:
-    if not response or "Status" not in response:
-        raise AssociationFailed("no response: association lost or timed out")
-    return int(response.Status)
+def _associate(peer: Peer) -> tuple[Association, Context]:
+    proposal = Proposal(MPPS_SOP_CLASS, (ExplicitVRLittleEndian, ImplicitVRLittleEndian))
+    association = connect(peer, [proposal])
+    return association, next(iter(association.contexts.values()))
 
 
 def create(peer: Peer, dataset: Dataset, sop_instance_uid: str | None = None) -> tuple[int, str]:
@@ -38,25 +30,18 @@ def create(peer: Peer, dataset: Dataset, sop_instance_uid: str | None = None) ->
     own, which is then the one returned.
     """
     uid = sop_instance_uid or generate_uid()
-    assoc = _associate(peer)
+    association, context = _associate(peer)
     try:
-        response, reply = assoc.send_n_create(dataset, MPPS_SOP_CLASS, uid)
-        status = _status(response)
+        result = n_create(association, context, MPPS_SOP_CLASS, uid, dataset)
     finally:
-        if assoc.is_established:
-            assoc.release()
-    assigned = response.get("AffectedSOPInstanceUID") or (reply or Dataset()).get(
-        "AffectedSOPInstanceUID"
-    )
-    return status, str(assigned or uid)
+        association.release()
+    return result.status, result.instance or uid
 
 
 def set(peer: Peer, sop_instance_uid: str, modifications: Dataset) -> int:
     """N-SET a step (its status, end date and time, performed series); returns the status."""
-    assoc = _associate(peer)
+    association, context = _associate(peer)
     try:
-        response, _ = assoc.send_n_set(modifications, MPPS_SOP_CLASS, sop_instance_uid)
-        return _status(response)
+        return n_set(association, context, MPPS_SOP_CLASS, sop_instance_uid, modifications).status
     finally:
-        if assoc.is_established:
-            assoc.release()
+        association.release()

@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -44,17 +43,24 @@ import numpy as np
 from PIL import Image
 from pydicom import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
-from pydicom.tag import Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import evt
-from pynetdicom.association import Association
-from pynetdicom.dimse_messages import N_CREATE_RSP
-from pynetdicom.dimse_primitives import N_EVENT_REPORT
-from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import PrinterInstance
 
+from pacsnode import status
 from pacsnode.archive.rendering import RenderOptions, render
-from pacsnode.dimse.scu import AssociationFailed, Peer, new_ae, open_association
+from pacsnode.dimse import codec
+from pacsnode.dimse.nservices import (
+    NResult,
+    answer_event_report,
+    n_action,
+    n_create,
+    n_delete,
+    n_get,
+    n_set,
+)
+from pacsnode.dimse.scu import AssociationFailed, Peer, connect
+from pacsnode.net import commands
+from pacsnode.net.association import Association, Context, Message
+from pacsnode.net.requestor import Proposal
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,7 @@ COLOR_IMAGE_BOX = UID("1.2.840.10008.5.1.1.4.1")
 PRINTER = UID("1.2.840.10008.5.1.1.16")
 PRINT_JOB = UID("1.2.840.10008.5.1.1.14")
 PRESENTATION_LUT = UID("1.2.840.10008.5.1.1.23")
+PRINTER_INSTANCE = UID("1.2.840.10008.5.1.1.17")
 PROPOSED = (GRAYSCALE_META, COLOR_META, PRESENTATION_LUT, PRINT_JOB)
 PRESENTATION_LUT_SHAPES = ("IDENTITY", "LIN OD")
 """The shapes a print Presentation LUT may have (PS3.3 C.11.4)."""
@@ -76,8 +83,7 @@ PRINT_ACTION = 1
 N_SET_TIMEOUT = 240
 OTHER_TIMEOUT = 60
 """Seconds to wait for responses (conformance statement: N-SET 240 s, others 60 s)."""
-EVENT_SETTLE_TIMEOUT = 10
-"""Seconds to wait for an N-EVENT-REPORT to be answered before the next request."""
+SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 EVENT_NAMES = {
     PRINTER: {1: "NORMAL", 2: "WARNING", 3: "FAILURE"},
     PRINT_JOB: {1: "PENDING", 2: "PRINTING", 3: "DONE", 4: "FAILURE"},
@@ -320,110 +326,72 @@ def print_films(peer: Peer, images: list[Dataset], settings: FilmSettings) -> Pr
         raise ValueError(f"Presentation LUT Shape {settings.presentation_lut!r} is not known")
     per_film = positions(settings.layout)
     heard = _Heard()
-    assoc = _associate(peer, heard)
-    run = _Session(assoc, heard, settings, any(is_color(image) for image in images))
+    association = _associate(peer)
+    run = _Session(association, heard, settings, any(is_color(image) for image in images))
     try:
         run.print(images, per_film)
     except PrintFailed as failure:
         run.delete_what_was_created()
         failure.result = run.result
-        assoc.abort()  # a failure status, or no response: the conformance says abort
+        association.abort()  # a failure status, or no response: the conformance says abort
         raise
     except BaseException:
-        assoc.abort()
+        association.abort()
         raise
-    assoc.release()
+    association.release()
     return run.result
 
 
 class _Heard:
-    """What the printer says outside the responses to our requests.
-
-    The Affected SOP Instance UID of each N-CREATE response is kept because pynetdicom's
-    ``send_n_create`` does not hand it back, and the printer chooses it. N-EVENT-REPORTs
-    arrive on a thread of their own, at any time, and are answered with Success.
-
-    That thread, once it has answered, marks the association's own thread as running
-    (pynetdicom's ``_serve_request`` resets ``_is_paused``); if that lands after our
-    next send_*() has paused the association's thread, the send_*() waits forever for
-    a pause that already happened. :meth:`settle` lets those threads end first."""
+    """The N-EVENT-REPORTs of the Printer and Print Job, which may come between any
+    request and its response: each is recorded and answered with Success."""
 
     def __init__(self) -> None:
-        self.created: list[str] = []
         self.events: list[PrintEvent] = []
-        self._serving: list[threading.Thread] = []
 
-    def handlers(self) -> list[tuple[evt.EventType, Any]]:
-        return [(evt.EVT_N_EVENT_REPORT, self._on_event), (evt.EVT_DIMSE_RECV, self._on_message)]
-
-    def settle(self) -> None:
-        """Wait until the N-EVENT-REPORTs received so far have been answered."""
-        while self._serving:
-            self._serving.pop().join(EVENT_SETTLE_TIMEOUT)
-
-    def last_created(self) -> str:
-        if not self.created or not self.created[-1]:
-            raise PrintFailed("the printer did not name the instance it created")
-        return self.created[-1]
-
-    def _on_message(self, event: evt.Event) -> None:
-        if isinstance(event.message, N_CREATE_RSP):
-            command = event.message.command_set
-            self.created.append(str(command.get("AffectedSOPInstanceUID") or ""))
-
-    def _on_event(self, event: evt.Event) -> tuple[int, None]:
-        request = event.request
-        if not isinstance(request, N_EVENT_REPORT):
-            return 0x0000, None
-        self._serving.append(threading.current_thread())
-        sop_class = UID(str(request.AffectedSOPClassUID or ""))
-        kind = int(request.EventTypeID or 0)
+    def __call__(self, association: Association, message: Message) -> None:
+        if message.field != commands.N_EVENT_REPORT_RQ:
+            return
+        command = message.command
+        sop_class = UID(str(command.get("AffectedSOPClassUID", "")))
+        kind = int(command.get("EventTypeID", 0))
         try:
-            information = event.event_information
-        except (AttributeError, ValueError):
+            information = codec.decode(message.data or b"", message.context.transfer_syntax)
+        except codec.DecodeError:
             information = Dataset()
         info = information.get("PrinterStatusInfo") or information.get("ExecutionStatusInfo")
         heard = PrintEvent(
             "print job" if sop_class == PRINT_JOB else "printer",
-            str(request.AffectedSOPInstanceUID or ""),
+            str(command.get("AffectedSOPInstanceUID", "")),
             kind,
             EVENT_NAMES.get(sop_class, {}).get(kind, "UNKNOWN"),
             str(info or ""),
         )
         self.events.append(heard)
         log.info("%s event %s (%d) %s", heard.source, heard.name, kind, heard.info)
-        return 0x0000, None
+        answer_event_report(association, message, status.SUCCESS)
 
 
-def _associate(peer: Peer, heard: _Heard) -> Association:
+def _associate(peer: Peer) -> Association:
     """An association offering both meta SOP classes, Presentation LUT and Print Job."""
-    contexts = [
-        build_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for uid in PROPOSED
-    ]
-    ae = new_ae(peer.calling_ae)
-    assoc = open_association(ae, peer, contexts, evt_handlers=heard.handlers())
-    if not assoc.is_established:
-        reason = "rejected" if assoc.is_rejected else "aborted or unreachable"
-        raise AssociationFailed(
-            f"association with {peer.ae_title}@{peer.host}:{peer.port} {reason}"
-        )
-    accepted = {context.abstract_syntax for context in assoc.accepted_contexts}
+    association = connect(peer, [Proposal(uid, SYNTAXES) for uid in PROPOSED])
+    accepted = {context.abstract_syntax for context in association.contexts.values()}
     if not accepted & {GRAYSCALE_META, COLOR_META}:
-        assoc.abort()
+        association.abort()
         raise AssociationFailed(f"{peer.ae_title} accepts neither grayscale nor color printing")
-    return assoc
+    return association
 
 
 class _Session:
     """One film session on one association: what it created and what it met."""
 
     def __init__(
-        self, assoc: Association, heard: _Heard, settings: FilmSettings, color_images: bool
+        self, association: Association, heard: _Heard, settings: FilmSettings, color_images: bool
     ) -> None:
-        self.assoc = assoc
+        self.association = association
         self.heard = heard
         self.settings = settings
-        accepted = {context.abstract_syntax for context in assoc.accepted_contexts}
+        accepted = {context.abstract_syntax for context in association.contexts.values()}
         self.result = PrintResult(events=heard.events)
         wants_color = settings.color or color_images
         color = COLOR_META in accepted and (wants_color or GRAYSCALE_META not in accepted)
@@ -443,6 +411,22 @@ class _Session:
             self._note("no Presentation LUT: it applies to grayscale printing only")
         self.print_job_class = PRINT_JOB in accepted
 
+    def _context(self, abstract_syntax: str) -> Context:
+        context = self.association.context_for(abstract_syntax)
+        if context is None:
+            raise PrintFailed(f"no presentation context for {abstract_syntax}")
+        return context
+
+    def _call(self, request: str, operation: Callable[..., NResult], *args: object) -> NResult:
+        """An N-operation whose failure (status or silence) ends the print."""
+        on_request = lambda message: self.heard(self.association, message)  # noqa: E731
+        try:
+            result = operation(self.association, *args, on_request=on_request)
+        except ConnectionError as exc:
+            raise PrintFailed(f"no response to the {request}: {exc}") from exc
+        self._check(result, request)
+        return result
+
     def print(self, images: list[Dataset], per_film: int) -> None:
         self._printer_status()
         self.result.film_session = self._create(
@@ -452,7 +436,7 @@ class _Session:
             lut = Dataset()
             lut.PresentationLUTShape = self.lut_shape
             self.result.presentation_lut = self._create(
-                PRESENTATION_LUT, lut, None, "Presentation LUT N-CREATE"
+                PRESENTATION_LUT, lut, PRESENTATION_LUT, "Presentation LUT N-CREATE"
             )
         batches = [images[start : start + per_film] for start in range(0, len(images), per_film)]
         if self.settings.per_session:
@@ -460,27 +444,33 @@ class _Session:
         else:
             for batch in batches:
                 self._film(batch)
-        self._check(
-            self.assoc.send_n_delete(FILM_SESSION, self.result.film_session, meta_uid=self.meta),
-            "Film Session N-DELETE",
-        )
+        self._delete(FILM_SESSION, self.result.film_session, self.meta, "Film Session N-DELETE")
         if self.result.presentation_lut:
-            self._check(
-                self.assoc.send_n_delete(PRESENTATION_LUT, self.result.presentation_lut),
+            self._delete(
+                PRESENTATION_LUT,
+                self.result.presentation_lut,
+                PRESENTATION_LUT,
                 "Presentation LUT N-DELETE",
             )
         self._note_printer_failures()
 
     def delete_what_was_created(self) -> None:
         """After a failure: the session (with its films and image boxes) and the LUT go,
-        best effort, their statuses no longer changing the outcome. Not after a missing
-        response: pynetdicom has aborted the association then."""
-        self.heard.settle()
+        best effort, their statuses no longer changing the outcome."""
         self._note_printer_failures()
-        if self.result.film_session and self.assoc.is_established:
-            self.assoc.send_n_delete(FILM_SESSION, self.result.film_session, meta_uid=self.meta)
-        if self.result.presentation_lut and self.assoc.is_established:
-            self.assoc.send_n_delete(PRESENTATION_LUT, self.result.presentation_lut)
+        leftovers = [
+            (FILM_SESSION, self.result.film_session, self.meta),
+            (PRESENTATION_LUT, self.result.presentation_lut, PRESENTATION_LUT),
+        ]
+        for sop_class, instance, meta in leftovers:
+            if instance and self.association.established:
+                try:
+                    n_delete(self.association, self._context(meta), sop_class, instance)
+                except (ConnectionError, PrintFailed) as exc:
+                    log.info("print: %s %s not deleted: %s", sop_class.name, instance, exc)
+
+    def _delete(self, sop_class: UID, instance: str, meta: UID, request: str) -> None:
+        self._call(request, n_delete, self._context(meta), sop_class, instance)
 
     def _note(self, text: str) -> None:
         log.info("print: %s", text)
@@ -489,10 +479,10 @@ class _Session:
     def _printer_status(self) -> None:
         """FAILURE, or an info that stops the queue, ends the print before anything is
         created; any other state that is not NORMAL prints, with a note."""
-        status, reply = self.assoc.send_n_get(
-            [Tag(0x2110, 0x0010), Tag(0x2110, 0x0020)], PRINTER, PrinterInstance, meta_uid=self.meta
-        )
-        self._check(status, "Printer N-GET")
+        attributes = [0x21100010, 0x21100020]
+        reply = self._call(
+            "Printer N-GET", n_get, self._context(self.meta), PRINTER, PRINTER_INSTANCE, attributes
+        ).data
         reply = reply or Dataset()
         state = self.result.printer_status = str(reply.get("PrinterStatus") or "")
         info = self.result.printer_status_info = str(reply.get("PrinterStatusInfo") or "")
@@ -505,10 +495,11 @@ class _Session:
         if state and state != "NORMAL":
             self._note(f"the printer reports {state} ({info})")
 
-    def _create(self, sop_class: UID, values: Dataset, meta: UID | None, request: str) -> str:
-        status, _ = self.assoc.send_n_create(values, sop_class, None, meta_uid=meta)
-        self._check(status, request)
-        return self.heard.last_created()
+    def _create(self, sop_class: UID, values: Dataset, meta: UID, request: str) -> str:
+        result = self._call(request, n_create, self._context(meta), sop_class, None, values)
+        if not result.instance:
+            raise PrintFailed("the printer did not name the instance it created")
+        return result.instance
 
     def _session_dataset(self) -> Dataset:
         session = Dataset()
@@ -541,28 +532,26 @@ class _Session:
     def _film(self, images: list[Dataset]) -> None:
         """One film box: created, filled, printed, its print job asked, deleted."""
         film = self._filled_film(images)
-        status, reply = self.assoc.send_n_action(
-            None, PRINT_ACTION, FILM_BOX, film, meta_uid=self.meta
-        )
-        self._check(status, "Film Box N-ACTION")
-        self._printed([film], len(images), reply)
-        self._check(
-            self.assoc.send_n_delete(FILM_BOX, film, meta_uid=self.meta), "Film Box N-DELETE"
-        )
+        context = self._context(self.meta)
+        reply = self._call("Film Box N-ACTION", n_action, context, FILM_BOX, film, PRINT_ACTION)
+        self._printed([film], len(images), reply.data)
+        self._delete(FILM_BOX, film, self.meta, "Film Box N-DELETE")
 
     def _print_session(self, batches: list[list[Dataset]]) -> None:
         """Every film box created and filled, then one Film Session N-ACTION prints
         them all (digest-002 §5.14), then the film boxes are deleted."""
         films = [self._filled_film(batch) for batch in batches]
-        status, reply = self.assoc.send_n_action(
-            None, PRINT_ACTION, FILM_SESSION, self.result.film_session, meta_uid=self.meta
+        reply = self._call(
+            "Film Session N-ACTION",
+            n_action,
+            self._context(self.meta),
+            FILM_SESSION,
+            self.result.film_session,
+            PRINT_ACTION,
         )
-        self._check(status, "Film Session N-ACTION")
-        self._printed(films, sum(len(batch) for batch in batches), reply)
+        self._printed(films, sum(len(batch) for batch in batches), reply.data)
         for film in films:
-            self._check(
-                self.assoc.send_n_delete(FILM_BOX, film, meta_uid=self.meta), "Film Box N-DELETE"
-            )
+            self._delete(FILM_BOX, film, self.meta, "Film Box N-DELETE")
 
     def _printed(self, films: list[str], images: int, reply: Dataset | None) -> None:
         """Record what an N-ACTION printed, and ask for the print jobs it named."""
@@ -581,12 +570,18 @@ class _Session:
 
     def _filled_film(self, images: list[Dataset]) -> str:
         """A film box created and its image boxes set; its instance UID."""
-        status, reply = self.assoc.send_n_create(
-            self._film_box_dataset(), FILM_BOX, None, meta_uid=self.meta
+        created = self._call(
+            "Film Box N-CREATE",
+            n_create,
+            self._context(self.meta),
+            FILM_BOX,
+            None,
+            self._film_box_dataset(),
         )
-        self._check(status, "Film Box N-CREATE")
-        film = self.heard.last_created()
-        boxes = (reply or Dataset()).get("ReferencedImageBoxSequence") or []
+        film = created.instance
+        if not film:
+            raise PrintFailed("the printer did not name the film box it created")
+        boxes = (created.data or Dataset()).get("ReferencedImageBoxSequence") or []
         if len(boxes) < len(images):
             raise PrintFailed(
                 f"the printer created {len(boxes)} image boxes for {len(images)} images"
@@ -604,12 +599,11 @@ class _Session:
 
     def _set_image(self, box: str, values: Dataset) -> None:
         image_box = COLOR_IMAGE_BOX if self.result.color else GRAYSCALE_IMAGE_BOX
-        self.assoc.dimse_timeout = N_SET_TIMEOUT
+        self.association.idle_timeout = N_SET_TIMEOUT
         try:
-            status, _ = self.assoc.send_n_set(values, image_box, box, meta_uid=self.meta)
+            self._call("Image Box N-SET", n_set, self._context(self.meta), image_box, box, values)
         finally:
-            self.assoc.dimse_timeout = OTHER_TIMEOUT
-        self._check(status, "Image Box N-SET")
+            self.association.idle_timeout = OTHER_TIMEOUT
 
     def _print_job(self, uid: str) -> PrintJobStatus:
         """The Print Job's Execution Status, if the class was negotiated. The film is
@@ -618,32 +612,38 @@ class _Session:
         job = PrintJobStatus(uid)
         if not self.print_job_class:
             return job
-        status, reply = self.assoc.send_n_get(
-            [Tag(0x2100, 0x0020), Tag(0x2100, 0x0030)], PRINT_JOB, uid
-        )
-        self.heard.settle()
-        code = int(status.Status) if status and "Status" in status else None
-        if code is None or (code not in (0x0000, 0x0001) and code & 0xF000 != 0xB000):
-            job.info = "Print Job N-GET " + ("unanswered" if code is None else f"0x{code:04X}")
+        on_request = lambda message: self.heard(self.association, message)  # noqa: E731
+        try:
+            answered = n_get(
+                self.association,
+                self._context(PRINT_JOB),
+                PRINT_JOB,
+                uid,
+                [0x21000020, 0x21000030],
+                on_request,
+            )
+        except ConnectionError:
+            job.info = "Print Job N-GET unanswered"
             return job
-        reply = reply or Dataset()
+        if not status.is_success_or_warning(answered.status) and answered.status != 0x0001:
+            job.info = f"Print Job N-GET 0x{answered.status:04X}"
+            return job
+        reply = answered.data or Dataset()
         job.execution_status = str(reply.get("ExecutionStatus") or "")
         job.info = str(reply.get("ExecutionStatusInfo") or "")
         log.info("print job %s: %s %s", uid, job.execution_status, job.info)
         return job
 
-    def _check(self, status: Dataset, request: str) -> None:
-        """Success passes, a warning is logged and kept, anything else raises; either
-        way no N-EVENT-REPORT is left half answered when the next request goes."""
-        self.heard.settle()
-        if not status or "Status" not in status:
-            raise PrintFailed(f"no response to the {request}")
-        code = int(status.Status)
-        if code == 0x0000:
+    def _check(self, result: NResult, request: str) -> None:
+        """Success passes, a warning is logged and kept, anything else raises."""
+        code = result.status
+        kind = status.category(code)
+        if kind is status.Category.SUCCESS:
             return
-        comment = str(status.get("ErrorComment") or "")
-        if code in (0x0001, 0x0107, 0x0116) or code & 0xF000 == 0xB000:
-            log.warning("%s: warning 0x%04X %s", request, code, comment)
+        if kind is status.Category.WARNING:
+            log.warning("%s: warning 0x%04X %s", request, code, result.comment)
             self.result.warnings.append(code)
             return
-        raise PrintFailed(f"{request} failed with status 0x{code:04X} {comment}".strip(), code)
+        raise PrintFailed(
+            f"{request} failed with status 0x{code:04X} {result.comment}".strip(), code
+        )

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pydicom import Dataset
-from pydicom.uid import UID
-from pynetdicom.association import Association
-from pynetdicom.events import Event
 
 from pacsnode.archive.attributes import Level
 from pacsnode.archive.matching import QueryError
+from pacsnode.net.association import Association
 
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -28,22 +26,15 @@ PATIENT_STUDY_ONLY = (PATIENT_STUDY_ONLY_FIND, PATIENT_STUDY_ONLY_MOVE, PATIENT_
 QUERY_RETRIEVE_CLASSES = frozenset((*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_SOP_CLASSES))
 
 
-def negotiate_extended(event: Event) -> dict[str, bytes]:
+def negotiate_extended(sop_class: str, app_info: bytes) -> bytes | None:
     """Grant relational queries and retrieves, and combined date-time matching, as asked.
 
     Byte 1 (relational) is answered as requested for every model; byte 2 (combined
     date-time matching) too for C-FIND. Fuzzy semantic matching of person names and
     timezone adjustment (bytes 3 and 4) are answered 0: not supported.
     """
-    requested: dict[UID, bytes] = event.app_info  # type: ignore[attr-defined]
-    return {
-        str(sop_class): _granted(str(sop_class), app_info)
-        for sop_class, app_info in requested.items()
-        if str(sop_class) in QUERY_RETRIEVE_CLASSES and app_info
-    }
-
-
-def _granted(sop_class: str, app_info: bytes) -> bytes:
+    if sop_class not in QUERY_RETRIEVE_CLASSES or not app_info:
+        return None
     granted = bytearray(len(app_info))
     granted[0] = app_info[0] & 1
     if sop_class in FIND_SOP_CLASSES and len(app_info) > 1:
@@ -53,7 +44,7 @@ def _granted(sop_class: str, app_info: bytes) -> bytes:
 
 def _requested_option(assoc: Association, model: str, byte: int) -> bool:
     """Whether the peer asked for (and so was granted) an extended negotiation option."""
-    app_info = assoc.requestor.sop_class_extended.get(UID(model), b"")
+    app_info = assoc.request.user.extended.get(model, b"")
     return len(app_info) > byte and app_info[byte] == 1
 
 

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
@@ -22,11 +23,11 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import StoragePresentationContexts, build_context, build_role, evt
-from pynetdicom.association import Association
-from pynetdicom.events import Event
-from pynetdicom.presentation import PresentationContext
 
+from pacsnode import status
+from pacsnode.archive.uids import COMMON_STORAGE_SOP_CLASSES
+from pacsnode.dimse import codec
+from pacsnode.dimse.catalog import MODALITY_WORKLIST_FIND
 from pacsnode.dimse.qr_model import (
     PATIENT_ROOT_FIND,
     PATIENT_ROOT_GET,
@@ -38,8 +39,11 @@ from pacsnode.dimse.qr_model import (
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
-from pacsnode.dimse.scu import AssociationFailed, Peer, new_ae, open_association
-from pacsnode.dimse.worklist_scp import MODALITY_WORKLIST_FIND
+from pacsnode.dimse.scu import AssociationFailed, Peer, connect, request
+from pacsnode.dimse.storage import Discard, SpoolFile
+from pacsnode.net import commands
+from pacsnode.net.association import Association, Context, Message, Sink
+from pacsnode.net.requestor import MAX_CONTEXTS, Proposal
 
 log = logging.getLogger("pacsnode.scu")
 
@@ -72,7 +76,7 @@ MODELS: dict[str, Model] = {
 }
 """By the names the command line uses: ``patient``, ``study``, ``psonly``, ``mwl``."""
 
-SYNTAXES: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 KEPT_COMPRESSED_SYNTAXES = (
     "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
     "1.2.840.10008.1.2.4.50",  # JPEG Baseline
@@ -85,10 +89,6 @@ KEPT_COMPRESSED_SYNTAXES = (
     "1.2.840.10008.1.2.4.57",  # JPEG Lossless
 )
 """Compressed syntaxes a C-GET proposes per SOP class, most common first."""
-_MAX_CONTEXTS = 128
-PENDING = (0xFF00, 0xFF01)
-CANCELLED = 0xFE00
-OUT_OF_RESOURCES = 0xA700
 _NUMERIC_VRS = {"US", "UL", "SS", "SL", "FL", "FD", "UV", "SV"}
 
 Keys = Mapping[str, str]
@@ -127,10 +127,9 @@ class MoveResult:
 
 
 Progress = Callable[[MoveResult], None]
-StoreHandler = Callable[[Event], int]
-"""Given each received C-STORE as pynetdicom's event (``event.dataset``,
-``event.file_meta``, ``event.encoded_dataset()``, ``event.context``), returns the status
-to answer with."""
+StoreHandler = Callable[[SpoolFile], int]
+"""Given each instance a C-GET brings, as a complete Part 10 file being received into
+the spool directory, returns the status to answer with; the file is deleted after."""
 
 
 def model_of(name: str) -> Model:
@@ -193,39 +192,28 @@ def _ascii(dataset: Dataset) -> bool:
     return all(str(element.value).isascii() for element in dataset.iterall() if element.VR != "SQ")
 
 
-def _associate(
-    peer: Peer,
-    contexts: list[PresentationContext],
-    required: str,
-    **options: Any,
-) -> Association:
+def _associate(peer: Peer, proposals: list[Proposal], required: str) -> Association:
     """An association on which ``required`` (a SOP class) was accepted."""
-    ae = new_ae(peer.calling_ae)
-    assoc = open_association(ae, peer, contexts, **options)
-    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
-    if not assoc.is_established:
-        reason = "rejected" if assoc.is_rejected else "aborted or unreachable"
-        raise AssociationFailed(f"association with {where} {reason}")
-    if not any(cx.abstract_syntax == required for cx in assoc.accepted_contexts):
-        assoc.release()
-        raise AssociationFailed(f"{where} does not accept {required}")
-    return assoc
+    association = connect(peer, proposals)
+    if association.context_for(required) is None:
+        association.release()
+        raise AssociationFailed(f"{peer} does not accept {required}")
+    return association
 
 
 @contextmanager
 def query_association(peer: Peer, model: str) -> Iterator[Association]:
     """One association for many C-FINDs (a tree walk), released afterwards."""
     sop_class = model_of(model).find
-    assoc = _associate(peer, [build_context(sop_class, SYNTAXES)], sop_class)
+    association = _associate(peer, [Proposal(sop_class, SYNTAXES)], sop_class)
     try:
-        yield assoc
+        yield association
     finally:
-        if assoc.is_established:
-            assoc.release()
+        association.release()
 
 
 def find_on(
-    assoc: Association,
+    association: Association,
     model: str,
     level: str | None,
     keys: Keys,
@@ -233,15 +221,35 @@ def find_on(
 ) -> Iterator[Dataset]:
     """C-FIND on an open association; yields each match as it arrives."""
     query = identifier(None if model == "mwl" else level, keys, sequences)
-    for status, found in assoc.send_c_find(query, model_of(model).find):
-        if not status or "Status" not in status:
-            raise AssociationFailed("no C-FIND response: association lost or timed out")
-        code = int(status.Status)
-        if code in PENDING:
-            if found is not None:
-                yield found
-        elif code not in (0x0000, CANCELLED):
-            raise QueryFailed(code, str(status.get("ErrorComment", "")))
+    yield from find_identifier(association, model_of(model).find, query)
+
+
+def find_identifier(association: Association, sop_class: str, query: Dataset) -> Iterator[Dataset]:
+    """C-FIND an identifier as it is; yields the matches, raises :class:`QueryFailed`."""
+    context = association.context_for(sop_class)
+    if context is None:
+        raise AssociationFailed(f"no presentation context for {sop_class}")
+    command = {"CommandField": commands.C_FIND_RQ, "AffectedSOPClassUID": sop_class, "Priority": 0}
+    for response in request(
+        association, context.id, command, codec.encode(query, context.transfer_syntax)
+    ):
+        code = int(response.command.get("Status", -1))
+        if status.category(code) is status.Category.PENDING:
+            if response.data:
+                yield codec.decode(response.data, context.transfer_syntax)
+        elif code not in (status.SUCCESS, status.CANCEL):
+            raise QueryFailed(code, str(response.command.get("ErrorComment", "")))
+
+
+def cancel(association: Association, sop_class: str) -> None:
+    """C-CANCEL the C-FIND or C-MOVE in progress on this association: our last request."""
+    context = association.context_for(sop_class)
+    if context is not None:
+        command = {
+            "CommandField": commands.C_CANCEL_RQ,
+            "MessageIDBeingRespondedTo": association.last_message_id,
+        }
+        association.send(context.id, command)
 
 
 def find(
@@ -255,8 +263,8 @@ def find(
 
     ``model`` is one of :data:`MODELS`; ``level`` is ignored for ``mwl``, which has none.
     """
-    with query_association(peer, model) as assoc:
-        yield from find_on(assoc, model, level, keys, sequences)
+    with query_association(peer, model) as association:
+        yield from find_on(association, model, level, keys, sequences)
 
 
 def _int(dataset: Dataset, keyword: str) -> int | None:
@@ -264,39 +272,39 @@ def _int(dataset: Dataset, keyword: str) -> int | None:
     return None if value is None or value == "" else int(value)
 
 
-def _result(status: Dataset, found: Dataset | None, previous: MoveResult) -> MoveResult:
+def _result(response: Message, syntax: str, previous: MoveResult) -> MoveResult:
     """The counts of one C-MOVE/C-GET response; absent counts keep their last value."""
+    command = response.command
     failed_uids = previous.failed_sop_instance_uids
-    if found is not None and "FailedSOPInstanceUIDList" in found:
-        listed = found.FailedSOPInstanceUIDList
-        failed_uids = [str(uid) for uid in (listed if isinstance(listed, list) else [listed])]
-        failed_uids = [uid for uid in failed_uids if uid]
+    if response.data:
+        found = codec.decode(response.data, syntax)
+        listed = found.get("FailedSOPInstanceUIDList")
+        if listed is not None:
+            values = listed if isinstance(listed, list) else [listed]
+            failed_uids = [str(uid) for uid in values if uid]
 
     def count(keyword: str, last: int) -> int:
-        value = _int(status, keyword)
-        return last if value is None else value
+        value = command.get(keyword)
+        return last if value is None else int(value)
 
-    code = int(status.Status)
+    code = int(command.get("Status", -1))
+    pending = status.category(code) is status.Category.PENDING
     return MoveResult(
         status=code,
         completed=count("NumberOfCompletedSuboperations", previous.completed),
         failed=count("NumberOfFailedSuboperations", previous.failed),
         warning=count("NumberOfWarningSuboperations", previous.warning),
-        remaining=_int(status, "NumberOfRemainingSuboperations") if code in PENDING else None,
+        remaining=command.get("NumberOfRemainingSuboperations") if pending else None,
         failed_sop_instance_uids=failed_uids,
-        comment=str(status.get("ErrorComment", "")),
+        comment=str(command.get("ErrorComment", "")),
     )
 
 
-def _follow(
-    responses: Iterator[tuple[Dataset, Dataset | None]], progress: Progress | None
-) -> MoveResult:
+def _follow(responses: Iterator[Message], syntax: str, progress: Progress | None) -> MoveResult:
     result = MoveResult(status=-1)
-    for status, found in responses:
-        if not status or "Status" not in status:
-            raise AssociationFailed("no response: association lost or timed out")
-        result = _result(status, found, result)
-        if result.status in PENDING:
+    for response in responses:
+        result = _result(response, syntax, result)
+        if status.category(result.status) is status.Category.PENDING:
             if progress is not None:
                 progress(result)
         else:
@@ -320,26 +328,89 @@ def move(
     sop_class = model_of(model).move
     if sop_class is None:
         raise ValueError(f"the {model} model has no C-MOVE")
-    assoc = _associate(peer, [build_context(sop_class, SYNTAXES)], sop_class)
+    association = _associate(peer, [Proposal(sop_class, SYNTAXES)], sop_class)
     try:
-        responses = assoc.send_c_move(identifier(level, keys), destination_ae, sop_class)
-        return _follow(responses, progress)
+        return move_on(association, sop_class, identifier(level, keys), destination_ae, progress)
     finally:
-        if assoc.is_established:
-            assoc.release()
+        association.release()
 
 
-def _storage_handler(store: StoreHandler) -> Callable[[Event], int]:
-    """A C-STORE handler that answers ``A700`` when the caller's ``store`` raises."""
+def move_on(
+    association: Association,
+    sop_class: str,
+    query: Dataset,
+    destination_ae: str,
+    progress: Progress | None = None,
+    on_response: Callable[[Message], None] | None = None,
+) -> MoveResult:
+    """C-MOVE an identifier on an open association; ``on_response`` sees each response
+    as it came (C-MOVE spanning relays them)."""
+    context = association.context_for(sop_class)
+    if context is None:
+        raise AssociationFailed(f"no presentation context for {sop_class}")
+    command = {
+        "CommandField": commands.C_MOVE_RQ,
+        "AffectedSOPClassUID": sop_class,
+        "Priority": 0,
+        "MoveDestination": destination_ae,
+    }
+    data = codec.encode(query, context.transfer_syntax)
+    responses = request(association, context.id, command, data)
+    if on_response is not None:
+        responses = _tapped(responses, on_response)
+    return _follow(responses, context.transfer_syntax, progress)
 
-    def handle(event: Event) -> int:
+
+def _tapped(responses: Iterator[Message], tap: Callable[[Message], None]) -> Iterator[Message]:
+    for response in responses:
+        tap(response)
+        yield response
+
+
+class _Receiver:
+    """The C-STORE side of a C-GET: each instance spooled, then handed to ``store``."""
+
+    def __init__(self, association_ae: str, spool: Path, store: StoreHandler) -> None:
+        self.source_ae = association_ae
+        self.spool = spool
+        self.store = store
+
+    def sink_for(self, command: dict[str, Any], context: Context) -> Sink | None:
+        if command.get("CommandField") != commands.C_STORE_RQ:
+            return None
         try:
-            return store(event)
-        except Exception:
-            log.exception("cannot keep a retrieved instance")
-            return OUT_OF_RESOURCES
+            return SpoolFile(
+                self.spool,
+                str(command.get("AffectedSOPClassUID", "")),
+                str(command.get("AffectedSOPInstanceUID", "")),
+                context.transfer_syntax,
+                self.source_ae,
+            )
+        except OSError:
+            log.exception("cannot spool a retrieved instance")
+            return Discard()
 
-    return handle
+    def __call__(self, association: Association, message: Message) -> None:
+        command = message.command
+        if message.field != commands.C_STORE_RQ:
+            return
+        code = status.OUT_OF_RESOURCES
+        sink = message.sink
+        if isinstance(sink, SpoolFile):
+            try:
+                code = status.OUT_OF_RESOURCES if sink.error else self.store(sink)
+            except Exception:
+                log.exception("cannot keep a retrieved instance")
+            finally:
+                sink.abandon()
+        response = {
+            "CommandField": commands.C_STORE_RSP,
+            "MessageIDBeingRespondedTo": command.get("MessageID", 0),
+            "AffectedSOPClassUID": command.get("AffectedSOPClassUID", ""),
+            "AffectedSOPInstanceUID": command.get("AffectedSOPInstanceUID", ""),
+            "Status": code,
+        }
+        association.send(message.context.id, response)
 
 
 def get(
@@ -348,10 +419,12 @@ def get(
     level: str,
     keys: Keys,
     store: StoreHandler,
+    spool: Path,
     progress: Progress | None = None,
     sop_classes: Sequence[str] = (),
 ) -> MoveResult:
-    """C-GET what ``keys`` select; each instance arrives on this association at ``store``.
+    """C-GET what ``keys`` select; each instance arrives on this association, is
+    spooled into ``spool`` and handed to ``store``.
 
     With the ``sop_classes`` the selection holds (an IMAGE-level C-FIND tells them),
     each is proposed in the SCP role once per common compressed syntax besides the
@@ -362,35 +435,43 @@ def get(
     sop_class = model_of(model).get
     if sop_class is None:
         raise ValueError(f"the {model} model has no C-GET")
-    storage = _storage_contexts(sop_classes)
-    roles = [build_role(str(cx.abstract_syntax), scp_role=True) for cx in storage]
-    assoc = _associate(
-        peer,
-        [build_context(sop_class, SYNTAXES), *storage],
-        sop_class,
-        ext_neg=roles,
-        evt_handlers=[(evt.EVT_C_STORE, _storage_handler(store))],
-    )
+    proposals = [Proposal(sop_class, SYNTAXES), *_storage_proposals(sop_classes)]
+    association = _associate(peer, proposals, sop_class)
+    receiver = _Receiver(peer.ae_title, spool, store)
+    context = association.context_for(sop_class)
+    assert context is not None
+    command = {"CommandField": commands.C_GET_RQ, "AffectedSOPClassUID": sop_class, "Priority": 0}
+    data = codec.encode(identifier(level, keys), context.transfer_syntax)
     try:
-        return _follow(assoc.send_c_get(identifier(level, keys), sop_class), progress)
+        message_id = association.next_message_id()
+        association.send(context.id, {**command, "MessageID": message_id}, data)
+        responses = association.responses(
+            message_id, lambda message: receiver(association, message), receiver.sink_for
+        )
+        return _follow(_until_final(responses), context.transfer_syntax, progress)
     finally:
-        if assoc.is_established:
-            assoc.release()
+        association.release()
 
 
-def _storage_contexts(sop_classes: Sequence[str]) -> list[PresentationContext]:
+def _until_final(responses: Iterator[Message]) -> Iterator[Message]:
+    for response in responses:
+        yield response
+        if status.category(int(response.command.get("Status", 0))) is not status.Category.PENDING:
+            return
+
+
+def _storage_proposals(sop_classes: Sequence[str]) -> list[Proposal]:
+    room = MAX_CONTEXTS - 1
     if not sop_classes:
-        return [_fresh_context(cx) for cx in StoragePresentationContexts]
+        common = COMMON_STORAGE_SOP_CLASSES[:room]
+        return [Proposal(uid, SYNTAXES, scu=False, scp=True) for uid in common]
     classes = list(dict.fromkeys(sop_classes))
-    per_class = max(1, (_MAX_CONTEXTS - 1) // len(classes))
-    syntax_sets = [SYNTAXES, *([ts] for ts in KEPT_COMPRESSED_SYNTAXES)][:per_class]
-    contexts = [build_context(uid, list(syntaxes)) for uid in classes for syntaxes in syntax_sets]
-    return contexts[: _MAX_CONTEXTS - 1]
-
-
-def _fresh_context(context: PresentationContext) -> PresentationContext:
-    """A fresh copy of one of pynetdicom's shared default contexts, safe to propose."""
-    return build_context(str(context.abstract_syntax), [str(ts) for ts in context.transfer_syntax])
+    per_class = max(1, room // len(classes))
+    syntax_sets = [SYNTAXES, *((ts,) for ts in KEPT_COMPRESSED_SYNTAXES)][:per_class]
+    proposals = [
+        Proposal(uid, syntaxes, scu=False, scp=True) for uid in classes for syntaxes in syntax_sets
+    ]
+    return proposals[:room]
 
 
 __all__ = [

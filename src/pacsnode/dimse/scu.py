@@ -1,48 +1,146 @@
-"""The SCU side used by the CLI: C-ECHO and C-STORE toward any node.
+"""Calling other nodes: whom and how (:class:`Peer`, :class:`Dialer`), C-ECHO and C-STORE.
 
-Files are sent as their own bytes whenever the peer accepts their transfer syntax
-(pynetdicom's chunked send: nothing is decoded, nothing changes). Otherwise they are
-converted by :mod:`pacsnode.archive.transcoding` to an uncompressed syntax, which
-every Storage SCP must accept, and the converted file is sent the same way.
+Every association this node opens starts in :meth:`Dialer.associate`, so that a
+remote AE with ``tls = true`` always gets TLS and every call uses our AE title,
+implementation UID, PDU size and timeouts. Files go out as their stored bytes
+whenever the peer accepts their transfer syntax (mapped, never copied); otherwise
+they are converted by :mod:`pacsnode.archive.transcoding` to an uncompressed
+syntax, which every Storage SCP must accept, never recompressed.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import mmap
+import ssl
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
-from pynetdicom.association import Association
-from pynetdicom.presentation import PresentationContext, build_context
 
+from pacsnode import status
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from pacsnode.archive.transcoding import convert
+from pacsnode.archive.transcoding import convert, split_meta
 from pacsnode.archive.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
     syntax_of_encoding,
 )
-from pacsnode.dimse import reactor, tls
+from pacsnode.config import RemoteAE, Settings
+from pacsnode.dimse.tls import OutboundTls, RemoteLookup
+from pacsnode.net import commands
+from pacsnode.net.association import Association, Message
+from pacsnode.net.requestor import (
+    MAX_CONTEXTS,
+    AssociationFailed,
+    Endpoint,
+    LocalAE,
+    Proposal,
+    associate,
+)
+from pacsnode.net.transport import Buffer
 
-MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
+__all__ = ["MAX_CONTEXTS", "AssociationFailed"]
 
-
-class AssociationFailed(Exception):
-    """The peer rejected or never answered the association request."""
+CONVERTED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+"""What a file the peer does not take as stored is converted to, in this order."""
 
 
 @dataclass(frozen=True)
 class Peer:
+    """A node to call, and how we present ourselves to it."""
+
     host: str
     port: int
     ae_title: str = "ANY-SCP"
     calling_ae: str = "PACSNODE"
+    tls: ssl.SSLContext | None = None
+    max_pdu: int = 1_048_576
+    acse_timeout: float = 30.0
+    network_timeout: float = 60.0
+    dimse_timeout: float = 60.0
+    extended: dict[str, bytes] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class Dialer:
+    """Makes peers from remote AEs or addresses with this node's identity and TLS."""
+
+    def __init__(self, settings: Settings, remote: RemoteLookup | None = None) -> None:
+        self.settings = settings
+        configured = {entry.ae_title: entry for entry in settings.remote_ae}
+        self.remote = remote or configured.get
+        self.tls = OutboundTls(settings, self.remote)
+
+    def to(self, host: str, port: int, ae_title: str, calling_ae: str | None = None) -> Peer:
+        """A peer at an address; TLS when it is a configured remote AE with ``tls``."""
+        settings = self.settings
+        return Peer(
+            host,
+            port,
+            ae_title,
+            calling_ae or settings.ae_title,
+            self.tls.context_for(ae_title, host, port),
+            settings.max_pdu_size,
+            settings.acse_timeout,
+            settings.network_timeout,
+            settings.dimse_timeout,
+        )
+
+    def peer(self, remote: RemoteAE, calling_ae: str | None = None) -> Peer:
+        return self.to(remote.host, remote.port, remote.ae_title, calling_ae)
+
+    def named(self, ae_title: str, calling_ae: str | None = None) -> Peer | None:
+        """The peer of a configured remote AE, by its title."""
+        remote = self.remote(ae_title)
+        return None if remote is None else self.peer(remote, calling_ae)
+
+
+def connect(peer: Peer, proposals: Sequence[Proposal]) -> Association:
+    """An association with ``peer``; raises :class:`AssociationFailed` without one."""
+    local = LocalAE(
+        peer.calling_ae,
+        IMPLEMENTATION_CLASS_UID,
+        IMPLEMENTATION_VERSION_NAME,
+        peer.max_pdu,
+        peer.acse_timeout,
+        peer.network_timeout,
+        peer.dimse_timeout,
+    )
+    endpoint = Endpoint(peer.host, peer.port, peer.ae_title, peer.tls, dict(peer.extended))
+    association = associate(local, endpoint, proposals)
+    if not association.contexts:
+        association.abort()
+        raise AssociationFailed(f"{peer} accepted none of the presentation contexts proposed")
+    return association
+
+
+def request(
+    association: Association,
+    context_id: int,
+    command: dict[str, object],
+    data: bytes | Sequence[Buffer] | None = None,
+    on_request: Callable[[Message], None] | None = None,
+) -> Iterator[Message]:
+    """Send a request and yield its responses up to the final one (not pending)."""
+    message_id = association.next_message_id()
+    association.send(context_id, {**command, "MessageID": message_id}, data)
+    for response in association.responses(message_id, on_request):
+        yield response
+        if status.category(int(response.command.get("Status", 0))) is not status.Category.PENDING:
+            return
+
+
+def final(responses: Iterable[Message]) -> Message:
+    last = None
+    for last in responses:  # noqa: B007 - the last one is the answer
+        pass
+    if last is None:
+        raise AssociationFailed("no response")
+    return last
 
 
 @dataclass(frozen=True)
@@ -52,7 +150,7 @@ class OutgoingFile:
     sop_instance: str
     transfer_syntax: str
     has_meta: bool
-    """Only a file with complete File Meta can be streamed byte for byte."""
+    """Only a file with complete File Meta can be sent byte for byte."""
 
 
 @dataclass(frozen=True)
@@ -63,52 +161,20 @@ class StoreOutcome:
     comment: str = ""
 
 
-def new_ae(calling_ae: str) -> AE:
-    """An AE for one outbound association, as pacsnode presents itself."""
-    reactor.install()
-    ae = AE(ae_title=calling_ae)
-    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
-    return ae
-
-
-def open_association(
-    ae: AE, peer: Peer, contexts: list[PresentationContext], **options: Any
-) -> Association:
-    """Every outbound association starts here, so that a TLS remote AE always gets TLS."""
-    tls_args = tls.outbound_args(peer.ae_title, peer.host, peer.port)
-    return ae.associate(
-        peer.host,
-        peer.port,
-        contexts=contexts,
-        ae_title=peer.ae_title,
-        tls_args=tls_args,
-        **options,
-    )
-
-
-def associate(peer: Peer, contexts: list[PresentationContext]) -> Association:
-    assoc = open_association(new_ae(peer.calling_ae), peer, contexts)
-    if not assoc.is_established:
-        reason = "rejected" if assoc.is_rejected else "aborted or unreachable"
-        raise AssociationFailed(
-            f"association with {peer.ae_title}@{peer.host}:{peer.port} {reason}"
-        )
-    return assoc
-
-
 def echo(peer: Peer) -> int:
     """Send a C-ECHO; returns the status (``0x0000`` on success)."""
-    context = build_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
-    assoc = associate(peer, [context])
+    proposal = Proposal(VERIFICATION_SOP_CLASS, tuple(UNCOMPRESSED_TRANSFER_SYNTAXES))
+    association = connect(peer, [proposal])
     try:
-        status = assoc.send_c_echo()
+        context = next(iter(association.contexts.values()))
+        command = {
+            "CommandField": commands.C_ECHO_RQ,
+            "AffectedSOPClassUID": VERIFICATION_SOP_CLASS,
+        }
+        answer = final(request(association, context.id, command))
     finally:
-        assoc.release()
-    if not status:
-        raise AssociationFailed("no C-ECHO response")
-    return int(status.Status)
+        association.release()
+    return int(answer.command.get("Status", -1))
 
 
 def describe(path: Path) -> OutgoingFile | None:
@@ -128,44 +194,38 @@ def _describe(path: Path) -> OutgoingFile | None:
     if not (sop_class and sop_instance):
         return None
     syntax = meta.get("TransferSyntaxUID") or syntax_of_encoding(ds)
-    has_meta = all(
-        meta.get(keyword)
-        for keyword in (
-            "MediaStorageSOPClassUID",
-            "MediaStorageSOPInstanceUID",
-            "TransferSyntaxUID",
-        )
-    )
+    keywords = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
+    has_meta = all(meta.get(keyword) for keyword in keywords)
     return OutgoingFile(path, str(sop_class), str(sop_instance), str(syntax), has_meta)
 
 
-def store_contexts(wanted: dict[str, set[str]]) -> list[PresentationContext]:
+def store_contexts(wanted: dict[str, set[str]], scp: bool = False) -> list[Proposal]:
     """Per SOP class: a context for each syntax wanted, alone, then one offering the
     uncompressed syntaxes we can convert to (digest-000_004 B7 item 34).
 
     Alone, because an acceptor picks one syntax per context by its own preference:
     offered together with Explicit VR Little Endian, an object stored in Implicit VR
     (or JPEG) would be converted whenever the peer prefers another syntax, although
-    it accepts the stored one.
+    it accepts the stored one. ``scp`` asks for the SCP role (to receive, for C-GET).
     """
-    contexts = []
+    proposals = []
     for sop_class, syntaxes in wanted.items():
         for syntax in sorted(syntaxes):
-            contexts.append(build_context(sop_class, [syntax]))
-        contexts.append(build_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
-    return contexts
+            proposals.append(Proposal(sop_class, (syntax,), scu=not scp, scp=scp))
+        proposals.append(Proposal(sop_class, CONVERTED, scu=not scp, scp=scp))
+    return proposals
 
 
-def accepted_syntaxes(assoc: Association, sop_class: str) -> set[str]:
-    """The transfer syntaxes the peer accepted for ``sop_class`` on this association."""
+def accepted_syntaxes(association: Association, sop_class: str) -> set[str]:
+    """The transfer syntaxes in which we may send ``sop_class`` on this association."""
     return {
-        str(cx.transfer_syntax[0])
-        for cx in assoc.accepted_contexts
-        if cx.abstract_syntax == sop_class
+        context.transfer_syntax
+        for context in association.contexts.values()
+        if context.abstract_syntax == sop_class and association.may_invoke(context)
     }
 
 
-def _contexts(files: list[OutgoingFile]) -> list[PresentationContext]:
+def proposals_for(files: Iterable[OutgoingFile]) -> list[Proposal]:
     wanted: dict[str, set[str]] = {}
     for item in files:
         wanted.setdefault(item.sop_class, set()).add(item.transfer_syntax)
@@ -176,7 +236,7 @@ def _batches(files: list[OutgoingFile]) -> Iterator[list[OutgoingFile]]:
     """Split so that no association needs more than 128 presentation contexts."""
     batch: list[OutgoingFile] = []
     for item in files:
-        if len(_contexts([*batch, item])) > MAX_CONTEXTS:
+        if len(proposals_for([*batch, item])) > MAX_CONTEXTS:
             yield batch
             batch = []
         batch.append(item)
@@ -184,72 +244,76 @@ def _batches(files: list[OutgoingFile]) -> Iterator[list[OutgoingFile]]:
         yield batch
 
 
-@contextmanager
-def converted_file(
-    item: OutgoingFile, target: str, lossy_ratio: int | None = None
-) -> Iterator[Path]:
-    """The file converted to ``target``, in a temporary file for pynetdicom to send."""
-    meta, body = convert(item.path, item.transfer_syntax, target, lossy_ratio)
-    with tempfile.NamedTemporaryFile(prefix="pacsnode-", suffix=".dcm") as out:
-        out.write(meta)
-        out.writelines(body)
-        out.flush()
-        yield Path(out.name)
-
-
-@contextmanager
-def _payload(assoc: Association, item: OutgoingFile) -> Iterator[Path]:
-    """The file as the peer accepts it: its own bytes, or decoded to an uncompressed
-    syntax it accepted. Never recompressed, so never made lossy."""
-    accepted = accepted_syntaxes(assoc, item.sop_class)
-    if item.has_meta and item.transfer_syntax in accepted:
-        yield item.path  # sent byte for byte
-        return
-    targets = [item.transfer_syntax] if item.transfer_syntax in accepted else []
-    targets += [ts for ts in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) if ts in accepted]
-    if not targets:
-        raise ValueError(f"the peer accepts neither {item.transfer_syntax} nor uncompressed")
-    with converted_file(item, targets[0]) as path:
-        yield path
-
-
 def store(
     peer: Peer, files: Iterable[OutgoingFile], progress: Callable[[StoreOutcome], None]
 ) -> None:
     """Send files over as few associations as the 128-context limit allows."""
-    _config.STORE_SEND_CHUNKED_DATASET = True
     for batch in _batches(list(files)):
-        assoc = associate(peer, _contexts(batch))
+        association = connect(peer, proposals_for(batch))
         try:
             for item in batch:
-                progress(send_one(assoc, item))
+                progress(send_one(association, item))
         finally:
-            if assoc.is_established:
-                assoc.release()
+            association.release()
+
+
+def payload(
+    association: Association, item: OutgoingFile, lossy_ratio: int | None = None, target: str = ""
+) -> tuple[int, list[Buffer]]:
+    """The context to send on and the data set: the stored bytes if the peer takes
+    their syntax, else converted (to ``target`` if given, else uncompressed)."""
+    accepted = accepted_syntaxes(association, item.sop_class)
+    choices = [target] if target else [item.transfer_syntax, *CONVERTED]
+    syntax = next((ts for ts in choices if ts in accepted), None)
+    if syntax is None:
+        raise ValueError(f"the peer accepts neither {item.transfer_syntax} nor uncompressed")
+    context = association.context_for(item.sop_class, [syntax])
+    assert context is not None  # the syntax was among those accepted
+    if syntax == item.transfer_syntax and item.has_meta:
+        return context.id, [_stored_data_set(item.path)]
+    _meta, body = convert(item.path, item.transfer_syntax, syntax, lossy_ratio)
+    return context.id, list(body)
+
+
+def _stored_data_set(path: Path) -> memoryview:
+    """The data set of a stored file, mapped: the kernel sends it from the page cache."""
+    with path.open("rb") as handle:
+        mapped = memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+    _meta, offset = split_meta(mapped)
+    return mapped[offset:]
 
 
 def send_one(
-    assoc: Association,
+    association: Association,
     item: OutgoingFile,
     originator_ae: str | None = None,
     originator_message_id: int | None = None,
+    lossy_ratio: int | None = None,
+    target: str = "",
 ) -> StoreOutcome:
-    """C-STORE one file: its own bytes if the peer takes its syntax, else decoded.
-
-    The originator names the C-MOVE this is a sub-operation of, if any.
-    """
-    if not accepted_syntaxes(assoc, item.sop_class):
+    """C-STORE one file; the originator names the C-MOVE this is a sub-operation of."""
+    if not accepted_syntaxes(association, item.sop_class):
         return StoreOutcome(item.path, None, "SOP class not accepted by the peer")
     try:
-        with _payload(assoc, item) as payload:
-            try:
-                response = assoc.send_c_store(
-                    payload, originator_aet=originator_ae, originator_id=originator_message_id
-                )
-            except (AttributeError, ValueError, OSError) as exc:  # connection lost
-                return StoreOutcome(item.path, None, f"not sent: {exc}")
-    except Exception as exc:  # a codec that is missing or fails
+        context_id, data = payload(association, item, lossy_ratio, target)
+    except Exception as exc:  # a codec that is missing or fails, an unreadable file
         return StoreOutcome(item.path, None, f"cannot convert for the peer: {exc}")
-    if not response or "Status" not in response:
-        return StoreOutcome(item.path, None, "no response")
-    return StoreOutcome(item.path, int(response.Status), str(response.get("ErrorComment", "")))
+    command: dict[str, object] = {
+        "CommandField": commands.C_STORE_RQ,
+        "AffectedSOPClassUID": item.sop_class,
+        "AffectedSOPInstanceUID": item.sop_instance,
+        "Priority": commands.MEDIUM,
+    }
+    if originator_ae:
+        command["MoveOriginatorApplicationEntityTitle"] = originator_ae
+        command["MoveOriginatorMessageID"] = originator_message_id or 0
+    try:
+        answer = final(request(association, context_id, command, data))
+    except ConnectionError as exc:  # lost, aborted, or silent past the timeout
+        return StoreOutcome(item.path, None, f"not sent: {exc}")
+    code = int(answer.command.get("Status", -1))
+    return StoreOutcome(item.path, code, str(answer.command.get("ErrorComment", "")))
+
+
+def with_calling_ae(peer: Peer, calling_ae: str) -> Peer:
+    return replace(peer, calling_ae=calling_ae)

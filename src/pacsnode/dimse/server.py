@@ -1,58 +1,49 @@
-"""The DIMSE server: one pynetdicom Application Entity serving every DICOM service.
+"""The DIMSE server: associations accepted, negotiated and served, one thread each.
 
-Shutdown order matters for durability: stop accepting, let the C-STOREs being
-ingested finish (each commits before it answers), then abort what is left. A data set
-that was still arriving is never acknowledged, so the sender knows to send it again.
+A connection's thread reads the A-ASSOCIATE-RQ (within the ACSE timeout), checks
+access, negotiates from the catalog and then serves requests in turn until the peer
+releases or aborts: no other thread touches the association. Services are handlers
+on this server instance, so several servers can run in one process.
+
+Shutdown order matters for durability: stop accepting, let associations end by
+themselves for ``shutdown_grace`` seconds, then end the rest at their next message
+boundary: a C-STORE being ingested commits before it answers, and a data set still
+arriving is never acknowledged, so the sender knows to send it again.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import socketserver
+import ssl
 import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from pydicom import Dataset
-from pynetdicom import AE, _config, evt, register_uid, sop_class
-from pynetdicom.events import Event
-from pynetdicom.service_class import ServiceClass, StorageServiceClass
-from pynetdicom.transport import ThreadedAssociationServer
-
-from pacsnode import audit
-from pacsnode.archive.core import Archive
-from pacsnode.archive.mpps import COMPLETED, IN_PROGRESS, Step
-from pacsnode.archive.routing import Router
+from pacsnode import status
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from pacsnode.archive.uids import (
-    STORAGE_SOP_CLASSES,
-    STORAGE_TRANSFER_SYNTAXES,
-    UNCOMPRESSED_TRANSFER_SYNTAXES,
-    VERIFICATION_SOP_CLASS,
-)
-from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
-from pacsnode.dimse import find_service, reactor, retrieve_scp, spool, tls
-from pacsnode.dimse.access import AccessControl
-from pacsnode.dimse.commitment import STORAGE_COMMITMENT, CommitmentSCP
-from pacsnode.dimse.find_scp import FindSCP
-from pacsnode.dimse.find_service import FindRequest
-from pacsnode.dimse.ian import AvailabilityNotifier
-from pacsnode.dimse.mpps_scp import MPPS_SOP_CLASS, MppsSCP
-from pacsnode.dimse.prefetch import request_prefetch
-from pacsnode.dimse.qr_model import (
-    FIND_SOP_CLASSES,
-    GET_SOP_CLASSES,
-    MOVE_SOP_CLASSES,
-    negotiate_extended,
+from pacsnode.dimse import access, catalog, tls
+from pacsnode.dimse.access import AccessControl, Refusal
+from pacsnode.dimse.qr_model import negotiate_extended
+from pacsnode.dimse.requests import Request, Session
+from pacsnode.dimse.slots import AssociationSlots
+from pacsnode.net import commands
+from pacsnode.net.association import RELEASE, Aborted, Association, Context, Message, Sink
+from pacsnode.net.negotiation import negotiate
+from pacsnode.net.pdu import (
+    A_ASSOCIATE_RQ,
+    APPLICATION_CONTEXT,
+    AssociateAccept,
+    AssociateReject,
+    AssociateRequest,
+    PduError,
+    UserInformation,
+    decode_request,
+    encode_accept,
+    encode_reject,
 )
-from pacsnode.dimse.retrieve_scp import RetrieveSCP
-from pacsnode.dimse.spanning import FindSpanning
-from pacsnode.dimse.storage_scp import StorageSCP
-from pacsnode.dimse.worklist_scp import MODALITY_WORKLIST_FIND, WorklistSCP
-from pacsnode.jobs.workers import Workers
+from pacsnode.net.transport import ConnectionClosed, TimedOut, Transport
 
 log = logging.getLogger("pacsnode.dimse")
 
@@ -60,227 +51,289 @@ SILENT_CONNECTIONS = 200
 """Open connections yet to send their A-ASSOCIATE-RQ that do not count against
 ``max_associations``; each is closed after ``acse_timeout``."""
 
-
-class _NoDelayServer(ThreadedAssociationServer):
-    """Disables Nagle's algorithm on every accepted connection.
-
-    DIMSE is request/response: with Nagle on, each small response waits for the
-    peer's delayed ACK, which caps a loopback sender at a few dozen objects a second.
-    """
-
-    request_queue_size = 128
-    """socketserver's listen backlog of 5 drops the handshakes of a burst of callers,
-    who then wait seconds for the kernel to retry them."""
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = super().get_request()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return client, address
-
-    def shutdown(self) -> None:
-        """Stop accepting; unlike pynetdicom's, for a server made with make_server()."""
-        socketserver.BaseServer.shutdown(self)
-        self.server_close()
+Handler = Callable[[Request], None]
+SinkFactory = Callable[[Session, dict[str, object], Context], Sink | None]
 
 
-class _TlsServer(tls.HandshakeInWorker, _NoDelayServer):
-    """The DICOM TLS port: each connection's handshake runs on its own thread."""
+@dataclass(frozen=True)
+class Identity:
+    """How the server presents itself in A-ASSOCIATE-AC."""
+
+    implementation_class_uid: str
+    implementation_version_name: str
 
 
-def register_storage_classes() -> None:
-    """Teach pynetdicom the storage classes it does not know (retired, private, new).
-
-    Without this it aborts the association on the first C-STORE of such a class.
-    """
-    for number, uid in enumerate(STORAGE_SOP_CLASSES):
-        if sop_class.uid_to_service_class(uid) is ServiceClass:  # unknown to pynetdicom
-            register_uid(uid, f"PacsnodeStorage{number}", StorageServiceClass)
-
-
-def _peer(event: Event) -> str:
-    requestor = event.assoc.requestor
-    return f"{requestor.ae_title}@{requestor.address}:{requestor.port}"
+IDENTITY = Identity(IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME)
 
 
 class DimseServer:
     def __init__(
-        self, settings: Settings, archive: Archive, workers: Workers, router: Router | None = None
+        self,
+        settings: Settings,
+        access_control: AccessControl,
+        identity: Identity = IDENTITY,
+        slots: AssociationSlots | None = None,
     ) -> None:
         self.settings = settings
-        self.archive = archive
-        self.jobs = workers.queue
-        self.storage_scp = StorageSCP(archive, router)
-        self.find_scp = FindSCP(archive)
-        self.find_spanning = FindSpanning(settings, archive.remotes)
-        self.retrieve_scp = RetrieveSCP(archive)
-        self.commitment_scp = CommitmentSCP(archive, workers)
-        self.notifier = AvailabilityNotifier(archive, workers)
-        self.worklist = Worklist(archive.database, settings.worklist_hide_finished)
-        self.worklist_scp = WorklistSCP(settings, self.worklist)
-        self.mpps_scp = MppsSCP(archive, workers, self._on_step)
-        self.access = AccessControl(settings, archive.remotes)
-        self.ae = self._make_ae()
-        self._server: ThreadedAssociationServer | None = None
-        self._tls_context = tls.server_context(settings) if settings.tls_port else None
-        self._tls_server: ThreadedAssociationServer | None = None
-        self._started: dict[int, float] = {}
+        self.access = access_control
+        self.identity = identity
+        self.slots = slots or AssociationSlots(settings.max_associations)
+        self.offers = catalog.offers()
+        self.handlers: dict[int, Handler] = {commands.C_ECHO_RQ: _echo}
+        self.sink_factory: SinkFactory | None = None
+        self.on_end: list[Callable[[Session, str], None]] = []
+        """Called as each association ends, with how it ended: audit, log summary."""
+        self._listeners: list[tuple[socket.socket, ssl.SSLContext | None]] = []
+        self._sessions: set[Session] = set()
+        self._lock = threading.Lock()
+        self._connections = 0
+        self._draining = threading.Event()
+        self._idle = threading.Condition(self._lock)
 
-    def _make_ae(self) -> AE:
-        register_storage_classes()
-        settings = self.settings
-        ae = AE(ae_title=settings.ae_title)
-        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-        # AccessControl enforces max_associations on associations that asked; this one,
-        # which counts every open connection, only stops a flood of silent ones.
-        ae.maximum_associations = settings.max_associations + SILENT_CONNECTIONS
-        ae.maximum_pdu_size = settings.max_pdu_size
-        ae.network_timeout = settings.network_timeout
-        ae.acse_timeout = settings.acse_timeout
-        ae.dimse_timeout = settings.dimse_timeout
-        ae.add_supported_context(VERIFICATION_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
-        ae.add_supported_context(MPPS_SOP_CLASS, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
-        ae.add_supported_context(MODALITY_WORKLIST_FIND, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
-        # Both roles: we commit what others sent, and take reports on what we sent.
-        ae.add_supported_context(
-            STORAGE_COMMITMENT,
-            list(UNCOMPRESSED_TRANSFER_SYNTAXES),
-            scu_role=True,
-            scp_role=True,
-        )
-        for query_class in (*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_SOP_CLASSES):
-            ae.add_supported_context(query_class, list(UNCOMPRESSED_TRANSFER_SYNTAXES))
-        for storage_class in STORAGE_SOP_CLASSES:
-            # Both roles: a C-GET requestor asks us to act as the Storage SCU.
-            ae.add_supported_context(
-                storage_class, list(STORAGE_TRANSFER_SYNTAXES), scu_role=True, scp_role=True
-            )
-        return ae
+    # --- listening ---------------------------------------------------------------
 
-    def _handlers(self) -> list[evt.EventHandlerType]:
-        return [
-            (evt.EVT_C_ECHO, lambda _event: 0x0000),
-            (evt.EVT_C_STORE, self.storage_scp.handle_store),
-            (evt.EVT_N_CREATE, self.mpps_scp.handle_create),
-            (evt.EVT_N_SET, self.mpps_scp.handle_set),
-            (evt.EVT_N_EVENT_REPORT, self.commitment_scp.handle_report),
-            (evt.EVT_SOP_EXTENDED, negotiate_extended),
-            (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_REQUESTED, self.access.on_requested),
-            (evt.EVT_REJECTED, self.access.on_rejected),
-            (evt.EVT_RELEASED, lambda event: self._on_closed(event, "released")),
-            (evt.EVT_ABORTED, lambda event: self._on_closed(event, "aborted")),
-        ]
-
-    def _find(self, event: FindRequest) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        model = str(event.request.AffectedSOPClassUID)
-        audit.query(audit.requestor_of(event.assoc), model, event.identifier)
-        if model == MODALITY_WORKLIST_FIND:
-            return self.worklist_scp.handle_find(event)
-        answers = self.find_scp.handle_find(event)
-        if self.find_spanning.applies(event.assoc.requestor.ae_title):
-            return self.find_spanning.answers(event, answers)
-        return answers
-
-    def _on_step(self, step: Step) -> None:
-        """What follows from a performed procedure step once it is stored."""
-        self.worklist.follow(step.dataset, step.status)
-        if step.status == IN_PROGRESS and step.created_at == step.updated_at:  # just created
-            request_prefetch(self.jobs, self.settings, step.dataset, "step in progress")
-        notify = self.settings.ian_on_mpps_completed and step.status == COMPLETED
-        if notify and step.study_instance_uid:
-            self.notifier.notify(step.study_instance_uid, step.sop_instance_uid)
-
-    def _on_accepted(self, event: Event) -> None:
-        self._started[id(event.assoc)] = time.monotonic()
-
-    def _on_closed(self, event: Event, how: str) -> None:
-        started = self._started.pop(id(event.assoc), None)
-        if started is None:
-            return  # rejected, or already logged
-        elapsed = time.monotonic() - started
-        self.storage_scp.audit(event.assoc)
-        summary = self.storage_scp.summary(event.assoc)
-        log.info(
-            "association %s -> %s %s after %.1f s%s",
-            _peer(event),
-            event.assoc.acceptor.ae_title,
-            how,
-            elapsed,
-            f": {summary}" if summary else "",
-        )
-
-    def start(self) -> None:
-        spool_dir = self.archive.storage.receive_dir()
-        _config.STORE_RECV_CHUNKED_DATASET = True
-        # pynetdicom formats every identifier for its debug log, even when nothing logs
-        # at that level: a fifth of the cost of each C-FIND answer.
-        debug = self.settings.log_level.upper() == "DEBUG"
-        _config.LOG_REQUEST_IDENTIFIERS = _config.LOG_RESPONSE_IDENTIFIERS = debug
-        spool.install(Path(spool_dir))
-        reactor.install()
-        retrieve_scp.install(self.retrieve_scp)
-        find_service.install(self._find, [*FIND_SOP_CLASSES, MODALITY_WORKLIST_FIND])
-        self.commitment_scp.install()
-        self.notifier.start()
-        address = (self.settings.bind_address, self.settings.dicom_port)
-        try:
-            server = self.ae.make_server(
-                address, evt_handlers=self._handlers(), server_class=_NoDelayServer
-            )
-        except OSError as exc:
-            raise OSError(f"DIMSE port {address[0]}:{address[1]}: {exc.strerror}") from exc
-        self._server = server
-        thread = threading.Thread(target=server.serve_forever, name="dimse-accept", daemon=True)
-        thread.start()
-        log.info(
-            "DIMSE server %s listening on %s:%d",
-            self.settings.ae_title,
-            *server.server_address[:2],
-        )
-        self._tls_server = self._serve_tls()
-
-    def _serve_tls(self) -> ThreadedAssociationServer | None:
-        """The DICOM TLS port, if configured: the same AE and handlers as the plain one."""
-        if self._tls_context is None:
-            return None
-        address = (self.settings.bind_address, self.settings.tls_port)
-        try:
-            server = self.ae.make_server(
-                address,
-                evt_handlers=self._handlers(),
-                server_class=_TlsServer,
-                tls_context=self._tls_context,
-                handshake_timeout=self.settings.acse_timeout,
-            )
-        except OSError as exc:
-            raise OSError(f"DICOM TLS port {address[0]}:{address[1]}: {exc.strerror}") from exc
-        thread = threading.Thread(target=server.serve_forever, name="dimse-tls-accept", daemon=True)
-        thread.start()
-        log.info(
-            "DIMSE TLS server %s listening on %s:%d",
-            self.settings.ae_title,
-            *server.server_address[:2],
-        )
-        return server
+    def listen(self, sock: socket.socket, tls_context: ssl.SSLContext | None = None) -> None:
+        """Serve the connections of a bound, listening socket, from a thread of its own."""
+        self._listeners.append((sock, tls_context))
+        name = "dimse-tls-accept" if tls_context else "dimse-accept"
+        threading.Thread(
+            target=self._accept, args=(sock, tls_context), name=name, daemon=True
+        ).start()
+        host, port = sock.getsockname()[:2]
+        kind = "DIMSE TLS" if tls_context else "DIMSE"
+        log.info("%s server %s listening on %s:%d", kind, self.settings.ae_title, host, port)
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+        return int(self._listeners[0][0].getsockname()[1])
+
+    def _accept(self, listener: socket.socket, tls_context: ssl.SSLContext | None) -> None:
+        while True:
+            try:
+                sock, address = listener.accept()
+            except OSError:
+                return  # closed by stop()
+            with self._lock:
+                crowded = self._connections >= self.settings.max_associations + SILENT_CONNECTIONS
+                if not crowded:
+                    self._connections += 1
+            if crowded:
+                log.warning("connection from %s:%d closed: too many connections", *address[:2])
+                sock.close()
+                continue
+            threading.Thread(
+                target=self._connection, args=(sock, address, tls_context), daemon=True
+            ).start()
+
+    def _connection(
+        self, sock: socket.socket, address: tuple[str, int], tls_context: ssl.SSLContext | None
+    ) -> None:
+        try:
+            if tls_context is not None:
+                wrapped = tls.handshake(sock, address, tls_context, self.settings.acse_timeout)
+                if wrapped is None:
+                    return
+                sock = wrapped
+            self._serve(Transport(sock, self.settings.max_pdu_size, self.settings.network_timeout))
+        except Exception:  # a bug must cost one association, never the server
+            log.exception("association from %s:%d failed", *address[:2])
+            sock.close()
+        finally:
+            with self._lock:
+                self._connections -= 1
+                self._idle.notify_all()
+
+    # --- establishing ------------------------------------------------------------
+
+    def _serve(self, transport: Transport) -> None:
+        request = self._association_request(transport)
+        if request is None:
+            return
+        address = transport.peer
+        refusal = self._refusal(request, address)
+        if refusal is not None:
+            transport.send(
+                [encode_reject(AssociateReject(refusal.result, refusal.source, refusal.reason))]
+            )
+            access.report_refusal(refusal, request.calling_ae, request.called_ae, address)
+            transport.close()
+            return
+        try:
+            association = self._accept_association(transport, request)
+            self._serve_association(association)
+        finally:
+            self.slots.give_back()
+
+    def _association_request(self, transport: Transport) -> AssociateRequest | None:
+        """The A-ASSOCIATE-RQ, read within the ACSE timeout (ARTIM, PS3.8 9.1.5)."""
+        try:
+            pdu_type, body = transport.read_pdu(self.settings.acse_timeout)
+            if pdu_type != A_ASSOCIATE_RQ:
+                raise PduError(f"PDU type 0x{pdu_type:02X} before A-ASSOCIATE-RQ")
+            return decode_request(body)
+        except TimedOut as exc:
+            host, port = transport.peer
+            log.info("connection from %s:%d closed: %s", host, port, exc)
+            transport.close()
+        except ConnectionClosed:
+            transport.close()
+        except PduError as exc:
+            host, port = transport.peer
+            log.warning(
+                "connection from %s:%d aborted, invalid A-ASSOCIATE-RQ: %s", host, port, exc
+            )
+            transport.abort()
+        return None
+
+    def _refusal(self, request: AssociateRequest, address: tuple[str, int]) -> Refusal | None:
+        if request.application_context != APPLICATION_CONTEXT:
+            return Refusal(2, f"application context {request.application_context}")
+        if not request.protocol_version & 1:
+            return Refusal(2, "protocol version 1 not offered", source=2)
+        try:
+            refusal = self.access.refusal(request.calling_ae, request.called_ae, address[0])
+        except Exception:  # a failed check refuses, it does not admit
+            log.exception("cannot check the association %s", request.calling_ae)
+            refusal = Refusal(
+                access.NO_REASON_GIVEN, "access check failed", access.REJECTED_TRANSIENT
+            )
+        if refusal is None and not self.slots.take():
+            refusal = Refusal(
+                access.LOCAL_LIMIT_EXCEEDED,
+                f"more than {self.settings.max_associations} associations",
+                access.REJECTED_TRANSIENT,
+                access.SERVICE_PROVIDER_PRESENTATION,
+            )
+        return refusal
+
+    def _accept_association(self, transport: Transport, request: AssociateRequest) -> Association:
+        negotiated = negotiate(
+            request, self.offers, self.settings.transfer_syntax_choice, negotiate_extended
+        )
+        asynchronous = (1, 1) if request.user.asynchronous_operations else None
+        accept = AssociateAccept(
+            request.called_ae,
+            request.calling_ae,
+            negotiated.results,
+            UserInformation(
+                max_length=self.settings.max_pdu_size,
+                implementation_class_uid=self.identity.implementation_class_uid,
+                implementation_version_name=self.identity.implementation_version_name,
+                asynchronous_operations=asynchronous,
+                roles=negotiated.roles,
+                extended=negotiated.extended,
+            ),
+        )
+        transport.send([encode_accept(accept)])
+        return Association(
+            transport,
+            negotiated.contexts,
+            request,
+            accept,
+            is_requestor=False,
+            idle_timeout=self.settings.network_timeout,
+        )
+
+    # --- serving -----------------------------------------------------------------
+
+    def _serve_association(self, association: Association) -> None:
+        services = self.access.services(association.calling_ae)
+        session = Session(association, services)
+        with self._lock:
+            self._sessions.add(session)
+        how = "aborted"
+        try:
+            how = self._requests(session)
+        except Aborted as exc:
+            log.warning("association %s aborted: %s", association, exc)
+        except ConnectionClosed as exc:
+            log.info("association %s lost: %s", association, exc)
+        finally:
+            association.transport.close()
+            with self._lock:
+                self._sessions.discard(session)
+                self._idle.notify_all()
+            for listener in self.on_end:
+                try:
+                    listener(session, how)
+                except Exception:
+                    log.exception("after the association %s", association)
+
+    def _requests(self, session: Session) -> str:
+        association = session.association
+        sinks = self.sink_factory
+        while True:
+            if self._draining.is_set():
+                association.abort()
+                return "aborted (shutting down)"
+            message = association.receive(
+                (lambda command, context: sinks(session, command, context)) if sinks else None
+            )
+            if message is RELEASE:
+                association.answer_release()
+                return "released"
+            assert isinstance(message, Message)
+            session.busy = True
+            try:
+                self._dispatch(Request(session, message))
+            finally:
+                session.busy = False
+
+    def _dispatch(self, request: Request) -> None:
+        message = request.message
+        field = message.field
+        if message.is_response or field == commands.C_CANCEL_RQ:
+            return  # a late answer, or a cancel of what already ended
+        service = access.requested_service(message.command)
+        if service is not None and service not in request.session.services:
+            host = request.association.peer_address[0]
+            comment = access.report_refused_service(service, request.session.calling_ae, host)
+            request.respond(status.NOT_AUTHORIZED, comment)
+            return
+        handler = self.handlers.get(field)
+        if handler is None:
+            request.respond(
+                status.UNRECOGNIZED_OPERATION, f"{commands.describe(message.command)} not served"
+            )
+            return
+        try:
+            handler(request)
+        except (Aborted, ConnectionClosed):
+            raise
+        except Exception as exc:  # a bug must still end the operation for the peer
+            log.exception(
+                "%s from %s failed", commands.describe(message.command), request.session.calling_ae
+            )
+            request.respond(status.PROCESSING_FAILURE, f"processing failure: {exc}")
+
+    # --- stopping ----------------------------------------------------------------
 
     def stop(self) -> None:
-        self.notifier.stop()
-        if self._server is None:
-            return
-        self._server.shutdown()  # closes the listening socket too
-        if self._tls_server is not None:
-            self._tls_server.shutdown()
-            self._tls_server = None
+        """Stop accepting; give associations ``shutdown_grace`` seconds to end, then end
+        the idle ones at once and the busy ones as their operation completes."""
+        for sock, _context in self._listeners:
+            sock.close()
+        self._listeners.clear()
         grace = self.settings.shutdown_grace
-        if not self.storage_scp.in_flight.wait_idle(grace):
-            log.warning("C-STOREs still running after %.0f s; aborting", grace)
-        for assoc in list(self.ae.active_associations):
-            assoc.abort()
-        self.storage_scp.in_flight.wait_idle(grace)
-        self._server = None
+        with self._lock:
+            if not self._idle.wait_for(lambda: not self._sessions, grace):
+                log.warning("associations still open after %.0f s; ending them", grace)
+            self._draining.set()
+            idle = [session for session in self._sessions if not session.busy]
+        for session in idle:
+            session.association.abort()
+        with self._lock:
+            if not self._idle.wait_for(lambda: not self._sessions, grace):
+                log.warning("associations still busy after another %.0f s; aborting", grace)
+            remaining = list(self._sessions)
+        for session in remaining:
+            session.association.abort()
+
+    @property
+    def associations(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+
+def _echo(request: Request) -> None:
+    request.respond(status.SUCCESS)

@@ -4,9 +4,9 @@ BCP 195 (RFC 9325) allows TLS 1.2 and 1.3 only and, for TLS 1.2, only cipher sui
 with forward secrecy and authenticated encryption; TLS 1.3 suites all qualify. The
 same contexts serve the TLS DIMSE port, HTTPS and our outbound associations.
 
-The server does the handshake on the association's own thread, not in the accept
-loop as pynetdicom does: there, one client that connects and stays silent stalls every
-later connection indefinitely, and a failed handshake vanishes without a log line.
+The server does the handshake on the connection's own thread, never in the accept
+loop: there, one client that connects and stays silent would stall every later
+connection, and every failed handshake is logged and audited.
 """
 
 from __future__ import annotations
@@ -71,41 +71,15 @@ def client_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-class HandshakeInWorker:
-    """Mixin for a pynetdicom server class: TLS on every accepted connection.
-
-    Takes ``tls_context`` and ``handshake_timeout`` as keyword arguments of
-    ``AE.make_server``; the server itself must get no ``ssl_context``.
-    """
-
-    def __init__(
-        self, *args: Any, tls_context: ssl.SSLContext, handshake_timeout: float, **kwargs: Any
-    ) -> None:
-        self.tls_context = tls_context
-        self.handshake_timeout = handshake_timeout
-        super().__init__(*args, **kwargs)
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = super().get_request()  # type: ignore[misc]
-        wrapped = self.tls_context.wrap_socket(
-            client, server_side=True, do_handshake_on_connect=False
-        )
-        return wrapped, address
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if not _handshake(request, client_address, self.handshake_timeout):
-            self.shutdown_request(request)  # type: ignore[attr-defined]
-            return
-        super().finish_request(request, client_address)  # type: ignore[misc]
-
-
-def _handshake(connection: ssl.SSLSocket, address: tuple[str, int], timeout: float) -> bool:
-    """Whether the TLS handshake succeeded; a failure is logged and audited."""
+def handshake(
+    sock: socket.socket, address: tuple[str, int], context: ssl.SSLContext, timeout: float
+) -> ssl.SSLSocket | None:
+    """The connection with TLS established; None (and the socket closed) on a failed
+    handshake, which is logged and audited."""
     host = str(address[0])
     try:
-        connection.settimeout(timeout)
-        connection.do_handshake()
-        connection.settimeout(None)
+        sock.settimeout(timeout)
+        connection = context.wrap_socket(sock, server_side=True)
     except OSError as exc:  # ssl.SSLError and TimeoutError are ones too
         timed_out = f"no handshake within {timeout:g} s" if isinstance(exc, TimeoutError) else ""
         reason = (
@@ -121,11 +95,12 @@ def _handshake(connection: ssl.SSLSocket, address: tuple[str, int], timeout: flo
             f"DICOM TLS handshake failed: {reason}",
             kind="node-authentication",
         )
-        return False
+        sock.close()
+        return None
     peer = connection.getpeercert()
     if peer:
         log.debug("DICOM TLS from %s:%s, certificate %s", host, address[1], _subject(peer))
-    return True
+    return connection
 
 
 def _subject(certificate: dict[str, Any]) -> str:
@@ -152,30 +127,16 @@ class OutboundTls:
                 self._context = client_context(self.settings)
             return self._context
 
-    def args_for(self, ae_title: str, host: str, port: int) -> tuple[ssl.SSLContext, str] | None:
-        """``tls_args`` for ``AE.associate``, or ``None`` for a plain association."""
+    def context_for(self, ae_title: str, host: str, port: int) -> ssl.SSLContext | None:
+        """The client context for a call to this AE at this address, or ``None`` for a
+        plain association."""
         remote = self.remote(ae_title)
         if remote is None or not remote.tls or (remote.host, remote.port) != (host, port):
             return None
-        return self.context(), host
+        return self.context()
 
-
-_outbound: OutboundTls | None = None
-
-
-def install_outbound(settings: Settings, remote: RemoteLookup | None = None) -> None:
-    """Make every outbound association of this process honour ``RemoteAE.tls``;
-    without ``remote``, the config file's remote AEs are the ones looked up.
-
-    The client context is built now if a configured remote AE needs it, so that a
-    missing or unreadable certificate stops the start rather than every later job.
-    """
-    global _outbound
-    configured = {entry.ae_title: entry for entry in settings.remote_ae}
-    _outbound = OutboundTls(settings, remote or configured.get)
-    if any(remote.tls for remote in settings.remote_ae):
-        _outbound.context()
-
-
-def outbound_args(ae_title: str, host: str, port: int) -> tuple[ssl.SSLContext, str] | None:
-    return _outbound.args_for(ae_title, host, port) if _outbound else None
+    def check(self) -> None:
+        """Build the client context now if a configured remote AE needs it, so that a
+        missing or unreadable certificate stops the start rather than every later job."""
+        if any(remote.tls for remote in self.settings.remote_ae):
+            self.context()

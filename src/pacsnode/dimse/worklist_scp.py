@@ -9,17 +9,13 @@ from pydicom import Dataset
 from pydicom.sequence import Sequence
 from sqlalchemy.exc import DBAPIError
 
+from pacsnode import status
 from pacsnode.archive.worklist import Worklist, WorklistItem
 from pacsnode.config import Settings
-from pacsnode.dimse.find_service import FindRequest
+from pacsnode.dimse.find import Answer, FindRequest
 from pacsnode.dimse.identifiers import NOT_KEYS, query_keys, requested_items, set_returned
-from pacsnode.dimse.qr_model import failure
 
 log = logging.getLogger("pacsnode.worklist")
-
-MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
-PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
-OUT_OF_RESOURCES, UNABLE_TO_PROCESS = 0xA700, 0xC000
 
 
 class WorklistSCP:
@@ -27,8 +23,8 @@ class WorklistSCP:
         self.settings = settings
         self.worklist = worklist
 
-    def handle_find(self, event: FindRequest) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        requestor = event.assoc.requestor.ae_title
+    def handle_find(self, event: FindRequest) -> Iterator[Answer]:
+        requestor = event.calling_ae
         try:
             identifier = event.identifier
             keys, sequences = query_keys(identifier)
@@ -37,21 +33,21 @@ class WorklistSCP:
             )
         except Exception as exc:  # an identifier that does not decode
             log.warning("worklist query from %s unreadable: %s", requestor, exc)
-            yield failure(UNABLE_TO_PROCESS, f"identifier unreadable: {exc}"), None
+            yield Answer(status.UNABLE_TO_PROCESS, comment=f"identifier unreadable: {exc}")
             return
         try:
             items = self.worklist.search(statement)
         except DBAPIError as exc:
             log.error("worklist query failed, index unavailable: %s", exc)
-            yield failure(OUT_OF_RESOURCES, "index unavailable"), None
+            yield Answer(status.OUT_OF_RESOURCES, comment="index unavailable")
             return
         for item in items:
-            if event.is_cancelled:
-                yield CANCELLED, None
+            if event.cancelled():
+                yield Answer(status.CANCEL)
                 return
-            yield PENDING, self._response(item, identifier)
+            yield Answer(status.PENDING, self._response(item, identifier))
         log.info("worklist query from %s: %d items", requestor, len(items))
-        yield SUCCESS, None
+        yield Answer(status.SUCCESS)
 
     def _response(self, item: WorklistItem, identifier: Dataset) -> Dataset:
         response = Dataset()

@@ -6,6 +6,10 @@ row first, so that it survives a crash or a restart and is retried while the pee
 away. A worker claims a due job in one statement: ``FOR UPDATE SKIP LOCKED`` keeps two
 workers off the same row on PostgreSQL; on SQLite the claim runs under the database's
 single write lock, which serialises claims just as well.
+
+A claim is a lease: the claiming process (``node:pid``) renews it while the job runs.
+A process that dies (``kill -9``, a lost node) stops renewing, and once the lease has
+lapsed any worker of any process or node takes the job over.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class Job:
     updated_at: datetime
     result: dict[str, Any] | None = None
     """What a long job reports as it runs and at its end (a retrieve's counts)."""
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The job as the REST API shows it."""
@@ -71,8 +77,9 @@ def _job(row: Any) -> Job:
     values["payload"] = json.loads(values["payload"])
     values["result"] = json.loads(values["result"]) if values.get("result") else None
     values["status"] = JobStatus(values["status"])
-    for key in ("next_run_at", "created_at", "updated_at"):
-        values[key] = aware(values[key])
+    for key in ("next_run_at", "created_at", "updated_at", "lease_until"):
+        if values.get(key) is not None:
+            values[key] = aware(values[key])
     return Job(**values)
 
 
@@ -102,12 +109,23 @@ def _pending_with(queue_key: str) -> sa.Select[tuple[int]]:
     )
 
 
+LEASE = 30.0
+"""Seconds a claim holds without renewal; workers renew every third of it."""
+
+
 class JobQueue:
-    def __init__(self, database: Database, max_attempts: int = 10, backoff: float = 5.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        max_attempts: int = 10,
+        backoff: float = 5.0,
+        lease: float = LEASE,
+    ) -> None:
         self.database = database
         self.max_attempts = max_attempts
         self.backoff = backoff
         """Seconds before the first retry; each further retry waits twice as long."""
+        self.lease = lease
         self._postgres = database.writer.dialect.name == "postgresql"
 
     def enqueue(
@@ -175,9 +193,14 @@ class JobQueue:
             ).scalar_one()
         )
 
-    def claim(self, kinds: Sequence[str]) -> Job | None:
-        """Take the job that has been due longest, of one of ``kinds``, for running."""
+    def claim(self, kinds: Sequence[str], owner: str = "") -> Job | None:
+        """Take the job that has been due longest, of one of ``kinds``, for running:
+        a pending one, or one whose claimant's lease lapsed."""
         moment = now()
+        takeable = sa.or_(
+            sa.and_(job.c.status == JobStatus.PENDING, job.c.next_run_at <= moment),
+            sa.and_(job.c.status == JobStatus.RUNNING, job.c.lease_until < moment),
+        )
         earlier = job.alias("earlier")
         unfinished = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED)
         waits_for_earlier = sa.exists().where(
@@ -187,7 +210,7 @@ class JobQueue:
         )
         due = (
             sa.select(job.c.pk)
-            .where(job.c.status == JobStatus.PENDING, job.c.next_run_at <= moment)
+            .where(takeable)
             .where(job.c.kind.in_(list(kinds)))
             .where(sa.or_(job.c.queue_key.is_(None), ~waits_for_earlier))
             .order_by(job.c.next_run_at, job.c.pk)
@@ -197,16 +220,39 @@ class JobQueue:
             due = due.with_for_update(skip_locked=True)
         claim = (
             sa.update(job)
-            .where(job.c.pk == due.scalar_subquery(), job.c.status == JobStatus.PENDING)
-            .values(status=JobStatus.RUNNING, updated_at=moment)
+            .where(job.c.pk == due.scalar_subquery(), takeable)
+            .values(
+                status=JobStatus.RUNNING,
+                claimed_by=owner,
+                lease_until=moment + timedelta(seconds=self.lease),
+                updated_at=moment,
+            )
             .returning(*job.c)
         )
         with self.database.writer.begin() as connection:
             row = connection.execute(claim).first()
         return None if row is None else _job(row)
 
+    def renew(self, owner: str, pks: Sequence[int]) -> None:
+        """Extend the leases of the jobs ``owner`` is running."""
+        if not pks:
+            return
+        with self.database.writer.begin() as connection:
+            connection.execute(
+                sa.update(job)
+                .where(job.c.pk.in_(list(pks)), job.c.claimed_by == owner)
+                .where(job.c.status == JobStatus.RUNNING)
+                .values(lease_until=now() + timedelta(seconds=self.lease))
+            )
+
     def complete(self, pk: int) -> None:
-        self._update(pk, status=JobStatus.DONE, last_error=None, attempts=job.c.attempts + 1)
+        self._update(
+            pk,
+            status=JobStatus.DONE,
+            last_error=None,
+            attempts=job.c.attempts + 1,
+            lease_until=None,
+        )
 
     def fail(self, claimed: Job, error: str, final: bool = False) -> JobStatus:
         """Record a failed attempt: retry later with backoff, or give up at the limit
@@ -248,13 +294,15 @@ class JobQueue:
     def cancel(self, pk: int) -> None:
         self._change(pk, {JobStatus.PENDING, JobStatus.FAILED}, status=JobStatus.CANCELLED)
 
-    def recover(self) -> int:
-        """Jobs left running by a process that stopped run again; returns how many."""
+    def recover(self, node: str) -> int:
+        """Jobs an earlier run of this node left running run again now, without waiting
+        for their leases to lapse; returns how many. Other nodes' jobs are theirs."""
         with self.database.writer.begin() as connection:
             result = connection.execute(
                 sa.update(job)
                 .where(job.c.status == JobStatus.RUNNING)
-                .values(status=JobStatus.PENDING, updated_at=now())
+                .where(sa.or_(job.c.claimed_by.is_(None), job.c.claimed_by.like(f"{node}:%")))
+                .values(status=JobStatus.PENDING, lease_until=None, updated_at=now())
             )
             return int(result.rowcount)
 

@@ -1,8 +1,14 @@
-"""Worker threads that run the queued jobs, each kind by its registered handler."""
+"""Worker threads that run the queued jobs, each kind by its registered handler.
+
+Every process of every node may run workers on the same queue; the leases of the jobs
+this process runs are renewed by a thread of its own (see :mod:`pacsnode.jobs.queue`).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +33,9 @@ class Workers:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._running = threading.local()
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
+        self.node = socket.gethostname()
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
@@ -73,14 +82,26 @@ class Workers:
     def wake(self) -> None:
         self._wake.set()
 
-    def start(self) -> None:
-        recovered = self.queue.recover()
+    @property
+    def owner(self) -> str:
+        """Who claims: this node and process (a forked worker process has its own)."""
+        return f"{self.node}:{os.getpid()}"
+
+    def recover(self) -> None:
+        """Make what an earlier run of this node left running due again; call once per
+        node start, before any process of it runs jobs."""
+        recovered = self.queue.recover(self.node)
         if recovered:
             log.info("%d jobs interrupted by the last stop will run again", recovered)
+
+    def start(self) -> None:
         for number in range(self.count):
             thread = threading.Thread(target=self._run, name=f"job-worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        renewer = threading.Thread(target=self._renew, name="job-leases", daemon=True)
+        renewer.start()
+        self._threads.append(renewer)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -89,10 +110,19 @@ class Workers:
             thread.join(timeout)
         self._threads.clear()
 
+    def _renew(self) -> None:
+        while not self._stop.wait(self.queue.lease / 3):
+            with self._held_lock:
+                held = sorted(self._held)
+            try:
+                self.queue.renew(self.owner, held)
+            except Exception:
+                log.exception("cannot renew the leases of running jobs")
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                claimed = self.queue.claim(list(self.handlers))
+                claimed = self.queue.claim(list(self.handlers), self.owner)
             except Exception:
                 log.exception("cannot read the job queue")
                 claimed = None
@@ -104,6 +134,15 @@ class Workers:
 
     def _execute(self, claimed: Job) -> None:
         self._running.job = claimed
+        with self._held_lock:
+            self._held.add(claimed.pk)
+        try:
+            self._handle(claimed)
+        finally:
+            with self._held_lock:
+                self._held.discard(claimed.pk)
+
+    def _handle(self, claimed: Job) -> None:
         try:
             self.handlers[claimed.kind](claimed.payload)
         except Deferred as deferred:

@@ -10,11 +10,9 @@ from starlette.routing import BaseRoute, Mount
 
 from pacsnode.archive.core import Archive
 from pacsnode.archive.mpps import MppsStore
-from pacsnode.archive.routing import Router
 from pacsnode.archive.users import Users
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
-from pacsnode.dimse.prefetch import on_scheduled
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
 from pacsnode.web.audit_api import AuditApi
@@ -31,13 +29,15 @@ from pacsnode.web.remotes_api import RemotesApi
 from pacsnode.web.routes_api import RoutesApi
 from pacsnode.web.users_api import UsersApi
 from pacsnode.web.wado_uri import WadoUri
+from pacsnode.workflows.prefetch import on_scheduled
+from pacsnode.workflows.routing import Router
 
 
-def _dicomweb(archive: Archive, router: Router | None) -> list[BaseRoute]:
+def _dicomweb(archive: Archive) -> list[BaseRoute]:
     return [
         *Qido(archive).routes(),
         *Wado(archive).routes(),
-        *Stow(archive, router).routes(),
+        *Stow(archive).routes(),
         *Rendered(archive).routes(),
     ]
 
@@ -81,7 +81,7 @@ def _middleware(settings: Settings, users: Users) -> list[Middleware]:
 def create_app(archive: Archive, workers: Workers, router: Router | None = None) -> Starlette:
     users = Users(archive.database, archive.settings.http_users)
     routes: list[BaseRoute] = [
-        Mount("/dicom-web", routes=_dicomweb(archive, router)),
+        Mount("/dicom-web", routes=_dicomweb(archive)),
         Mount("/api", routes=_api(archive, workers, router, users)),
         *WadoUri(archive).routes(),
     ]

@@ -15,15 +15,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from pacsnode.archive.core import Archive
-from pacsnode.dimse.print_jobs import (
+from pacsnode.jobs.workers import Workers
+from pacsnode.web.replies import error, json_object
+from pacsnode.workflows.print_jobs import (
     PRINT_JOB_KIND,
     NothingToPrint,
     PrintRequest,
     PrintRequestError,
     plan,
 )
-from pacsnode.jobs.workers import Workers
-from pacsnode.web.replies import error, json_object
 
 
 class PrintApi:

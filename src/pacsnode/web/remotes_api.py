@@ -14,10 +14,10 @@ from starlette.routing import Route
 
 from pacsnode import audit
 from pacsnode.archive.remotes import RemoteError, RemoteNotFound, Remotes, remote_from_json
-from pacsnode.dimse.retrieve_scu import RETRIEVE_JOB, RetrieveError, RetrieveRequest, plan
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.replies import error, json_object
+from pacsnode.workflows.retrieve import RETRIEVE_JOB, RetrieveError, RetrieveRequest, plan
 
 
 def _audit(request: Request, description: str) -> None:

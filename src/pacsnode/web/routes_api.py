@@ -2,7 +2,7 @@
 
 Rules from the config file are listed but cannot be removed here (the file is the
 administrator's); rules added here are kept in the data directory and survive a
-restart (see :mod:`pacsnode.archive.routing`).
+restart (see :mod:`pacsnode.workflows.routing`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pacsnode import audit
-from pacsnode.archive.routing import Router, RuleError, rule_json
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.replies import error
+from pacsnode.workflows.routing import Router, RuleError, rule_json
 
 
 class RoutesApi:

@@ -1,8 +1,13 @@
-"""The HTTP door: one uvicorn server in the archive's process, on its own thread."""
+"""The HTTP door: a uvicorn server in each worker process, on its own thread.
+
+Worker processes share one listening socket, bound before they started; a single
+process binds its own.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -33,7 +38,12 @@ class HttpServer:
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         self.host, self.port = host, port
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, sock: socket.socket | None = None, timeout: float = 10.0) -> None:
+        """Serve on ``sock`` if given, else on the configured host and port."""
+        if sock is not None:
+            self._thread = threading.Thread(
+                target=self._server.run, kwargs={"sockets": [sock]}, name="http", daemon=True
+            )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

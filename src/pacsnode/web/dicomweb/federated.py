@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pacsnode.archive.attributes import Level
 from pacsnode.archive.core import Archive
 from pacsnode.dimse.qr_model import STUDY_ROOT_FIND
+from pacsnode.dimse.scu import Dialer
 from pacsnode.dimse.spanning import DEDUPE_KEYS, RemoteSearch, remote_answers, start_searches
 
 log = logging.getLogger("pacsnode.qido")
@@ -89,7 +90,7 @@ def federation(
     """Start the remote searches now, so that they run while the index is searched."""
     extended = b"" if level is Level.STUDY else _RELATIONAL
     searches = start_searches(
-        archive.settings,
+        Dialer(archive.settings, archive.remotes.get),
         archive.remotes,
         identifier(level, keys, returned),
         STUDY_ROOT_FIND,

@@ -55,7 +55,7 @@ from pacsnode.archive.ingest import (
     Outcome,
     Received,
 )
-from pacsnode.archive.routing import Router
+from pacsnode.archive.receiving import Origin
 from pacsnode.archive.storage import file_meta
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import MediaRange, accepted, parse_media_range
@@ -216,9 +216,8 @@ class Spool:
 class Stow:
     """``POST /studies`` and ``POST /studies/{study}``."""
 
-    def __init__(self, archive: Archive, router: Router | None = None) -> None:
+    def __init__(self, archive: Archive) -> None:
         self.archive = archive
-        self.router = router
         """Routes what is stored; STOW-RS has no calling AE, so it is empty to rules."""
 
     def routes(self) -> list[BaseRoute]:
@@ -232,7 +231,7 @@ class Stow:
         part_type, boundary = _body_type(request)
         limit = self.archive.settings.stow_max_bytes
         _check_length(request, limit)
-        directory = Path(tempfile.mkdtemp(prefix="stow-", dir=self.archive.storage.receive_dir()))
+        directory = Path(tempfile.mkdtemp(prefix="stow-", dir=self.archive.storage.spool_dir()))
         try:
             spool = Spool(directory, boundary, part_type)
             try:
@@ -281,11 +280,9 @@ class Stow:
         if study is not None and uids.study != study:
             comment = f"Study Instance UID {uids.study or 'unreadable'}, not {study}"
             return Result(uids, DIFFERENT_STUDY, comment)
-        received = Received(path=path, duplicate_policy=self.archive.settings.duplicate_policy)
-        ingested = self.archive.ingest(received)
+        origin = Origin("STOW-RS", called_ae=self.archive.settings.ae_title)
+        ingested = self.archive.receive(Received(path=path), origin)
         path.unlink(missing_ok=True)  # ingest copied it into storage
-        if self.router is not None:
-            self.router.arrived(ingested, "", self.archive.settings.ae_title)
         if ingested.sop_instance_uid:
             uids = Uids(uids.sop_class, ingested.sop_instance_uid, uids.study, uids.series)
         return Result(uids, ingested.status, ingested.comment, ingested.outcome)

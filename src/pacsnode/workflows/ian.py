@@ -15,18 +15,19 @@ from typing import Any
 import sqlalchemy as sa
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import build_context
 
+from pacsnode import status
 from pacsnode.archive.core import Archive
 from pacsnode.archive.database import now
 from pacsnode.archive.schema import instance, series, study
-from pacsnode.dimse.scu import AssociationFailed, Peer, associate
+from pacsnode.dimse.catalog import INSTANCE_AVAILABILITY_NOTIFICATION, MPPS_SOP_CLASS
+from pacsnode.dimse.nservices import n_create
+from pacsnode.dimse.scu import AssociationFailed, Dialer, connect
 from pacsnode.jobs.workers import Workers
+from pacsnode.net.requestor import Proposal
 
 log = logging.getLogger("pacsnode.ian")
 
-INSTANCE_AVAILABILITY_NOTIFICATION = "1.2.840.10008.5.1.4.33"
-MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
 IAN_JOB = "instance-availability"
 
 
@@ -71,9 +72,10 @@ def notification(archive: Archive, study_uid: str, mpps_uid: str | None = None) 
 
 
 class AvailabilityNotifier:
-    def __init__(self, archive: Archive, workers: Workers) -> None:
+    def __init__(self, archive: Archive, workers: Workers, dialer: Dialer) -> None:
         self.archive = archive
         self.workers = workers
+        self.dialer = dialer
         workers.register(IAN_JOB, self.send)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,17 +98,21 @@ class AvailabilityNotifier:
         if ian is None:
             log.info("study %s holds nothing to notify", payload["study"])
             return
-        context = build_context(
-            INSTANCE_AVAILABILITY_NOTIFICATION, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        proposal = Proposal(
+            INSTANCE_AVAILABILITY_NOTIFICATION, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
         )
-        peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
-        assoc = associate(peer, [context])
+        association = connect(self.dialer.peer(remote), [proposal])
+        context = next(iter(association.contexts.values()))
         try:
-            status, _ = assoc.send_n_create(ian, INSTANCE_AVAILABILITY_NOTIFICATION, generate_uid())
+            result = n_create(
+                association, context, INSTANCE_AVAILABILITY_NOTIFICATION, generate_uid(), ian
+            )
         finally:
-            assoc.release()
-        if not status or int(status.get("Status", -1)) != 0:
-            raise AssociationFailed(f"{remote.ae_title} answered the notification with {status}")
+            association.release()
+        if result.status != status.SUCCESS:
+            raise AssociationFailed(
+                f"{remote.ae_title} answered the notification with {result.status:04X}"
+            )
 
     def start(self) -> None:
         """Watch for studies that have gone quiet, if that is configured."""

@@ -37,6 +37,7 @@ from pydicom import dcmread
 from pacsnode.archive.core import Archive
 from pacsnode.archive.database import aware, now
 from pacsnode.archive.ingest import IngestResult, Outcome
+from pacsnode.archive.receiving import Origin
 from pacsnode.archive.schema import instance, series, study
 from pacsnode.config import ConfigError, RouteRule, route_from_table
 from pacsnode.jobs.queue import Deferred
@@ -125,6 +126,10 @@ class Router:
         self._added = self._load_added()
         self._compiled = self._compile()
         workers.register(ROUTE_WAIT_JOB, self.release)
+        archive.receiving.subscribe(self._received)
+
+    def _received(self, result: IngestResult, origin: Origin) -> None:
+        self.arrived(result, origin.source_ae, origin.called_ae or self.archive.settings.ae_title)
 
     # --- rules -------------------------------------------------------------------
 

@@ -14,26 +14,20 @@ method offered), so that the REST API and the CLI can refuse it at once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
-
-from pynetdicom import _config
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.events import Event
+from typing import Any
 
 from pacsnode.archive.core import Archive
-from pacsnode.archive.ingest import Received
+from pacsnode.archive.ingest import Prepared, Received
+from pacsnode.archive.receiving import Origin
 from pacsnode.archive.remotes import RemoteNotFound, Remotes
 from pacsnode.config import RemoteAE
-from pacsnode.dimse import query_scu, spool
+from pacsnode.dimse import query_scu
 from pacsnode.dimse.query_scu import MoveResult
-from pacsnode.dimse.scu import AssociationFailed, Peer
+from pacsnode.dimse.scu import AssociationFailed, Dialer, Peer
+from pacsnode.dimse.storage import SpoolFile
 from pacsnode.errors import FieldError, text_field, uid_list
 from pacsnode.jobs.queue import JobQueue
 from pacsnode.jobs.workers import Workers
@@ -161,9 +155,10 @@ def report(result: MoveResult, state: str, method: str, **extra: Any) -> dict[st
 class Retriever:
     """Runs ``retrieve`` jobs in the server; registered with its workers."""
 
-    def __init__(self, archive: Archive, workers: Workers) -> None:
+    def __init__(self, archive: Archive, workers: Workers, dialer: Dialer) -> None:
         self.archive = archive
         self.workers = workers
+        self.dialer = dialer
         workers.register(RETRIEVE_JOB, self.run)
 
     def run(self, payload: dict[str, Any]) -> None:
@@ -180,7 +175,7 @@ class Retriever:
             tuple(payload["instances"]),
             method,
         )
-        peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
+        peer = self.dialer.peer(remote)
         progress = _Progress(self.workers.queue, pk, method)
         refused: list[str] = []
         if method == "move":
@@ -195,8 +190,9 @@ class Retriever:
         else:
             store = _Keeper(self.archive, remote.ae_title, refused)
             classes = _sop_classes(peer, request) if remote.offers_service("find") else []
+            spool = self.archive.storage.spool_dir()
             result = query_scu.get(
-                peer, "study", request.level, request.keys(), store, progress, classes
+                peer, "study", request.level, request.keys(), store, spool, progress, classes
             )
         failed = list(dict.fromkeys([*result.failed_sop_instance_uids, *refused]))
         ok = result.ok and not refused
@@ -262,51 +258,24 @@ def _sop_classes(peer: Peer, request: RetrieveRequest) -> list[str]:
 
 
 class _Keeper:
-    """The C-STORE side of a C-GET: each instance is ingested like a received one.
-
-    Ingested without the receiver's shortcut (a spool file adopted as it is): the spool
-    file's header names the association's requestor, here ourselves, as the source;
-    ingest copies the data set behind a header that names the remote instead.
-    """
+    """The C-STORE side of a C-GET: each instance received like a C-STORE from the
+    remote (its spool file already names the remote as the source)."""
 
     def __init__(self, archive: Archive, source_ae: str, refused: list[str]) -> None:
         self.archive = archive
         self.source_ae = source_ae
         self.refused = refused
 
-    def __call__(self, event: Event) -> int:
-        request = cast(C_STORE, event.request)
-        path = self._file(event)
-        try:
-            result = self.archive.ingest(
-                Received(
-                    path=path,
-                    source_ae=self.source_ae,
-                    transfer_syntax=event.context.transfer_syntax,
-                    expected_sop_class=request.AffectedSOPClassUID,
-                    expected_sop_instance=request.AffectedSOPInstanceUID,
-                    duplicate_policy=self.archive.remotes.duplicate_policy_for(self.source_ae),
-                )
-            )
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
+    def __call__(self, spooled: SpoolFile) -> int:
+        prepared = Prepared(spooled.sop_class, spooled.sop_instance, spooled.size, spooled.checksum)
+        received = Received(
+            path=spooled.path,
+            transfer_syntax=spooled.syntax,
+            expected_sop_class=spooled.sop_class,
+            expected_sop_instance=spooled.sop_instance,
+            prepared=prepared,
+        )
+        result = self.archive.receive(received, Origin("C-GET", self.source_ae))
         if not result.ok:
-            self.refused.append(str(request.AffectedSOPInstanceUID))
+            self.refused.append(spooled.sop_instance)
         return result.status
-
-    def _file(self, event: Event) -> Path:
-        """The file the data set arrived in: a spool file in the server, where the DIMSE
-        door receives in chunks, else one written here from the received bytes."""
-        if _config.STORE_RECV_CHUNKED_DATASET:
-            spooled = spool.spooled(event.dataset_path)
-            if spooled is not None:
-                spooled.flush()
-                spooled.close()  # pynetdicom closes it only for an acceptor
-                if spooled.error is not None:
-                    raise spooled.error
-            return Path(event.dataset_path)
-        fd, name = tempfile.mkstemp(dir=self.archive.storage.receive_dir(), suffix=".dcm")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(event.encoded_dataset(include_meta=True))
-        return Path(name)

@@ -20,10 +20,11 @@ from pydicom import Dataset
 from pacsnode.archive.core import Archive
 from pacsnode.archive.schema import study
 from pacsnode.config import Settings
-from pacsnode.dimse import query_scu, retrieve_scu
-from pacsnode.dimse.scu import AssociationFailed, Peer
+from pacsnode.dimse import query_scu
+from pacsnode.dimse.scu import AssociationFailed, Dialer, Peer
 from pacsnode.jobs.queue import JobQueue
 from pacsnode.jobs.workers import Workers
+from pacsnode.workflows import retrieve as retrieve_scu
 
 log = logging.getLogger("pacsnode.prefetch")
 
@@ -54,9 +55,10 @@ def request_prefetch(queue: JobQueue, settings: Settings, dataset: Dataset, reas
 class Prefetcher:
     """Runs ``prefetch`` jobs in the server."""
 
-    def __init__(self, archive: Archive, workers: Workers) -> None:
+    def __init__(self, archive: Archive, workers: Workers, dialer: Dialer) -> None:
         self.archive = archive
         self.queue = workers.queue
+        self.dialer = dialer
         workers.register(PREFETCH_JOB, self.run)
 
     def run(self, payload: dict[str, Any]) -> None:
@@ -72,7 +74,7 @@ class Prefetcher:
             if remote is None:
                 log.error("prefetch source %s is not a remote AE", ae_title)
                 continue
-            peer = Peer(remote.host, remote.port, remote.ae_title, settings.ae_title)
+            peer = self.dialer.peer(remote)
             try:
                 priors = self._priors(peer, payload)
             except (AssociationFailed, query_scu.QueryFailed) as exc:

@@ -16,28 +16,25 @@ import logging
 from typing import Any
 
 import sqlalchemy as sa
-from pynetdicom import _config
-from pynetdicom.association import Association
 
-from pacsnode import audit
+from pacsnode import audit, status
 from pacsnode.archive.commitment import Reference
 from pacsnode.archive.core import Archive
-from pacsnode.archive.routing import ROUTE_JOB
 from pacsnode.archive.schema import instance, series, study
-from pacsnode.archive.transcoding import TranscodeError
 from pacsnode.config import RemoteAE, is_lossy_syntax
 from pacsnode.dimse.commitment import ALL_COMMITTED, request_commitment
 from pacsnode.dimse.scu import (
     AssociationFailed,
+    Dialer,
     OutgoingFile,
-    Peer,
     accepted_syntaxes,
-    associate,
-    converted_file,
+    connect,
     send_one,
     store_contexts,
 )
 from pacsnode.jobs.workers import Workers
+from pacsnode.net.association import Association
+from pacsnode.workflows.routing import ROUTE_JOB
 
 log = logging.getLogger("pacsnode.routing")
 
@@ -47,13 +44,10 @@ later, on a new association, is logged by the DIMSE server."""
 LOSSY_RATIO = 10
 
 
-def _ok(status: int | None) -> bool:
-    return status is not None and (status == 0 or 0xB000 <= status <= 0xBFFF)
-
-
 class RouteSender:
-    def __init__(self, archive: Archive, workers: Workers) -> None:
+    def __init__(self, archive: Archive, workers: Workers, dialer: Dialer) -> None:
         self.archive = archive
+        self.dialer = dialer
         workers.register(ROUTE_JOB, self.send)
 
     def send(self, payload: dict[str, Any]) -> None:
@@ -110,54 +104,44 @@ class RouteSender:
         self, remote: RemoteAE, files: list[OutgoingFile], targets: list[str], lossy: bool
     ) -> list[str]:
         """Send on one association; the failures, described."""
-        _config.STORE_SEND_CHUNKED_DATASET = True
         wanted: dict[str, set[str]] = {}
         for item in files:
             wanted.setdefault(item.sop_class, set()).update({item.transfer_syntax, *targets})
-        peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
-        assoc = associate(peer, store_contexts(wanted))
+        association = connect(self.dialer.peer(remote), store_contexts(wanted))
         failures = []
         try:
             for item in files:
-                status, comment = self._send(assoc, item, targets, lossy)
-                if not _ok(status):
-                    failures.append(f"{item.sop_instance}: {status} {comment}".strip())
+                code, comment = self._send(association, item, targets, lossy)
+                if not status.is_success_or_warning(code):
+                    failures.append(f"{item.sop_instance}: {code} {comment}".strip())
         finally:
-            if assoc.is_established:
-                assoc.release()
+            association.release()
         return failures
 
     def _send(
-        self, assoc: Association, item: OutgoingFile, targets: list[str], lossy: bool
+        self, association: Association, item: OutgoingFile, targets: list[str], lossy: bool
     ) -> tuple[int | None, str]:
-        accepted = accepted_syntaxes(assoc, item.sop_class)
+        """In the first target syntax the destination accepted and the object can be
+        converted to, else as stored (or decoded)."""
+        accepted = accepted_syntaxes(association, item.sop_class)
         for target in targets:
             if target not in accepted or target == item.transfer_syntax:
                 continue
             ratio = LOSSY_RATIO if is_lossy_syntax(target) else None
             if ratio and not lossy:
-                log.info(
-                    "%s not converted to %s: the rule allows no loss", item.sop_instance, target
-                )
+                log.info("%s not sent in lossy %s: the rule forbids it", item.sop_instance, target)
                 continue
-            try:
-                with converted_file(item, target, ratio) as path:
-                    try:
-                        response = assoc.send_c_store(path)
-                    except (AttributeError, ValueError, OSError) as exc:
-                        return None, f"not sent: {exc}"
-            except TranscodeError as exc:
-                log.info("%s not converted to %s: %s", item.sop_instance, target, exc)
+            outcome = send_one(association, item, lossy_ratio=ratio, target=target)
+            if outcome.status is None and outcome.comment.startswith("cannot convert"):
+                log.info("%s not converted to %s: %s", item.sop_instance, target, outcome.comment)
                 continue
-            if not response or "Status" not in response:
-                return None, "no response"
-            return int(response.Status), str(response.get("ErrorComment", ""))
-        outcome = send_one(assoc, item)
+            return outcome.status, outcome.comment
+        outcome = send_one(association, item)
         return outcome.status, outcome.comment
 
     def _commit(self, remote: RemoteAE, files: list[OutgoingFile]) -> None:
         """Ask for storage commitment; a refusal fails the job, a late report does not."""
-        peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
+        peer = self.dialer.peer(remote)
         references = [Reference(item.sop_class, item.sop_instance) for item in files]
         try:
             report = request_commitment(peer, references, timeout=COMMITMENT_WAIT)
