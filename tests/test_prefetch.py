@@ -90,6 +90,14 @@ def test_a_step_in_progress_fetches_priors(pair: tuple[RunningServer, RunningSer
 
 def test_a_source_that_is_down_is_retried(server_factory: ServerFactory) -> None:
     priors_port, reading_port = free_port(), free_port()
+    priors = server_factory(
+        ae_title="PRIORS",
+        dicom_port=priors_port,
+        remotes=[{"ae_title": "READING", "host": "127.0.0.1", "port": reading_port}],
+    )
+    [prior] = studies("P5", ["20250101"])
+    assert send_datasets(priors.port, [prior]) == [0]
+    assert priors.stop() == 0  # the source holds the prior, but is down
     reading = server_factory(
         ae_title="READING",
         dicom_port=reading_port,
@@ -100,12 +108,5 @@ def test_a_source_that_is_down_is_retried(server_factory: ServerFactory) -> None
     body = item("P5", "DOE^JOHN", "A5", "CT", "CT01", "20261124", "080000")
     assert httpx.post(f"{reading.url}/api/worklist", json=body).status_code == 201
     reading.wait_for_log("no prefetch source could be asked")
-
-    priors = server_factory(
-        ae_title="PRIORS",
-        dicom_port=priors_port,
-        remotes=[{"ae_title": "READING", "host": "127.0.0.1", "port": reading_port}],
-    )
-    [prior] = studies("P5", ["20250101"])
-    assert send_datasets(priors.port, [prior]) == [0]
+    priors.start()
     wait_until_held(reading, [str(prior.StudyInstanceUID)])

@@ -150,7 +150,7 @@ class Node:
         ports bound here."""
         audit.configure(self.settings, self.archive.database)
         listeners = listeners or bind(self.settings)
-        self.archive.storage.spool_dir()
+        self.archive.storage.spool_dir().mkdir(exist_ok=True)
         self.workers.start()
         if self.primary:
             self.warmer.start()

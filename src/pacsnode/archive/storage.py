@@ -98,10 +98,9 @@ class Storage:
 
     def spool_dir(self) -> Path:
         """Where this process spools incoming data sets before ingest: a directory of
-        its own, so that cleaning up after one process never touches another's files."""
-        path = self.tmp / f"spool-{os.getpid()}"
-        path.mkdir(exist_ok=True)
-        return path
+        its own, so that cleaning up after one process never touches another's files.
+        It is made as the process starts serving (after the node's clean-up)."""
+        return self.tmp / f"spool-{os.getpid()}"
 
     def clean_spool_of(self, pid: int) -> None:
         """Remove what a process that died left in its spool directory."""

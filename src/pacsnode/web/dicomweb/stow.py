@@ -231,7 +231,9 @@ class Stow:
         part_type, boundary = _body_type(request)
         limit = self.archive.settings.stow_max_bytes
         _check_length(request, limit)
-        directory = Path(tempfile.mkdtemp(prefix="stow-", dir=self.archive.storage.spool_dir()))
+        spool = self.archive.storage.spool_dir()
+        spool.mkdir(exist_ok=True)
+        directory = Path(tempfile.mkdtemp(prefix="stow-", dir=spool))
         try:
             spool = Spool(directory, boundary, part_type)
             try:
