@@ -34,6 +34,7 @@ ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D
 SEQUENCE_END = 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
+_META_TRANSFER_SYNTAX = 0x00020010
 ICON_IMAGE_SEQUENCE = 0x00880200
 
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
@@ -123,6 +124,29 @@ def parse(data: memoryview | bytes, encoding: Encoding) -> list[Element]:
         view = memoryview(_inflate(view))
         encoding = Encoding(implicit=False)
     return _Reader(view, encoding).dataset(0, len(view), None)[0]
+
+
+def split_meta(data: memoryview) -> tuple[memoryview, int]:
+    """The File Meta group's bytes of a Part 10 file (empty if it has none) and where
+    its data set begins."""
+    start = 132 if bytes(data[128:132]) == b"DICM" else 0
+    pos = start
+    while len(data) - pos >= 8 and struct.unpack_from("<H", data, pos)[0] == 0x0002:
+        if bytes(data[pos + 4 : pos + 6]).decode("latin-1") in LONG_VRS:
+            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
+        else:
+            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
+    return data[start:pos], pos
+
+
+def meta_syntax(meta: memoryview) -> str | None:
+    """The Transfer Syntax UID of a File Meta group, if it names one."""
+    try:
+        elements = parse(meta, Encoding(implicit=False))
+    except EncodingError:
+        return None
+    found = next((e for e in elements if e.tag == _META_TRANSFER_SYNTAX), None)
+    return _text(found.value) if found is not None else None
 
 
 def _inflate(data: memoryview) -> bytes:

@@ -19,16 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import VR
 from sqlalchemy.exc import DBAPIError
 
 from pacsnode.archive.attributes import Level, column_values, sequence_values, text_value
+from pacsnode.archive.encoding import Encoding, meta_syntax, split_meta
 from pacsnode.archive.index import Index, LevelRows
 from pacsnode.archive.rejection import (
     REJECTION_CODES,
@@ -53,6 +56,8 @@ CANNOT_UNDERSTAND = 0xC000
 REJECTED_WARNING = 0xB006  # "element discarded": what synedra answers for a rejected copy
 
 _DEFER_SIZE = 64 * 1024
+_HEAD = 64 * 1024
+"""Bytes read to find the File Meta, which is never longer in a file we keep."""
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _UID_TEXT = re.compile(r"[!-\[\]-~]{1,64}")
 """Printable ASCII without backslash: looser than PS3.5's digits and dots, for old data,
@@ -144,9 +149,53 @@ def _parse(received: Received) -> _Parsed:
 
     The whole data set is walked so that a truncated one is refused, but values over
     64 KiB (pixel data above all) are skipped, not read: memory stays flat for a 1 GB
-    multi-frame object.
+    multi-frame object. The File Meta is read by hand: pydicom's reader validates it
+    element by element, a millisecond per object.
     """
     size = received.path.stat().st_size
+    try:
+        with received.path.open("rb") as fp:
+            head = memoryview(fp.read(_HEAD))
+            meta, offset = split_meta(head)
+            syntax = received.transfer_syntax or meta_syntax(meta)
+            if not syntax or syntax == DeflatedExplicitVRLittleEndian or offset >= len(head):
+                return _parse_with_pydicom(received, size)
+            encoding = Encoding.of(syntax)
+            fp.seek(offset)
+            body = read_dataset(
+                cast(BinaryIO, fp), encoding.implicit, encoding.little, defer_size=_DEFER_SIZE
+            )
+            end = fp.tell()
+    except _PARSE_ERRORS as exc:
+        raise _unparsable(exc) from exc
+    # A file data set reads its deferred values (a long text) from the file when asked.
+    dataset = FileDataset(
+        str(received.path), body, None, FileMetaDataset(), encoding.implicit, encoding.little
+    )
+    return _checked(received, dataset, offset, str(syntax).rstrip("\0").strip(), end, size)
+
+
+_PARSE_ERRORS = (
+    InvalidDicomError,
+    BytesLengthException,
+    NotImplementedError,  # an unknown VR
+    struct.error,
+    EOFError,
+    ValueError,
+    KeyError,
+    TypeError,
+    OSError,
+)
+
+
+def _unparsable(exc: Exception) -> Exception:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return exc
+    return IngestError(CANNOT_UNDERSTAND, f"data set does not parse: {exc}"[:64])
+
+
+def _parse_with_pydicom(received: Received, size: int) -> _Parsed:
+    """Without File Meta naming the syntax (pydicom tells it from the bytes), or deflated."""
     try:
         with received.path.open("rb") as fp:
             read_preamble(fp, True)
@@ -155,22 +204,16 @@ def _parse(received: Received) -> _Parsed:
             fp.seek(0)
             dataset = dcmread(fp, force=True, defer_size=_DEFER_SIZE)
             end = fp.tell()
-    except (
-        InvalidDicomError,
-        BytesLengthException,
-        NotImplementedError,  # an unknown VR
-        struct.error,
-        EOFError,
-        ValueError,
-        KeyError,
-        TypeError,
-        OSError,
-    ) as exc:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise
-        raise IngestError(CANNOT_UNDERSTAND, f"data set does not parse: {exc}"[:64]) from exc
+    except _PARSE_ERRORS as exc:
+        raise _unparsable(exc) from exc
     syntax = received.transfer_syntax or meta.get("TransferSyntaxUID")
     syntax = str(syntax).rstrip("\0").strip() if syntax else syntax_of_encoding(dataset)
+    return _checked(received, dataset, offset, syntax, end, size)
+
+
+def _checked(
+    received: Received, dataset: Dataset, offset: int, syntax: str, end: int, size: int
+) -> _Parsed:
     if not _UID_TEXT.fullmatch(syntax):
         raise IngestError(CANNOT_UNDERSTAND, "transfer syntax is not a valid UID")
     if syntax != DeflatedExplicitVRLittleEndian:

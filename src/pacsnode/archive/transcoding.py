@@ -45,6 +45,7 @@ from pacsnode.archive.encoding import (
     EncodingError,
     parse,
     reencode,
+    split_meta,
 )
 from pacsnode.config import is_lossy_syntax
 
@@ -107,19 +108,6 @@ def decoded(path: Path, stored: str) -> Dataset:
     dataset = dcmread(path, force=True)
     dataset.file_meta.TransferSyntaxUID = UID(stored)
     return dataset
-
-
-def split_meta(data: memoryview) -> tuple[memoryview, int]:
-    """The File Meta group's bytes (empty if the file has none) and where the data
-    set begins."""
-    start = 132 if bytes(data[128:132]) == b"DICM" else 0
-    pos = start
-    while len(data) - pos >= 8 and struct.unpack_from("<H", data, pos)[0] == 0x0002:
-        if bytes(data[pos + 4 : pos + 6]).decode("latin-1") in LONG_VRS:
-            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
-        else:
-            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
-    return data[start:pos], pos
 
 
 def _meta_naming(meta: memoryview, target: str) -> bytes:

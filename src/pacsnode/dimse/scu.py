@@ -20,8 +20,9 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacsnode import status
+from pacsnode.archive.encoding import split_meta
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from pacsnode.archive.transcoding import convert, split_meta
+from pacsnode.archive.transcoding import convert
 from pacsnode.archive.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,

@@ -231,9 +231,9 @@ class Stow:
         part_type, boundary = _body_type(request)
         limit = self.archive.settings.stow_max_bytes
         _check_length(request, limit)
-        spool = self.archive.storage.spool_dir()
-        spool.mkdir(exist_ok=True)
-        directory = Path(tempfile.mkdtemp(prefix="stow-", dir=spool))
+        spool_dir = self.archive.storage.spool_dir()
+        spool_dir.mkdir(exist_ok=True)
+        directory = Path(tempfile.mkdtemp(prefix="stow-", dir=spool_dir))
         try:
             spool = Spool(directory, boundary, part_type)
             try:
