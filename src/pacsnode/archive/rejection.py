@@ -181,8 +181,11 @@ class Rejections:
                     rejected_instance.c.sop_instance_uid == sop_instance_uid
                 )
             )
-            pk = connection.execute(
-                sa.select(instance.c.pk).where(instance.c.sop_instance_uid == sop_instance_uid)
+            pk = connection.execute(  # hidden by a note, not deleted by a user
+                sa.select(instance.c.pk).where(
+                    instance.c.sop_instance_uid == sop_instance_uid,
+                    instance.c.rejection.in_(REJECTION_CODES),
+                )
             ).scalar()
             if pk is not None:
                 self.index.set_hidden(connection, pk, None)
