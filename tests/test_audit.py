@@ -394,6 +394,7 @@ def test_remote_add_command_is_audited_and_found_by_audit_search(
     data = tmp_path / "data"
     config = tmp_path / "pacsnode.toml"
     config.write_text(f'[server]\ndata_dir = "{data}"\naudit_syslog = "{udp_collector.url}"\n')
+    Archive(Settings(data_dir=data)).close()  # commands change an archive, never make one
     added = pacsnode_cli("remote", "add", "CLIAE", "127.0.0.1", "104", "--config", str(config))
     assert added.returncode == 0, added.stderr
     change = udp_collector.wait_for(event("110113", "110128"))

@@ -32,9 +32,11 @@ log = logging.getLogger("pacsnode")
 
 
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, archive: Archive) -> None:
+        """``archive`` is the one ``settings`` name, opened by the caller (which says
+        which one it is, and refuses to make one where none was asked for)."""
         self.settings = settings
-        self.archive = Archive(settings)
+        self.archive = archive
         tls.install_outbound(settings, self.archive.remotes.get)
         self.jobs = JobQueue(
             self.archive.database, settings.job_max_attempts, settings.job_retry_delay
@@ -78,11 +80,15 @@ class Node:
             log.info("removed %d partial files left by an interrupted run", removed)
         self.workers.start()
         self.warmer.start()
-        self.dimse.start()
-        if self.http is not None:
-            self.http.start()
-        if self.orders is not None:
-            self.orders.start()
+        try:
+            self.dimse.start()
+            if self.http is not None:
+                self.http.start()
+            if self.orders is not None:
+                self.orders.start()
+        except OSError:  # a port in use: what did start stops again
+            self.stop()
+            raise
         audit.application_started()
 
     def stop(self) -> None:

@@ -74,15 +74,29 @@ class Archive:
         self.database.dispose()
 
 
+def remote_table(settings: Settings) -> Remotes:
+    """The remote AE table a server with these settings sees: the config file's entries,
+    and the archive's run-time ones when there is an archive (never made here)."""
+    url = settings.resolved_database_url
+    try:
+        if not has_schema(url):
+            return Remotes(settings)
+        remotes = Remotes(settings, open_database(url))
+        remotes.all()  # read now, so that an unreachable index fails here
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise _database_error(url, exc) from exc
+    return remotes
+
+
 def _check_new(settings: Settings, create: bool) -> None:
     """A new archive only where asked for, and never over a folder of other files."""
     data_dir = settings.data_dir.absolute()
     if not create:
         named = settings.config_file or f"none (no --config, ${CONFIG_ENV} or {SYSTEM_CONFIG})"
+        index = f" (index {display_url(settings.database_url)})" if settings.database_url else ""
         raise ArchiveError(
-            f"no archive in {data_dir} (index {display_url(settings.resolved_database_url)}); "
-            f"config file: {named}. Name the archive's config file, or create an archive "
-            "with 'pacsnode serve' or 'pacsnode import'"
+            f"no archive in {data_dir}{index}; config file: {named}. Name the archive's "
+            "config file, or create an archive with 'pacsnode serve' or 'pacsnode import'"
         )
     if data_dir.is_dir() and any(data_dir.iterdir()):
         raise ArchiveError(

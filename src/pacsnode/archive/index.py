@@ -51,11 +51,26 @@ class StoredInstance:
 
 @dataclass(frozen=True)
 class ArchiveStats:
+    """What the archive shows (hidden instances left out) and what it keeps on disk."""
+
     patients: int
     studies: int
     series: int
     instances: int
     bytes: int
+    """Every stored file, hidden ones included: what the disk holds."""
+    hidden: int = 0
+    """Instances deleted softly or rejected by IOCM notes, still on disk."""
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "patients": self.patients,
+            "studies": self.studies,
+            "series": self.series,
+            "instances": self.instances,
+            "hidden_instances": self.hidden,
+            "bytes": self.bytes,
+        }
 
 
 AddOutcome = Literal["added", "replaced", "kept", "refused"]
@@ -509,15 +524,18 @@ class Index:
         return None if row is None else StoredInstance(**row._mapping)
 
     def stats(self) -> ArchiveStats:
-        def count(table: sa.Table) -> sa.ScalarSelect[int]:
-            return sa.select(sa.func.count()).select_from(table).scalar_subquery()
+        """Counts of what the doors show, from the counters, and the bytes on disk."""
+
+        def count(table: sa.Table, *where: Any) -> sa.ScalarSelect[int]:
+            return sa.select(sa.func.count()).select_from(table).where(*where).scalar_subquery()
 
         query = sa.select(
-            count(patient),
-            count(study),
-            count(series),
-            count(instance),
+            count(patient, patient.c.num_instances > 0),
+            count(study, study.c.num_instances > 0),
+            count(series, series.c.num_instances > 0),
+            count(instance, instance.c.rejection.is_(None)),
             sa.select(sa.func.coalesce(sa.func.sum(instance.c.file_size), 0)).scalar_subquery(),
+            count(instance, instance.c.rejection.is_not(None)),
         )
         with self.database.reader.connect() as connection:
             row = connection.execute(query).one()

@@ -200,6 +200,15 @@ class Remotes:
         title = ae_title.strip()
         return self._database_entries().get(title) or self._configured.get(title)
 
+    def find(self, name: str) -> RemoteAE | None:
+        """A remote AE by the title an administrator typed: exactly, else regardless of
+        case when that names one entry only."""
+        found = self.get(name)
+        if found is not None:
+            return found
+        folded = [remote for remote in self.all() if remote.ae_title.lower() == name.lower()]
+        return folded[0] if len(folded) == 1 else None
+
     def all(self) -> list[RemoteAE]:
         return [entry.remote for entry in self.entries()]
 

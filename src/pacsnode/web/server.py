@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import ssl
 import threading
 import time
@@ -30,14 +32,29 @@ class HttpServer:
         )
         self.scheme = "https" if ssl_context else "http"
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._thread: threading.Thread | None = None
         self.host, self.port = host, port
 
+    def _listen(self) -> socket.socket:
+        """The listening socket, bound here so that a port in use is an OSError that
+        names it (uvicorn would log it and end its thread)."""
+        try:
+            family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
+            return socket.create_server((self.host, self.port), family=family)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise OSError(f"HTTP port {self.host}:{self.port}: {reason}") from exc
+
     def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
+        listening = self._listen()
+        thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [listening]}, name="http", daemon=True
+        )
+        self._thread = thread
+        thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+            if not thread.is_alive() or time.monotonic() > deadline:
                 raise OSError(f"HTTP server did not start on {self.host}:{self.port}")
             time.sleep(0.01)
         suffix = " (HTTPS)" if self.scheme == "https" else ""
@@ -45,4 +62,5 @@ class HttpServer:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(10)
+        if self._thread is not None:
+            self._thread.join(10)
