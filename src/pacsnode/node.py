@@ -14,6 +14,7 @@ from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.metadata import MetadataWarmer
 from pacsnode.archive.routing import Router
+from pacsnode.archive.sending import STORE_JOB
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.dimse import tls
@@ -45,7 +46,8 @@ class Node:
         Retriever(self.archive, self.workers)  # runs retrieve jobs
         PrintJobs(self.archive, self.workers)  # runs print jobs
         self.router = Router(self.archive, self.workers)
-        RouteSender(self.archive, self.workers)  # runs the jobs the router queues
+        sender = RouteSender(self.archive, self.workers)  # runs the jobs the router queues
+        self.workers.register(STORE_JOB, sender.send)  # and the sends asked for over REST
         Prefetcher(self.archive, self.workers)  # runs prefetch jobs
         self.warmer = MetadataWarmer(self.archive.metadata)
         self.dimse = DimseServer(settings, self.archive, self.workers, self.router)
