@@ -90,6 +90,9 @@ def test_soft_delete_of_a_study_hides_it_everywhere_and_keeps_it(archive: Archiv
     hidden = rows(archive, instance, instance.c.rejection == SOFT_DELETED)
     assert sorted(row["sop_instance_uid"] for row in hidden) == sorted(uids["instances"][:3])
     assert stored_files(archive) == files_before  # restorable: nothing left the disk
+    stats = archive.index.stats()
+    assert (stats.patients, stats.studies, stats.series, stats.instances) == (1, 1, 1, 1)
+    assert (stats.hidden, stats.bytes) == (3, sum(p.stat().st_size for p in files_before))
     with pytest.raises(NothingToDelete, match=f"^no visible study {uids['a']} in the archive$"):
         archive.deletion.delete(Target("study", uids["a"]), False, USER)
     [audited] = deletions_audited(archive)
