@@ -100,6 +100,15 @@ def test_admin_commands_refuse_to_make_an_archive(tmp_path: Path) -> None:
             "give HOST PORT to call a node by its address",
         ),
         (["delete"], "give one of --patient, --study, --series or --instance"),
+        (
+            ["remote", "add", "ABCDEFGHIJKLMNOPQRST", "10.0.0.1", "104"],
+            "ae_title 'ABCDEFGHIJKLMNOPQRST' is not 1 to 16 printable characters without '\\'",
+        ),
+        (
+            ["remote", "add", "WS1", "10.0.0.1", "104", "--offers", "fnd"],
+            "offers: unknown 'fnd' (did you mean 'find'?); "
+            "use echo, store, find, move, get, commit, mwl, mpps",
+        ),
         (["delete", "--study", "1.2.3", "--issuer", "X"], "--issuer goes with --patient"),
     ],
 )

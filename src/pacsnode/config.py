@@ -336,7 +336,8 @@ def _words(value: Any) -> Any:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
         return value
-    return tuple(item.strip() if isinstance(item, str) else item for item in items if item != "")
+    stripped = (item.strip() if isinstance(item, str) else item for item in items)
+    return tuple(item for item in stripped if item != "")
 
 
 def _typed(cls: type[Any], values: dict[str, Any], origin: Origin) -> Any:

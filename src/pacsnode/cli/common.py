@@ -7,7 +7,6 @@ database, an unknown remote AE) end it with one line on standard error and exit 
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-log = logging.getLogger("pacsnode.cli")
 
 
 def _version(shown: bool) -> None:

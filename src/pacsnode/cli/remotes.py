@@ -102,7 +102,10 @@ def add(
     }
     try:
         item = remote_from_json(values)
-        archive = _archive(config, data_dir, database_url)
+    except RemoteError as exc:  # bad arguments
+        raise fail(str(exc)) from exc
+    archive = _archive(config, data_dir, database_url)
+    try:
         created = archive.remotes.put(item)
     except RemoteError as exc:
         raise _fail(str(exc)) from exc
