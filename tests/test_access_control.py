@@ -234,10 +234,10 @@ def test_spanning_targets_pass_the_called_ae_check(server_factory: ServerFactory
     ("text", "message"),
     [
         ('[server]\nunknown_calling_ae = "deny"\n', "unknown_calling_ae"),
-        ('[server]\nunknown_ae_allowed = ["echo", "print"]\n', "unknown print"),
+        ('[server]\nunknown_ae_allowed = ["echo", "print"]\n', "unknown service 'print'"),
         (
             '[[remote_ae]]\nae_title = "A"\nhost = "h"\nport = 104\nallowed = ["stor"]\n',
-            "unknown stor",
+            "unknown service 'stor' \\(did you mean 'store'\\?\\)",
         ),
     ],
 )

@@ -197,6 +197,7 @@ def test_every_message_kind_validates_against_the_schema() -> None:
         builder.transferred(us, peer, [study], "R", 4, peer, "1 instances failed"),
         builder.accessed(Participant("alice", "::1", True), [study], "R"),
         builder.accessed(us, [study], "D"),
+        builder.study_deleted(Participant("alice", "::1", True), [study], "soft delete of study"),
         builder.query(peer, us, STUDY_ROOT_FIND, b"\x08\x00\x52\x00", ExplicitVRLittleEndian),
         builder.security_alert(us, peer, NODE_AUTHENTICATION, "192.0.2.7", "refused", 4),
         builder.user_authentication(Participant("alice", "::1", True), us, False, 0),
@@ -393,6 +394,7 @@ def test_remote_add_command_is_audited_and_found_by_audit_search(
     data = tmp_path / "data"
     config = tmp_path / "pacsnode.toml"
     config.write_text(f'[server]\ndata_dir = "{data}"\naudit_syslog = "{udp_collector.url}"\n')
+    Archive(Settings(data_dir=data)).close()  # commands change an archive, never make one
     added = pacsnode_cli("remote", "add", "CLIAE", "127.0.0.1", "104", "--config", str(config))
     assert added.returncode == 0, added.stderr
     change = udp_collector.wait_for(event("110113", "110128"))

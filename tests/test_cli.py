@@ -173,9 +173,11 @@ def test_stats_prints_what_an_import_stored(tmp_path: Path) -> None:
 
 
 def test_stats_of_an_empty_archive_prints_zero(tmp_path: Path) -> None:
+    open_archive(tmp_path / "empty").close()
     result = pacsnode("stats", "--data-dir", str(tmp_path / "empty"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\binstances\W+0\b", result.stdout), result.stdout
+    assert result.stderr == f"archive {tmp_path / 'empty'} (config none)\n"
 
 
 def store_and_check(server: RunningServer, root: Path, good: list[Path]) -> None:
@@ -304,33 +306,35 @@ def test_load_settings_orders_file_environment_flag(tmp_path: Path) -> None:
 
 
 def test_cli_data_dir_follows_file_environment_flag(tmp_path: Path) -> None:
-    """The same order through the real CLI: the archive is created where the winner says."""
+    """The same order through the real CLI: the command looks for the archive where the
+    winner says, and makes none there."""
     dirs = {name: tmp_path / name for name in ("from_file", "from_env", "from_flag")}
     config = write_config(tmp_path / "pacsnode.toml", {"data_dir": str(dirs["from_file"])}, [])
     env = {"PACSNODE_DATA_DIR": str(dirs["from_env"])}
 
-    def created() -> set[str]:
-        return {name for name, path in dirs.items() if (path / "index.sqlite").exists()}
+    def refused_in(result: subprocess.CompletedProcess[str]) -> str:
+        assert result.returncode == 2, result.stdout + result.stderr
+        match = re.match(r"no archive in (\S+); config file: (\S+)\. ", result.stderr)
+        assert match, result.stderr
+        assert match.group(2) == str(config)
+        return Path(match.group(1)).name
 
-    assert pacsnode("stats", "--config", str(config)).returncode == 0
-    assert created() == {"from_file"}
-
-    assert pacsnode("stats", "--config", str(config), env=env).returncode == 0
-    assert created() == {"from_file", "from_env"}
-
+    assert refused_in(pacsnode("stats", "--config", str(config))) == "from_file"
+    assert refused_in(pacsnode("stats", "--config", str(config), env=env)) == "from_env"
     flagged = pacsnode(
         "stats", "--config", str(config), "--data-dir", str(dirs["from_flag"]), env=env
     )
-    assert flagged.returncode == 0, flagged.stdout + flagged.stderr
-    assert created() == {"from_file", "from_env", "from_flag"}
+    assert refused_in(flagged) == "from_flag"
+    assert not any(path.exists() for path in dirs.values())
 
 
 def test_config_named_by_pacsnode_config_is_used(tmp_path: Path) -> None:
     data_dir = tmp_path / "named"
     config = write_config(tmp_path / "env.toml", {"data_dir": str(data_dir)}, [])
+    open_archive(data_dir).close()
     result = pacsnode("stats", env={"PACSNODE_CONFIG": str(config)}, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (data_dir / "index.sqlite").exists()
+    assert result.stderr == f"archive {data_dir} (config {config})\n"
 
 
 def test_a_bad_config_exits_2_with_the_reason(tmp_path: Path) -> None:
@@ -338,4 +342,7 @@ def test_a_bad_config_exits_2_with_the_reason(tmp_path: Path) -> None:
     config.write_text('[server]\nae_titel = "TYPO"\n')
     result = pacsnode("stats", "--config", str(config))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "ae_titel" in result.stderr, result.stderr
+    assert result.stderr == (
+        f"configuration error: {config}: [server] has no key 'ae_titel' "
+        "(did you mean 'ae_title'?)\n"
+    )

@@ -68,18 +68,104 @@ def test_remote_aes_and_per_ae_duplicate_policy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[server]\nae_titel = "X"\n', "unknown keys: ae_titel"),
-        ('[server]\ndicom_port = "abc"\n', "dicom_port"),
-        ('[server]\nduplicate_policy = "merge"\n', "duplicate_policy"),
-        ('[[remote_ae]]\nae_title = "X"\nhost = "h"\n', "needs port"),
-        ('[[remote_ae]]\nae_title = "X"\nhost = "h"\nport = 1\ncolour = 2\n', "colour"),
-        ('[server]\nae_title = "MUCH_TOO_LONG_AE_TITLE"\n', "1 to 16"),
-        ("[server\n", "config file"),
+        (
+            '[sever]\nae_title = "X"\n',
+            "{file}: unknown section [sever] (did you mean [server]?)",
+        ),
+        (
+            '[[remote_aes]]\nae_title = "X"\n',
+            "{file}: unknown section [[remote_aes]] (did you mean [[remote_ae]]?)",
+        ),
+        (
+            '[remote_ae]\nae_title = "X"\n',
+            "{file}: write [[remote_ae]], one table per entry, not [remote_ae]",
+        ),
+        ('ae_title = "X"\n[server]\n', "{file}: ae_title must be written under [server]"),
+        (
+            '[server]\nae_titel = "X"\n',
+            "{file}: [server] has no key 'ae_titel' (did you mean 'ae_title'?)",
+        ),
+        ('[server]\ncolour = "red"\n', "{file}: [server] has no key 'colour'"),
+        ('[server]\ndicom_port = "abc"\n', "{file}: [server] dicom_port: 'abc' is not an integer"),
+        (
+            '[server]\nnetwork_timeout = "soon"\n',
+            "{file}: [server] network_timeout: 'soon' is not a number",
+        ),
+        (
+            '[server]\nhttp_tls = "maybe"\n',
+            "{file}: [server] http_tls: 'maybe' is not true or false",
+        ),
+        ("[server]\nae_title = 104\n", "{file}: [server] ae_title: 104 is not a string"),
+        (
+            '[server]\nduplicate_policy = "merge"\n',
+            "{file}: [server] duplicate_policy: 'merge' is not one of "
+            "'keep', 'overwrite', 'refuse'",
+        ),
+        (
+            '[server]\nlog_level = "chatty"\n',
+            "{file}: [server] log_level: 'CHATTY' is not one of DEBUG, INFO, WARNING, ERROR",
+        ),
+        (
+            '[server]\nae_title = "MUCH_TOO_LONG_AE_TITLE"\n',
+            "{file}: [server] ae_title: 'MUCH_TOO_LONG_AE_TITLE' is longer than 16 characters",
+        ),
+        ('[[remote_ae]]\nae_title = "X"\nhost = "h"\n', "{file}: [[remote_ae]] #1 (X) needs port"),
+        (
+            '[[remote_ae]]\nae_title = "A"\nhost = "h"\nport = 1\n'
+            '[[remote_ae]]\nae_title = "WS1"\nhots = "h"\nport = 1\n',
+            "{file}: [[remote_ae]] #2 (WS1) has no key 'hots' (did you mean 'host'?)",
+        ),
+        (
+            '[[remote_ae]]\nae_title = "WS1"\nhost = "h"\nport = "x"\n',
+            "{file}: [[remote_ae]] #1 (WS1) port: 'x' is not an integer",
+        ),
+        (
+            '[[remote_ae]]\nae_title = "A"\nhost = "h"\nport = 1\noffers = ["fnd"]\n',
+            "{file}: [[remote_ae]] #1 (A) offers: unknown service 'fnd' (did you mean 'find'?); "
+            "the services are echo, store, find, move, get, commit, mwl, mpps",
+        ),
+        (
+            '[[route]]\nname = "r"\ndestination = ["A"]\n',
+            "{file}: [[route]] #1 (r) has no key 'destination' (did you mean 'destinations'?)",
+        ),
+        (
+            "[server\n",
+            "config file {file}: Expected ']' at the end of a table declaration "
+            "(at line 1, column 8)",
+        ),
     ],
 )
-def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        load_settings(write(tmp_path, text), environ={})
+def test_bad_settings_are_named_with_file_section_key_and_suggestion(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config, environ={})
+    assert str(raised.value) == message.format(file=config)
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "message"),
+    [
+        ({"PACSNODE_DICOM_PORT": "x"}, {}, "PACSNODE_DICOM_PORT: 'x' is not an integer"),
+        (
+            {"PACSNODE_HTTP_AUTH": "ldap"},
+            {},
+            "PACSNODE_HTTP_AUTH: 'ldap' is not one of 'none', 'basic', 'oauth2'",
+        ),
+        (
+            {},
+            {"ae_title": "ABCDEFGHIJKLMNOPQRST"},
+            "--ae-title: 'ABCDEFGHIJKLMNOPQRST' is longer than 16 characters",
+        ),
+    ],
+)
+def test_bad_variables_and_flags_are_named(
+    environ: dict[str, str], overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, overrides, environ)
+    assert str(raised.value) == message
 
 
 def test_lists_come_from_toml_arrays_or_comma_separated_variables(tmp_path: Path) -> None:

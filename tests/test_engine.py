@@ -16,6 +16,7 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage as CT
 from pydicom.uid import ExplicitVRLittleEndian
 
+from pacsnode.archive.core import Archive
 from pacsnode.config import RemoteAE, Settings
 from pacsnode.dimse.query_scu import find, move
 from pacsnode.dimse.scu import Peer, echo
@@ -38,16 +39,17 @@ def _settings(directory: Path, title: str, port: int, remotes: tuple[RemoteAE, .
     )
 
 
+def _remote(title: str, port: int) -> RemoteAE:
+    return RemoteAE(title, "127.0.0.1", port)
+
+
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
     """Two nodes in this process, each knowing the other."""
     port_a, port_b = free_port(), free_port()
-    a = Node(
-        _settings(tmp_path / "a", "NODE_A", port_a, (RemoteAE("NODE_B", "127.0.0.1", port_b),))
-    )
-    b = Node(
-        _settings(tmp_path / "b", "NODE_B", port_b, (RemoteAE("NODE_A", "127.0.0.1", port_a),))
-    )
+    settings_a = _settings(tmp_path / "a", "NODE_A", port_a, (_remote("NODE_B", port_b),))
+    settings_b = _settings(tmp_path / "b", "NODE_B", port_b, (_remote("NODE_A", port_a),))
+    a, b = Node(settings_a, Archive(settings_a)), Node(settings_b, Archive(settings_b))
     for node in (a, b):
         node.prepare()
         node.start()

@@ -152,7 +152,8 @@ def test_a_note_hides_what_it_references(server: RunningServer) -> None:
     )
     assert (found.NumberOfStudyRelatedInstances, found.NumberOfStudyRelatedSeries) == (2, 2)
     assert list(found.ModalitiesInStudy) == ["CT", "MR"]  # the note's KO series is hidden
-    assert "left alone" in server.log()
+    named = f"names {study.mr.SOPInstanceUID} as CT Image Storage, stored as MR Image Storage"
+    assert f"{named}: left alone" in server.log()  # SOP classes by name, not UID
     assert retrieved_by_c_get(server, study.uid) == images(server, study)
     listed = httpx.get(f"{server.url}/api/rejected").json()
     assert {(r["sop_instance_uid"], r["code"]) for r in listed} == {

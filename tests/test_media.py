@@ -127,6 +127,7 @@ def test_export_read_back_and_round_trip(server_factory: ServerFactory, tmp_path
 
 def test_export_refuses_unknown_profile(server_factory: ServerFactory, tmp_path: Path) -> None:
     server = server_factory(start=False)
+    server.archive().close()  # an empty archive
     result = pacsnode_cli(
         "export-media", "--study", "1.2.3", "--profile", "STD-NOPE",
         "--config", str(server.config_path), str(tmp_path / "out"),

@@ -628,9 +628,12 @@ def test_printer_config_is_checked(tmp_path: Path) -> None:
     add_printer(config, "film", "PRINTER", 104, print_per_session=True)
     assert load_settings(config).printers[0].print_per_session is True
     for bad, message in (
-        ({"bits": 10}, "'printer.bits' must be one of 8, 12"),
-        ({"presentation_lut": "GAMMA"}, "'printer.presentation_lut'"),
-        ({"colour": True}, "[[printer]] has unknown keys: colour"),
+        ({"bits": 10}, "[[printer]] #1 (film) bits: 10 is not one of 8, 12"),
+        (
+            {"presentation_lut": "GAMMA"},
+            "presentation_lut: 'GAMMA' is not one of '', 'IDENTITY', 'LIN OD'",
+        ),
+        ({"colour": True}, "[[printer]] #1 (film) has no key 'colour' (did you mean 'color'?)"),
     ):
         config.write_text("[server]\n")
         add_printer(config, "film", "PRINTER", 104, **bad)

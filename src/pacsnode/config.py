@@ -2,7 +2,13 @@
 
 Each later source wins over the earlier ones. The file's ``[server]`` keys carry the
 names of the CLI flags (``ae_title`` for ``--ae-title``), so an administrator can move a
-setting between the three places without translating it.
+setting between the three places without translating it. The file is the one named
+(``--config``), else ``$PACSNODE_CONFIG``, else :data:`SYSTEM_CONFIG` if it exists: the
+server and the administrative commands find the same one.
+
+The dataclasses below are the model; :mod:`pacsnode.validation` checks values against
+their annotations, and a mistake is refused with where it was written (file and
+section or entry, variable, flag), the key, and the closest valid name.
 """
 
 from __future__ import annotations
@@ -19,6 +25,14 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID
 
 from pacsnode.archive.matching import visibility_problem
+from pacsnode.validation import (
+    Invalid,
+    Origin,
+    build,
+    check_unknown,
+    did_you_mean,
+    is_word_list,
+)
 
 DuplicatePolicy = Literal["keep", "overwrite", "refuse"]
 DUPLICATE_POLICIES: tuple[str, ...] = get_args(DuplicatePolicy)
@@ -32,6 +46,8 @@ SERVICES = ("echo", "store", "find", "move", "get", "commit", "mwl", "mpps")
 
 CONFIG_ENV = "PACSNODE_CONFIG"
 ENV_PREFIX = "PACSNODE_"
+SYSTEM_CONFIG = Path("/etc/pacsnode/pacsnode.toml")
+"""The config file of an installation, used when no other is named."""
 
 
 class ConfigError(ValueError):
@@ -99,18 +115,18 @@ class Printer:
     color: bool = False
     """Print every film in colour; otherwise only films with a colour image are (both
     need the printer to accept Basic Color Print Management)."""
-    bits: int = 8
+    bits: Literal[8, 12] = 8
     """Grayscale image box depth: 8, or 12 for a printer that takes 12-bit pixels."""
     film_sizes: tuple[str, ...] = ("14INX17IN",)
     """Film Size IDs it takes; the first is the default."""
     layouts: tuple[str, ...] = ("STANDARD\\1,1",)
     """Image Display Formats it takes (``2,2`` is short for ``STANDARD\\2,2``); the first
     is the default."""
-    orientation: str = "PORTRAIT"
+    orientation: Literal["PORTRAIT", "LANDSCAPE"] = "PORTRAIT"
     magnification: str = "REPLICATE"
     medium_type: str = "BLUE FILM"
     film_destination: str = "PROCESSOR"
-    presentation_lut: str = ""
+    presentation_lut: Literal["", "IDENTITY", "LIN OD"] = ""
     """Presentation LUT Shape to create and reference from each grayscale film:
     "IDENTITY", "LIN OD", or empty for none."""
     max_copies: int = 0
@@ -222,6 +238,15 @@ class Settings:
     shutdown_grace: float = 30.0
     """Seconds to let in-flight C-STOREs finish on SIGTERM before aborting."""
     log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+    log_file: str = ""
+    """Also write the log to this file, rotated when it reaches ``log_file_max_mb`` with
+    ``log_file_backups`` old files kept; empty logs to standard error only."""
+    log_file_max_mb: int = 10
+    log_file_backups: int = 5
+    http_access_log: bool = False
+    """Log one line per HTTP request (logger ``pacsnode.http.access``): client, user,
+    method, path, status, size and time taken."""
     mpps_destinations: tuple[str, ...] = ()
     """Remote AE titles that get every MPPS N-CREATE and N-SET we receive."""
     mpps_keep_calling_ae: bool = False
@@ -282,6 +307,8 @@ class Settings:
     remote_ae: tuple[RemoteAE, ...] = field(default_factory=tuple)
     routes: tuple[RouteRule, ...] = field(default_factory=tuple)
     printers: tuple[Printer, ...] = field(default_factory=tuple)
+    config_file: Path | None = None
+    """The file these settings were read from, if any (not a setting itself)."""
 
     @property
     def resolved_database_url(self) -> str:
@@ -293,94 +320,103 @@ class Settings:
 SERVER_KEYS = {
     f.name: f
     for f in dataclasses.fields(Settings)
-    if f.name not in ("remote_ae", "routes", "printers")
+    if f.name not in ("remote_ae", "routes", "printers", "config_file")
 }
+ENTRIES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
+    "remote_ae": (RemoteAE, "ae_title", ("ae_title", "host", "port")),
+    "route": (RouteRule, "name", ("name", "destinations")),
+    "printer": (Printer, "name", ("name", "ae_title", "host", "port")),
+}
+"""The arrays of tables: their dataclass, the key that names an entry, required keys."""
+SECTIONS = ("server", *ENTRIES)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _coerce(name: str, value: Any, kind: Any) -> Any:
-    """Turn a value from a file or the environment into the field's type."""
-    if value is None:
-        return None
-    try:
-        if kind in (int, "int"):
-            return int(value)
-        if kind in (float, "float"):
-            return float(value)
-        if kind in (Path, "Path"):
-            return Path(value)
-        if kind in (bool, "bool"):
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        if kind == "tuple[str, ...]":  # a TOML list, or a comma-separated variable
-            items = value.split(",") if isinstance(value, str) else value
-            return tuple(str(item).strip() for item in items if str(item).strip())
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name!r}: {value!r} is not a valid {kind}") from exc
-    return str(value)
+def _entry_label(section: str, number: int, table: dict[str, Any]) -> str:
+    """``[[remote_ae]] #2 (WS1)``: how an entry is named in messages."""
+    name = table.get(ENTRIES[section][1])
+    return f"[[{section}]] #{number}" + (f" ({name})" if isinstance(name, str) and name else "")
 
 
-def _check_choice(name: str, value: str | None, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise ConfigError(f"setting {name!r} must be one of {', '.join(choices)}")
+def _words(value: Any) -> Any:
+    """A list written as a comma-separated string (a variable, a flag) as a tuple,
+    blanks dropped; a TOML array with its items stripped."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value
+    stripped = (item.strip() if isinstance(item, str) else item for item in items)
+    return tuple(item for item in stripped if item != "")
 
 
-def _remote_from_table(table: dict[str, Any]) -> RemoteAE:
-    known = {f.name: f for f in dataclasses.fields(RemoteAE)}
-    unknown = set(table) - set(known)
-    if unknown:
-        raise ConfigError(f"[[remote_ae]] has unknown keys: {', '.join(sorted(unknown))}")
-    missing = {"ae_title", "host", "port"} - set(table)
-    if missing:
-        raise ConfigError(f"[[remote_ae]] needs {', '.join(sorted(missing))}")
-    values = {
-        key: _coerce(key, value, known[key].type)
-        for key, value in table.items()
-        if key != "visible"
+def _typed(cls: type[Any], values: dict[str, Any], origin: Origin) -> Any:
+    """The dataclass from raw values (word lists split), or a ConfigError naming the key."""
+    prepared = {
+        key: _words(value) if is_word_list(cls, key) else value for key, value in values.items()
     }
-    values["visible"] = _visibility_from_table(table.get("visible", {}))
-    _check_choice("remote_ae.duplicate_policy", values.get("duplicate_policy"), DUPLICATE_POLICIES)
-    _check_choice(
-        "remote_ae.commitment_report",
-        values.get("commitment_report"),
-        get_args(CommitmentReportMode),
-    )
-    for words in ("offers", "allowed"):
-        _check_services(f"remote_ae.{words}", values.get(words, ()))
-    return RemoteAE(**values)
+    try:
+        return build(cls, prepared, origin)
+    except Invalid as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def _visibility_from_table(table: Any) -> tuple[tuple[str, str], ...]:
-    """``visible`` as sorted (keyword, value) pairs, each keyword one the index matches."""
+def _entry(section: str, table: Any, where: str) -> Any:
+    """One ``[[remote_ae]]``, ``[[route]]`` or ``[[printer]]`` table, checked."""
+    cls, _name, required = ENTRIES[section]
     if not isinstance(table, dict):
-        raise ConfigError("remote_ae.visible must be a table of keyword = value")
-    for keyword in table:
-        problem = visibility_problem(str(keyword))
-        if problem is not None:
-            raise ConfigError(f"setting 'remote_ae.visible': {problem}")
+        raise ConfigError(f"{where} must be a table")
+    try:
+        check_unknown((f.name for f in dataclasses.fields(cls)), table, where)
+    except Invalid as exc:
+        raise ConfigError(str(exc)) from None
+    missing = [key for key in required if key not in table]
+    if missing:
+        raise ConfigError(f"{where} needs {', '.join(missing)}")
+    values = dict(table)
+    for key in ("visible", "match"):
+        if key in values:
+            values[key] = _pairs(values[key], f"{where} {key}")
+    return _typed(cls, values, lambda key: f"{where} {key}")
+
+
+def _pairs(table: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """``visible`` or ``match``: a table of keyword = matching value, as sorted pairs."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table of keyword = value")
     return tuple(sorted((str(k), str(v)) for k, v in table.items()))
 
 
-def _check_services(name: str, words: tuple[str, ...]) -> None:
-    unknown = [word for word in words if word not in SERVICES]
-    if unknown:
-        listed = ", ".join(unknown)
-        raise ConfigError(f"setting {name!r}: unknown {listed}; use {', '.join(SERVICES)}")
+def _remote(table: Any, where: str) -> RemoteAE:
+    remote: RemoteAE = _entry("remote_ae", table, where)
+    _check_ae_title(remote.ae_title, f"{where} ae_title")
+    for keyword, _value in remote.visible:
+        problem = visibility_problem(keyword)
+        if problem is not None:
+            raise ConfigError(f"{where} visible: {problem}")
+    for words in ("offers", "allowed"):
+        _check_services(f"{where} {words}", getattr(remote, words))
+    return remote
 
 
-def _printer_from_table(table: dict[str, Any]) -> Printer:
-    known = {f.name: f for f in dataclasses.fields(Printer)}
-    unknown = set(table) - set(known)
-    if unknown:
-        raise ConfigError(f"[[printer]] has unknown keys: {', '.join(sorted(unknown))}")
-    missing = {"name", "ae_title", "host", "port"} - set(table)
-    if missing:
-        raise ConfigError(f"[[printer]] needs {', '.join(sorted(missing))}")
-    values = {key: _coerce(key, value, known[key].type) for key, value in table.items()}
-    printer = Printer(**values)
-    _check_choice("printer.bits", str(printer.bits), ("8", "12"))
-    _check_choice("printer.presentation_lut", printer.presentation_lut, ("", "IDENTITY", "LIN OD"))
-    _check_choice("printer.orientation", printer.orientation, ("PORTRAIT", "LANDSCAPE"))
+def _check_services(origin: str, words: tuple[str, ...]) -> None:
+    for word in words:
+        if word not in SERVICES:
+            raise ConfigError(
+                f"{origin}: unknown service {word!r}{did_you_mean(word, SERVICES)}; "
+                f"the services are {', '.join(SERVICES)}"
+            )
+
+
+def _check_ae_title(title: str, origin: str) -> None:
+    if not title.strip():
+        raise ConfigError(f"{origin} is empty")
+    if len(title) > 16:
+        raise ConfigError(f"{origin}: {title!r} is longer than 16 characters")
+
+
+def _printer(table: Any, where: str) -> Printer:
+    printer: Printer = _entry("printer", table, where)
     if not printer.film_sizes or not printer.layouts:
-        raise ConfigError(f"printer {printer.name!r}: film_sizes and layouts must not be empty")
+        raise ConfigError(f"{where}: film_sizes and layouts must not be empty")
     return printer
 
 
@@ -403,25 +439,12 @@ def is_lossy_syntax(uid: str) -> bool:
     return UID(uid).is_compressed and uid not in LOSSLESS_COMPRESSED
 
 
-def route_from_table(table: dict[str, Any], remotes: tuple[RemoteAE, ...]) -> RouteRule:
+def route_from_table(
+    table: dict[str, Any], remotes: tuple[RemoteAE, ...], where: str = "[[route]]"
+) -> RouteRule:
     """A ``[[route]]`` table (or a rule added through the REST API), checked against
     the remote AEs it sends to."""
-    known = {f.name: f for f in dataclasses.fields(RouteRule)}
-    unknown = set(table) - set(known)
-    if unknown:
-        raise ConfigError(f"[[route]] has unknown keys: {', '.join(sorted(unknown))}")
-    missing = {"name", "destinations"} - set(table)
-    if missing:
-        raise ConfigError(f"[[route]] needs {', '.join(sorted(missing))}")
-    match = table.get("match", {})
-    if not isinstance(match, dict):
-        raise ConfigError("route.match must be a table of keyword = value")
-    values = {
-        key: _coerce(f"route.{key}", value, known[key].type)
-        for key, value in table.items()
-        if key != "match"
-    }
-    rule = RouteRule(**values, match=tuple(sorted((str(k), str(v)) for k, v in match.items())))
+    rule: RouteRule = _entry("route", table, where)
     _check_route(rule, {remote.ae_title: remote for remote in remotes})
     return rule
 
@@ -449,30 +472,68 @@ def _check_route(rule: RouteRule, remotes: dict[str, RemoteAE]) -> None:
         raise ConfigError(f"route {rule.name!r}: {syntax.name} is lossy; set allow_lossy")
 
 
+def config_file_of(config_file: Path | None, environ: dict[str, str]) -> Path | None:
+    """The file settings come from: the one named, else ``$PACSNODE_CONFIG``, else the
+    system-wide :data:`SYSTEM_CONFIG` if it exists, else none (the defaults)."""
+    if config_file is not None:
+        return config_file
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's settings: ``[server]`` keys and the entries of each array of tables."""
     try:
         with path.open("rb") as handle:
             document = tomllib.load(handle)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
+    _check_sections(document, path)
     server = document.get("server", {})
-    unknown = set(server) - set(SERVER_KEYS)
-    if unknown:
-        raise ConfigError(f"[server] has unknown keys: {', '.join(sorted(unknown))}")
+    if not isinstance(server, dict):
+        raise ConfigError(f"{path}: server must be a section, [server]")
+    try:
+        check_unknown(SERVER_KEYS, server, f"{path}: [server]")
+    except Invalid as exc:
+        raise ConfigError(str(exc)) from None
     values: dict[str, Any] = dict(server)
-    values["remote_ae"] = tuple(_remote_from_table(t) for t in document.get("remote_ae", []))
+    remotes = tuple(_remote(t, w) for t, w in _tables(document, "remote_ae", path))
+    values["remote_ae"] = remotes
     values["routes"] = tuple(
-        route_from_table(t, values["remote_ae"]) for t in document.get("route", [])
+        route_from_table(t, remotes, w) for t, w in _tables(document, "route", path)
     )
-    values["printers"] = tuple(_printer_from_table(t) for t in document.get("printer", []))
-    if len({printer.name for printer in values["printers"]}) != len(values["printers"]):
-        raise ConfigError("[[printer]] names must be unique")
-    names = [rule.name for rule in values["routes"]]
-    if len(names) != len(set(names)):
-        raise ConfigError("[[route]] names must be unique")
+    values["printers"] = tuple(_printer(t, w) for t, w in _tables(document, "printer", path))
+    for section, key in (("printer", "printers"), ("route", "routes")):
+        names = [entry.name for entry in values[key]]
+        if len(names) != len(set(names)):
+            raise ConfigError(f"{path}: [[{section}]] names must be unique")
     return values
+
+
+def _check_sections(document: dict[str, Any], path: Path) -> None:
+    """Every top-level name must be a known section; a [server] key written above the
+    first section is pointed to [server]."""
+    for name, value in document.items():
+        if name in SECTIONS:
+            continue
+        if name in SERVER_KEYS:
+            raise ConfigError(f"{path}: {name} must be written under [server]")
+        written = f"[[{name}]]" if isinstance(value, list) else f"[{name}]"
+        choices = [f"[{s}]" if s == "server" else f"[[{s}]]" for s in SECTIONS]
+        raise ConfigError(f"{path}: unknown section {written}{did_you_mean(written, choices, '')}")
+
+
+def _tables(document: dict[str, Any], section: str, path: Path) -> list[tuple[Any, str]]:
+    """Each table of an array of tables with its label for messages."""
+    tables = document.get(section, [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: write [[{section}]], one table per entry, not [{section}]")
+    return [(t, f"{path}: {_entry_label(section, n, t)}") for n, t in enumerate(tables, 1)]
 
 
 def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
@@ -483,53 +544,56 @@ def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _check_audit_syslog(value: str | None) -> None:
-    if value and not re.fullmatch(r"(udp|tcp|tls)://[^\s:/]+:\d{1,5}", value):
-        raise ConfigError(
-            "setting 'audit_syslog' must look like udp://host:514, tcp://… or tls://…"
-        )
-
-
 def load_settings(
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> Settings:
-    """Merge file, environment and flags (``None`` flags are ignored) into Settings."""
+    """Merge file, environment and flags (``None`` flags are ignored) into Settings.
+
+    A bad value is a :class:`ConfigError` that says where it was written: the file
+    and section, the environment variable, or the flag.
+    """
     environ = dict(os.environ) if environ is None else environ
-    if config_file is None and environ.get(CONFIG_ENV):
-        config_file = Path(environ[CONFIG_ENV])
+    config_file = config_file_of(config_file, environ)
     merged: dict[str, Any] = read_config_file(config_file) if config_file else {}
-    merged.update(_from_environment(environ))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    values = {
-        name: _coerce(name, value, SERVER_KEYS[name].type)
-        for name, value in merged.items()
-        if name not in ("remote_ae", "routes", "printers")
-    }
-    _check_choice("duplicate_policy", values.get("duplicate_policy"), DUPLICATE_POLICIES)
-    _check_choice(
-        "rejected_store_answer", values.get("rejected_store_answer"), get_args(RejectedAnswer)
-    )
-    _check_choice("http_auth", values.get("http_auth"), get_args(HttpAuth))
-    _check_choice(
-        "transfer_syntax_choice", values.get("transfer_syntax_choice"), get_args(SyntaxChoice)
-    )
-    _check_choice(
-        "unknown_calling_ae", values.get("unknown_calling_ae"), get_args(UnknownCallingAE)
-    )
-    _check_services("unknown_ae_allowed", values.get("unknown_ae_allowed", ()))
-    _check_audit_syslog(values.get("audit_syslog"))
-    settings = Settings(
-        **values,
+    origins = {name: f"{config_file}: [server] {name}" for name in merged}
+    from_environment = _from_environment(environ)
+    merged.update(from_environment)
+    origins.update({name: ENV_PREFIX + name.upper() for name in from_environment})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    merged.update(flags)
+    origins.update({name: "--" + name.replace("_", "-") for name in flags})
+    values = {name: value for name, value in merged.items() if name in SERVER_KEYS}
+    if "log_level" in values and isinstance(values["log_level"], str):
+        values["log_level"] = values["log_level"].upper()
+    settings: Settings = _typed(Settings, values, lambda name: origins.get(name, name))
+    settings = dataclasses.replace(
+        settings,
         remote_ae=merged.get("remote_ae", ()),
         routes=merged.get("routes", ()),
         printers=merged.get("printers", ()),
+        config_file=config_file,
     )
-    if len(settings.ae_title) > 16 or not settings.ae_title.strip():
-        raise ConfigError("ae_title must be 1 to 16 characters")
-    _check_tls(settings)
+    _check_server(settings, lambda name: origins.get(name, name))
     return settings
+
+
+def _check_server(settings: Settings, origin: Origin) -> None:
+    """What a type cannot say: words in lists, lengths, forms, settings that need others."""
+    _check_ae_title(settings.ae_title, origin("ae_title"))
+    _check_services(origin("unknown_ae_allowed"), settings.unknown_ae_allowed)
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"{origin('log_level')}: {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    syslog = settings.audit_syslog
+    if syslog and not re.fullmatch(r"(udp|tcp|tls)://[^\s:/]+:\d{1,5}", syslog):
+        raise ConfigError(
+            f"{origin('audit_syslog')}: {syslog!r} must look like udp://host:514, "
+            "tcp://host:port or tls://host:port"
+        )
+    _check_tls(settings)
 
 
 def _check_tls(settings: Settings) -> None:

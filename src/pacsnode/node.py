@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from pacsnode.workflows.print_jobs import PrintJobs
 from pacsnode.workflows.retrieve import Retriever
 from pacsnode.workflows.route_sender import RouteSender
 from pacsnode.workflows.routing import Router
+from pacsnode.workflows.sending import STORE_JOB
 
 log = logging.getLogger("pacsnode")
 
@@ -69,16 +71,22 @@ def bind(settings: Settings) -> Listeners:
 class Node:
     """One process's share of the node: the archive, its job workers, the doors.
 
-    ``primary`` is the process that also does the node's background duties (metadata
-    documents, study stability watch, the HL7 listener): one process of a node.
+    ``archive`` is the one ``settings`` name, opened by the caller (which says which
+    one it is, and refuses to make one where none was asked for). ``primary`` is the
+    process that also does the node's background duties (metadata documents, study
+    stability watch, the HL7 listener): one process of a node.
     """
 
     def __init__(
-        self, settings: Settings, slots: AssociationSlots | None = None, primary: bool = True
+        self,
+        settings: Settings,
+        archive: Archive,
+        slots: AssociationSlots | None = None,
+        primary: bool = True,
     ) -> None:
         self.settings = settings
         self.primary = primary
-        self.archive = Archive(settings)
+        self.archive = archive
         self.dialer = Dialer(settings, self.archive.remotes.get)
         self.dialer.tls.check()
         self.jobs = JobQueue(
@@ -88,7 +96,8 @@ class Node:
         Retriever(self.archive, self.workers, self.dialer)  # runs retrieve jobs
         PrintJobs(self.archive, self.workers)  # runs print jobs
         self.router = Router(self.archive, self.workers)
-        RouteSender(self.archive, self.workers, self.dialer)  # runs the jobs the router queues
+        sender = RouteSender(self.archive, self.workers, self.dialer)  # runs the router's jobs
+        self.workers.register(STORE_JOB, sender.send)  # and the sends asked for over REST
         Prefetcher(self.archive, self.workers, self.dialer)  # runs prefetch jobs
         self.workers.register(FORWARD_JOB, MppsForwarder(self.dialer))
         self.notifier = AvailabilityNotifier(self.archive, self.workers, self.dialer)
@@ -155,13 +164,17 @@ class Node:
         if self.primary:
             self.warmer.start()
             self.notifier.start()
-        self.dimse.listen(listeners.dimse)
-        if listeners.tls is not None and self.tls_context is not None:
-            self.dimse.listen(listeners.tls, self.tls_context)
-        if self.http is not None:
-            self.http.start(listeners.http)
-        if self.orders is not None:
-            self.orders.start()
+        try:
+            self.dimse.listen(listeners.dimse)
+            if listeners.tls is not None and self.tls_context is not None:
+                self.dimse.listen(listeners.tls, self.tls_context)
+            if self.http is not None and listeners.http is not None:
+                self.http.start(listeners.http)
+            if self.orders is not None:
+                self.orders.start()
+        except OSError:  # a port in use: what did start stops again
+            self.stop()
+            raise
         if self.primary:
             audit.application_started()
 
@@ -186,7 +199,8 @@ def _bound(host: str, port: int, what: str) -> socket.socket:
     try:
         return socket.create_server((host, port), backlog=128)
     except OSError as exc:
-        raise OSError(f"{what} {host}:{port}: {exc.strerror}") from exc
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(f"{what} {host}:{port}: {reason}") from exc
 
 
 def _http_host(settings: Settings) -> str:

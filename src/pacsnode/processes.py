@@ -7,11 +7,12 @@ kernel hands each new connection to one of the workers waiting to accept. Worker
 started fresh (``spawn``), not forked, so none inherits the parent's threads or
 database connections.
 
-The parent only watches. A worker that dies (``kill -9``) is replaced at once; its
-spool directory is emptied and its association places given back, and its jobs are
-taken over by the others when their leases lapse. Nothing it acknowledged is lost:
-a C-STORE is answered only once its file and index row are durable. SIGTERM is passed
-to every worker, which drains as a single process does.
+Workers log through the parent (a queue of records), so that one process writes the
+log file and rotates it. The parent only watches. A worker that dies (``kill -9``) is
+replaced at once; its spool directory is emptied and its association places given
+back, and its jobs are taken over by the others when their leases lapse. Nothing it
+acknowledged is lost: a C-STORE is answered only once its file and index row are
+durable. SIGTERM is passed to every worker, which drains as a single process does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import logging.handlers
 import multiprocessing
 import os
 import queue
@@ -49,16 +51,29 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.slots = AssociationSlots(settings.max_associations, count, self.context)
         self.ready = self.context.Queue()
+        self.log_records = self.context.Queue()
         self.processes: dict[int, BaseProcess] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Start the workers, keep them running until ``stop``, then stop them."""
+        from pacsnode.archive.core import Archive
         from pacsnode.node import Node, bind
 
         listeners = bind(self.settings)
-        node = Node(self.settings)  # migrations and clean-up, once, before any worker
+        node = Node(self.settings, Archive(self.settings))  # clean-up, once, before any worker
         node.prepare()
         node.archive.close()
+        handlers = logging.getLogger().handlers
+        writer = logging.handlers.QueueListener(
+            self.log_records, *handlers, respect_handler_level=True
+        )
+        writer.start()
+        try:
+            self._serve(stop, listeners)
+        finally:
+            writer.stop()
+
+    def _serve(self, stop: threading.Event, listeners: Any) -> None:
         for worker in range(self.count):
             self._start(worker, listeners)
         try:
@@ -81,7 +96,15 @@ class Supervisor:
     def _start(self, worker: int, listeners: Any) -> None:
         process = self.context.Process(
             target=serve_worker,
-            args=(self.settings, worker, listeners, self.slots, self.ready, os.getpid()),
+            args=(
+                self.settings,
+                worker,
+                listeners,
+                self.slots,
+                self.ready,
+                self.log_records,
+                os.getpid(),
+            ),
             name=f"pacsnode-worker-{worker}",
             daemon=False,
         )
@@ -133,20 +156,22 @@ def serve_worker(
     listeners: Any,
     slots: AssociationSlots,
     ready: Any,
+    log_records: Any,
     parent: int,
 ) -> None:
     """A worker process: one Node on the parent's sockets, until SIGTERM or until the
     parent is gone."""
     _die_with(parent)
-    from pacsnode.cli.common import configure_logging
+    from pacsnode.archive.core import Archive
+    from pacsnode.logs import configure_logging
     from pacsnode.node import Node
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, [logging.handlers.QueueHandler(log_records)])
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     slots.worker = worker
-    node = Node(settings, slots, primary=worker == 0)
+    node = Node(settings, Archive(settings), slots, primary=worker == 0)
     node.start(listeners)
     ready.put((worker, os.getpid()))
     stop.wait()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pacsnode.archive.database import Database, migrate, open_database
+import logging
+
+import sqlalchemy as sa
+
+from pacsnode.archive.database import Database, has_schema, migrate, open_database
+from pacsnode.archive.deletion import Deletion
 from pacsnode.archive.index import Index
 from pacsnode.archive.ingest import (
     CANNOT_UNDERSTAND,
@@ -15,7 +20,21 @@ from pacsnode.archive.metadata import MetadataCache
 from pacsnode.archive.receiving import Origin, Receiving
 from pacsnode.archive.remotes import Remotes
 from pacsnode.archive.storage import Storage
-from pacsnode.config import Settings
+from pacsnode.config import CONFIG_ENV, SYSTEM_CONFIG, Settings
+
+log = logging.getLogger("pacsnode.archive")
+
+
+class ArchiveError(Exception):
+    """The archive cannot be opened; the message is one line naming the path or URL."""
+
+
+def display_url(url: str) -> str:
+    """A database URL with its password hidden, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
 
 
 class Archive:
@@ -33,10 +52,71 @@ class Archive:
         self.metadata = MetadataCache(self.database, self.storage)
         self.remotes = Remotes(settings, self.database)
         self.receiving = Receiving(self)
+        self.deletion = Deletion(self.index, self.storage)
 
     def receive(self, received: Received, origin: Origin) -> IngestResult:
         """Take in an object from any door (see :mod:`pacsnode.archive.receiving`)."""
         return self.receiving.receive(received, origin)
 
+    @classmethod
+    def open(cls, settings: Settings, create: bool = False) -> Archive:
+        """The archive the settings name, as the doors open it: an existing one, or with
+        ``create`` a new one in an empty or new data directory (``serve``, ``import``).
+
+        Anything else is an :class:`ArchiveError`, so that a command run without its
+        config file never quietly makes a second archive where it happens to run.
+        """
+        url = settings.resolved_database_url
+        try:
+            exists = has_schema(url)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise _database_error(url, exc) from exc
+        if not exists:
+            _check_new(settings, create)
+        try:
+            return cls(settings)
+        except OSError as exc:
+            log.debug("data directory %s unusable", settings.data_dir, exc_info=True)
+            where = exc.filename or settings.data_dir
+            raise ArchiveError(f"cannot use the data directory {where}: {exc.strerror}") from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise _database_error(url, exc) from exc
+
     def close(self) -> None:
         self.database.dispose()
+
+
+def remote_table(settings: Settings) -> Remotes:
+    """The remote AE table a server with these settings sees: the config file's entries,
+    and the archive's run-time ones when there is an archive (never made here)."""
+    url = settings.resolved_database_url
+    try:
+        if not has_schema(url):
+            return Remotes(settings)
+        remotes = Remotes(settings, open_database(url))
+        remotes.all()  # read now, so that an unreachable index fails here
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise _database_error(url, exc) from exc
+    return remotes
+
+
+def _check_new(settings: Settings, create: bool) -> None:
+    """A new archive only where asked for, and never over a folder of other files."""
+    data_dir = settings.data_dir.absolute()
+    if not create:
+        named = settings.config_file or f"none (no --config, ${CONFIG_ENV} or {SYSTEM_CONFIG})"
+        index = f" (index {display_url(settings.database_url)})" if settings.database_url else ""
+        raise ArchiveError(
+            f"no archive in {data_dir}{index}; config file: {named}. Name the archive's "
+            "config file, or create an archive with 'pacsnode serve' or 'pacsnode import'"
+        )
+    if data_dir.is_dir() and any(data_dir.iterdir()):
+        raise ArchiveError(
+            f"{data_dir} holds other files and no archive: give data_dir an empty or new directory"
+        )
+
+
+def _database_error(url: str, exc: Exception) -> ArchiveError:
+    log.debug("index database %s unusable", display_url(url), exc_info=True)
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return ArchiveError(f"cannot open the index database {display_url(url)}: {reason}")

@@ -79,6 +79,20 @@ def open_database(url: str) -> Database:
     return Database(engine, engine)
 
 
+def has_schema(url: str) -> bool:
+    """Whether the index at ``url`` exists and was set up by pacsnode, checked without
+    creating anything (SQLite makes a file on connect, so its file is looked for)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return bool(parsed.database) and Path(str(parsed.database)).is_file()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return sa.inspect(connection).has_table("alembic_version")
+    finally:
+        engine.dispose()
+
+
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

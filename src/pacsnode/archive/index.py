@@ -51,11 +51,26 @@ class StoredInstance:
 
 @dataclass(frozen=True)
 class ArchiveStats:
+    """What the archive shows (hidden instances left out) and what it keeps on disk."""
+
     patients: int
     studies: int
     series: int
     instances: int
     bytes: int
+    """Every stored file, hidden ones included: what the disk holds."""
+    hidden: int = 0
+    """Instances deleted softly or rejected by IOCM notes, still on disk."""
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "patients": self.patients,
+            "studies": self.studies,
+            "series": self.series,
+            "instances": self.instances,
+            "hidden_instances": self.hidden,
+            "bytes": self.bytes,
+        }
 
 
 AddOutcome = Literal["added", "replaced", "kept", "refused"]
@@ -166,6 +181,30 @@ def _counter(connection: Connection, table: sa.Table, pk: int) -> int:
     return int(value.scalar_one())
 
 
+def _still_hidden(connection: Connection, table: sa.Table, pk: int) -> bool:
+    """Whether a parent has no visible instance, read under a row lock: of two writers
+    adding the first visible instance, only one may count the parent as appearing.
+
+    A parent a concurrent writer removed meanwhile reads as hidden; inserting below it
+    then breaks its foreign key, and the transaction is run again.
+    """
+    count = connection.execute(
+        sa.select(table.c.num_instances).where(table.c.pk == pk).with_for_update()
+    ).scalar()
+    return not count
+
+
+@dataclass(frozen=True)
+class _Parents:
+    """Where a new instance goes, and which of its parents it makes visible."""
+
+    series: int
+    study: int
+    patient: int
+    series_appears: bool
+    study_appears: bool
+
+
 def _add_modality(connection: Connection, study_pk: int, modality: str | None) -> None:
     if not modality:
         return
@@ -181,6 +220,9 @@ def _add_modality(connection: Connection, study_pk: int, modality: str | None) -
 
 
 _ATTEMPTS = 5
+SOFT_DELETED = "DELETED"
+"""The ``rejection`` code of an instance deleted softly: hidden from every door like a
+rejected one, kept on disk, and shown again by clearing the code (an undelete)."""
 
 
 class Index:
@@ -229,42 +271,42 @@ class Index:
     ) -> Added:
         uid = rows.instance["sop_instance_uid"]
         while True:
-            series_pk, study_pk, patient_pk, new_series, new_study = self._parents(
-                connection, rows, charset
-            )
+            parents = self._parents(connection, rows, charset)
             statement = _insert_or_skip(connection.dialect.name, instance, ("sop_instance_uid",))
             instance_pk = connection.execute(
-                statement, {**rows.instance, "series_pk": series_pk, "received_at": now()}
+                statement, {**rows.instance, "series_pk": parents.series, "received_at": now()}
             ).scalar()
             if instance_pk is not None:
                 _add_sequence_values(connection, rows, instance, instance_pk)
                 break
             existing = connection.execute(
-                sa.select(instance.c.pk, instance.c.file_path)
+                sa.select(instance.c.pk, instance.c.file_path, instance.c.rejection)
                 .where(instance.c.sop_instance_uid == uid)
                 .with_for_update()
             ).first()
             if existing is None:
                 continue  # a concurrent writer replaced it since our insert: try again
-            if on_duplicate != "overwrite":
+            # A deleted instance sent again is stored anew, as if the old copy were gone.
+            if on_duplicate != "overwrite" and existing.rejection != SOFT_DELETED:
                 outcome: AddOutcome = "kept" if on_duplicate == "keep" else "refused"
                 raise _Unchanged(Added(existing.pk, outcome))  # rolls back any new parents
             self._remove(connection, existing.pk)
             added = self._add(connection, rows, charset, "keep")
             self._refresh_parents(connection, added.pk, rows)
             return Added(added.pk, "replaced", obsolete_file=existing.file_path)
-        _bump(connection, series, series_pk, num_instances=1)
-        _bump(connection, study, study_pk, num_instances=1, num_series=int(new_series))
+        appearing_series = int(parents.series_appears)
+        _bump(connection, series, parents.series, num_instances=1)
+        _bump(connection, study, parents.study, num_instances=1, num_series=appearing_series)
         _bump(
             connection,
             patient,
-            patient_pk,
+            parents.patient,
             num_instances=1,
-            num_series=int(new_series),
-            num_studies=int(new_study),
+            num_series=appearing_series,
+            num_studies=int(parents.study_appears),
         )
-        if new_series:
-            _add_modality(connection, study_pk, rows.series.get("modality"))
+        if parents.series_appears:
+            _add_modality(connection, parents.study, rows.series.get("modality"))
         return Added(int(instance_pk), "added")
 
     @staticmethod
@@ -292,20 +334,32 @@ class Index:
             _delete_sequence_values(connection, table, pk)
             _add_sequence_values(connection, rows, table, pk)
 
-    def _parents(
-        self, connection: Connection, rows: LevelRows, charset: str | None
-    ) -> tuple[int, int, int, bool, bool]:
-        """Series, study and patient keys, and whether the series or study is new.
+    def _parents(self, connection: Connection, rows: LevelRows, charset: str | None) -> _Parents:
+        """Series, study and patient keys, and whether the series or study appears with
+        this instance (new, or all its instances hidden until now).
 
-        Almost every instance joins a series that exists, which one query finds.
+        Almost every instance joins a visible series that exists, which one query finds.
         """
         found = connection.execute(
-            sa.select(series.c.pk, study.c.pk, study.c.patient_pk)
+            sa.select(
+                series.c.pk,
+                study.c.pk,
+                study.c.patient_pk,
+                series.c.num_instances,
+                study.c.num_instances,
+            )
             .join(study, study.c.pk == series.c.study_pk)
             .where(series.c.series_instance_uid == rows.series["series_instance_uid"])
         ).first()
         if found is not None:
-            return found[0], found[1], found[2], False, False
+            series_pk, study_pk, patient_pk, in_series, in_study = found
+            return _Parents(
+                series_pk,
+                study_pk,
+                patient_pk,
+                in_series == 0 and _still_hidden(connection, series, series_pk),
+                in_study == 0 and _still_hidden(connection, study, study_pk),
+            )
         patient_key = {
             "patient_id": rows.patient["patient_id"],
             "issuer_of_patient_id": rows.patient["issuer_of_patient_id"],
@@ -328,7 +382,13 @@ class Index:
         series_pk, new_series = _get_or_create(connection, series, series_key, series_values)
         if new_series:
             _add_sequence_values(connection, rows, series, series_pk)
-        return series_pk, study_pk, patient_pk, new_series, new_study
+        return _Parents(
+            series_pk,
+            study_pk,
+            patient_pk,
+            new_series or _still_hidden(connection, series, series_pk),
+            new_study or _still_hidden(connection, study, study_pk),
+        )
 
     @staticmethod
     def _owners(connection: Connection, instance_pk: int) -> tuple[int, int, int, str | None]:
@@ -384,7 +444,7 @@ class Index:
         Hiding it first takes it out of the counters, which count visible rows only;
         a parent left without rows was no longer visible, so nothing else changes.
         """
-        self.set_hidden(connection, instance_pk, "deleted")
+        self.set_hidden(connection, instance_pk, SOFT_DELETED)
         series_pk, study_pk, patient_pk, _ = self._owners(connection, instance_pk)
         connection.execute(sa.delete(instance).where(instance.c.pk == instance_pk))
         _delete_sequence_values(connection, instance, instance_pk)
@@ -422,6 +482,26 @@ class Index:
             self._remove(connection, row.pk)
             return str(row.file_path)
 
+    def hide(self, instance_pks: list[int], code: str) -> None:
+        """Hide the instances under ``code`` in one transaction (a soft delete)."""
+        with self._write_lock, self.database.writer.begin() as connection:
+            for pk in instance_pks:
+                self.set_hidden(connection, pk, code)
+
+    def remove(self, instance_pks: list[int]) -> list[str]:
+        """Take the instances out of the index in one transaction, parents left empty
+        too; returns their files, for the caller to delete once this has committed."""
+        files = []
+        with self._write_lock, self.database.writer.begin() as connection:
+            for pk in instance_pks:
+                path = connection.execute(
+                    sa.select(instance.c.file_path).where(instance.c.pk == pk)
+                ).scalar()
+                if path is not None:
+                    self._remove(connection, pk)
+                    files.append(str(path))
+        return files
+
     def find_instance(self, sop_instance_uid: str) -> StoredInstance | None:
         query = (
             sa.select(
@@ -444,15 +524,18 @@ class Index:
         return None if row is None else StoredInstance(**row._mapping)
 
     def stats(self) -> ArchiveStats:
-        def count(table: sa.Table) -> sa.ScalarSelect[int]:
-            return sa.select(sa.func.count()).select_from(table).scalar_subquery()
+        """Counts of what the doors show, from the counters, and the bytes on disk."""
+
+        def count(table: sa.Table, *where: Any) -> sa.ScalarSelect[int]:
+            return sa.select(sa.func.count()).select_from(table).where(*where).scalar_subquery()
 
         query = sa.select(
-            count(patient),
-            count(study),
-            count(series),
-            count(instance),
+            count(patient, patient.c.num_instances > 0),
+            count(study, study.c.num_instances > 0),
+            count(series, series.c.num_instances > 0),
+            count(instance, instance.c.rejection.is_(None)),
             sa.select(sa.func.coalesce(sa.func.sum(instance.c.file_size), 0)).scalar_subquery(),
+            count(instance, instance.c.rejection.is_not(None)),
         )
         with self.database.reader.connect() as connection:
             row = connection.execute(query).one()

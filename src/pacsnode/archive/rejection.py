@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydicom import Dataset
+from pydicom.uid import UID
 
 from pacsnode import audit
 from pacsnode.archive.database import aware, now
@@ -124,8 +125,8 @@ class Rejections:
                         "rejection note %s names %s as %s, stored as %s: left alone",
                         note_uid,
                         sop_instance,
-                        sop_class,
-                        stored.sop_class_uid,
+                        UID(sop_class).name,
+                        UID(stored.sop_class_uid).name,
                     )
                     continue
                 self._remember(connection, sop_instance, sop_class, code, note_uid)
@@ -181,8 +182,11 @@ class Rejections:
                     rejected_instance.c.sop_instance_uid == sop_instance_uid
                 )
             )
-            pk = connection.execute(
-                sa.select(instance.c.pk).where(instance.c.sop_instance_uid == sop_instance_uid)
+            pk = connection.execute(  # hidden by a note, not deleted by a user
+                sa.select(instance.c.pk).where(
+                    instance.c.sop_instance_uid == sop_instance_uid,
+                    instance.c.rejection.in_(REJECTION_CODES),
+                )
             ).scalar()
             if pk is not None:
                 self.index.set_hidden(connection, pk, None)

@@ -38,6 +38,7 @@ from pacsnode.config import (
     Settings,
 )
 from pacsnode.errors import FieldError
+from pacsnode.validation import did_you_mean
 
 CACHE_SECONDS = 2.0
 _TUPLES = ("offers", "allowed", "transfer_syntaxes")
@@ -98,7 +99,11 @@ def _words(values: dict[str, Any], name: str, allowed: tuple[str, ...] = ()) -> 
     words = tuple(item.strip() for item in value)
     unknown = [word for word in words if allowed and word not in allowed]
     if unknown:
-        raise RemoteError(f"{name}: unknown {', '.join(unknown)}; use {', '.join(allowed)}", name)
+        word = unknown[0]
+        raise RemoteError(
+            f"{name}: unknown {word!r}{did_you_mean(word, allowed)}; use {', '.join(allowed)}",
+            name,
+        )
     return words
 
 
@@ -119,7 +124,9 @@ def _ae_title(value: Any) -> str:
         raise RemoteError("ae_title is required", "ae_title")
     title = value.strip()
     if len(title) > 16 or "\\" in title or not title.isprintable():
-        raise RemoteError("ae_title must be 1 to 16 printable characters, no '\\'", "ae_title")
+        raise RemoteError(
+            f"ae_title {title!r} is not 1 to 16 printable characters without '\\'", "ae_title"
+        )
     return title
 
 
@@ -199,6 +206,15 @@ class Remotes:
     def get(self, ae_title: str) -> RemoteAE | None:
         title = ae_title.strip()
         return self._database_entries().get(title) or self._configured.get(title)
+
+    def find(self, name: str) -> RemoteAE | None:
+        """A remote AE by the title an administrator typed: exactly, else regardless of
+        case when that names one entry only."""
+        found = self.get(name)
+        if found is not None:
+            return found
+        folded = [remote for remote in self.all() if remote.ae_title.lower() == name.lower()]
+        return folded[0] if len(folded) == 1 else None
 
     def all(self) -> list[RemoteAE]:
         return [entry.remote for entry in self.entries()]

@@ -58,6 +58,7 @@ __all__ = [
     "instances_stored",
     "query",
     "security_alert",
+    "studies_deleted",
     "user_authentication",
 ]
 
@@ -283,6 +284,24 @@ def instances_deleted(user: Actor | None, instances: Iterable[str]) -> None:
     if studies:
         who = user.participant() if user is not None else trail.application
         trail.emit(lambda found: trail.builder.accessed(who, found, "D"), studies=studies)
+
+
+def studies_deleted(user: Actor, instances: Iterable[str], description: str) -> None:
+    """Studies, or some of their series or instances, deleted at a user's request (call
+    it before): DICOM Study Deleted. ``description`` says what and how (soft or hard)."""
+    log.info("audit: %s by %s", description, user.user_id)
+    if (trail := _trail) is None:
+        return
+    try:
+        studies = trail.studies_of(instances)
+    except Exception:
+        log.exception("audit: cannot read the studies of deleted instances")
+        return
+    if studies:
+        trail.emit(
+            lambda found: trail.builder.study_deleted(user.participant(), found, description),
+            studies=studies,
+        )
 
 
 def query(requestor: Actor, sop_class: str, asked: Dataset | str) -> None:

@@ -33,6 +33,7 @@ class Code:
 APPLICATION_ACTIVITY = Code("110100", "Application Activity")
 INSTANCES_ACCESSED = Code("110103", "DICOM Instances Accessed")
 INSTANCES_TRANSFERRED = Code("110104", "DICOM Instances Transferred")
+STUDY_DELETED = Code("110105", "DICOM Study Deleted")
 QUERY = Code("110112", "Query")
 SECURITY_ALERT = Code("110113", "Security Alert")
 USER_AUTHENTICATION = Code("110114", "User Authentication")
@@ -313,6 +314,13 @@ class Builder:
         """DICOM Instances Accessed: R for a retrieve over HTTP, D for a deletion."""
         root, when = self._message(INSTANCES_ACCESSED, action, outcome, [user])
         return self._finish(root, when, INSTANCES_ACCESSED, None, outcome, user, studies)
+
+    def study_deleted(
+        self, user: Participant, studies: list[Study], description: str = ""
+    ) -> Message:
+        """DICOM Study Deleted (A.5.3.4): studies, or part of them, removed by a user."""
+        root, when = self._message(STUDY_DELETED, "D", SUCCESS, [user], description=description)
+        return self._finish(root, when, STUDY_DELETED, None, SUCCESS, user, studies)
 
     def query(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import signal
 import threading
@@ -11,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pacsnode import audit
@@ -19,9 +22,12 @@ from pacsnode.cli.common import (
     DatabaseOption,
     DataDirOption,
     app,
+    archive_of,
     configure_logging,
     console,
+    fail,
     load,
+    open_archive,
     progress_bar,
 )
 from pacsnode.cli.media import import_sources
@@ -38,7 +44,13 @@ def serve(
     database_url: DatabaseOption = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING [INFO].")] = None,
 ) -> None:
-    """Start the archive and serve until SIGINT or SIGTERM."""
+    """Start the archive and serve until SIGINT or SIGTERM.
+
+    A new archive is made only in an empty or new data directory. Exit code 2 when it
+    cannot start (a setting, the data directory, the index database, a port in use).
+    """
+    from pacsnode.logs import configure_server_logging
+
     settings = load(
         config,
         ae_title=ae_title,
@@ -48,29 +60,34 @@ def serve(
         database_url=database_url,
         log_level=log_level,
     )
-    configure_logging(settings.log_level)
+    try:
+        configure_server_logging(settings)
+    except OSError as exc:
+        raise fail(f"cannot write the log file {settings.log_file}: {exc.strerror}") from exc
     from pacsnode.node import Node
     from pacsnode.processes import Supervisor, default_workers
 
     log = logging.getLogger("pacsnode")
+    archive = open_archive(settings, create=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     workers = default_workers(settings)
     try:
         if workers > 1:
+            archive.close()
             Supervisor(settings, workers).run(stop)
             log.info("stopped")
             return
-        node = Node(settings)
+        node = Node(settings, archive)
         node.prepare()
         node.start()
     except ConfigError as exc:  # settings that only the doors can judge, e.g. http_users
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        archive.close()
+        raise fail(f"configuration error: {exc}") from exc
     except OSError as exc:
-        log.error("cannot start: %s", exc)
-        raise typer.Exit(1) from exc
+        log.debug("start failed", exc_info=True)
+        raise fail(f"cannot start: {exc}") from exc
     log.info("pacsnode ready (data in %s)", settings.data_dir.resolve())
     stop.wait()
     log.info("shutting down")
@@ -78,25 +95,40 @@ def serve(
     log.info("stopped")
 
 
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="List each file not stored, with the reason.")
+]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(help="Write a CSV line per file (path, outcome, status, reason) here."),
+]
+
+
 @app.command("import")
 def import_(
     paths: Annotated[
         list[Path], typer.Argument(help="Files or folders (searched recursively).", exists=True)
     ],
+    verbose: VerboseOption = False,
+    report: ReportOption = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Import DICOM files into the archive through the same ingest as C-STORE."""
+    """Import DICOM files into the archive through the same ingest as C-STORE.
+
+    A new archive is made only in an empty or new data directory. Exit code: 0 all
+    stored (or already there), 1 some files refused or failed, 2 nothing could start.
+    """
     settings = load(config, data_dir=data_dir, database_url=database_url)
     configure_logging("WARNING")
-    from pacsnode.archive.core import Archive
     from pacsnode.archive.ingest import Received
 
-    archive = Archive(settings)
+    archive = open_archive(settings, create=True)
     files, problems = import_sources(paths)  # a DICOMDIR names exactly what to import
     outcomes: Counter[str] = Counter(failed=len(problems)) if problems else Counter()
     reasons: Counter[str] = Counter(problems)
+    lines: list[tuple[str, str, str, str]] = [("", "failed", "", why) for why in problems]
     newest_before = archive.metadata.newest_pk()
     imported: list[str] = []
     with progress_bar() as progress:
@@ -104,10 +136,12 @@ def import_(
         for path in files:
             result = archive.ingest(Received(path, duplicate_policy=settings.duplicate_policy))
             outcomes[result.outcome.value] += 1
+            status = f"0x{result.status:04X}"
+            lines.append((str(path), result.outcome.value, status, result.comment))
             if result.ok and result.sop_instance_uid:
                 imported.append(result.sop_instance_uid)
             if not result.ok:
-                reasons[f"0x{result.status:04X} {result.comment}"] += 1
+                reasons[f"{status} {result.comment}"] += 1
             progress.advance(task)
         # Viewers ask for a study's metadata first: have it ready, as C-STORE does.
         task = progress.add_task("metadata", total=None)
@@ -118,8 +152,25 @@ def import_(
         audit.instances_stored(user, imported, failed=outcomes["failed"] + outcomes["refused"])
     archive.close()
     _print_summary(outcomes, reasons)
-    if outcomes["failed"] or outcomes["refused"]:
+    refused = [line for line in lines if line[1] in ("failed", "refused")]
+    if verbose:
+        for name, outcome, status, why in refused:
+            detail = " ".join(part for part in (status, why) if part)
+            console.print(escape(f"{outcome} {name or 'file-set'}: {detail}"))
+    if report is not None:
+        _write_report(report, lines)
+    if refused:
         raise typer.Exit(1)
+
+
+def _write_report(report: Path, lines: list[tuple[str, str, str, str]]) -> None:
+    try:
+        with report.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(("path", "outcome", "status", "reason"))
+            writer.writerows(lines)
+    except OSError as exc:
+        raise fail(f"cannot write the report {report}: {exc.strerror}") from exc
 
 
 def _print_summary(outcomes: Counter[str], reasons: Counter[str]) -> None:
@@ -130,23 +181,24 @@ def _print_summary(outcomes: Counter[str], reasons: Counter[str]) -> None:
         table.add_row(outcome, str(count))
     Console().print(table)
     for reason, count in reasons.most_common():
-        Console().print(f"  {count} x {reason}")
+        Console().print(f"  {count} x {escape(reason)}")
 
 
 @app.command()
 def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Show what the archive holds and how much disk it uses."""
-    settings = load(config, data_dir=data_dir, database_url=database_url)
-    from pacsnode.archive.core import Archive
-
-    archive = Archive(settings)
+    archive = archive_of(config, data_dir, database_url)
     numbers = archive.index.stats()
     archive.close()
-    table = Table(title=f"pacsnode archive ({settings.data_dir})")
+    if as_json:
+        typer.echo(json.dumps(numbers.as_json()))
+        return
+    table = Table(title=f"pacsnode archive ({archive.settings.data_dir})")
     table.add_column("what")
     table.add_column("count", justify="right")
     for label, value in (
@@ -156,5 +208,6 @@ def stats(
         ("instances", numbers.instances),
     ):
         table.add_row(label, str(value))
+    table.add_row("deleted or rejected, kept", str(numbers.hidden))
     table.add_row("disk used", f"{numbers.bytes / 1e6:.1f} MB")
     Console().print(table)

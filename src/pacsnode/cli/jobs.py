@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, console, load
+from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, archive_of, fail
 from pacsnode.jobs.queue import JobError, JobQueue
 
 jobs = typer.Typer(help="List, retry and cancel outbound jobs.", no_args_is_help=True)
@@ -19,10 +19,7 @@ JobId = Annotated[int, typer.Argument(help="The job's number, as 'jobs list' sho
 
 
 def _queue(config: Path | None, data_dir: Path | None, database_url: str | None) -> JobQueue:
-    from pacsnode.archive.core import Archive
-
-    settings = load(config, data_dir=data_dir, database_url=database_url)
-    return JobQueue(Archive(settings).database)
+    return JobQueue(archive_of(config, data_dir, database_url).database)
 
 
 @jobs.command("list")
@@ -59,8 +56,7 @@ def _change(
     try:
         getattr(queue, name)(job_id)
     except JobError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc), 1) from exc
     Console().print(f"job {job_id}: {queue.get(job_id).status.value}")
 
 

@@ -15,8 +15,8 @@ from pacsnode.cli.common import (
     DatabaseOption,
     DataDirOption,
     app,
-    console,
-    load,
+    archive_of,
+    fail,
     walk,
 )
 
@@ -46,10 +46,9 @@ def export_media(
 ) -> None:
     """Write the studies to OUT_DIR as a file-set with a DICOMDIR (File-set Creator), or
     with --update add them to the file-set there (File-set Updater)."""
-    from pacsnode.archive.core import Archive
     from pacsnode.media.dicomdir import ExportError, export
 
-    archive = Archive(load(config, data_dir=data_dir, database_url=database_url))
+    archive = archive_of(config, data_dir, database_url)
     try:
         report = export(
             archive,
@@ -64,8 +63,7 @@ def export_media(
         with audit.command_trail(archive.settings, archive.database) as user:
             audit.instances_sent(audit.Actor(str(out_dir)), report.exported, requestor=user)
     except ExportError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     finally:
         archive.close()
     out = Console()

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pacsnode.archive.commitment import Reference
@@ -16,56 +17,75 @@ from pacsnode.cli.common import (
     CalledOption,
     CallingOption,
     ConfigOption,
-    HostArg,
     PortArg,
+    TargetArg,
     app,
+    archive_of,
     configure_logging,
     console,
+    fail,
     load,
     peer,
     progress_bar,
+    split_port,
     walk,
 )
 from pacsnode.dimse.scu import OutgoingFile, StoreOutcome
 
+RestArg = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="[PORT] [FILE]...", help="The port after a HOST; files or folders."),
+]
+
 
 @app.command()
 def echo(
-    host: HostArg,
-    port: PortArg,
-    called_ae: CalledOption = "ANY-SCP",
+    target: TargetArg,
+    port: PortArg = None,
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Send a C-ECHO (verification). Exit code 0 only on success."""
+    """Send a C-ECHO (verification) to a remote AE, or to HOST PORT.
+
+    Exit code: 0 success, 1 a failure status, 2 no association or bad arguments.
+    """
     from pacsnode.dimse.scu import AssociationFailed
     from pacsnode.dimse.scu import echo as send_echo
 
-    target = peer(host, port, called_ae, calling_ae, config)
+    node = peer(target, port, called_ae, calling_ae, config)
     started = time.monotonic()
     try:
-        status = send_echo(target)
+        status = send_echo(node)
     except AssociationFailed as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     elapsed_ms = (time.monotonic() - started) * 1000
     Console().print(
-        f"C-ECHO {called_ae}@{host}:{port}: status 0x{status:04X} in {elapsed_ms:.0f} ms"
+        f"C-ECHO {node.ae_title}@{node.host}:{node.port}: status 0x{status:04X} "
+        f"in {elapsed_ms:.0f} ms"
     )
     if status != 0:
         raise typer.Exit(1)
 
 
+def _files(words: list[str]) -> list[Path]:
+    """Files and folders named on the command line; each must exist."""
+    paths = [Path(word) for word in words]
+    for path in paths:
+        if not path.exists():
+            raise fail(f"{path} does not exist")
+    return paths
+
+
 def _archive_files(study: list[str], series: list[str], config: Path | None) -> list[Path]:
     """The files the local archive holds of these studies, or of these series of one."""
-    from pacsnode.archive.core import Archive
     from pacsnode.archive.retrieve import locate
 
     if series and len(study) != 1:
         raise typer.BadParameter("--series needs exactly one --study", param_hint="--series")
     if not study:
         return []
-    archive = Archive(load(config))
+    archive = archive_of(config)
     try:
         if series:
             return [item.path for uid in series for item in locate(archive, study[0], uid)]
@@ -107,11 +127,8 @@ SYNTAX_HELP = (
 
 @app.command()
 def store(
-    host: HostArg,
-    port: PortArg,
-    files: Annotated[
-        list[Path] | None, typer.Argument(help="Files or folders to send.", exists=True)
-    ] = None,
+    target: TargetArg,
+    rest: RestArg = None,
     study: Annotated[
         list[str] | None, typer.Option(help="Send a study of the local archive (UID).")
     ] = None,
@@ -119,7 +136,7 @@ def store(
         list[str] | None, typer.Option(help="Only this series of the one --study (UID).")
     ] = None,
     transfer_syntax: Annotated[str | None, typer.Option(help=SYNTAX_HELP)] = None,
-    called_ae: CalledOption = "ANY-SCP",
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -138,12 +155,14 @@ def store(
             "not one this node converts to: " + ", ".join((*DECODED, *LOSSLESS_TARGETS)),
             param_hint="--transfer-syntax",
         )
-    target = peer(host, port, called_ae, calling_ae, config)
+    port, words = split_port(rest or [])
+    files = _files(words)
+    node = peer(target, port, called_ae, calling_ae, config)
+
     configure_logging("ERROR")
-    candidates = list(walk(files or [])) + _archive_files(study or [], series or [], config)
+    candidates = list(walk(files)) + _archive_files(study or [], series or [], config)
     if not candidates:
-        console.print("[red]nothing to send: give files, folders or --study[/red]")
-        raise typer.Exit(2)
+        raise fail("nothing to send: give files, folders or --study")
     outgoing = [item for item in map(describe, candidates) if item is not None]
     skipped = len(candidates) - len(outgoing)
     with tempfile.TemporaryDirectory(prefix="pacsnode-store-") as folder:
@@ -162,13 +181,14 @@ def store(
                 progress.advance(task)
 
             try:
-                send(target, outgoing, on_result)
+                send(node, outgoing, on_result)
             except AssociationFailed as exc:
-                console.print(f"[red]{exc}[/red]")
-                raise typer.Exit(2) from exc
+                raise fail(str(exc)) from exc
     for failure in failures:
         status = "none" if failure.status is None else f"0x{failure.status:04X}"
-        console.print(f"[red]failed[/red] {failure.path}: status {status} {failure.comment}")
+        console.print(
+            f"[red]failed[/red] {escape(f'{failure.path}: status {status} {failure.comment}')}"
+        )
     Console().print(
         f"sent {total - len(failures)} of {total} files"
         + (f"; {skipped} not DICOM, skipped" if skipped else "")
@@ -180,10 +200,11 @@ def store(
 def _references_of_studies(studies: list[str], config: Path | None) -> list[Reference]:
     """What the local archive holds of these studies, to ask a remote to commit."""
     from pacsnode.archive.attributes import Level
-    from pacsnode.archive.core import Archive
     from pacsnode.archive.matching import retrieve_selection, search
 
-    archive = Archive(load(config))
+    if not studies:
+        return []
+    archive = archive_of(config)
     found = []
     with archive.database.reader.connect() as connection:
         for uid in studies:
@@ -198,15 +219,15 @@ def _references_of_studies(studies: list[str], config: Path | None) -> list[Refe
 
 @app.command()
 def commit(
-    host: HostArg,
-    port: PortArg,
-    files: Annotated[
-        list[Path] | None, typer.Argument(help="Files or folders sent earlier.", exists=True)
+    target: TargetArg,
+    rest: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[PORT] [FILE]...", help="The port after a HOST; files sent."),
     ] = None,
     study: Annotated[
         list[str] | None, typer.Option(help="A Study Instance UID of the local archive.")
     ] = None,
-    called_ae: CalledOption = "ANY-SCP",
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     listen_port: Annotated[
         int | None,
@@ -222,19 +243,19 @@ def commit(
     from pacsnode.dimse.commitment import request_commitment
     from pacsnode.dimse.scu import AssociationFailed, describe
 
-    target = peer(host, port, called_ae, calling_ae, config)
+    port, words = split_port(rest or [])
+    files = _files(words)
+    node = peer(target, port, called_ae, calling_ae, config)
     configure_logging("ERROR")
-    described = [item for item in map(describe, walk(files or [])) if item is not None]
+    described = [item for item in map(describe, walk(files)) if item is not None]
     references = [Reference(item.sop_class, item.sop_instance) for item in described]
     references += _references_of_studies(study or [], config)
     if not references:
-        console.print("[red]nothing to commit: give files or --study[/red]")
-        raise typer.Exit(2)
+        raise fail("nothing to commit: give files or --study")
     try:
-        result = request_commitment(target, references, timeout, listen_port, load(config))
+        result = request_commitment(node, references, timeout, listen_port, load(config))
     except (AssociationFailed, TimeoutError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     information = result.information
     table = Table(title=f"storage commitment {information.TransactionUID}")
     table.add_column("SOP Instance UID")

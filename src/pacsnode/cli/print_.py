@@ -11,9 +11,10 @@ from pacsnode.cli.common import (
     CallingOption,
     ConfigOption,
     app,
+    archive_of,
+    check_ae_title,
     configure_logging,
-    console,
-    load,
+    fail,
 )
 
 if TYPE_CHECKING:
@@ -90,7 +91,6 @@ def print_(
     Exit code: 0 printed (possibly with warnings), 1 the printer failed a request,
     2 no association, nothing to print or bad arguments.
     """
-    from pacsnode.archive.core import Archive
     from pacsnode.dimse.print_scu import PrintFailed
     from pacsnode.dimse.scu import AssociationFailed
     from pacsnode.workflows.print_jobs import (
@@ -116,17 +116,19 @@ def print_(
     )
     adhoc = None if port is None else _unconfigured(printer, port, called_ae, layout, film_size)
     configure_logging("WARNING")
-    archive = Archive(load(config))
+    if calling_ae is not None:
+        check_ae_title(calling_ae, "--calling-ae")
+    if adhoc is not None:
+        check_ae_title(adhoc.ae_title, "--called-ae")
+    archive = archive_of(config)
     try:
         result = print_request(archive, request, adhoc, calling_ae or "")
     except PrintRequestError as exc:
         raise typer.BadParameter(str(exc), param_hint=f"--{(exc.field or 'printer')}") from exc
     except (AssociationFailed, NothingToPrint) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     except PrintFailed as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc), 1) from exc
     finally:
         archive.close()
     where = f"{adhoc.ae_title}@{printer}:{port}" if adhoc else printer

@@ -10,10 +10,8 @@ or bad arguments.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,23 +21,24 @@ from typing import Annotated
 
 import typer
 from pydicom import Dataset
-from pydicom.multival import MultiValue
 from rich.console import Console
-from rich.table import Table
 
 from pacsnode.archive.attributes import BY_KEYWORD
 from pacsnode.cli.common import (
     CalledOption,
     CallingOption,
     ConfigOption,
-    HostArg,
     PortArg,
+    TargetArg,
     app,
     configure_logging,
     console,
+    fail,
     peer,
     progress_bar,
+    split_port,
 )
+from pacsnode.cli.matches import OutputFormat, print_matches, print_tree, text, tree_row
 from pacsnode.cli.worklist import worklist
 from pacsnode.dimse.query_scu import (
     MODELS,
@@ -73,12 +72,6 @@ class LevelName(StrEnum):
     STUDY = "STUDY"
     SERIES = "SERIES"
     IMAGE = "IMAGE"
-
-
-class OutputFormat(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    CSV = "csv"
 
 
 KeyOption = Annotated[
@@ -123,12 +116,13 @@ DEFAULT_KEYS: dict[str, list[str]] = {
     ],
     "SERIES": [
         "SeriesNumber",
+        "SeriesDate",
         "Modality",
         "SeriesDescription",
         "NumberOfSeriesRelatedInstances",
         "SeriesInstanceUID",
     ],
-    "IMAGE": ["InstanceNumber", "SOPClassUID", "SOPInstanceUID"],
+    "IMAGE": ["InstanceNumber", "ContentDate", "SOPClassUID", "SOPInstanceUID"],
     "mwl": [
         "PatientName",
         "PatientID",
@@ -209,67 +203,26 @@ def worklist_keys(keys: dict[str, str]) -> dict[str, str]:
     return {(f"{SPS}.{name}" if name in SPS_KEYS else name): value for name, value in keys.items()}
 
 
-# --- output ------------------------------------------------------------------------------
-
-
-def text(dataset: Dataset, name: str) -> str:
-    """One attribute as text: multiple values joined by backslashes, as DICOM writes them."""
-    if "." in name:
-        sequence, name = name.split(".")
-        items = dataset.get(sequence) or []
-        return text(items[0], name) if items else ""
-    element = dataset.get(tag_of(name))
-    if element is None or element.value is None:
-        return ""
-    if element.VR == "SQ":
-        return f"{len(element.value)} items"
-    if isinstance(element.value, MultiValue | list):
-        return "\\".join(str(value) for value in element.value)
-    return str(element.value)
-
-
-def print_matches(matches: Iterator[Dataset], columns: list[str], output: OutputFormat) -> int:
-    """Print as they arrive (CSV) or all at once (table, JSON); returns how many."""
-    count = 0
-    if output is OutputFormat.CSV:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        for found in matches:
-            writer.writerow([text(found, column) for column in columns])
-            count += 1
-        return count
-    found_all = list(matches)
-    if output is OutputFormat.JSON:
-        sys.stdout.write(json.dumps([found.to_json_dict() for found in found_all], indent=1))
-        sys.stdout.write("\n")
-        return len(found_all)
-    table = Table(title=f"{len(found_all)} matches")
-    for column in columns:
-        table.add_column(column.split(".")[-1], overflow="fold")
-    for found in found_all:
-        table.add_row(*(text(found, column) for column in columns))
-    Console().print(table)
-    return len(found_all)
-
-
 @contextmanager
 def exit_codes() -> Iterator[None]:
     """Association problems exit 2, failure statuses 1, with the reason on stderr."""
     try:
         yield
     except AssociationFailed as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     except QueryFailed as exc:
-        console.print(f"[red]C-FIND failed: {exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise fail(f"C-FIND failed: {exc}", 1) from exc
 
 
 def _peer(
-    host: str, port: int, called_ae: str, calling_ae: str | None, config: Path | None
+    target: str,
+    port: int | None,
+    called_ae: str | None,
+    calling_ae: str | None,
+    config: Path | None,
 ) -> Peer:
     configure_logging("ERROR")
-    return peer(host, port, called_ae, calling_ae, config)
+    return peer(target, port, called_ae, calling_ae, config)
 
 
 def _level(model: ModelName, level: LevelName | None, default: str) -> str:
@@ -288,8 +241,8 @@ def _level(model: ModelName, level: LevelName | None, default: str) -> str:
 
 @app.command()
 def find(
-    host: HostArg,
-    port: PortArg,
+    target: TargetArg,
+    port: PortArg = None,
     key: KeyOption = None,
     model: ModelOption = ModelName.STUDY,
     level: LevelOption = None,
@@ -301,11 +254,12 @@ def find(
             "IMAGE) on one association, printing an indented tree; keys filter their level."
         ),
     ] = False,
-    called_ae: CalledOption = "ANY-SCP",
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Query a node with C-FIND (Patient Root, Study Root, Patient/Study Only, worklist).
+    """Query a remote AE, or HOST PORT, with C-FIND (Patient Root, Study Root,
+    Patient/Study Only, worklist).
 
     Besides the keys given, each level returns a few useful attributes (names, dates,
     UIDs, counts). --format json prints a list of DICOM JSON data sets.
@@ -313,11 +267,11 @@ def find(
     Exit code: 0 success, 1 a failure status, 2 no association or bad arguments.
     """
     keys = parse_keys(key or [])
-    peer = _peer(host, port, called_ae, calling_ae, config)
+    node = _peer(target, port, called_ae, calling_ae, config)
     if model is ModelName.MWL:
-        run_worklist_find(peer, keys, output)
+        run_worklist_find(node, keys, output)
     elif tree:
-        _print_tree(peer, model, _level(model, level, "IMAGE"), keys)
+        _print_tree(node, model, _level(model, level, "IMAGE"), keys)
     else:
         chosen = _level(model, level, "STUDY")
         keys = with_defaults(chosen, keys)
@@ -325,7 +279,7 @@ def find(
         from pacsnode.dimse.query_scu import find as send_find
 
         with exit_codes():
-            print_matches(send_find(peer, model.value, chosen, top, sequences), [*keys], output)
+            print_matches(send_find(node, model.value, chosen, top, sequences), [*keys], output)
 
 
 def run_worklist_find(peer: Peer, keys: dict[str, str], output: OutputFormat) -> None:
@@ -339,11 +293,11 @@ def run_worklist_find(peer: Peer, keys: dict[str, str], output: OutputFormat) ->
 
 @worklist.command("find")
 def worklist_find(
-    host: HostArg,
-    port: PortArg,
+    target: TargetArg,
+    port: PortArg = None,
     key: KeyOption = None,
     output: FormatOption = OutputFormat.TABLE,
-    called_ae: CalledOption = "ANY-SCP",
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -355,7 +309,7 @@ def worklist_find(
     Exit code: 0 success, 1 a failure status, 2 no association or bad arguments.
     """
     run_worklist_find(
-        _peer(host, port, called_ae, calling_ae, config), parse_keys(key or []), output
+        _peer(target, port, called_ae, calling_ae, config), parse_keys(key or []), output
     )
 
 
@@ -376,20 +330,20 @@ def _print_tree(peer: Peer, model: ModelName, deepest: str, keys: dict[str, str]
     all_levels = MODELS[model.value].levels
     levels = all_levels[: all_levels.index(deepest) + 1]
     placed = _keys_by_level(keys, levels)
-    out = Console(highlight=False)
+    rows: list[list[str]] = []
 
     def walk(depth: int, parents: dict[str, str], assoc: Association) -> None:
         level = levels[depth]
         top, sequences = checked_identifier({**with_defaults(level, placed[level]), **parents})
         for found in list(find_on(assoc, model.value, level, top, sequences)):
-            values = [text(found, name) for name in DEFAULT_KEYS[level]]
-            out.print("  " * depth + f"{level} " + "  ".join(v for v in values if v))
+            rows.append(tree_row(level, depth, found))
             if depth + 1 < len(levels):
                 unique = UNIQUE_KEYS[level]
                 walk(depth + 1, {**parents, unique: text(found, unique)}, assoc)
 
     with exit_codes(), query_association(peer, model.value) as assoc:
         walk(0, {}, assoc)
+    print_tree(rows, Console(highlight=False))
 
 
 # --- move and get ------------------------------------------------------------------------
@@ -404,7 +358,7 @@ def _retrieve_keys(keys: dict[str, str]) -> dict[str, str]:
 
 def _report(result: MoveResult, what: str) -> None:
     for uid in result.failed_sop_instance_uids:
-        console.print(f"[red]failed[/red] {uid}")
+        console.print(f"failed {uid}", style="red", markup=False)
     Console().print(
         f"{what}: status 0x{result.status:04X}"
         + (f" ({result.comment})" if result.comment else "")
@@ -430,13 +384,17 @@ def _progress_task(description: str) -> Iterator[Progress]:
 
 @app.command()
 def move(
-    host: HostArg,
-    port: PortArg,
-    destination: Annotated[str, typer.Argument(help="AE title to send to, known to the peer.")],
+    target: TargetArg,
+    rest: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[PORT] DEST", help="The port after a HOST; the AE title to send to."
+        ),
+    ],
     key: KeyOption = None,
     model: ModelOption = ModelName.STUDY,
     level: LevelOption = None,
-    called_ae: CalledOption = "ANY-SCP",
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -447,9 +405,13 @@ def move(
     """
     from pacsnode.dimse.query_scu import move as send_move
 
-    chosen, keys, peer = _retrieve(model, level, key, (host, port, called_ae, calling_ae), config)
+    port, words = split_port(rest)
+    if len(words) != 1:
+        raise fail("give the destination AE title: move REMOTE DEST, or move HOST PORT DEST")
+    destination = words[0]
+    chosen, keys, node = _retrieve(model, level, key, (target, port, called_ae, calling_ae), config)
     with exit_codes(), _progress_task(f"moving to {destination}") as update:
-        result = send_move(peer, model.value, chosen, keys, destination, update)
+        result = send_move(node, model.value, chosen, keys, destination, update)
     _report(result, f"C-MOVE to {destination}")
 
 
@@ -457,7 +419,7 @@ def _retrieve(
     model: ModelName,
     level: LevelName | None,
     key: list[str] | None,
-    address: tuple[str, int, str, str | None],
+    address: tuple[str, int | None, str | None, str | None],
     config: Path | None,
 ) -> tuple[str, dict[str, str], Peer]:
     """What C-MOVE and C-GET share: the level, the keys and the peer, checked."""
@@ -484,15 +446,15 @@ def file_writer(out: Path) -> StoreHandler:
 
 @app.command()
 def get(
-    host: HostArg,
-    port: PortArg,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the received files.", file_okay=False)
     ],
+    target: TargetArg,
+    port: PortArg = None,
     key: KeyOption = None,
     model: ModelOption = ModelName.STUDY,
     level: LevelOption = None,
-    called_ae: CalledOption = "ANY-SCP",
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -503,10 +465,10 @@ def get(
     """
     from pacsnode.dimse.query_scu import get as send_get
 
-    chosen, keys, peer = _retrieve(model, level, key, (host, port, called_ae, calling_ae), config)
+    chosen, keys, node = _retrieve(model, level, key, (target, port, called_ae, calling_ae), config)
     out.mkdir(parents=True, exist_ok=True)
     with exit_codes(), _progress_task("receiving") as update:
-        result = send_get(peer, model.value, chosen, keys, file_writer(out), out, update)
+        result = send_get(node, model.value, chosen, keys, file_writer(out), out, update)
     _report(result, f"C-GET into {out}")
 
 
@@ -547,12 +509,12 @@ def _now() -> dict[str, str]:
 
 @mpps.command()
 def create(
-    host: HostArg,
-    port: PortArg,
+    target: TargetArg,
+    port: PortArg = None,
     key: KeyOption = None,
     json_file: JsonOption = None,
     uid: Annotated[str | None, typer.Option(help="The step's SOP Instance UID.")] = None,
-    called_ae: CalledOption = "ANY-SCP",
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -567,7 +529,7 @@ def create(
 
     from pacsnode.dimse.mpps_scu import create as send_create
 
-    peer = _peer(host, port, called_ae, calling_ae, config)
+    node = _peer(target, port, called_ae, calling_ae, config)
     now = _now()
     defaults = {
         "PatientName": "",
@@ -575,7 +537,7 @@ def create(
         "PatientBirthDate": "",
         "PatientSex": "",
         "PerformedProcedureStepID": now["date"] + now["time"],
-        "PerformedStationAETitle": peer.calling_ae,
+        "PerformedStationAETitle": node.calling_ae,
         "PerformedProcedureStepStartDate": now["date"],
         "PerformedProcedureStepStartTime": now["time"],
         "PerformedProcedureStepStatus": "IN PROGRESS",
@@ -586,21 +548,23 @@ def create(
     }
     dataset = _mpps_dataset(json_file, defaults, {}, key or [])
     with exit_codes():
-        status, created = send_create(peer, dataset, uid)
+        status, created = send_create(node, dataset, uid)
     _mpps_exit(status, f"MPPS {created} N-CREATE")
 
 
 @mpps.command("set")
 def set_step(
-    host: HostArg,
-    port: PortArg,
-    uid: Annotated[str, typer.Argument(help="The step's SOP Instance UID.")],
+    target: TargetArg,
+    rest: Annotated[
+        list[str],
+        typer.Argument(metavar="[PORT] UID", help="The port after a HOST; the step's UID."),
+    ],
     status: Annotated[
         str | None, typer.Option(help=f"New status: {', '.join(MPPS_STATUSES)}.")
     ] = None,
     key: KeyOption = None,
     json_file: JsonOption = None,
-    called_ae: CalledOption = "ANY-SCP",
+    called_ae: CalledOption = None,
     calling_ae: CallingOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -619,8 +583,12 @@ def set_step(
             now = _now()
             changes["PerformedProcedureStepEndDate"] = now["date"]
             changes["PerformedProcedureStepEndTime"] = now["time"]
-    peer = _peer(host, port, called_ae, calling_ae, config)
+    port, words = split_port(rest)
+    if len(words) != 1:
+        raise fail("give the step's UID: mpps set REMOTE UID, or mpps set HOST PORT UID")
+    uid = words[0]
+    node = _peer(target, port, called_ae, calling_ae, config)
     dataset = _mpps_dataset(json_file, {}, changes, key or [])
     with exit_codes():
-        answer = send_set(peer, uid, dataset)
+        answer = send_set(node, uid, dataset)
     _mpps_exit(answer, f"MPPS {uid} N-SET")

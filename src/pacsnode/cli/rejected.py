@@ -10,16 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from pacsnode.archive.rejection import REJECTION_CODES, Rejections
-from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, console, load
+from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, archive_of, fail
 
 rejected = typer.Typer(help="List, restore and purge rejected instances.", no_args_is_help=True)
 app.add_typer(rejected, name="rejected")
 
 
 def _open(config: Path | None, data_dir: Path | None, database_url: str | None) -> Rejections:
-    from pacsnode.archive.core import Archive
-
-    return Archive(load(config, data_dir=data_dir, database_url=database_url)).rejections
+    return archive_of(config, data_dir, database_url).rejections
 
 
 @rejected.command("list")
@@ -53,8 +51,7 @@ def restore(
 ) -> None:
     """Make a rejected instance visible again, and let it be sent again."""
     if not _open(config, data_dir, database_url).restore(sop_instance_uid):
-        console.print(f"[red]{sop_instance_uid} is not rejected[/red]")
-        raise typer.Exit(1)
+        raise fail(f"{sop_instance_uid} is not rejected", 1)
     Console().print(f"{sop_instance_uid} restored")
 
 

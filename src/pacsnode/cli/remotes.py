@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from pacsnode import audit
+from pacsnode.archive.database import now
 from pacsnode.archive.remotes import RemoteError, RemoteNotFound, remote_from_json
-from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, console, load
+from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, archive_of, fail
 from pacsnode.jobs.queue import Job, JobQueue, JobStatus
+
+if TYPE_CHECKING:
+    from pacsnode.archive.core import Archive
 
 remote = typer.Typer(help="List, add or change, and delete remote AEs.", no_args_is_help=True)
 app.add_typer(remote, name="remote")
@@ -29,15 +33,12 @@ Words = Annotated[
 ]
 
 
-def _archive(config: Path | None, data_dir: Path | None, database_url: str | None) -> Any:
-    from pacsnode.archive.core import Archive
-
-    return Archive(load(config, data_dir=data_dir, database_url=database_url))
+def _archive(config: Path | None, data_dir: Path | None, database_url: str | None) -> Archive:
+    return archive_of(config, data_dir, database_url)
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]{message}[/red]")
-    return typer.Exit(1)
+    return fail(message, 1)
 
 
 @remote.command("list")
@@ -101,7 +102,10 @@ def add(
     }
     try:
         item = remote_from_json(values)
-        archive = _archive(config, data_dir, database_url)
+    except RemoteError as exc:  # bad arguments
+        raise fail(str(exc)) from exc
+    archive = _archive(config, data_dir, database_url)
+    try:
         created = archive.remotes.put(item)
     except RemoteError as exc:
         raise _fail(str(exc)) from exc
@@ -167,8 +171,14 @@ def retrieve(
         _wait(queue, pk)
 
 
+NO_SERVER_AFTER = 10.0
+"""Seconds a due job may wait unclaimed, while no job runs, before --wait decides
+that no server works the queue (a server's workers look every second)."""
+
+
 def _wait(queue: JobQueue, pk: int) -> None:
-    """Until the job is done, or its attempt failed (it may still be retried later)."""
+    """Until the job is done, or its attempt failed (it may still be retried later);
+    exit 2 if no server takes it up."""
     while True:
         job = queue.get(pk)
         if job.status is JobStatus.DONE or job.status is JobStatus.CANCELLED:
@@ -176,6 +186,12 @@ def _wait(queue: JobQueue, pk: int) -> None:
         if job.status is JobStatus.FAILED or job.attempts > 0:
             _show(job)
             raise _fail(f"job {pk} {job.status.value}: {job.last_error}")
+        overdue = (now() - job.next_run_at).total_seconds() > NO_SERVER_AFTER
+        if overdue and job.status is JobStatus.PENDING and not queue.list(JobStatus.RUNNING, 1):
+            raise fail(
+                f"job {pk} was not started within {NO_SERVER_AFTER:.0f} s: no 'pacsnode serve' "
+                "works the job queue of this archive; the job stays queued for when one does"
+            )
         time.sleep(0.5)
     _show(job)
 

@@ -17,7 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from pacsnode import audit
-from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, console, load
+from pacsnode.cli.common import (
+    ConfigOption,
+    DatabaseOption,
+    DataDirOption,
+    app,
+    console,
+    fail,
+    load,
+    open_archive,
+)
 from pacsnode.cli.security import read_password
 
 if TYPE_CHECKING:
@@ -42,19 +51,16 @@ def _users(
     config: Path | None, data_dir: Path | None, database_url: str | None
 ) -> Iterator[_Session]:
     """The users of the config file and the index database; errors end the command."""
-    from pacsnode.archive.database import migrate, open_database
     from pacsnode.archive.users import UserError, UserNotFound, Users
 
     settings = load(config, data_dir=data_dir, database_url=database_url)
-    database = open_database(settings.resolved_database_url)
+    archive = open_archive(settings)
     try:
-        migrate(database.writer)
-        yield _Session(Users(database, settings.http_users), settings)
+        yield _Session(Users(archive.database, settings.http_users), settings)
     except (UserError, UserNotFound) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc), 1) from exc
     finally:
-        database.dispose()
+        archive.close()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from pacsnode.archive.worklist import SPS, Worklist, WorklistError
-from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, console, load
+from pacsnode.cli.common import (
+    ConfigOption,
+    DatabaseOption,
+    DataDirOption,
+    app,
+    fail,
+    load,
+    open_archive,
+)
 
 worklist = typer.Typer(help="Add, list and delete modality worklist items.", no_args_is_help=True)
 app.add_typer(worklist, name="worklist")
@@ -22,12 +30,11 @@ Text = Annotated[str | None, typer.Option()]
 
 
 def _open(config: Path | None, data_dir: Path | None, database_url: str | None) -> Worklist:
-    from pacsnode.archive.core import Archive
     from pacsnode.jobs.queue import JobQueue
     from pacsnode.workflows.prefetch import on_scheduled
 
     settings = load(config, data_dir=data_dir, database_url=database_url)
-    database = Archive(settings).database
+    database = open_archive(settings).database
     queue = JobQueue(database, settings.job_max_attempts, settings.job_retry_delay)
     return Worklist(database, settings.worklist_hide_finished, on_scheduled(queue, settings))
 
@@ -104,8 +111,7 @@ def add(
     try:
         item = _open(config, data_dir, database_url).add(dataset)
     except WorklistError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc), 1) from exc
     Console().print(f"worklist item {item.pk}: study {item.dataset.StudyInstanceUID}")
 
 
@@ -146,6 +152,5 @@ def delete(
     try:
         _open(config, data_dir, database_url).delete(item_id)
     except WorklistError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc), 1) from exc
     Console().print(f"worklist item {item_id} deleted")

@@ -32,14 +32,18 @@ class OrderListener:
         future = asyncio.run_coroutine_threadsafe(
             start_hl7_server(self._connected, self.host, self.port), self._loop
         )
-        self._server = future.result(10)
+        try:
+            self._server = future.result(10)
+        except OSError as exc:
+            raise OSError(f"HL7 port {self.host}:{self.port}: {exc.strerror}") from exc
         log.info("HL7 order listener on %s:%d", self.host, self.port)
 
     def stop(self) -> None:
         if self._server is not None:
             self._loop.call_soon_threadsafe(self._server.close)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(5)
 
     async def _connected(self, reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

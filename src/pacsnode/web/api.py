@@ -35,6 +35,7 @@ class JobsApi:
         self.queue = workers.queue
 
     def index(self, request: Request) -> JSONResponse:
+        """List the newest jobs, optionally of one status."""
         status = request.query_params.get("status")
         if status and status not in set(JobStatus):
             return error(400, f"status must be one of {', '.join(JobStatus)}")
@@ -42,15 +43,18 @@ class JobsApi:
         return JSONResponse([job.as_json() for job in self.queue.list(status, limit)])
 
     def show(self, request: Request) -> JSONResponse:
+        """One job: what it does, its attempts, last error and result."""
         try:
             return JSONResponse(self.queue.get(_id(request)).as_json())
         except JobError as exc:
             return error(404, str(exc))
 
     def retry(self, request: Request) -> JSONResponse:
+        """Run a failed or cancelled job again, now."""
         return self._change(request, self.queue.retry)
 
     def cancel(self, request: Request) -> JSONResponse:
+        """Stop a pending or failed job from running again."""
         return self._change(request, self.queue.cancel)
 
     def _change(self, request: Request, change: Any) -> JSONResponse:
@@ -79,11 +83,13 @@ class MppsApi:
         self.store = store
 
     def index(self, request: Request) -> JSONResponse:
+        """List the performed procedure steps the modalities reported."""
         status = request.query_params.get("status")
         limit = int(request.query_params.get("limit", "100"))
         return JSONResponse([step.as_json() for step in self.store.list(status, limit)])
 
     def show(self, request: Request) -> JSONResponse:
+        """One performed procedure step by its SOP Instance UID."""
         try:
             return JSONResponse(self.store.get(request.path_params["uid"]).as_json())
         except MppsError as exc:
@@ -100,10 +106,12 @@ class WorklistApi:
         self.worklist = worklist
 
     def index(self, request: Request) -> JSONResponse:
+        """List the worklist items (DICOM JSON)."""
         limit = int(request.query_params.get("limit", "1000"))
         return JSONResponse([item.as_json() for item in self.worklist.items(limit)])
 
     async def create(self, request: Request) -> JSONResponse:
+        """Schedule a worklist item from a DICOM JSON data set."""
         dataset = await _dicom_json(request)
         if isinstance(dataset, JSONResponse):
             return dataset
@@ -116,12 +124,14 @@ class WorklistApi:
         )
 
     def show(self, request: Request) -> JSONResponse:
+        """One worklist item."""
         try:
             return JSONResponse(self.worklist.get(_id(request)).as_json())
         except WorklistError as exc:
             return error(404, str(exc))
 
     async def replace(self, request: Request) -> JSONResponse:
+        """Replace a worklist item's data set."""
         dataset = await _dicom_json(request)
         if isinstance(dataset, JSONResponse):
             return dataset
@@ -132,6 +142,7 @@ class WorklistApi:
         return JSONResponse(item.as_json())
 
     def delete(self, request: Request) -> Response:
+        """Remove a worklist item."""
         try:
             self.worklist.delete(_id(request))
         except WorklistError as exc:
@@ -164,16 +175,19 @@ class RejectedApi:
         self.rejections = rejections
 
     def index(self, request: Request) -> JSONResponse:
+        """List the instances IOCM rejection notes withdrew."""
         code = request.query_params.get("code")
         return JSONResponse([entry.as_json() for entry in self.rejections.listed(code)])
 
     def restore(self, request: Request) -> JSONResponse:
+        """Make a rejected instance visible again."""
         uid = request.path_params["uid"]
         if not self.rejections.restore(uid):
             return error(404, f"{uid} is not rejected")
         return JSONResponse({"restored": uid})
 
     def purge(self, request: Request) -> JSONResponse:
+        """Delete, files and all, the instances whose retention expired."""
         return JSONResponse({"purged": self.rejections.purge()})
 
     def routes(self) -> list[Route]:

@@ -3,9 +3,14 @@ REST API under ``/api``, all thin doors onto the same archive core."""
 
 from __future__ import annotations
 
+import logging
+
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount
 
 from pacsnode.archive.core import Archive
@@ -14,23 +19,29 @@ from pacsnode.archive.users import Users
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.jobs.workers import Workers
+from pacsnode.web.access_log import AccessLog
 from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
 from pacsnode.web.audit_api import AuditApi
 from pacsnode.web.auth import authentication
+from pacsnode.web.browse_api import BrowseApi
 from pacsnode.web.dicomweb.common import DicomWebError, error_response
 from pacsnode.web.dicomweb.qido import Qido
 from pacsnode.web.dicomweb.rendered import Rendered
 from pacsnode.web.dicomweb.stow import Stow
 from pacsnode.web.dicomweb.wado import Wado
 from pacsnode.web.media_api import MediaApi
-from pacsnode.web.openapi import openapi_route
+from pacsnode.web.openapi import docs_routes
 from pacsnode.web.print_api import PrintApi
 from pacsnode.web.remotes_api import RemotesApi
+from pacsnode.web.replies import error
 from pacsnode.web.routes_api import RoutesApi
+from pacsnode.web.system_api import SystemApi
 from pacsnode.web.users_api import UsersApi
 from pacsnode.web.wado_uri import WadoUri
 from pacsnode.workflows.prefetch import on_scheduled
 from pacsnode.workflows.routing import Router
+
+log = logging.getLogger("pacsnode.http")
 
 
 def _dicomweb(archive: Archive) -> list[BaseRoute]:
@@ -49,11 +60,13 @@ def _api(
     prefetch = on_scheduled(workers.queue, settings)
     worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
     return [
+        *BrowseApi(archive).routes(),
+        *SystemApi(archive).routes(),
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),
         *RejectedApi(archive.rejections).routes(),
-        *RemotesApi(archive.remotes, workers).routes(),
+        *RemotesApi(archive, workers).routes(),
         *MediaApi(archive).routes(),
         *PrintApi(archive, workers).routes(),
         *(RoutesApi(router).routes() if router is not None else []),
@@ -75,7 +88,8 @@ def _middleware(settings: Settings, users: Users) -> list[Middleware]:
                 expose_headers=["Warning", "Content-Type", "Content-Location"],
             )
         )
-    return [*middleware, *authentication(settings, users)]
+    access = [Middleware(AccessLog)] if settings.http_access_log else []
+    return [*access, *middleware, *authentication(settings, users)]
 
 
 def create_app(archive: Archive, workers: Workers, router: Router | None = None) -> Starlette:
@@ -85,9 +99,14 @@ def create_app(archive: Archive, workers: Workers, router: Router | None = None)
         Mount("/api", routes=_api(archive, workers, router, users)),
         *WadoUri(archive).routes(),
     ]
-    routes.append(openapi_route(routes))
+    routes += docs_routes(routes, archive.settings)
     return Starlette(
         routes=routes,
         middleware=_middleware(archive.settings, users),
-        exception_handlers={DicomWebError: error_response},
+        exception_handlers={DicomWebError: error_response, DBAPIError: _index_unavailable},
     )
+
+
+def _index_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("index unavailable: %s", exc)
+    return error(503, "index unavailable")

@@ -1,23 +1,37 @@
-"""The remote AE table and retrieve-into-the-archive in the admin REST API.
+"""The remote AE table, and working with remote nodes, in the admin REST API.
 
 ``GET /api/remote``, ``GET/PUT/DELETE /api/remote/{ae}`` edit the run-time entries
-(see :mod:`pacsnode.archive.remotes`); ``POST /api/remote/{ae}/retrieve`` queues a
-retrieve job and answers 202 with its id, to be followed at ``/api/jobs/{id}``.
+(see :mod:`pacsnode.archive.remotes`). ``POST /api/remote/{ae}/echo`` and ``/query``
+call the node now (C-ECHO, C-FIND) through the same SCU functions as the command line;
+``/retrieve`` (into the archive) and ``/store`` (from it) queue a job and answer 202
+with its id, to be followed at ``/api/jobs/{id}``.
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+from pydicom import Dataset
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pacsnode import audit
-from pacsnode.archive.remotes import RemoteError, RemoteNotFound, Remotes, remote_from_json
+from pacsnode.archive.core import Archive
+from pacsnode.archive.remotes import RemoteError, RemoteNotFound, remote_from_json
+from pacsnode.config import RemoteAE
+from pacsnode.dimse import query_scu, scu
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.audit_api import actor as audit_actor
+from pacsnode.web.keyword_json import keyword_json
 from pacsnode.web.replies import error, json_object
 from pacsnode.workflows.retrieve import RETRIEVE_JOB, RetrieveError, RetrieveRequest, plan
+from pacsnode.workflows.sending import STORE_JOB, NothingToSend, SendError, SendRequest
+from pacsnode.workflows.sending import plan as plan_send
+
+QUERY_FIELDS = ("model", "level", "keys")
 
 
 def _audit(request: Request, description: str) -> None:
@@ -25,9 +39,19 @@ def _audit(request: Request, description: str) -> None:
 
 
 class RemotesApi:
-    def __init__(self, remotes: Remotes, workers: Workers) -> None:
-        self.remotes = remotes
+    def __init__(self, archive: Archive, workers: Workers) -> None:
+        self.archive = archive
+        self.remotes = archive.remotes
         self.workers = workers
+        self.dialer = scu.Dialer(archive.settings, archive.remotes.get)
+
+    def _peer(self, title: str, service: str) -> tuple[RemoteAE, scu.Peer]:
+        remote = self.remotes.get(title)
+        if remote is None:
+            raise RemoteNotFound(f"no remote AE {title!r}")
+        if not remote.offers_service(service):
+            raise RemoteError(f"{remote.ae_title} does not offer {service}", "remote")
+        return remote, self.dialer.peer(remote)
 
     def index(self, request: Request) -> JSONResponse:
         """List the remote AEs, from the config file and from the database."""
@@ -87,6 +111,68 @@ class RemotesApi:
             headers={"Location": f"/api/jobs/{pk}"},
         )
 
+    def echo(self, request: Request) -> JSONResponse:
+        """C-ECHO the remote AE now; 502 when no association can be made."""
+        try:
+            remote, peer = self._peer(request.path_params["ae"], "echo")
+        except RemoteNotFound as exc:
+            return error(404, str(exc))
+        except RemoteError as exc:
+            return error(400, str(exc), exc.field)
+        started = time.monotonic()
+        try:
+            status = scu.echo(peer)
+        except scu.AssociationFailed as exc:
+            return error(502, str(exc))
+        return JSONResponse(
+            {
+                "ae_title": remote.ae_title,
+                "status": f"0x{status:04X}",
+                "ok": status == 0,
+                "milliseconds": round((time.monotonic() - started) * 1000),
+            }
+        )
+
+    async def query(self, request: Request) -> JSONResponse:
+        """C-FIND the remote AE now; its matches as keyword JSON."""
+        body = await json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            model, level, keys = _query_fields(body)
+            remote, peer = self._peer(request.path_params["ae"], "find")
+            found = await run_in_threadpool(_find, peer, model, level, keys)
+        except RemoteNotFound as exc:
+            return error(404, str(exc))
+        except RemoteError as exc:
+            return error(400, str(exc), exc.field)
+        except scu.AssociationFailed as exc:
+            return error(502, str(exc))
+        except query_scu.QueryFailed as exc:
+            return error(502, f"C-FIND failed: {exc}")
+        return JSONResponse({"ae_title": remote.ae_title, "matches": found})
+
+    async def store(self, request: Request) -> JSONResponse:
+        """Queue sending a study, series or instances of the archive; 202 with the job id."""
+        body = await json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            wanted = SendRequest.from_json(request.path_params["ae"], body)
+            payload, description = await run_in_threadpool(plan_send, self.archive, wanted)
+        except RemoteNotFound as exc:
+            return error(404, str(exc))
+        except SendError as exc:
+            return error(400, str(exc), exc.field)
+        except NothingToSend as exc:
+            return error(404, str(exc))
+        pk = await run_in_threadpool(self.workers.enqueue, STORE_JOB, payload, description)
+        return JSONResponse(
+            {"id": pk, "description": description},
+            status_code=202,
+            headers={"Location": f"/api/jobs/{pk}"},
+        )
+
     def routes(self) -> list[Route]:
         return [
             Route("/remote", self.index),
@@ -94,4 +180,35 @@ class RemotesApi:
             Route("/remote/{ae}", self.put, methods=["PUT"]),
             Route("/remote/{ae}", self.delete, methods=["DELETE"]),
             Route("/remote/{ae}/retrieve", self.retrieve, methods=["POST"]),
+            Route("/remote/{ae}/echo", self.echo, methods=["POST"]),
+            Route("/remote/{ae}/query", self.query, methods=["POST"]),
+            Route("/remote/{ae}/store", self.store, methods=["POST"]),
         ]
+
+
+def _query_fields(body: dict[str, Any]) -> tuple[str, str | None, dict[str, str]]:
+    """``model`` (default study), ``level`` (default STUDY) and ``keys`` (keyword to
+    matching value, "" to have it returned) of a query request, checked."""
+    unknown = set(body) - set(QUERY_FIELDS)
+    if unknown:
+        raise RemoteError(f"unknown field {sorted(unknown)[0]!r}", sorted(unknown)[0])
+    model = body.get("model", "study")
+    if model not in query_scu.MODELS:
+        raise RemoteError(f"model must be one of {', '.join(query_scu.MODELS)}", "model")
+    levels = query_scu.MODELS[model].levels
+    level = str(body.get("level", "STUDY" if "STUDY" in levels else "")).upper() or None
+    if levels and level not in levels:
+        raise RemoteError(f"the {model} model has the levels {', '.join(levels)}", "level")
+    keys = body.get("keys", {})
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+        raise RemoteError("keys must be an object of keyword to matching value", "keys")
+    try:
+        query_scu.identifier(level, keys)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise RemoteError(f"keys: {exc}", "keys") from exc
+    return model, level, keys
+
+
+def _find(peer: scu.Peer, model: str, level: str | None, keys: dict[str, str]) -> list[Any]:
+    found: list[Dataset] = list(query_scu.find(peer, model, level, keys))
+    return [keyword_json(dataset) for dataset in found]

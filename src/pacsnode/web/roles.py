@@ -1,11 +1,12 @@
 """Which role each request needs, in one table, enforced in one place.
 
 A viewer reads (GET and HEAD anywhere but the admin-only resources); an operator also
-does the daily work (STOW-RS, retrieves, job retry and cancel, worklist and MPPS
-changes, print, restoring rejected instances); an admin does everything, including
-the configuration (remote AEs, routes, users) and the audit log. What the table does
-not name needs viewer to read and admin to change, so a new route is safe before
-anyone thinks about it.
+does the daily work (STOW-RS, retrieves and sends, echo and query of remote AEs, job
+retry and cancel, worklist and MPPS changes, print, restoring rejected instances, soft
+deletion); an admin does everything, including hard deletion, the configuration
+(remote AEs, routes, users) and the audit log. What the table does not name needs
+viewer to read and admin to change, so a new route is safe before anyone thinks about
+it.
 
 The check runs right after authentication, before routing, so no endpoint can forget
 it. A caller who is known but not allowed gets 403 and a security alert in the audit
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import parse_qs
 
 from starlette.authentication import SimpleUser
 from starlette.responses import JSONResponse
@@ -30,20 +32,23 @@ READ = frozenset({"GET", "HEAD", "OPTIONS"})
 ANY = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
 POST = frozenset({"POST"})
 CHANGE = ANY - READ
+DELETE = frozenset({"DELETE"})
+DELETABLE = re.compile(r"/api/(patients|studies|series|instances)/[^/]+")
 _RULES: tuple[tuple[frozenset[str], re.Pattern[str], Role], ...] = (
     (ANY, re.compile(r"/api/(me|tokens)(/.*)?"), "viewer"),
     (ANY, re.compile(r"/api/media"), "viewer"),  # a download, POSTed for its selection
     (ANY, re.compile(r"/api/(users|audit)(/.*)?"), "admin"),
     (POST, re.compile(r"/dicom-web/studies(/[^/]+)?"), "operator"),
     (POST, re.compile(r"/api/jobs/\d+/(retry|cancel)"), "operator"),
-    (POST, re.compile(r"/api/remote/[^/]+/retrieve"), "operator"),
+    (POST, re.compile(r"/api/remote/[^/]+/(retrieve|store|echo|query)"), "operator"),
     (CHANGE, re.compile(r"/api/(worklist|mpps)(/.*)?"), "operator"),
     (POST, re.compile(r"/api/print"), "operator"),
     (POST, re.compile(r"/api/rejected/[^/]+/restore"), "operator"),
+    (DELETE, DELETABLE, "operator"),
     (READ, re.compile(r".*"), "viewer"),
 )
 """Methods, path, the role they need; the first match wins, and what none matches
-needs admin."""
+needs admin. A deletion with ``hard`` in its query (rows and files) needs admin too."""
 
 
 class Caller(SimpleUser):
@@ -54,8 +59,14 @@ class Caller(SimpleUser):
         self.role: Role = role
 
 
-def required_role(method: str, path: str) -> Role:
-    """The weakest role that may send ``method`` to ``path``."""
+def required_role(method: str, path: str, query: str = "") -> Role:
+    """The weakest role that may send ``method`` to ``path`` with ``query``."""
+    if (
+        method == "DELETE"
+        and DELETABLE.fullmatch(path)
+        and "hard" in parse_qs(query, keep_blank_values=True)
+    ):
+        return "admin"  # whatever its value: the endpoint judges that
     for methods, pattern, role in _RULES:
         if method in methods and pattern.fullmatch(path):
             return role
@@ -78,7 +89,7 @@ class RoleMiddleware:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        needed = required_role(method, path)
+        needed = required_role(method, path, scope.get("query_string", b"").decode("latin-1"))
         if allows(caller.role, needed):
             await self.app(scope, receive, send)
             return

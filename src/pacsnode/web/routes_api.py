@@ -25,9 +25,11 @@ class RoutesApi:
         self.router = router
 
     def index(self, _request: Request) -> JSONResponse:
+        """List the routing rules, from the config file and added at run time."""
         return JSONResponse([rule_json(rule, source) for rule, source in self.router.rules()])
 
     async def add(self, request: Request) -> JSONResponse:
+        """Add a routing rule at run time (kept in the data directory)."""
         try:
             table = json.loads(await request.body())
         except ValueError:
@@ -43,6 +45,7 @@ class RoutesApi:
         return JSONResponse(rule_json(rule, "api"), status_code=201)
 
     def remove(self, request: Request) -> Response:
+        """Remove a routing rule added at run time."""
         name = request.path_params["name"]
         try:
             self.router.remove(name)

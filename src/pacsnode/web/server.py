@@ -35,19 +35,19 @@ class HttpServer:
         )
         self.scheme = "https" if ssl_context else "http"
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._thread: threading.Thread | None = None
         self.host, self.port = host, port
 
-    def start(self, sock: socket.socket | None = None, timeout: float = 10.0) -> None:
-        """Serve on ``sock`` if given, else on the configured host and port."""
-        if sock is not None:
-            self._thread = threading.Thread(
-                target=self._server.run, kwargs={"sockets": [sock]}, name="http", daemon=True
-            )
-        self._thread.start()
+    def start(self, sock: socket.socket, timeout: float = 10.0) -> None:
+        """Serve on ``sock``, bound by the node (once for all its worker processes)."""
+        thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="http", daemon=True
+        )
+        self._thread = thread
+        thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
+            if not thread.is_alive() or time.monotonic() > deadline:
                 raise OSError(f"HTTP server did not start on {self.host}:{self.port}")
             time.sleep(0.01)
         suffix = " (HTTPS)" if self.scheme == "https" else ""
@@ -55,4 +55,5 @@ class HttpServer:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(10)
+        if self._thread is not None:
+            self._thread.join(10)

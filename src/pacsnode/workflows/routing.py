@@ -141,7 +141,7 @@ class Router:
     def add(self, table: dict[str, Any]) -> RouteRule:
         """Add a rule at run time; it is kept in the data directory."""
         try:
-            rule = route_from_table(table, tuple(self.archive.remotes.all()))
+            rule = route_from_table(table, tuple(self.archive.remotes.all()), "route")
         except ConfigError as exc:
             raise RuleError(str(exc)) from exc
         with self._lock:
@@ -176,7 +176,7 @@ class Router:
         added = {}
         for table in json.loads(self._rules_file.read_text()):
             try:
-                rule = route_from_table(table, remotes)
+                rule = route_from_table(table, remotes, f"{RULES_FILE}: route")
             except ConfigError as exc:
                 log.error("route from %s ignored: %s", RULES_FILE, exc)
                 continue

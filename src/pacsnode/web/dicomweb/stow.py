@@ -227,6 +227,7 @@ class Stow:
         ]
 
     async def store(self, request: Request) -> Response:
+        """Store instances (STOW-RS): DICOM parts, or DICOM JSON with bulk data parts."""
         study: str | None = request.path_params.get("study")
         part_type, boundary = _body_type(request)
         limit = self.archive.settings.stow_max_bytes
