@@ -295,22 +295,13 @@ def pacsnode_serve(
 
 
 def run_discard_scp(port: int, ae_title: str, max_pdu: int) -> None:
-    """A Storage SCP that accepts every storage class and keeps nothing (runs forever).
-
-    It answers success without decoding the data set, on pynetdicom made event-driven
-    by pacsnode's reactor (when available) and with TCP_NODELAY, so that it is not
-    what limits the sender. Prints how many instances each association brought.
+    """A pynetdicom Storage SCP that accepts every storage class and keeps nothing (runs
+    forever). It answers success without decoding the data set, with TCP_NODELAY on its
+    connections. Prints how many instances each association brought.
     """
     from pynetdicom import AE, evt
     from pynetdicom.presentation import AllStoragePresentationContexts
     from pynetdicom.transport import ThreadedAssociationServer
-
-    try:
-        from pacsnode.dimse import reactor
-
-        reactor.install()
-    except ImportError:
-        pass
 
     class NoDelayServer(ThreadedAssociationServer):
         def get_request(self) -> tuple[socket.socket, Any]:
@@ -508,22 +499,37 @@ def raw_discard_scp(workdir: Path) -> contextlib.AbstractContextManager[tuple[in
     return _helper_process(workdir, "discard-raw", "run_raw_discard_scp({port})")
 
 
-def tune_pynetdicom_scu() -> None:
-    """Keep our pynetdicom SCU from adding its own delays to what a benchmark measures.
+@contextmanager
+def storescp_discard(workdir: Path, ae_title: str = "STORESCP") -> Iterator[tuple[int, Path]]:
+    """DCMTK ``storescp --ignore`` (receives, keeps nothing) with TCP_NODELAY=1; yields
+    (port, log)."""
+    port = free_port()
+    log_path = workdir / f"storescp-{ae_title.lower()}.log"
+    log_path.write_bytes(b"")
+    env = dict(os.environ, TCP_NODELAY="1")
+    process = spawn(["storescp", "--ignore", "-aet", ae_title, str(port)], log_path, env)
+    try:
+        wait_for_port(port, process=process)
+        yield port, log_path
+    finally:
+        stop(process, 10)
 
-    pacsnode's own pynetdicom patches serve the client too, against both servers: no
-    Nagle on outbound sockets (a C-FIND request is two small PDUs, the second of which
-    would wait 40 ms for the peer's delayed ACK), no response lost to the association
-    thread, event-driven waits. And no formatting of every received identifier for a
-    debug log nobody reads (~0.3 ms per C-FIND match).
-    """
-    from pynetdicom import _config
 
-    from pacsnode.dimse import reactor
-
-    _config.LOG_RESPONSE_IDENTIFIERS = False
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    reactor.install()
+def getscu_discard(port: int, called_ae: str, study_uid: str) -> float:
+    """Seconds for DCMTK ``getscu --ignore`` (TCP_NODELAY=1) to C-GET a study."""
+    env = dict(os.environ, TCP_NODELAY="1")
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            "getscu", "--ignore", "-S", "-aec", called_ae, "-k", "QueryRetrieveLevel=STUDY",
+            "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(port),
+        ],
+        env=env,
+        capture_output=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"getscu failed: {done.stderr.decode()[-500:]}")
+    return time.perf_counter() - started
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -20,17 +20,17 @@ many studies the queries matched.
 Small archive, next to Orthanc (``TCP_NODELAY=1`` in its environment). The same 100
 studies (1,000 small instances) and one study of 1,000 CT instances of 512x512 16-bit are
 stored with ``storescu`` into pacsnode (SQLite, and PostgreSQL when configured) and into
-Orthanc. Then: the same C-FIND latencies on an open association, and C-MOVE of the CT
-study (Study Root, STUDY level), timed from the C-MOVE request to its final response
-(median of ``--moves``), to two receivers that accept and discard everything: DISCARD, a
-pynetdicom Storage SCP (event-driven with pacsnode's reactor, TCP_NODELAY), and RAWSINK,
-a few lines of bare sockets that no sender can outrun (pynetdicom costs ~0.1 ms per PDU,
-which caps DISCARD near 300 instances/s with the 16 KiB PDUs Orthanc sends). Each
-receiver's own ceiling (storescu into it, 16 KiB PDUs) is printed too.
+Orthanc. Then: the same C-FIND latencies on an open association; C-MOVE of the CT study
+(Study Root, STUDY level), timed from the C-MOVE request to its final response (median
+of ``--moves``), to three receivers that accept and discard everything: STORESCP, DCMTK
+``storescp --ignore`` (TCP_NODELAY=1); DISCARD, a plain pynetdicom Storage SCP
+(TCP_NODELAY); and RAWSINK, a few lines of bare sockets that no sender can outrun; and
+C-GET of the same study by DCMTK ``getscu --ignore`` (TCP_NODELAY=1). Each receiver's
+own ceiling (storescu into it, 16 KiB PDUs) is printed too.
 
-The SCU here is pynetdicom with TCP_NODELAY, without debug formatting of identifiers, and
-with pacsnode's pynetdicom patches (common.tune_pynetdicom_scu), so that it adds
-as little as it can to what is measured, and the same for pacsnode and Orthanc.
+The C-FIND and C-MOVE requestor is pacsnode's own DIMSE engine (it counts C-FIND
+answers without decoding them), the same against pacsnode and Orthanc, so that it adds
+as little as it can to what is measured.
 
 PostgreSQL: ``--postgres-url`` or ``PACSNODE_BENCH_POSTGRES_URL`` (else
 ``PACSNODE_TEST_POSTGRES_URL``), a URL of a role that may create databases; without one,
@@ -65,12 +65,13 @@ from common import (
     BENCHMARKS,
     ct_corpus,
     discard_scp,
+    getscu_discard,
     orthanc_server,
     pacsnode_serve,
     percentile,
     raw_discard_scp,
+    storescp_discard,
     storescu,
-    tune_pynetdicom_scu,
     workdir,
     write_results,
 )
@@ -88,6 +89,12 @@ from pacsnode.archive.matching import Query, build
 from pacsnode.archive.schema import metadata
 from pacsnode.archive.schema import study as study_table
 from pacsnode.archive.storage import Storage
+from pacsnode.dimse.codec import encode
+from pacsnode.dimse.query_scu import move_on
+from pacsnode.dimse.scu import Peer, connect, final, request
+from pacsnode.net.association import Association
+from pacsnode.net.commands import C_ECHO_RQ, C_FIND_RQ
+from pacsnode.net.requestor import Proposal
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
@@ -669,22 +676,23 @@ def drop_stale(schema: str, admin_url: str | None) -> None:
 @contextmanager
 def association(
     port: int, called_ae: str, contexts: list[str], timeout: float = 60
-) -> Iterator[Any]:
-    """An association from our SCU: plain pynetdicom, tuned by tune_pynetdicom_scu()."""
-    from pynetdicom import AE, build_context
-
-    ae = AE(ae_title=CALLING_AE)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    requested = [build_context(c, [ExplicitVRLittleEndian, IMPLICIT_VR_LE]) for c in contexts]
-    assoc = ae.associate("127.0.0.1", port, contexts=requested, ae_title=called_ae)
-    if not assoc.is_established:
-        raise RuntimeError(f"no association with {called_ae} on port {port}")
+) -> Iterator[Association]:
+    """An association from pacsnode's own requestor."""
+    peer = Peer(
+        "127.0.0.1",
+        port,
+        called_ae,
+        CALLING_AE,
+        acse_timeout=timeout,
+        network_timeout=timeout,
+        dimse_timeout=timeout,
+    )
+    proposals = [Proposal(c, (ExplicitVRLittleEndian, IMPLICIT_VR_LE)) for c in contexts]
+    assoc = connect(peer, proposals)
     try:
         yield assoc
     finally:
-        if assoc.is_established:
-            assoc.release()
-        ae.shutdown()
+        assoc.release()
 
 
 def find_identifier(keys: dict[str, str]) -> Dataset:
@@ -695,19 +703,22 @@ def find_identifier(keys: dict[str, str]) -> Dataset:
     return ds
 
 
-def timed_find(assoc: Any, keys: dict[str, str]) -> tuple[float, int]:
+def timed_find(assoc: Association, keys: dict[str, str]) -> tuple[float, int]:
     """Seconds from the C-FIND request to its final response, and the matches."""
-    identifier = find_identifier(keys)
+    context = assoc.context_for(STUDY_ROOT_FIND)
+    assert context is not None
+    data = encode(find_identifier(keys), context.transfer_syntax)
+    command = {"CommandField": C_FIND_RQ, "AffectedSOPClassUID": STUDY_ROOT_FIND, "Priority": 0}
     matches = 0
     started = time.perf_counter()
-    for status, _found in assoc.send_c_find(identifier, STUDY_ROOT_FIND):
-        code = int(status.Status) if "Status" in status else None
+    for response in request(assoc, context.id, command, data):
+        code = int(response.command["Status"])
         if code in (0xFF00, 0xFF01):
             matches += 1
         elif code == 0x0000:
             return time.perf_counter() - started, matches
         else:
-            raise RuntimeError(f"C-FIND {keys} ended with status {code}")
+            raise RuntimeError(f"C-FIND {keys} ended with status {code:04X}")
     raise RuntimeError(f"C-FIND {keys}: association lost")
 
 
@@ -734,11 +745,14 @@ class Latency:
         )
 
 
-def timed_echo(assoc: Any) -> tuple[float, int]:
+def timed_echo(assoc: Association) -> tuple[float, int]:
+    context = assoc.context_for(VERIFICATION)
+    assert context is not None
+    command = {"CommandField": C_ECHO_RQ, "AffectedSOPClassUID": VERIFICATION}
     started = time.perf_counter()
-    status = assoc.send_c_echo()
-    if not status or int(status.Status) != 0:
-        raise RuntimeError(f"C-ECHO failed: {status}")
+    status = int(final(request(assoc, context.id, command)).command["Status"])
+    if status != 0:
+        raise RuntimeError(f"C-ECHO failed: {status:04X}")
     return time.perf_counter() - started, 0
 
 
@@ -779,14 +793,11 @@ def timed_move(port: int, called_ae: str, study_uid: str, destination: str, time
     identifier.StudyInstanceUID = study_uid
     with association(port, called_ae, [STUDY_ROOT_MOVE], timeout) as assoc:
         started = time.perf_counter()
-        for status, _identifier in assoc.send_c_move(identifier, destination, STUDY_ROOT_MOVE):
-            code = int(status.Status) if "Status" in status else None
-            if code in (0xFF00, 0xFF01):
-                continue
-            completed = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
-            failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
-            return Move(time.perf_counter() - started, code, completed, failed)
-        return Move(time.perf_counter() - started, None, 0, 0)
+        try:
+            result = move_on(assoc, STUDY_ROOT_MOVE, identifier, destination)
+        except ConnectionError:
+            return Move(time.perf_counter() - started, None, 0, 0)
+        return Move(time.perf_counter() - started, result.status, result.completed, result.failed)
 
 
 # --- EXPLAIN -----------------------------------------------------------------------
@@ -935,11 +946,13 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
     }
     finds: dict[str, dict[str, Latency]] = {}
     moves: dict[tuple[str, str], list[Move]] = {}
+    gets: dict[str, list[float]] = {}
     with (
         discard_scp(base, "DISCARD") as (discard_port, discard_log),
         raw_discard_scp(base) as (raw_port, raw_log),
+        storescp_discard(base) as (storescp_port, _storescp_log),
     ):
-        destinations = {"DISCARD": discard_port, "RAWSINK": raw_port}
+        destinations = {"STORESCP": storescp_port, "DISCARD": discard_port, "RAWSINK": raw_port}
         logs = {"DISCARD": discard_log, "RAWSINK": raw_log}
         figures["receiver_ceiling_inst_per_s"] = {}
         for destination, port in destinations.items():
@@ -1019,6 +1032,8 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
                             flush=True,
                         )
                     moves[(name, destination)] = runs
+                gets[name] = [getscu_discard(port, ae, ct_study) for _ in range(args.moves)]
+                print(f"{name}: C-GET {len(ct) / statistics.median(gets[name]):.0f} inst/s")
         for destination, log in logs.items():
             received = [
                 int(line.split(": ")[1].split()[0])
@@ -1058,7 +1073,10 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
         f"\nC-MOVE of one study, {len(ct)} CT instances ({ct_megabytes:.0f} MB), "
         f"median of {args.moves} (goal: >= 1.0x Orthanc)"
     )
-    print("DISCARD: pynetdicom Storage SCP; RAWSINK: a discard SCP on bare sockets, for reference")
+    print(
+        "STORESCP: DCMTK storescp --ignore; DISCARD: pynetdicom Storage SCP; "
+        "RAWSINK: a discard SCP on bare sockets, for reference"
+    )
     header = ("server", "destination", "seconds", "inst/s", "MB/s", "vs Orthanc", "failed runs")
     print("{:24s} {:12s} {:>8s} {:>8s} {:>8s} {:>10s}  {}".format(*header))
 
@@ -1081,6 +1099,16 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
             "mb_per_s": round(ct_megabytes / seconds, 1) if ok else None,
             "ratio_vs_orthanc": round(ratio, 2) if ok and reference else None,
             "failed_runs": len(runs) - len(ok),
+        }
+    print(f"\nC-GET of the study by getscu --ignore, median of {args.moves} (goal: >= 1.0x)")
+    for name, runs in gets.items():
+        seconds = statistics.median(runs)
+        ratio = statistics.median(gets[orthanc_name]) / seconds
+        print(f"{name:24s} {seconds:8.2f} s {len(ct) / seconds:8.0f} inst/s {ratio:6.2f}x")
+        figures["servers"].setdefault(name, {})["get"] = {
+            "median_seconds": round(seconds, 3),
+            "inst_per_s": round(len(ct) / seconds, 1),
+            "ratio_vs_orthanc": round(ratio, 2),
         }
     for name, latencies in finds.items():
         figures["servers"].setdefault(name, {})["find"] = {
@@ -1127,7 +1155,6 @@ def main() -> None:
     )
     # SIGTERM unwinds like Ctrl-C: the servers and fill processes are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    tune_pynetdicom_scu()
     figures: dict[str, Any] = {"queries_per_kind": args.queries}
     started = time.monotonic()
     if not args.skip_index:

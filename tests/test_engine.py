@@ -130,3 +130,13 @@ def test_our_find_answers_a_pynetdicom_peer_through_a_small_pdu(pair: tuple[Node
     assoc.release()
     assert len(answers) == 1
     assert str(answers[0].PatientComments) == ("comment " * 900).strip()
+
+
+def test_the_pinned_pydicom_is_installed_and_checked() -> None:
+    """serve refuses to start on another pydicom; this one is the pinned one."""
+    import pydicom
+
+    from pacsnode import pinned
+
+    pinned.check()
+    assert pydicom.__version__ == pinned.PYDICOM_VERSION

@@ -64,8 +64,14 @@ def serve(
         configure_server_logging(settings)
     except OSError as exc:
         raise fail(f"cannot write the log file {settings.log_file}: {exc.strerror}") from exc
+    from pacsnode import pinned
     from pacsnode.node import Node
     from pacsnode.processes import Supervisor, default_workers
+
+    try:
+        pinned.check()
+    except pinned.MissingDependency as exc:
+        raise fail(f"cannot start: {exc}") from exc
 
     log = logging.getLogger("pacsnode")
     archive = open_archive(settings, create=True)
