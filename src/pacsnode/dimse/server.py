@@ -160,9 +160,10 @@ class DimseServer:
             return
         try:
             association = self._accept_association(transport, request)
-            self._serve_association(association)
-        finally:
+        except BaseException:
             self.slots.give_back()
+            raise
+        self._serve_association(association)
 
     def _association_request(self, transport: Transport) -> AssociateRequest | None:
         """The A-ASSOCIATE-RQ, read within the ACSE timeout (ARTIM, PS3.8 9.1.5)."""
@@ -249,7 +250,7 @@ class DimseServer:
         except ConnectionClosed as exc:
             log.info("association %s lost: %s", association, exc)
         finally:
-            association.transport.close()
+            self.slots.give_back()  # before the connection's last moments: it is over
             with self._lock:
                 self._sessions.discard(session)
                 self._idle.notify_all()
@@ -258,6 +259,7 @@ class DimseServer:
                     listener(session, how)
                 except Exception:
                     log.exception("after the association %s", association)
+            association.transport.close()
 
     def _requests(self, session: Session) -> str:
         association = session.association

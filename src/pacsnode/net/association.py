@@ -424,11 +424,11 @@ class Association:
     # --- ending ------------------------------------------------------------------
 
     def answer_release(self) -> None:
-        """Confirm the peer's A-RELEASE-RQ and close."""
+        """Confirm the peer's A-RELEASE-RQ; the association is over (the caller closes
+        the connection once it has done its bookkeeping)."""
         with contextlib.suppress(ConnectionClosed):
             self.transport.send([RELEASE_RP])
         self.established = False
-        self.transport.close()
 
     def release(self, timeout: float = 30.0) -> None:
         """Ask the peer to release and wait for its answer (requestor side)."""
