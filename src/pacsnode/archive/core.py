@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
+from pacsnode.archive.attributes import Level
 from pacsnode.archive.database import Database, has_schema, migrate, open_database
 from pacsnode.archive.deletion import Deletion
 from pacsnode.archive.index import Index
@@ -16,9 +19,11 @@ from pacsnode.archive.ingest import (
     IngestResult,
     Received,
 )
+from pacsnode.archive.matching import Query, build, retrieve_selection, search
 from pacsnode.archive.metadata import MetadataCache
 from pacsnode.archive.receiving import Origin, Receiving
 from pacsnode.archive.remotes import Remotes
+from pacsnode.archive.retrieve import Selected
 from pacsnode.archive.storage import Storage
 from pacsnode.config import CONFIG_ENV, SYSTEM_CONFIG, Settings
 
@@ -57,6 +62,42 @@ class Archive:
     def receive(self, received: Received, origin: Origin) -> IngestResult:
         """Take in an object from any door (see :mod:`pacsnode.archive.receiving`)."""
         return self.receiving.receive(received, origin)
+
+    def find(
+        self, query: Query, offset: int | None = None, limit: int | None = None
+    ) -> Iterator[sa.RowMapping]:
+        """The matches of a C-FIND, QIDO-RS or REST search, by one engine. The query is
+        checked now (:class:`QueryError`); its rows stream from the index as iterated."""
+        statement = build(query).offset(offset)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return self._rows(statement)
+
+    def select(
+        self,
+        level: Level,
+        keys: dict[str, str],
+        patient_root: bool,
+        visible: tuple[tuple[str, str], ...] = (),
+    ) -> list[Selected]:
+        """The instances a C-MOVE or C-GET identifier names, as stored; raises
+        :class:`QueryError` for an identifier that names nothing unambiguously."""
+        statement = retrieve_selection(
+            level, keys, patient_root, visible, self.settings.case_insensitive_matching
+        )
+        return [
+            Selected(
+                self.storage.absolute(row["instance.file_path"]),
+                row["instance.sop_class_uid"],
+                row["instance.sop_instance_uid"],
+                row["instance.transfer_syntax_uid"],
+            )
+            for row in self._rows(statement)
+        ]
+
+    def _rows(self, statement: sa.Select[Any]) -> Iterator[sa.RowMapping]:
+        with self.database.reader.connect() as connection:
+            yield from search(connection, statement)
 
     @classmethod
     def open(cls, settings: Settings, create: bool = False) -> Archive:

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Selected:
+    """One stored instance a C-MOVE or C-GET sends."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
 class Located:
     """One stored instance, as the retrieve doors need it."""
 

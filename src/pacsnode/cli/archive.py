@@ -129,6 +129,7 @@ def import_(
     settings = load(config, data_dir=data_dir, database_url=database_url)
     configure_logging("WARNING")
     from pacsnode.archive.ingest import Received
+    from pacsnode.archive.receiving import Origin
 
     archive = open_archive(settings, create=True)
     files, problems = import_sources(paths)  # a DICOMDIR names exactly what to import
@@ -140,7 +141,7 @@ def import_(
     with progress_bar() as progress:
         task = progress.add_task("importing", total=len(files))
         for path in files:
-            result = archive.ingest(Received(path, duplicate_policy=settings.duplicate_policy))
+            result = archive.receive(Received(path), Origin("import"))
             outcomes[result.outcome.value] += 1
             status = f"0x{result.status:04X}"
             lines.append((str(path), result.outcome.value, status, result.comment))

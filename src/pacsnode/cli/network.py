@@ -200,21 +200,18 @@ def store(
 def _references_of_studies(studies: list[str], config: Path | None) -> list[Reference]:
     """What the local archive holds of these studies, to ask a remote to commit."""
     from pacsnode.archive.attributes import Level
-    from pacsnode.archive.matching import retrieve_selection, search
 
     if not studies:
         return []
     archive = archive_of(config)
-    found = []
-    with archive.database.reader.connect() as connection:
-        for uid in studies:
-            statement = retrieve_selection(Level.STUDY, {"StudyInstanceUID": uid}, False)
-            found += [
-                Reference(row["instance.sop_class_uid"], row["instance.sop_instance_uid"])
-                for row in search(connection, statement)
-            ]
-    archive.close()
-    return found
+    try:
+        return [
+            Reference(item.sop_class_uid, item.sop_instance_uid)
+            for uid in studies
+            for item in archive.select(Level.STUDY, {"StudyInstanceUID": uid}, False)
+        ]
+    finally:
+        archive.close()
 
 
 @app.command()

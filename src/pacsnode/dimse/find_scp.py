@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from pacsnode import status
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
-from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, row_value, search
+from pacsnode.archive.matching import COMPUTED, Query, QueryError, row_value
 from pacsnode.dimse.find import Answer, FindRequest
 from pacsnode.dimse.identifiers import NOT_KEYS, query_keys, requested_items, set_returned
 from pacsnode.dimse.qr_model import STUDY_ROOT_FIND, combined_datetime, query_level, relational
@@ -39,7 +39,7 @@ class FindSCP:
         try:
             identifier = event.identifier
             query = self._query(identifier, event, model)
-            statement = build(query)
+            matches = self.archive.find(query)
         except QueryError as exc:
             log.warning("C-FIND from %s refused: %s", event.calling_ae, exc)
             yield Answer(status.DOES_NOT_MATCH_SOP_CLASS, comment=str(exc))
@@ -53,21 +53,20 @@ class FindSCP:
         if unsupported:
             log.info("C-FIND keys not supported, returned empty: %s", ", ".join(unsupported))
         pending = status.PENDING_WARNING if unsupported else status.PENDING
-        matches = 0
+        count = 0
         try:
-            with self.archive.database.reader.connect() as connection:
-                for row in search(connection, statement):
-                    if event.cancelled():
-                        yield Answer(status.CANCEL)
-                        return
-                    matches += 1
-                    yield Answer(pending, self._response(row, requested, query.level))
+            for row in matches:
+                if event.cancelled():
+                    yield Answer(status.CANCEL)
+                    return
+                count += 1
+                yield Answer(pending, self._response(row, requested, query.level))
         except DBAPIError as exc:
             log.error("C-FIND failed, index unavailable: %s", exc)
             yield Answer(status.OUT_OF_RESOURCES, comment="index unavailable")
             return
         log.info(
-            "C-FIND %s level %s from %s: %d matches", model, query.level, event.calling_ae, matches
+            "C-FIND %s level %s from %s: %d matches", model, query.level, event.calling_ae, count
         )
         yield Answer(status.SUCCESS)
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from pacsnode import audit, status
 from pacsnode.archive.attributes import text_value
 from pacsnode.archive.core import Archive
-from pacsnode.archive.matching import QueryError, retrieve_selection, search
+from pacsnode.archive.matching import QueryError
 from pacsnode.dimse import codec
 from pacsnode.dimse.qr_model import STUDY_ROOT, query_level
 from pacsnode.dimse.requests import Request
@@ -157,33 +157,26 @@ class RetrieveService:
         }
         calling = request.session.calling_ae
         try:
-            statement = retrieve_selection(
+            selected = self.archive.select(
                 level,
                 keys,
                 patient_root=model not in STUDY_ROOT,
                 visible=self.archive.remotes.visible_to(calling),
-                case_insensitive=self.archive.settings.case_insensitive_matching,
             )
         except QueryError as exc:
             log.warning("retrieve from %s refused: %s", calling, exc)
             request.respond(status.DOES_NOT_MATCH_SOP_CLASS, str(exc))
             return None
-        try:
-            with self.archive.database.reader.connect() as connection:
-                return [
-                    OutgoingFile(
-                        self.archive.storage.absolute(row["instance.file_path"]),
-                        row["instance.sop_class_uid"],
-                        row["instance.sop_instance_uid"],
-                        row["instance.transfer_syntax_uid"],
-                        has_meta=True,
-                    )
-                    for row in search(connection, statement)
-                ]
         except DBAPIError as exc:
             log.error("retrieve failed, index unavailable: %s", exc)
             request.respond(status.UNABLE_TO_CALCULATE_MATCHES, "index unavailable")
             return None
+        return [
+            OutgoingFile(
+                item.path, item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid, True
+            )
+            for item in selected
+        ]
 
     def _send_all(
         self, request: Request, receiver: Association, selected: list[OutgoingFile], is_move: bool

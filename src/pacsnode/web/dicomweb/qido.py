@@ -28,8 +28,7 @@ from starlette.routing import BaseRoute, Route
 from pacsnode import audit
 from pacsnode.archive.attributes import ATTRIBUTES, BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
-from pacsnode.archive.matching import COMPUTED, Query, QueryError, build, row_value
-from pacsnode.archive.matching import search as search_index
+from pacsnode.archive.matching import COMPUTED, Query, QueryError, row_value
 from pacsnode.dimse.qr_model import STUDY_ROOT_FIND
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import accepted
@@ -286,18 +285,15 @@ class Qido:
             relational=True,
             sequences=search.sequences,
         )
+        limit = None if search.limit is None else search.limit + 1
         try:
-            statement = build(query).offset(search.offset or None)
+            rows = self.archive.find(query, search.offset or None, limit)
         except QueryError as exc:
             raise DicomWebError(400, str(exc)) from exc
-        if search.limit is not None:
-            statement = statement.limit(search.limit + 1)
         keywords = _returned_keywords(search, dict(request.path_params))
         base = base_url(request, self.archive.settings.public_url)
         try:
-            with self.archive.database.reader.connect() as connection:
-                rows = search_index(connection, statement)
-                return [answer(row, keywords, search.level, base) for row in rows]
+            return [answer(row, keywords, search.level, base) for row in rows]
         except DBAPIError as exc:
             log.error("QIDO-RS failed, index unavailable: %s", exc)
             raise DicomWebError(503, "index unavailable") from exc
