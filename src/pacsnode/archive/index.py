@@ -12,13 +12,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from pacsnode.archive.database import Database, now
+from pacsnode.archive.attributes import PATIENT_ATTRIBUTES, Kind
+from pacsnode.archive.database import Database, conflict, now
 from pacsnode.archive.schema import instance, patient, sequence_value, series, study
 from pacsnode.config import DuplicatePolicy
 
@@ -62,11 +63,76 @@ AddOutcome = Literal["added", "replaced", "kept", "refused"]
 
 
 @dataclass(frozen=True)
+class PatientChange:
+    """A patient record that adding an instance created or changed (for the audit)."""
+
+    patient_id: str
+    patient_name: str
+    created: bool
+    changed: dict[str, str] = field(default_factory=dict)
+    """Keyword to new value of each attribute an update changed."""
+
+
+@dataclass(frozen=True)
 class Added:
     pk: int
     outcome: AddOutcome
     obsolete_file: str | None = None
     """The file of the copy that was replaced, to delete once the index has committed."""
+    patient: PatientChange | None = None
+
+
+class _Parents(NamedTuple):
+    series_pk: int
+    study_pk: int
+    patient_pk: int
+    new_series: bool
+    new_study: bool
+    new_patient: bool
+
+
+_PATIENT_COLUMNS = {a.column: a.keyword for a in PATIENT_ATTRIBUTES if a.kind is not Kind.SEQUENCE}
+
+
+@dataclass(frozen=True)
+class _PatientState:
+    key: tuple[str, str]
+    values: dict[str, Any]
+
+
+def _patient_state(connection: Connection, instance_pk: int) -> _PatientState:
+    """The patient record an instance is filed under, as :func:`_patient_change` compares it."""
+    row = (
+        connection.execute(
+            sa.select(*(patient.c[column] for column in _PATIENT_COLUMNS))
+            .join(study, study.c.patient_pk == patient.c.pk)
+            .join(series, series.c.study_pk == study.c.pk)
+            .join(instance, instance.c.series_pk == series.c.pk)
+            .where(instance.c.pk == instance_pk)
+        )
+        .one()
+        ._mapping
+    )
+    values = dict(row)
+    return _PatientState((values["patient_id"], values["issuer_of_patient_id"]), values)
+
+
+def _patient_change(
+    before: _PatientState, after: _PatientState, created: PatientChange | None
+) -> PatientChange | None:
+    """What a replaced copy did to its patient record: changed values of the same
+    patient, or the creation of another one."""
+    if before.key != after.key:
+        return created
+    changed = {
+        _PATIENT_COLUMNS[column]: str(value or "")
+        for column, value in after.values.items()
+        if value != before.values[column]
+    }
+    if not changed:
+        return None
+    name = str(after.values["patient_name"] or "")
+    return PatientChange(after.key[0], name, created=False, changed=changed)
 
 
 class _Unchanged(Exception):
@@ -215,8 +281,9 @@ class Index:
                     return added
             except _Unchanged as unchanged:
                 return unchanged.added
-            except (sa.exc.IntegrityError, sa.exc.OperationalError):
-                if attempt == _ATTEMPTS - 1 or self.database.writer.dialect.name == "sqlite":
+            except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+                last = attempt == _ATTEMPTS - 1
+                if last or self.database.writer.dialect.name == "sqlite" or not conflict(exc):
                     raise
         raise AssertionError("unreachable")
 
@@ -229,12 +296,10 @@ class Index:
     ) -> Added:
         uid = rows.instance["sop_instance_uid"]
         while True:
-            series_pk, study_pk, patient_pk, new_series, new_study = self._parents(
-                connection, rows, charset
-            )
+            parents = self._parents(connection, rows, charset)
             statement = _insert_or_skip(connection.dialect.name, instance, ("sop_instance_uid",))
             instance_pk = connection.execute(
-                statement, {**rows.instance, "series_pk": series_pk, "received_at": now()}
+                statement, {**rows.instance, "series_pk": parents.series_pk, "received_at": now()}
             ).scalar()
             if instance_pk is not None:
                 _add_sequence_values(connection, rows, instance, instance_pk)
@@ -249,23 +314,30 @@ class Index:
             if on_duplicate != "overwrite":
                 outcome: AddOutcome = "kept" if on_duplicate == "keep" else "refused"
                 raise _Unchanged(Added(existing.pk, outcome))  # rolls back any new parents
+            before = _patient_state(connection, existing.pk)
             self._remove(connection, existing.pk)
             added = self._add(connection, rows, charset, "keep")
             self._refresh_parents(connection, added.pk, rows)
-            return Added(added.pk, "replaced", obsolete_file=existing.file_path)
-        _bump(connection, series, series_pk, num_instances=1)
-        _bump(connection, study, study_pk, num_instances=1, num_series=int(new_series))
+            changed = _patient_change(before, _patient_state(connection, added.pk), added.patient)
+            return Added(added.pk, "replaced", existing.file_path, changed)
+        new_series, new_study = int(parents.new_series), int(parents.new_study)
+        _bump(connection, series, parents.series_pk, num_instances=1)
+        _bump(connection, study, parents.study_pk, num_instances=1, num_series=new_series)
         _bump(
             connection,
             patient,
-            patient_pk,
+            parents.patient_pk,
             num_instances=1,
-            num_series=int(new_series),
-            num_studies=int(new_study),
+            num_series=new_series,
+            num_studies=new_study,
         )
         if new_series:
-            _add_modality(connection, study_pk, rows.series.get("modality"))
-        return Added(int(instance_pk), "added")
+            _add_modality(connection, parents.study_pk, rows.series.get("modality"))
+        created = None
+        if parents.new_patient:
+            name = str(rows.patient.get("patient_name") or "")
+            created = PatientChange(rows.patient["patient_id"], name, created=True)
+        return Added(int(instance_pk), "added", patient=created)
 
     @staticmethod
     def _refresh_parents(connection: Connection, instance_pk: int, rows: LevelRows) -> None:
@@ -292,10 +364,8 @@ class Index:
             _delete_sequence_values(connection, table, pk)
             _add_sequence_values(connection, rows, table, pk)
 
-    def _parents(
-        self, connection: Connection, rows: LevelRows, charset: str | None
-    ) -> tuple[int, int, int, bool, bool]:
-        """Series, study and patient keys, and whether the series or study is new.
+    def _parents(self, connection: Connection, rows: LevelRows, charset: str | None) -> _Parents:
+        """Series, study and patient keys, and whether each is new.
 
         Almost every instance joins a series that exists, which one query finds.
         """
@@ -305,7 +375,7 @@ class Index:
             .where(series.c.series_instance_uid == rows.series["series_instance_uid"])
         ).first()
         if found is not None:
-            return found[0], found[1], found[2], False, False
+            return _Parents(found[0], found[1], found[2], False, False, False)
         patient_key = {
             "patient_id": rows.patient["patient_id"],
             "issuer_of_patient_id": rows.patient["issuer_of_patient_id"],
@@ -328,7 +398,7 @@ class Index:
         series_pk, new_series = _get_or_create(connection, series, series_key, series_values)
         if new_series:
             _add_sequence_values(connection, rows, series, series_pk)
-        return series_pk, study_pk, patient_pk, new_series, new_study
+        return _Parents(series_pk, study_pk, patient_pk, new_series, new_study, new_patient)
 
     @staticmethod
     def _owners(connection: Connection, instance_pk: int) -> tuple[int, int, int, str | None]:

@@ -81,50 +81,62 @@ def import_(
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Import DICOM files into the archive through the same ingest as C-STORE."""
+    """Import DICOM files into the archive through the same ingest as C-STORE.
+
+    Files of other kinds found in a folder (a README, a viewer on a CD) are skipped;
+    a file named on the command line must be DICOM."""
     settings = load(config, data_dir=data_dir, database_url=database_url)
     configure_logging("WARNING")
     from pacsnode.archive.core import Archive
-    from pacsnode.archive.ingest import Received
+    from pacsnode.archive.ingest import Received, looks_like_dicom
 
     archive = Archive(settings)
-    files, problems = import_sources(paths)  # a DICOMDIR names exactly what to import
-    outcomes: Counter[str] = Counter(failed=len(problems)) if problems else Counter()
-    reasons: Counter[str] = Counter(problems)
+    sources = import_sources(paths)  # a DICOMDIR names exactly what to import
+    outcomes: Counter[str] = Counter(failed=len(sources.problems))
+    reasons: Counter[str] = Counter(sources.problems)
+    skipped: list[Path] = []
     newest_before = archive.metadata.newest_pk()
     imported: list[str] = []
-    with progress_bar() as progress:
-        task = progress.add_task("importing", total=len(files))
-        for path in files:
+    with audit.command_trail(settings, archive.database) as user, progress_bar() as progress:
+        task = progress.add_task("importing", total=len(sources.files))
+        for path in sources.files:
+            progress.advance(task)
+            if path in sources.searched and not looks_like_dicom(path):
+                skipped.append(path)
+                continue
             result = archive.ingest(Received(path, duplicate_policy=settings.duplicate_policy))
             outcomes[result.outcome.value] += 1
             if result.ok and result.sop_instance_uid:
                 imported.append(result.sop_instance_uid)
             if not result.ok:
                 reasons[f"0x{result.status:04X} {result.comment}"] += 1
-            progress.advance(task)
         # Viewers ask for a study's metadata first: have it ready, as C-STORE does.
         task = progress.add_task("metadata", total=None)
         done: int | None = newest_before
         while done is not None:
             done = archive.metadata.warm_after(done, 50)
-    with audit.command_trail(settings, archive.database) as user:
-        audit.instances_stored(user, imported, failed=outcomes["failed"] + outcomes["refused"])
+        medium = " ".join(path.resolve().as_uri() for path in paths)
+        failed = outcomes["failed"] + outcomes["refused"]
+        audit.media_imported(user, medium, imported, failed=failed)
     archive.close()
-    _print_summary(outcomes, reasons)
+    outcomes["skipped"] = len(skipped)
+    _print_summary(+outcomes, reasons, skipped)
     if outcomes["failed"] or outcomes["refused"]:
         raise typer.Exit(1)
 
 
-def _print_summary(outcomes: Counter[str], reasons: Counter[str]) -> None:
+def _print_summary(outcomes: Counter[str], reasons: Counter[str], skipped: list[Path]) -> None:
     table = Table(title="import summary")
     table.add_column("outcome")
     table.add_column("files", justify="right")
     for outcome, count in sorted(outcomes.items()):
         table.add_row(outcome, str(count))
-    Console().print(table)
+    out = Console()
+    out.print(table)
     for reason, count in reasons.most_common():
-        Console().print(f"  {count} x {reason}")
+        out.print(f"  {count} x {reason}", markup=False, highlight=False)
+    for path in skipped:
+        out.print(f"  {path}: skipped: not DICOM", markup=False, highlight=False)
 
 
 @app.command()

@@ -192,12 +192,13 @@ class RetrieveSCP:
             responder.send(UNABLE_TO_PERFORM_SUB_OPERATIONS, _Tally(len(selected)), str(exc))
             return
         log.info("C-MOVE of %d instances from %s to %s", len(selected), requestor, destination)
+        destination_actor = audit.Actor(remote.ae_title, remote.host, dicom=True)
+        _audit_begin(destination_actor, selected, audit.requestor_of(service.assoc))
         try:
             tally = self._send_all(responder, sub_association, selected)
         finally:
             if sub_association.is_established:
                 sub_association.release()
-        destination_actor = audit.Actor(remote.ae_title, remote.host, dicom=True)
         _audit(destination_actor, selected, tally, audit.requestor_of(service.assoc))
         responder.send(tally.final_status(), tally)
 
@@ -207,6 +208,7 @@ class RetrieveSCP:
         if selected is None:
             return
         log.info("C-GET of %d instances by %s", len(selected), service.assoc.requestor.ae_title)
+        _audit_begin(audit.requestor_of(service.assoc), selected)
         tally = self._send_all(responder, service.assoc, selected)
         _audit(audit.requestor_of(service.assoc), selected, tally)
         responder.send(tally.final_status(), tally)
@@ -250,6 +252,13 @@ class _Cancelled(Exception):
     def __init__(self, tally: _Tally) -> None:
         super().__init__("cancelled")
         self.tally = tally
+
+
+def _audit_begin(
+    destination: audit.Actor, selected: list[OutgoingFile], requestor: audit.Actor | None = None
+) -> None:
+    """Begin Transferring DICOM Instances, before a C-MOVE or C-GET sends the first."""
+    audit.transfer_begun(destination, [item.sop_instance for item in selected], requestor=requestor)
 
 
 def _audit(

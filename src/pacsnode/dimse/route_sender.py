@@ -116,6 +116,7 @@ class RouteSender:
             wanted.setdefault(item.sop_class, set()).update({item.transfer_syntax, *targets})
         peer = Peer(remote.host, remote.port, remote.ae_title, self.archive.settings.ae_title)
         assoc = associate(peer, store_contexts(wanted))
+        audit.transfer_begun(_audited(remote), [item.sop_instance for item in files])
         failures = []
         try:
             for item in files:

@@ -15,7 +15,7 @@ from pynetdicom.events import Event
 
 from pacsnode import audit
 from pacsnode.archive.core import Archive
-from pacsnode.archive.ingest import OUT_OF_RESOURCES, IngestResult, Outcome, Prepared, Received
+from pacsnode.archive.ingest import IngestResult, Outcome, Prepared, Received, storage_failure
 from pacsnode.archive.routing import Router
 from pacsnode.dimse import spool
 
@@ -92,7 +92,7 @@ class StorageSCP:
             spooled.flush()
             if spooled.error is not None:
                 log.error("cannot spool a received data set: %s", spooled.error)
-                return IngestResult(OUT_OF_RESOURCES, Outcome.FAILED, "out of resources: disk full")
+                return storage_failure(spooled.error)
             prepared = Prepared(
                 str(request.AffectedSOPClassUID),
                 str(request.AffectedSOPInstanceUID),
