@@ -50,10 +50,11 @@ def associate(
     timeout: float = 30,
 ) -> Association:
     ae = AE(ae_title=calling_ae)
-    ae.maximum_pdu_size = max_pdu
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     requested = [build_context(abstract, list(syntaxes)) for abstract, syntaxes in contexts]
-    return ae.associate("127.0.0.1", port, contexts=requested, ae_title=called_ae)
+    # The Maximum Length a requestor announces is associate()'s max_pdu; pynetdicom's
+    # AE.maximum_pdu_size is what it announces as an acceptor only.
+    return ae.associate("127.0.0.1", port, contexts=requested, ae_title=called_ae, max_pdu=max_pdu)
 
 
 def file_context(path: Path) -> tuple[str, str]:
@@ -93,7 +94,11 @@ def send_datasets(
 
 
 def dcmtk(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run a DCMTK tool, capturing its output."""
+    """Run a DCMTK (or dicom3tools) tool, capturing its output. A tool that is missing
+    fails the test: CI installs them, and a check that quietly did not run proves
+    nothing."""
+    if shutil.which(args[0]) is None:
+        pytest.fail(f"{args[0]} is not installed (apt-get install dcmtk dicom3tools)")
     return subprocess.run(
         list(args),
         capture_output=True,

@@ -3,6 +3,7 @@ statuses, DCMTK's words for them, and the server's log and audit trail."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -58,7 +59,10 @@ def _refusal_logged(server: RunningServer, calling_ae: str, reason: str) -> None
     server.wait_for_log(line)
     logged = [row for row in server.log().splitlines() if line in row and "refused" in row]
     assert logged and "WARNING" in logged[0] and reason in logged[0], logged
-    assert _audited(server, calling_ae, reason)
+    deadline = time.monotonic() + 10  # the audit record follows the log line
+    while not _audited(server, calling_ae, reason):
+        assert time.monotonic() < deadline, f"refusal of {calling_ae} not audited"
+        time.sleep(0.05)
 
 
 def test_unknown_calling_ae_is_rejected_when_configured(server_factory: ServerFactory) -> None:

@@ -5,6 +5,7 @@ a real ``pacsnode serve``, each validated against the DICOM audit message schema
 from __future__ import annotations
 
 import base64
+import getpass
 import io
 import ipaddress
 import json
@@ -31,7 +32,9 @@ from pydicom import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
+from test_iocm import KOS, note
 from test_retrieve_scp import STUDY_ROOT_GET, STUDY_ROOT_MOVE, Receiver
+from test_routing import StoreScp, with_routes
 from test_stow import multipart, part10, post
 
 from pacsnode import audit
@@ -39,7 +42,10 @@ from pacsnode.archive.core import Archive
 from pacsnode.archive.ingest import Received as Incoming
 from pacsnode.audit.journal import Journal, Search
 from pacsnode.audit.messages import (
+    BEGIN_TRANSFERRING,
+    CD,
     NODE_AUTHENTICATION,
+    URI_MEDIA,
     Builder,
     Participant,
     Source,
@@ -190,6 +196,7 @@ def test_every_message_kind_validates_against_the_schema() -> None:
     us = Participant("PACSNODE", "archive.example", alternative_id="AETITLES=PACSNODE")
     peer = Participant("MODALITY", "192.0.2.7", True, alternative_id="AETITLES=MODALITY")
     study = Study("1.2.3.4", "PAT001", "DOE^JOHN", "ACC001", {"1.2.840.10008.5.1.4.1.1.2": 2})
+    admin = Participant("root", "host.example", True)
     messages = [
         builder.application_activity(us, True),
         builder.application_activity(us, False),
@@ -202,6 +209,16 @@ def test_every_message_kind_validates_against_the_schema() -> None:
         builder.security_alert(us, peer, NODE_AUTHENTICATION, "192.0.2.7", "refused", 4),
         builder.user_authentication(Participant("alice", "::1", True), us, False, 0),
         builder.user_authentication(Participant("alice", "::1", True), us, True, 0),
+        builder.transferred(us, peer, [study], "E", 0, peer, event=BEGIN_TRANSFERRING),
+        builder.study_deleted(Participant("alice", "::1", True), [study]),
+        builder.media_transfer(
+            admin, us, Participant("file:///cd", media_type=CD), [study], True, 0
+        ),
+        builder.media_transfer(
+            admin, us, Participant("file:///in", media_type=URI_MEDIA), [], False, 4
+        ),
+        builder.patient_record(peer, "PAT001", "DOE^JOHN", "C", {}),
+        builder.patient_record(admin, "PAT001", "DOE^JANE", "U", {"PatientName": "DOE^JANE"}),
     ]
     for message in messages:
         assert SCHEMA.validate(etree.fromstring(message.xml)), (SCHEMA.error_log, message.xml)
@@ -234,6 +251,11 @@ def test_dimse_store_find_move_and_start_stop_reach_a_tcp_collector(
         counts = stored.objects("110180")[0].find("ParticipantObjectDescription/SOPClass")
         assert counts.get("NumberOfInstances") == "2"
         assert stored.users()["MODALITY"].get("UserIsRequestor") == "true"
+        created = tcp_collector.wait_for(event("110110", action="C"))
+        assert created.object_ids("2") == ["AUD001"]
+        assert created.objects("2")[0].findtext("ParticipantObjectName") == "DOE^JOHN"
+        assert created.objects("2")[0].get("ParticipantObjectDataLifeCycle") == "1"
+        assert list(created.users()) == ["MODALITY"]
 
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "STUDY"
@@ -261,6 +283,9 @@ def test_dimse_store_find_move_and_start_stop_reach_a_tcp_collector(
         assert sent.object_ids("110180") == [study]
         assert set(sent.users()) == {"PACSNODE", "RECEIVER", "WS"}
         assert sent.users()["WS"].get("UserIsRequestor") == "true"
+        begun = tcp_collector.wait_for(event("110102", action="E"))
+        assert_begins(tcp_collector, begun, sent, study, source="PACSNODE", destination="RECEIVER")
+        assert begun.users()["WS"].get("UserIsRequestor") == "true"
 
         got = c_get(server.port, study)
         assert got == 2
@@ -269,12 +294,100 @@ def test_dimse_store_find_move_and_start_stop_reach_a_tcp_collector(
         )
         assert fetched.object_ids("110180") == [study]
         assert fetched.users()["GETSCU"].get("UserIsRequestor") == "true"
+        begun = tcp_collector.wait_for(
+            lambda m: event("110102", action="E")(m) and "GETSCU" in m.users()
+        )
+        assert_begins(tcp_collector, begun, fetched, study, source="PACSNODE", destination="GETSCU")
 
         assert server.stop() == 0
         tcp_collector.wait_for(event("110100", "110121"))
     finally:
         if receiver.server is not None:
             receiver.server.shutdown()
+
+
+def role(message: Frame, user: str) -> str:
+    code = message.users()[user].find("RoleIDCode")
+    return "" if code is None else str(code.get("csd-code"))
+
+
+def assert_begins(
+    collector: Collector, begun: Frame, done: Frame, study: str, source: str, destination: str
+) -> None:
+    """Begin Transferring DICOM Instances (PS3.15 A.5.3.3) names what the Instances
+    Transferred message that follows it names, with the same roles, and comes first."""
+    assert begun.object_ids("110180") == done.object_ids("110180") == [study]
+    assert begun.object_ids("2") == done.object_ids("2")
+    described = begun.objects("110180")[0].find("ParticipantObjectDescription/SOPClass")
+    assert described.get("NumberOfInstances") == "2"
+    assert (role(begun, source), role(begun, destination)) == ("110153", "110152")
+    assert collector.messages.index(begun) < collector.messages.index(done)
+
+
+def test_patient_records_created_and_updated_are_audited(
+    server_factory: ServerFactory, udp_collector: Collector
+) -> None:
+    """The first instance of a patient creates its record; a copy that replaces an
+    instance (duplicate policy ``overwrite``, as CDRClient re-sends) with other
+    demographics updates it, and the message carries the new values. Another instance
+    of a known patient changes nothing, and is not audited as a patient change."""
+    server = server_factory(audit_syslog=udp_collector.url, duplicate_policy="overwrite")
+    first = ct_dataset(patient_id="PR001", patient_name="DOE^JOHN")
+    same = ct_dataset(patient_id="PR001", patient_name="DOE^JOHN", study=first.StudyInstanceUID)
+    assert send_datasets(server.port, [first, same]) == [0, 0]
+    created = udp_collector.wait_for(event("110110", action="C"))
+    corrected = ct_dataset(
+        patient_id="PR001",
+        patient_name="DOE^JANE",
+        study=first.StudyInstanceUID,
+        series=first.SeriesInstanceUID,
+        instance=first.SOPInstanceUID,
+        PatientBirthDate="19700101",
+    )
+    assert send_datasets(server.port, [corrected]) == [0]
+    updated = udp_collector.wait_for(event("110110", action="U"))
+
+    assert created.object_ids("2") == ["PR001"]
+    assert list(created.users()) == ["MODALITY"]
+    [patient] = updated.objects("2")
+    assert patient.get("ParticipantObjectID") == "PR001"
+    assert patient.findtext("ParticipantObjectName") == "DOE^JANE"
+    assert patient.get("ParticipantObjectDataLifeCycle") == "3"  # amendment
+    details = {
+        d.get("type"): base64.b64decode(d.get("value")).decode()
+        for d in patient.findall("ParticipantObjectDetail")
+    }
+    assert details == {"PatientName": "DOE^JANE", "PatientBirthDate": "19700101"}
+    records = [m for m in udp_collector.messages if m.event_id() == "110110"]
+    assert [m.action() for m in records] == ["C", "U"]
+
+
+def test_routing_begins_and_ends_its_transfer_in_the_trail(
+    server_factory: ServerFactory, tcp_collector: Collector, tmp_path: Path
+) -> None:
+    storescp = StoreScp(tmp_path / "storescp").start()
+    try:
+        server = server_factory(
+            start=False,
+            audit_syslog=tcp_collector.url,
+            remotes=[{"ae_title": "STORESCP", "host": "127.0.0.1", "port": storescp.port}],
+        )
+        with_routes(server, [{"name": "all", "destinations": ["STORESCP"]}])
+        ct = ct_dataset(patient_id="ROUTE1")
+        assert send_datasets(server.port, [ct]) == [0]
+        sent = tcp_collector.wait_for(
+            lambda m: event("110104", action="R")(m) and "STORESCP" in m.users()
+        )
+        assert storescp.received(ct.SOPInstanceUID) is not None
+    finally:
+        storescp.stop()
+    [begun] = [m for m in tcp_collector.messages if event("110102", action="E")(m)]
+    assert begun.object_ids("110180") == sent.object_ids("110180") == [ct.StudyInstanceUID]
+    assert begun.object_ids("2") == ["ROUTE1"]
+    described = begun.objects("110180")[0].find("ParticipantObjectDescription/SOPClass")
+    assert (described.get("UID"), described.get("NumberOfInstances")) == (CTImageStorage, "1")
+    assert (role(begun, "PACSNODE"), role(begun, "STORESCP")) == ("110153", "110152")
+    assert tcp_collector.messages.index(begun) < tcp_collector.messages.index(sent)
 
 
 def c_get(port: int, study: str) -> int:
@@ -336,9 +449,11 @@ def test_http_events_reach_a_udp_collector_and_the_local_log(
     assert [entry["event"] for entry in found] == [
         "DICOM Instances Accessed",
         "DICOM Instances Transferred",
+        "Patient Record",
     ]
     assert found[1]["studies"] == [study] and found[1]["user"] == "anonymous"
     assert SCHEMA.validate(etree.fromstring(found[1]["xml"]))
+    assert found[2]["patients"] == ["WEB001"] and found[2]["action"] == "C"
     by_event = httpx.get(f"{server.url}/api/audit", params={"event": "Network Configuration"})
     assert [entry["event_type"] for entry in by_event.json()] == ["Network Configuration"]
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -346,6 +461,14 @@ def test_http_events_reach_a_udp_collector_and_the_local_log(
     assert httpx.get(f"{server.url}/api/audit", params={"limit": "x"}).status_code == 400
     log_files = list((server.data_dir / "audit").glob("audit-*.log"))
     assert len(log_files) == 1
+
+    downloaded = httpx.get(f"{server.url}/api/studies/{study}/media")
+    assert downloaded.status_code == 200
+    exported = udp_collector.wait_for(event("110106", action="R"))
+    assert exported.object_ids("110180") == [study]
+    url = f"{server.url}/api/studies/{study}/media"
+    assert (role(exported, url), media_type(exported, url)) == ("110154", "110037")
+    assert exported.users()["anonymous"].get("UserIsRequestor") == "true"
 
 
 def test_refused_association_and_logins_through_a_configured_trail(
@@ -369,23 +492,45 @@ def test_refused_association_and_logins_through_a_configured_trail(
     assert [entry["event_type"] for entry in logged] == ["Logout", "Login"]
 
 
-def test_deleted_instances_name_their_study_and_patient(
+def test_purge_reports_whole_studies_deleted_and_partial_deletions(
     tmp_path: Path, udp_collector: Collector
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data", audit_syslog=udp_collector.url)
-    archive = Archive(settings)
-    ct = ct_dataset(patient_id="DEL001")
-    assert archive.ingest(Incoming(path=save(ct, tmp_path / "ct.dcm"))).ok
-    audit.configure(settings, archive.database)
+    """``pacsnode rejected purge`` after a retention-expired note (113039) that rejects
+    all of study A and one instance of study B: DICOM Study Deleted (110105) for A,
+    DICOM Instances Accessed with action D (110103) for what B lost."""
+    config = tmp_path / "pacsnode.toml"
+    data = tmp_path / "data"
+    config.write_text(f'[server]\ndata_dir = "{data}"\naudit_syslog = "{udp_collector.url}"\n')
+    study_a, study_b = generate_uid(), generate_uid()
+    a = [ct_dataset(study=study_a, patient_id="DEL001", InstanceNumber=n) for n in (1, 2)]
+    b = [ct_dataset(study=study_b, patient_id="DEL002", InstanceNumber=n) for n in (1, 2)]
+    expired = note("113039", study_a, [*a, b[0]])
+    archive = Archive(Settings(data_dir=data))
     try:
-        audit.instances_deleted(audit.Actor("admin", "192.0.2.1", True), [ct.SOPInstanceUID])
+        for n, ds in enumerate([*a, *b, expired]):
+            assert archive.ingest(Incoming(path=save(ds, tmp_path / f"{n}.dcm"))).ok
     finally:
-        audit.close()
         archive.close()
-    deleted = udp_collector.wait_for(event("110103", action="D"))
-    assert deleted.object_ids("110180") == [ct.StudyInstanceUID]
+
+    purged = pacsnode_cli("rejected", "purge", "--config", str(config))
+
+    assert purged.returncode == 0, purged.stderr
+    assert "4 instances purged" in purged.stdout  # A's two, B's first, and the note
+    deleted = udp_collector.wait_for(event("110105", action="D"))
+    assert deleted.object_ids("110180") == [study_a]
     assert deleted.object_ids("2") == ["DEL001"]
-    assert list(deleted.users()) == ["admin"]
+    classes = {
+        element.get("UID"): element.get("NumberOfInstances")
+        for element in deleted.objects("110180")[0].iter("SOPClass")
+    }
+    assert classes == {CTImageStorage: "2", KOS: "1"}
+    [user] = deleted.users().values()
+    assert user.get("UserIsRequestor") == "true"
+    partly = udp_collector.wait_for(event("110103", action="D"))
+    assert partly.object_ids("110180") == [study_b]
+    assert partly.object_ids("2") == ["DEL002"]
+    counted = partly.objects("110180")[0].find("ParticipantObjectDescription/SOPClass")
+    assert counted.get("NumberOfInstances") == "1"
 
 
 def test_remote_add_command_is_audited_and_found_by_audit_search(
@@ -410,22 +555,44 @@ def test_remote_add_command_is_audited_and_found_by_audit_search(
 def test_import_and_export_media_commands_are_audited(
     tmp_path: Path, udp_collector: Collector
 ) -> None:
+    """Import (110107, action C) from the files' folder and Export (110106, action R)
+    onto a CD file-set: the user, pacsnode as destination or source, and the medium
+    with its type (PS3.15 A.5.3.7, A.5.3.8)."""
     config = tmp_path / "pacsnode.toml"
     data = tmp_path / "data"
     config.write_text(f'[server]\ndata_dir = "{data}"\naudit_syslog = "{udp_collector.url}"\n')
     ct = ct_dataset(patient_id="IMP001")
-    imported = pacsnode_cli("import", str(save(ct, tmp_path / "ct.dcm")), "--config", str(config))
+    source = save(ct, tmp_path / "ct.dcm")
+    imported = pacsnode_cli("import", str(source), "--config", str(config))
     assert imported.returncode == 0, imported.stderr
-    stored = udp_collector.wait_for(event("110104", action="C"))
-    assert stored.object_ids("2") == ["IMP001"]
+    read = udp_collector.wait_for(event("110107", action="C"))
+    assert read.object_ids("2") == ["IMP001"]
+    assert read.object_ids("110180") == [ct.StudyInstanceUID]
+    medium = source.resolve().as_uri()
+    assert set(read.users()) == {getpass.getuser(), "PACSNODE", medium}
+    assert read.users()[getpass.getuser()].get("UserIsRequestor") == "true"
+    assert (role(read, "PACSNODE"), role(read, medium)) == ("110152", "110155")
+    assert media_type(read, medium) == "110037"  # URI: a folder, whatever its medium
+    created = udp_collector.wait_for(event("110110", action="C"))
+    assert created.object_ids("2") == ["IMP001"]
+
     out = tmp_path / "media"
     exported = pacsnode_cli(
         "export-media", str(out), "--study", ct.StudyInstanceUID, "--config", str(config)
     )
     assert exported.returncode == 0, exported.stderr
-    sent = udp_collector.wait_for(event("110104", action="R"))
-    assert sent.object_ids("110180") == [ct.StudyInstanceUID]
-    assert str(out) in sent.users()
+    written = udp_collector.wait_for(event("110106", action="R"))
+    assert written.object_ids("110180") == [ct.StudyInstanceUID]
+    assert written.object_ids("2") == ["IMP001"]
+    cd = out.resolve().as_uri()
+    assert set(written.users()) == {getpass.getuser(), "PACSNODE", cd}
+    assert (role(written, "PACSNODE"), role(written, cd)) == ("110153", "110154")
+    assert media_type(written, cd) == "110032"  # STD-GEN-CD
+    assert written.users()[cd].get("UserIsRequestor") == "false"
+
+
+def media_type(message: Frame, user: str) -> str:
+    return str(message.users()[user].find("MediaIdentifier/MediaType").get("csd-code"))
 
 
 def test_a_collector_that_is_down_never_fails_a_store(server_factory: ServerFactory) -> None:
@@ -434,7 +601,7 @@ def test_a_collector_that_is_down_never_fails_a_store(server_factory: ServerFact
     assert send_datasets(server.port, [ct_dataset(patient_id="DOWN01")]) == [0]
     server.wait_for_log(f"audit collector tcp://127.0.0.1:{closed} unreachable")
     found = httpx.get(f"{server.url}/api/audit", params={"patient": "DOWN01"}).json()
-    assert [entry["event_id"] for entry in found] == ["110104"]
+    assert sorted(entry["event_id"] for entry in found) == ["110104", "110110"]
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:

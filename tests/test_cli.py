@@ -71,8 +71,8 @@ def copy_files(sources: dict[str, Path], root: Path) -> list[Path]:
     return copies
 
 
-def make_tree(root: Path) -> tuple[list[Path], list[Path]]:
-    """A nested folder of good DICOM files, one text file and two broken DICOM files."""
+def make_tree(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """A nested folder of good DICOM files, two broken DICOM files and a text file."""
     good = copy_files(GOOD_FILES, root)
     notes = root / "a" / "notes.txt"
     notes.write_text("not a DICOM file\n")
@@ -82,7 +82,7 @@ def make_tree(root: Path) -> tuple[list[Path], list[Path]]:
     ct = (PYDICOM_FILES / "test_files" / "CT_small.dcm").read_bytes()
     meta_length = len(ct) - len(dataset_bytes(PYDICOM_FILES / "test_files" / "CT_small.dcm"))
     garbage.write_bytes(ct[:meta_length] + b"this is not a data set at all. " * 20)
-    return good, [notes, truncated, garbage]
+    return good, [truncated, garbage], [notes]
 
 
 def open_archive(data_dir: Path, database_url: str = "") -> Archive:
@@ -102,7 +102,7 @@ def assert_holds_exactly(archive: Archive, good: list[Path]) -> None:
 def test_import_of_a_folder_tree_stores_the_good_and_names_the_bad(
     tmp_path: Path, database_url: str
 ) -> None:
-    good, bad = make_tree(tmp_path / "incoming")
+    good, bad, other = make_tree(tmp_path / "incoming")
     data_dir = tmp_path / "data"
 
     first = pacsnode(
@@ -117,6 +117,8 @@ def test_import_of_a_folder_tree_stores_the_good_and_names_the_bad(
     assert first.returncode == 1, first.stdout + first.stderr
     assert outcome_count(first.stdout, "stored") == len(good), first.stdout
     assert outcome_count(first.stdout, "failed") == len(bad), first.stdout
+    assert outcome_count(first.stdout, "skipped") == len(other), first.stdout
+    assert skipped_files(first.stdout) == set(other), first.stdout
     reasons = re.findall(r"^\s*(\d+) x 0x([0-9A-F]{4}) (\S.*)$", first.stdout, re.MULTILINE)
     assert sum(int(count) for count, _, _ in reasons) == len(bad), first.stdout
     assert {status for _, status, _ in reasons} == {"C000"}, first.stdout
@@ -148,8 +150,59 @@ def test_import_of_a_folder_tree_stores_the_good_and_names_the_bad(
         archive.close()
 
 
+def skipped_files(output: str) -> set[Path]:
+    """The files the import summary reports as skipped."""
+    return {Path(p) for p in re.findall(r"^\s*(\S.*): skipped: not DICOM$", output, re.MULTILINE)}
+
+
+def test_import_of_a_cd_skips_what_is_not_dicom_and_exits_0(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A CD without DICOMDIR holds a README, a viewer and an autorun file beside the
+    images: those are skipped, and the import succeeds. Named on the command line, a
+    file that is not DICOM fails; so does a DICOM file that is broken."""
+    cd = tmp_path / "cd"
+    good = copy_files(GOOD_FILES, cd / "IMAGES")
+    readme = cd / "README.TXT"
+    readme.write_text("Images of the patient. Start VIEWER/VIEWER.EXE to see them.\n")
+    viewer = cd / "VIEWER" / "VIEWER.EXE"
+    viewer.parent.mkdir()
+    viewer.write_bytes(b"MZ\x90\x00" + bytes(range(256)) * 8)
+    autorun = cd / "AUTORUN.INF"
+    autorun.write_text("[autorun]\nopen=VIEWER\\VIEWER.EXE\n")
+    data_dir = tmp_path / "data"
+    options = ("--data-dir", str(data_dir), "--database-url", database_url)
+
+    result = pacsnode("import", str(cd), *options)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert outcome_count(result.stdout, "stored") == len(good), result.stdout
+    assert outcome_count(result.stdout, "skipped") == 3, result.stdout
+    assert outcome_count(result.stdout, "failed") == 0, result.stdout
+    assert skipped_files(result.stdout) == {readme, viewer, autorun}, result.stdout
+    archive = open_archive(data_dir, database_url)
+    try:
+        assert_holds_exactly(archive, good)
+    finally:
+        archive.close()
+
+    named = pacsnode("import", str(readme), *options)
+    assert named.returncode == 1, named.stdout + named.stderr
+    assert outcome_count(named.stdout, "failed") == 1, named.stdout
+    assert "1 x 0xC000 not a DICOM file" in named.stdout, named.stdout
+    assert not skipped_files(named.stdout)
+
+    broken = cd / "IMAGES" / "broken.dcm"
+    shutil.copyfile(PYDICOM_FILES / "test_files" / "MR_truncated.dcm", broken)
+    again = pacsnode("import", str(cd), *options)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert outcome_count(again.stdout, "failed") == 1, again.stdout
+    assert re.search(r"1 x 0xC000 .*truncated", again.stdout), again.stdout
+    assert outcome_count(again.stdout, "skipped") == 3, again.stdout
+
+
 def test_stats_prints_what_an_import_stored(tmp_path: Path) -> None:
-    good, _ = make_tree(tmp_path / "incoming")
+    good, _, _ = make_tree(tmp_path / "incoming")
     data_dir = tmp_path / "data"
     imported = pacsnode("import", *map(str, good), "--data-dir", str(data_dir))
     assert imported.returncode == 0, imported.stdout + imported.stderr

@@ -18,6 +18,7 @@ from peers import send_datasets
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 from pynetdicom import AE, build_role, evt
+from test_iocm import KOS, note
 
 from pacsnode.archive.commitment import Reference
 from pacsnode.dimse.commitment import request_commitment
@@ -164,6 +165,34 @@ def test_failures_carry_their_reasons(server: RunningServer) -> None:
         str(wrong_class.SOPInstanceUID): 0x0119,
         unknown: 0x0112,
     }
+
+
+def test_a_rejection_note_is_committed_though_hidden_and_what_it_rejects_is_not(
+    server: RunningServer,
+) -> None:
+    """synedra (digest-002 item 37): soft-deleted instances are not committed; the IOCM
+    rejection note itself is, while it stays hidden from queries."""
+    kept, rejected = stored(server)
+    study = str(rejected.StudyInstanceUID)
+    rejection = note("113001", study, [rejected])
+    assert send_datasets(server.port, [rejection]) == [0]
+    info = action(
+        [
+            (CTImageStorage, str(kept.SOPInstanceUID)),
+            (CTImageStorage, str(rejected.SOPInstanceUID)),
+            (KOS, str(rejection.SOPInstanceUID)),
+        ]
+    )
+    status, [(event_type, report)] = commit_on_same_association(server.port, info)
+    assert (status, event_type) == (0x0000, 2)
+    assert committed(report) == {str(kept.SOPInstanceUID), str(rejection.SOPInstanceUID)}
+    assert reasons(report) == {str(rejected.SOPInstanceUID): 0x0112}
+    archive = server.archive()
+    try:
+        hidden = archive.index.find_instance(str(rejection.SOPInstanceUID))
+        assert hidden is not None and hidden.rejection == "113001"  # hidden from queries
+    finally:
+        archive.close()
 
 
 def test_a_request_without_transaction_uid_is_refused(server: RunningServer) -> None:

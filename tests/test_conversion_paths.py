@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningServer, free_port, write_config
+from conftest import RunningServer, dataset_bytes, free_port, write_config
 from dataset_compare import differences, read
 from peers import associate, send_files
 from pydicom import Dataset, dcmread
@@ -28,6 +28,7 @@ from schick import IO_FOR_PRESENTATION, schick_files
 from test_dicomweb import parts
 from test_encoding import PIXEL_MODULE, dcmdump_problems
 from test_routing import StoreScp, wait_for
+from test_storage_scp import _meta, _raw_file
 
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 CORPUS = ("rtplan.dcm", "waveform_ecg.dcm", "SC_rgb_jpeg_dcmtk.dcm")
@@ -75,7 +76,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     storescp = StoreScp(folder / "storescp", options=("+xi",)).start()
     routed = StoreScp(folder / "routed").start()
     server = _start_server(folder, receiver, storescp, routed)
-    sources = [*schick_files(folder / "sources"), *(Path(get_testdata_file(n)) for n in CORPUS)]
+    sources = schick_files(folder / "sources")
+    sources += [consistent(Path(get_testdata_file(n)), folder / "sources") for n in CORPUS]
     try:
         stored = send_files(server.port, sources)
         assert all(status is not None and status.Status == 0 for status in stored.values())
@@ -85,6 +87,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         receiver.server.shutdown()
         storescp.stop()
         routed.stop()
+
+
+def consistent(path: Path, folder: Path) -> Path:
+    """A copy whose File Meta names the instance its data set holds (rtplan.dcm's does
+    not): a sender takes the request's Affected SOP Instance UID from it, and a data
+    set that is not the requested instance is refused. The data set bytes are kept."""
+    ds = dcmread(path, stop_before_pixels=True)
+    meta = _meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), ds.file_meta.TransferSyntaxUID)
+    return _raw_file(folder / path.name, meta, dataset_bytes(path))
 
 
 def _start_server(

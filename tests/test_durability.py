@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import RunningServer, ServerFactory, ct_dataset, dataset_bytes, sigkill
+from filesystems import tmpfs
 from peers import VERIFICATION, associate, send_datasets
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
@@ -170,20 +170,8 @@ def test_sigterm_lets_in_flight_stores_finish(server: RunningServer, tmp_path: P
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 3 MB filesystem."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    with tmpfs(tmp_path / "small", "3m") as mounted:
+        yield mounted
 
 
 def test_full_disk_answers_a700_and_keeps_the_association(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 from conftest import PYDICOM_FILES, RunningServer, ServerFactory, ct_dataset
+from pdu import Relay
 from peers import associate, send_datasets, send_files
 from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence as DicomSequence
@@ -289,7 +290,15 @@ def test_an_answer_larger_than_the_peers_pdu_arrives_whole(server: RunningServer
     stored = ct_dataset(patient_id="LONG1", PatientComments=comments)
     assert send_datasets(server.port, [stored]) == [0]
     query = identifier("STUDY", StudyInstanceUID="", PatientID="LONG1", PatientComments="")
-    assoc = associate(server.port, [(STUDY_ROOT, ["1.2.840.10008.1.2.1"])], max_pdu=4096)
-    answers = [found for status, found in assoc.send_c_find(query, STUDY_ROOT) if found]
-    assoc.release()
+    relay = Relay(server.port)  # measures every PDU on the wire
+    try:
+        assoc = associate(relay.port, [(STUDY_ROOT, ["1.2.840.10008.1.2.1"])], max_pdu=4096)
+        answers = [found for status, found in assoc.send_c_find(query, STUDY_ROOT) if found]
+        assoc.release()
+    finally:
+        relay.close()
     assert [found.PatientComments for found in answers] == [comments.strip()]
+    [association] = relay.associations
+    assert association.requestor_maximum == 4096
+    assert association.oversized() == []
+    assert sum(association.to_requestor) > len(comments)  # it did take several PDUs

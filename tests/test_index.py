@@ -26,7 +26,7 @@ from pacsnode.archive.ingest import IngestResult, Outcome, Received
 from pacsnode.archive.schema import instance, patient, sequence_value, series, study
 from pacsnode.config import DuplicatePolicy, Settings
 
-CANNOT_UNDERSTAND = 0xC000
+DATASET_DOES_NOT_MATCH = 0xA900
 DUPLICATE_REFUSED = 0x0111
 
 
@@ -412,15 +412,22 @@ def test_schema_is_created_by_alembic_and_reopening_changes_nothing(
         again.close()
 
 
-def test_missing_study_instance_uid_is_refused_and_nothing_indexed(archive: Archive) -> None:
+@pytest.mark.parametrize("missing", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+def test_a_missing_identifying_uid_is_refused_with_a900_and_nothing_indexed(
+    archive: Archive, missing: str
+) -> None:
+    """CDRServer's DATA_MISMATCH_ERROR: critical UIDs missing from the image."""
     ds = ct_dataset()
-    del ds.StudyInstanceUID
+    sop_instance_uid = str(ds.SOPInstanceUID)
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid  # File Meta still names it
+    delattr(ds, missing)
 
     result, _ = ingest(archive, ds)
 
-    assert (result.status, result.outcome) == (CANNOT_UNDERSTAND, Outcome.FAILED)
-    assert "StudyInstanceUID" in result.comment
-    assert archive.index.find_instance(str(ds.SOPInstanceUID)) is None
+    assert (result.status, result.outcome) == (DATASET_DOES_NOT_MATCH, Outcome.FAILED)
+    assert result.comment == f"{missing} is missing"
+    assert archive.index.find_instance(sop_instance_uid) is None
     stats = archive.index.stats()
     assert (stats.patients, stats.studies, stats.series, stats.instances) == (0, 0, 0, 0)
     assert stored_files(archive) == []

@@ -13,6 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset, free_port
+from pdu import Relay
 from peers import associate, dcmtk, send_datasets, send_files
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
@@ -255,10 +256,12 @@ def test_cdrclient_gets_its_private_tags_back_byte_identical(
     scp = ae.start_server(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
+    to_scp = Relay(port)  # both associations measured on the wire
     try:
         server = server_factory(
-            remotes=[{"ae_title": "CDRCLIENT", "host": "127.0.0.1", "port": port}]
+            remotes=[{"ae_title": "CDRCLIENT", "host": "127.0.0.1", "port": to_scp.port}]
         )
+        to_archive = Relay(server.port)
         source = save(schick_dataset(), tmp_path / "schick.dcm")
         assert send_files(server.port, [source], calling_ae="CDRCLIENT")[source].Status == 0
         ds = dcmread(source)
@@ -268,14 +271,20 @@ def test_cdrclient_gets_its_private_tags_back_byte_identical(
         identifier.StudyInstanceUID = ds.StudyInstanceUID
         move_model = "1.2.840.10008.5.1.4.1.2.3.2"
         assoc = associate(
-            server.port, [(move_model, [ImplicitVRLittleEndian])], calling_ae="CDRCLIENT"
+            to_archive.port, [(move_model, [ImplicitVRLittleEndian])], calling_ae="CDRCLIENT"
         )
         statuses = [s.Status for s, _ in assoc.send_c_move(identifier, "CDRCLIENT", move_model)]
         assoc.release()
+        to_archive.close()
     finally:
+        to_scp.close()
         scp.shutdown()
     assert statuses[-1] == 0x0000
     assert raw[str(ds.SOPInstanceUID)] == dataset_bytes(source)
+    [move], [sub_operations] = to_archive.associations, to_scp.associations
+    assert (move.requestor_maximum, sub_operations.acceptor_maximum) == (16384, 16384)
+    assert move.oversized() == [] and sub_operations.oversized() == []
+    assert sub_operations.to_acceptor, "the C-STORE went elsewhere"
 
 
 class CountingListener:

@@ -44,11 +44,15 @@ def has_complete_meta(path: Path) -> bool:
 
 
 def structurally_broken(path: Path) -> bool:
-    """Independent oracle: DCMTK cannot read it, or an identifying UID is missing."""
+    """Independent oracle: DCMTK cannot read it, an identifying UID is missing, or the
+    File Meta (whence a sender takes the Affected SOP Instance UID) names another
+    instance than the data set."""
     dump = dcmtk("dcmdump", str(path))
     if dump.returncode != 0 or any(line.startswith("E:") for line in dump.stderr.splitlines()):
         return True
     ds = dcmread(path, force=True, stop_before_pixels=True)
+    if ds.file_meta.get("MediaStorageSOPInstanceUID") != ds.get("SOPInstanceUID"):
+        return True
     return any(not ds.get(keyword) for keyword in REQUIRED_UIDS)
 
 
@@ -319,6 +323,11 @@ def test_refusals_have_status_comment_and_log_and_keep_the_association(
     no_study = ct_dataset()
     del no_study.StudyInstanceUID
     no_study_path = save(no_study, tmp_path / "nostudy.dcm")
+    other = ct_dataset()  # the request (from File Meta) names another instance
+    other_path = save(other, tmp_path / "other.dcm")
+    other_instance = _raw_file(
+        tmp_path / "instance.dcm", _meta(ct_class, generate_uid()), dataset_bytes(other_path)
+    )
     garbage_uid = generate_uid()
     garbage = _raw_file(
         tmp_path / "garbage.dcm", _meta(ct_class, garbage_uid), b"\x08\x00\x16\x00UI\xff\x7f" * 9
@@ -333,6 +342,7 @@ def test_refusals_have_status_comment_and_log_and_keep_the_association(
     for name, path in {
         "class": wrong_class,
         "study": no_study_path,
+        "instance": other_instance,
         "garbage": garbage,
         "good": good,
     }.items():
@@ -342,12 +352,14 @@ def test_refusals_have_status_comment_and_log_and_keep_the_association(
     assoc.release()
 
     assert statuses["class"][0] == 0xA900 and "SOP Class" in statuses["class"][1]
-    assert statuses["study"][0] == 0xC000 and "StudyInstanceUID" in statuses["study"][1]
+    assert statuses["study"] == (0xA900, "StudyInstanceUID is missing")
+    assert statuses["instance"] == (0xA900, "SOP Instance UID differs from the request's")
     assert statuses["garbage"][0] == 0xC000 and statuses["garbage"][1]
     assert statuses["good"] == (0, "")
     archive = server.archive()
     assert archive.index.find_instance(str(mismatch.SOPInstanceUID)) is None
     assert archive.index.find_instance(garbage_uid) is None
+    assert archive.index.find_instance(str(other.SOPInstanceUID)) is None
     assert archive.index.stats().instances == 1
     archive.close()
     log = server.log()

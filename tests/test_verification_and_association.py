@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from conftest import RunningServer, ServerFactory
+from pdu import ABORT, ASSOCIATE_AC, associate_request, context_results, echo_request, read_pdu
 from peers import VERIFICATION, associate, dcmtk
 
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 UNCOMPRESSED = {
     "implicit little": "1.2.840.10008.1.2",
     "explicit little": "1.2.840.10008.1.2.1",
@@ -24,12 +28,25 @@ def test_echo_on_each_uncompressed_syntax_alone(server: RunningServer, syntax: s
 
 
 def test_echo_refuses_a_compressed_only_proposal(server: RunningServer) -> None:
-    assoc = associate(server.port, [(VERIFICATION, ["1.2.840.10008.1.2.4.50"])])
-    # The association may stand, but without a usable Verification context.
-    assert not assoc.accepted_contexts
-    assert assoc.rejected_contexts[0].result == 0x04  # transfer syntaxes not supported
+    """The only context is rejected with result 4 (transfer syntaxes not supported): as
+    pynetdicom sees it (it then aborts an association it cannot use), and on the
+    wire, where the association is accepted and a C-ECHO sent on that context anyway
+    is answered by an A-ABORT, never a response."""
+    assoc = associate(server.port, [(VERIFICATION, [JPEG_BASELINE])])
+    assert assoc.accepted_contexts == []
+    [refused] = assoc.rejected_contexts
+    assert (refused.abstract_syntax, refused.result) == (VERIFICATION, 0x04)
     if assoc.is_established:
         assoc.release()
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+        raw.sendall(associate_request("RAW", "PACSNODE", [(1, VERIFICATION, [JPEG_BASELINE])]))
+        answer = read_pdu(raw)
+        assert answer is not None and answer[0] == ASSOCIATE_AC
+        assert context_results(answer[1]) == {1: 0x04}
+        raw.sendall(echo_request(context_id=1))
+        after = read_pdu(raw)
+    assert after is None or after[0] == ABORT, after  # never a P-DATA-TF with a response
 
 
 @pytest.mark.parametrize("count", ["1", "2", "3"])

@@ -19,6 +19,10 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+LOCK_TIMEOUT_MS = 10_000
+"""How long PostgreSQL waits for a lock (a table an administrator locked) before the
+statement fails and the index counts as unavailable: well within the 30 s a DIMSE
+peer commonly waits for an answer, so that it gets A700 rather than nothing."""
 
 
 def now() -> datetime:
@@ -75,7 +79,13 @@ def open_database(url: str) -> Database:
         reader = sa.create_engine(url, pool_size=32, max_overflow=32, pool_timeout=60)
         _configure_sqlite(reader, "BEGIN")
         return Database(writer, reader)
-    engine = sa.create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
+    engine = sa.create_engine(
+        url,
+        pool_size=16,
+        max_overflow=48,
+        pool_pre_ping=True,
+        connect_args={"options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"},
+    )
     return Database(engine, engine)
 
 
@@ -91,6 +101,50 @@ def has_schema(url: str) -> bool:
             return sa.inspect(connection).has_table("alembic_version")
     finally:
         engine.dispose()
+
+
+_UNAVAILABLE_SQLSTATES = ("08", "40", "53", "55P03", "57", "58")
+"""PostgreSQL error classes of a database that cannot serve us now: connection lost,
+transaction rolled back for a conflict, out of disk or memory, lock timeout, shut down
+or cancelled, I/O error. Any other class refused the statement itself."""
+_UNAVAILABLE_SQLITE = (
+    "SQLITE_BUSY",
+    "SQLITE_CANTOPEN",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_LOCKED",
+    "SQLITE_NOMEM",
+    "SQLITE_PROTOCOL",
+)
+"""SQLite's result codes for the same: busy or locked, out of disk or memory, I/O."""
+
+
+def unavailable(exc: sa.exc.SQLAlchemyError) -> bool:
+    """Whether a database error means the index is out of reach or out of resources
+    (try again later), rather than that it refused the update (a constraint, a data
+    error, a permission, a trigger)."""
+    if isinstance(exc, sa.exc.TimeoutError):  # no connection free in the pool
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate).startswith(_UNAVAILABLE_SQLSTATES)
+    name = str(getattr(exc.orig, "sqlite_errorname", ""))
+    if name:
+        return any(name == base or name.startswith(f"{base}_") for base in _UNAVAILABLE_SQLITE)
+    return isinstance(exc, sa.exc.OperationalError)
+
+
+def conflict(exc: sa.exc.DBAPIError) -> bool:
+    """Whether a write failed only because a concurrent transaction got there first (a
+    unique key taken meanwhile, a serialization failure, a deadlock): worth running
+    again, unlike an index that is out of reach or refuses the update."""
+    if isinstance(exc, sa.exc.IntegrityError):
+        return True
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("40")
 
 
 def alembic_config(url: str) -> Config:

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from pacsnode.archive.database import Database, now
+from pacsnode.archive.attributes import PATIENT_ATTRIBUTES, Kind
+from pacsnode.archive.database import Database, conflict, now
 from pacsnode.archive.schema import instance, patient, sequence_value, series, study
 from pacsnode.config import DuplicatePolicy
 
@@ -77,11 +78,67 @@ AddOutcome = Literal["added", "replaced", "kept", "refused"]
 
 
 @dataclass(frozen=True)
+class PatientChange:
+    """A patient record that adding an instance created or changed (for the audit)."""
+
+    patient_id: str
+    patient_name: str
+    created: bool
+    changed: dict[str, str] = field(default_factory=dict)
+    """Keyword to new value of each attribute an update changed."""
+
+
+@dataclass(frozen=True)
 class Added:
     pk: int
     outcome: AddOutcome
     obsolete_file: str | None = None
     """The file of the copy that was replaced, to delete once the index has committed."""
+    patient: PatientChange | None = None
+
+
+_PATIENT_COLUMNS = {a.column: a.keyword for a in PATIENT_ATTRIBUTES if a.kind is not Kind.SEQUENCE}
+
+
+@dataclass(frozen=True)
+class _PatientState:
+    key: tuple[str, str]
+    values: dict[str, Any]
+
+
+def _patient_state(connection: Connection, instance_pk: int) -> _PatientState:
+    """The patient record an instance is filed under, as :func:`_patient_change` compares it."""
+    row = (
+        connection.execute(
+            sa.select(*(patient.c[column] for column in _PATIENT_COLUMNS))
+            .join(study, study.c.patient_pk == patient.c.pk)
+            .join(series, series.c.study_pk == study.c.pk)
+            .join(instance, instance.c.series_pk == series.c.pk)
+            .where(instance.c.pk == instance_pk)
+        )
+        .one()
+        ._mapping
+    )
+    values = dict(row)
+    return _PatientState((values["patient_id"], values["issuer_of_patient_id"]), values)
+
+
+def _patient_change(
+    before: _PatientState, after: _PatientState, created: PatientChange | None
+) -> PatientChange | None:
+    """What a replaced copy did to its patient record: changed values of the same
+    patient, or the creation of another one."""
+    if before.key != after.key:
+        return created
+    changed = {
+        _PATIENT_COLUMNS[column]: str(value or "")
+        for column, value in after.values.items()
+        if value != before.values[column]
+    }
+    if not changed:
+        return None
+    name = str(after.values["patient_name"] or "")
+    return PatientChange(after.key[0], name, created=False, changed=changed)
 
 
 class _Unchanged(Exception):
@@ -203,6 +260,7 @@ class _Parents:
     patient: int
     series_appears: bool
     study_appears: bool
+    new_patient: bool = False
 
 
 def _add_modality(connection: Connection, study_pk: int, modality: str | None) -> None:
@@ -257,8 +315,9 @@ class Index:
                     return added
             except _Unchanged as unchanged:
                 return unchanged.added
-            except (sa.exc.IntegrityError, sa.exc.OperationalError):
-                if attempt == _ATTEMPTS - 1 or self.database.writer.dialect.name == "sqlite":
+            except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+                last = attempt == _ATTEMPTS - 1
+                if last or self.database.writer.dialect.name == "sqlite" or not conflict(exc):
                     raise
         raise AssertionError("unreachable")
 
@@ -290,10 +349,12 @@ class Index:
             if on_duplicate != "overwrite" and existing.rejection != SOFT_DELETED:
                 outcome: AddOutcome = "kept" if on_duplicate == "keep" else "refused"
                 raise _Unchanged(Added(existing.pk, outcome))  # rolls back any new parents
+            before = _patient_state(connection, existing.pk)
             self._remove(connection, existing.pk)
             added = self._add(connection, rows, charset, "keep")
             self._refresh_parents(connection, added.pk, rows)
-            return Added(added.pk, "replaced", obsolete_file=existing.file_path)
+            changed = _patient_change(before, _patient_state(connection, added.pk), added.patient)
+            return Added(added.pk, "replaced", existing.file_path, changed)
         appearing_series = int(parents.series_appears)
         _bump(connection, series, parents.series, num_instances=1)
         _bump(connection, study, parents.study, num_instances=1, num_series=appearing_series)
@@ -307,7 +368,11 @@ class Index:
         )
         if parents.series_appears:
             _add_modality(connection, parents.study, rows.series.get("modality"))
-        return Added(int(instance_pk), "added")
+        created = None
+        if parents.new_patient:
+            name = str(rows.patient.get("patient_name") or "")
+            created = PatientChange(rows.patient["patient_id"], name, created=True)
+        return Added(int(instance_pk), "added", patient=created)
 
     @staticmethod
     def _refresh_parents(connection: Connection, instance_pk: int, rows: LevelRows) -> None:
@@ -388,6 +453,7 @@ class Index:
             patient_pk,
             new_series or _still_hidden(connection, series, series_pk),
             new_study or _still_hidden(connection, study, study_pk),
+            new_patient,
         )
 
     @staticmethod

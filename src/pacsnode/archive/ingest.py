@@ -1,10 +1,17 @@
 """Ingest: the one path by which an object enters the archive.
 
-C-STORE, ``pacsnode import`` and (later) STOW-RS all hand a file to :func:`ingest`.
+C-STORE, STOW-RS and ``pacsnode import`` all hand a file to :func:`ingest`.
 The data set bytes are kept exactly as received (private elements, odd UIDs and all);
 they are parsed only to index them and to refuse what cannot be understood. The
 answer is a DICOM status, because every door reports it to someone: a C-STORE
-response, an import summary, a STOW-RS failure reason.
+response, an import summary, a STOW-RS failure reason. The statuses are CDRServer's
+(the archive CDRClient was written for), which PS3.4 allows:
+
+* ``A900``: a UID that identifies the object is missing, or the data set is not the
+  SOP class or instance the request names;
+* ``C000``: a data set that cannot be read, or an index that refused the update;
+* ``A700``: out of disk (or quota), or an index out of reach;
+* ``A701``: any other error writing the file (a read-only or failing disk).
 """
 
 from __future__ import annotations
@@ -12,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import re
 import struct
 from collections.abc import Callable
@@ -28,11 +34,14 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import VR
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from pacsnode import audit
 from pacsnode.archive.attributes import Level, column_values, sequence_values, text_value
+from pacsnode.archive.database import unavailable
 from pacsnode.archive.encoding import Encoding, meta_syntax, split_meta
-from pacsnode.archive.index import Index, LevelRows
+from pacsnode.archive.index import Index, LevelRows, PatientChange
 from pacsnode.archive.rejection import (
     REJECTION_CODES,
     RejectionError,
@@ -51,6 +60,7 @@ SUCCESS = 0x0000
 PROCESSING_FAILURE = 0x0110
 DUPLICATE_REFUSED = 0x0111
 OUT_OF_RESOURCES = 0xA700
+CANNOT_WRITE_FILE = 0xA701  # CDRServer's FILESAVE_ERROR, in PS3.4's A7xx "out of resources"
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 REJECTED_WARNING = 0xB006  # "element discarded": what synedra answers for a rejected copy
@@ -58,6 +68,8 @@ REJECTED_WARNING = 0xB006  # "element discarded": what synedra answers for a rej
 _DEFER_SIZE = 64 * 1024
 _HEAD = 64 * 1024
 """Bytes read to find the File Meta, which is never longer in a file we keep."""
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_INDEX_ERRORS = (DBAPIError, PoolTimeout)
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _UID_TEXT = re.compile(r"[!-\[\]-~]{1,64}")
 """Printable ASCII without backslash: looser than PS3.5's digits and dots, for old data,
@@ -153,6 +165,8 @@ def _parse(received: Received) -> _Parsed:
     element by element, a millisecond per object.
     """
     size = received.path.stat().st_size
+    if not looks_like_dicom(received.path):
+        raise IngestError(CANNOT_UNDERSTAND, "not a DICOM file")
     try:
         with received.path.open("rb") as fp:
             head = memoryview(fp.read(_HEAD))
@@ -189,7 +203,7 @@ _PARSE_ERRORS = (
 
 
 def _unparsable(exc: Exception) -> Exception:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
         return exc
     return IngestError(CANNOT_UNDERSTAND, f"data set does not parse: {exc}"[:64])
 
@@ -222,6 +236,22 @@ def _checked(
     if len(dataset) == 0:
         raise IngestError(CANNOT_UNDERSTAND, "data set is empty or truncated")
     return _Parsed(dataset, offset, syntax)
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """Whether a file can be DICOM: a Part 10 file (``DICM`` after the preamble), or a
+    bare data set starting in group 0002 or 0008, as old media hold them. A README, a
+    viewer's executable or an image of another format cannot. A file that cannot be
+    read counts as DICOM here: ingest then says why it cannot be read.
+    """
+    try:
+        with path.open("rb") as fp:
+            head = fp.read(132)
+    except OSError:
+        return True
+    if head[128:132] == b"DICM":
+        return True
+    return len(head) >= 8 and struct.unpack("<H", head[:2])[0] in (0x0002, 0x0008)
 
 
 def _check_encoding(path: Path, offset: int, syntax: str) -> None:
@@ -260,9 +290,9 @@ def _required_uids(dataset: Dataset) -> dict[str, str]:
             value = dataset.get(keyword)
         except Exception as exc:  # a malformed element raises on first access
             raise IngestError(CANNOT_UNDERSTAND, f"{keyword} unreadable") from exc
-        if not value:
-            raise IngestError(CANNOT_UNDERSTAND, f"{keyword} is missing")
-        uid = str(value).rstrip("\0").strip()  # as the index will hold it
+        uid = str(value or "").rstrip("\0").strip()  # as the index will hold it
+        if not uid:
+            raise IngestError(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"{keyword} is missing")
         if not _UID_TEXT.fullmatch(uid):
             raise IngestError(CANNOT_UNDERSTAND, f"{keyword} is not a valid UID")
         uids[keyword] = uid
@@ -276,14 +306,15 @@ def _check_against_request(received: Received, uids: dict[str, str]) -> None:
             DATASET_DOES_NOT_MATCH_SOP_CLASS,
             f"SOP Class {uids['SOPClassUID']} is not {expected_class}"[:64],
         )
-    expected_instance = received.expected_sop_instance
+    expected_instance = str(received.expected_sop_instance or "").rstrip("\0").strip()
     if expected_instance and uids["SOPInstanceUID"] != expected_instance:
-        # Files whose meta and data set disagree are common (old anonymisers); the
-        # data set is what gets indexed and returned, so it is what counts.
         log.warning(
-            "request names SOP Instance %s, data set holds %s; keeping the latter",
+            "request names SOP Instance %s, data set holds %s",
             expected_instance,
             uids["SOPInstanceUID"],
+        )
+        raise IngestError(
+            DATASET_DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID differs from the request's"
         )
 
 
@@ -334,9 +365,9 @@ class Ingest:
             return self._ingest(received)
         except IngestError as exc:
             return IngestResult(exc.status, exc.outcome, exc.comment)
-        except DBAPIError as exc:  # before anything was placed in storage
-            log.error("index unavailable while receiving %s: %s", received.path.name, exc)
-            return IngestResult(OUT_OF_RESOURCES, Outcome.FAILED, "index unavailable")
+        except _INDEX_ERRORS as exc:  # before anything was placed in storage
+            error = _index_error(exc, received.path.name)
+            return IngestResult(error.status, error.outcome, error.comment)
         except Exception as exc:  # a bug must cost one object, never the association
             log.exception("ingest of %s failed", received.path)
             return IngestResult(
@@ -371,10 +402,9 @@ class Ingest:
             )
         except BaseException as exc:
             self._discard(placement)
-            if isinstance(exc, DBAPIError):
-                log.error("index unavailable while storing %s: %s", uids["SOPInstanceUID"], exc)
-                raise IngestError(OUT_OF_RESOURCES, "index unavailable") from exc
-            if isinstance(exc, OSError):
+            if isinstance(exc, _INDEX_ERRORS):
+                raise _index_error(exc, uids["SOPInstanceUID"]) from exc
+            if isinstance(exc, OSError):  # placing the file, which the commit waited for
                 raise resource_error(exc) from exc
             raise
         if added.outcome in ("kept", "refused"):
@@ -385,6 +415,8 @@ class Ingest:
             raise IngestError(DUPLICATE_REFUSED, "Duplicate SOP Instance", Outcome.REFUSED)
         if note is not None:
             self.rejections.apply(uids["SOPInstanceUID"], *note)
+        if added.patient is not None:
+            _audit_patient(added.patient, received.source_ae)
         outcome = {
             "added": Outcome.STORED,
             "replaced": Outcome.REPLACED,
@@ -431,7 +463,39 @@ class Ingest:
         self.storage.delete(placement.relative_path)
 
 
+def _audit_patient(change: PatientChange, source_ae: str | None) -> None:
+    """Patient Record: created by the first instance of a patient, updated by a
+    replacing copy that brought other demographics."""
+    sender = (source_ae or "").strip()
+    who = audit.Actor(sender, requestor=True, dicom=True) if sender else None
+    audit.patient_record(
+        who, change.patient_id, change.patient_name, created=change.created, changed=change.changed
+    )
+
+
+def storage_failure(exc: OSError) -> IngestResult:
+    """The answer for a received data set that could not be written to disk, wherever
+    that happened (a door's spool file, the copy into storage, the move into place):
+    ``A700`` when the disk or quota is full, ``A701`` for any other write error."""
+    error = resource_error(exc)
+    return IngestResult(error.status, error.outcome, error.comment)
+
+
 def resource_error(exc: OSError) -> IngestError:
-    reason = "disk full" if exc.errno == errno.ENOSPC else os.strerror(exc.errno or 0)
     log.error("cannot write to storage: %s", exc)
-    return IngestError(OUT_OF_RESOURCES, f"out of resources: {reason}"[:64])
+    if exc.errno in _DISK_FULL:
+        return IngestError(OUT_OF_RESOURCES, "out of resources: disk full")
+    reason = exc.strerror or type(exc).__name__
+    return IngestError(CANNOT_WRITE_FILE, f"cannot write file: {reason}"[:64])
+
+
+def _index_error(exc: SQLAlchemyError, what: str) -> IngestError:
+    """``A700`` for an index out of reach or out of resources, ``C000`` for an index
+    that refused the update; the log has the database's own words."""
+    if unavailable(exc):
+        log.error("index unavailable while storing %s: %s", what, exc)
+        return IngestError(OUT_OF_RESOURCES, "index unavailable")
+    log.error("index update failed for %s: %s", what, exc)
+    cause = getattr(exc, "orig", None) or exc
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return IngestError(CANNOT_UNDERSTAND, f"index update failed: {reason}"[:64])

@@ -8,8 +8,10 @@ and rows stream back as they are read; nothing is filtered in Python.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -347,6 +349,82 @@ def _below(query: Query, grouped: dict[Level, list[Any]]) -> Any | None:
     conditions += _visible(chain) + _visibility(query, chain)
     inner = sa.select(sa.literal(1)).select_from(source)
     return sa.exists(inner.where(_PARENT_KEYS[chain[0].name] == owner.c.pk, *conditions))
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_TIME = re.compile(r"[0-9]{2}(:?[0-9]{2}(:?[0-9]{2}(\.[0-9]{1,6})?)?)?")
+_DATETIME = re.compile(r"([0-9]{4,14})(\.[0-9]{1,6})?([+-][0-9]{4})?")
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _date(text: str) -> bool:
+    digits = normalized_date(text)
+    try:
+        datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        return False
+    return len(digits) == 8 and digits.isascii() and digits.isdigit()
+
+
+def _time(text: str) -> bool:
+    return bool(_TIME.fullmatch(text.strip()))
+
+
+def _datetime(text: str) -> bool:
+    """YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX]; a missing month or day counts as the first."""
+    match = _DATETIME.fullmatch(text.strip())
+    if not match or len(match.group(1)) % 2:
+        return False
+    return _date(match.group(1)[:8].ljust(8, "1"))
+
+
+def _single_or_range(text: str, single: Callable[[str], bool]) -> bool:
+    """A single value or a range ``low-high`` with at most one open end. Date-times may
+    hold a '-' in their UTC offset, so each '-' is tried as the range's."""
+    if single(text):
+        return True
+    for at, char in enumerate(text):
+        low, high = text[:at], text[at + 1 :]
+        if char == "-" and (low or high) and all(not end or single(end) for end in (low, high)):
+            return True
+    return False
+
+
+def _uid_list(text: str) -> bool:
+    """UIDs separated by '\\' (or ',', as QIDO-RS writes a list), none of them empty."""
+    uids = [uid.strip() for uid in re.split(r"[\\,]", text)]
+    return all(len(uid) <= 64 and _UID.fullmatch(uid) for uid in uids)
+
+
+_CHECKS: dict[Kind, tuple[Callable[[str], bool], str]] = {
+    Kind.UID: (_uid_list, "a UID or a list of UIDs"),
+    Kind.DATE: (lambda text: _single_or_range(text, _date), "a date or date range (YYYYMMDD)"),
+    Kind.TIME: (lambda text: _single_or_range(text, _time), "a time or time range (HHMMSS)"),
+    Kind.DATETIME: (lambda text: _single_or_range(text, _datetime), "a date-time or range"),
+    Kind.INT: (lambda text: bool(_INT.fullmatch(text.strip())), "an integer"),
+}
+
+
+def key_kind(keyword: str) -> Kind:
+    """How a key is matched: from the index's attribute list, else from its VR."""
+    attr = BY_KEYWORD.get(keyword)
+    if attr is not None:
+        return attr.kind
+    if keyword in COMPUTED:
+        return Kind.TEXT if keyword == "ModalitiesInStudy" else Kind.INT
+    return kind_of_vr(_dictionary_vr(keyword))
+
+
+def check_value(keyword: str, value: str) -> None:
+    """Refuse a matching key whose value its VR cannot hold (PS3.18 answers it 400): a
+    date that is no date, a malformed UID list, a wildcard where none applies. An
+    empty value (universal matching) and text values pass. C-FIND does not call it:
+    it stays lenient with what old modalities send."""
+    if not value:
+        return
+    check = _CHECKS.get(key_kind(keyword))
+    if check is not None and not check[0](value):
+        raise QueryError(f"{keyword} must be {check[1]}, not {value!r}")
 
 
 def _visible(tables: list[sa.Table]) -> list[Any]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pacsnode.archive.ingest import IngestError, IngestResult, Received, resource_error
+from pacsnode.archive.ingest import IngestResult, Received, storage_failure
 
 if TYPE_CHECKING:
     from pacsnode.archive.core import Archive
@@ -63,5 +63,4 @@ class Receiving:
     @staticmethod
     def spool_failed(error: OSError) -> IngestResult:
         """The answer for a data set that could not even be spooled."""
-        failure: IngestError = resource_error(error)
-        return IngestResult(failure.status, failure.outcome, failure.comment)
+        return storage_failure(error)

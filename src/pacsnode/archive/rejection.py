@@ -192,8 +192,9 @@ class Rejections:
                 self.index.set_hidden(connection, pk, None)
         return bool(deleted.rowcount) or pk is not None
 
-    def purge(self) -> int:
-        """Delete, files and all, the instances whose retention expired (113039)."""
+    def purge(self, user: audit.Actor | None = None) -> int:
+        """Delete, files and all, the instances whose retention expired (113039);
+        ``user`` is who asked, for the audit trail (``None``: pacsnode itself)."""
         with self.database.reader.connect() as connection:
             uids = list(
                 connection.execute(
@@ -202,7 +203,7 @@ class Rejections:
                     )
                 ).scalars()
             )
-        audit.instances_deleted(None, uids)  # before: the index forgets them
+        audit.instances_deleted(user, uids)  # before: the index forgets them
         for uid in uids:
             path = self.index.delete(uid)
             if path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import getpass
 import logging
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -24,6 +24,7 @@ from pydicom import Dataset
 
 from pacsnode.audit import messages
 from pacsnode.audit.messages import (
+    BEGIN_TRANSFERRING,
     EXPLICIT_VR_LITTLE_ENDIAN,
     MAJOR_FAILURE,
     MINOR_FAILURE,
@@ -56,9 +57,13 @@ __all__ = [
     "instances_deleted",
     "instances_sent",
     "instances_stored",
+    "media_exported",
+    "media_imported",
+    "patient_record",
     "query",
     "security_alert",
     "studies_deleted",
+    "transfer_begun",
     "user_authentication",
 ]
 
@@ -74,6 +79,7 @@ _ALERTS: dict[str, Code] = {
     "restricted-function": messages.RESTRICTED_FUNCTION,
     "security-configuration": messages.SECURITY_CONFIGURATION,
 }
+_MEDIA_TYPES: dict[str, Code] = {"CD": messages.CD, "DVD": messages.DVD, "USB": messages.USB_DISK}
 _CONFIGURATION: dict[str, Code] = {
     "network": messages.NETWORK_CONFIGURATION,
     "software": messages.SOFTWARE_CONFIGURATION,
@@ -264,6 +270,96 @@ def instances_sent(
     )
 
 
+def transfer_begun(
+    destination: Actor, instances: Iterable[str], *, requestor: Actor | None = None
+) -> None:
+    """Instances about to be sent (C-MOVE, C-GET, forwarding), called once the
+    receiver is connected and before the first is sent: Begin Transferring DICOM
+    Instances. ``requestor`` is who asked for it when that is not the destination."""
+    sending = list(instances)
+    if (trail := _trail) is None or not sending:
+        return
+    asked = requestor.participant() if requestor is not None else None
+    trail.emit(
+        lambda studies: trail.builder.transferred(
+            trail.application,
+            destination.participant(),
+            studies,
+            "E",
+            SUCCESS,
+            asked,
+            event=BEGIN_TRANSFERRING,
+        ),
+        sending,
+    )
+
+
+def media_exported(
+    user: Actor, medium: str, instances: Iterable[str], *, profile: str = "", failed: int = 0
+) -> None:
+    """Instances written as a file-set (``pacsnode export-media``, a ZIP download):
+    Export. The medium is named by where it was written; its type (CD, DVD, USB) by
+    the media profile it was written for, a URI when there is none (a download)."""
+    written = list(instances)
+    if (trail := _trail) is None or not (written or failed):
+        return
+    media_type = next(
+        (code for name, code in _MEDIA_TYPES.items() if profile and f"-{name}" in profile.upper()),
+        messages.URI_MEDIA,
+    )
+    who = user.participant()
+    target = Participant(medium, media_type=media_type)
+    outcome = _outcome(len(written), failed)
+    trail.emit(
+        lambda studies: trail.builder.media_transfer(
+            who, trail.application, target, studies, True, outcome, _failed(failed)
+        ),
+        written,
+    )
+
+
+def media_imported(user: Actor, source: str, instances: Iterable[str], *, failed: int = 0) -> None:
+    """Instances read from files or a file-set (``pacsnode import``): Import. The
+    source is a folder whose medium we cannot know: a URI."""
+    read = list(instances)
+    if (trail := _trail) is None or not (read or failed):
+        return
+    who = user.participant()
+    origin = Participant(source, media_type=messages.URI_MEDIA)
+    outcome = _outcome(len(read), failed)
+    trail.emit(
+        lambda studies: trail.builder.media_transfer(
+            who, trail.application, origin, studies, False, outcome, _failed(failed)
+        ),
+        read,
+    )
+
+
+def patient_record(
+    user: Actor | None,
+    patient_id: str,
+    patient_name: str,
+    *,
+    created: bool,
+    changed: Mapping[str, str] | None = None,
+) -> None:
+    """A patient record created, or updated with ``changed`` (keyword to new value):
+    Patient Record. ``None`` is pacsnode itself."""
+    if (trail := _trail) is None:
+        return
+    values = dict(changed or {})
+    action: Literal["C", "U"] = "C" if created else "U"
+    trail.emit(
+        lambda _s: trail.builder.patient_record(
+            user.participant() if user is not None else trail.application,
+            patient_id,
+            patient_name,
+            action,
+            values,
+        )
+    )
+
+
 def instances_accessed(user: Actor, instances: Iterable[str]) -> None:
     """Instances read over HTTP (WADO-RS, WADO-URI): DICOM Instances Accessed, R."""
     read = list(instances)
@@ -272,18 +368,24 @@ def instances_accessed(user: Actor, instances: Iterable[str]) -> None:
 
 
 def instances_deleted(user: Actor | None, instances: Iterable[str]) -> None:
-    """Instances about to be deleted (call it before): DICOM Instances Accessed, D.
-    ``None`` is pacsnode itself (a retention period expired)."""
+    """Instances about to be deleted (call it before): DICOM Study Deleted for each
+    study that goes whole, DICOM Instances Accessed with action D for a study that
+    keeps other instances. ``None`` is pacsnode itself (a retention period expired)."""
     if (trail := _trail) is None:
         return
     try:
         studies = trail.studies_of(instances)
+        whole = trail.whole_studies(studies)
     except Exception:
         log.exception("audit: cannot read the studies of deleted instances")
         return
-    if studies:
-        who = user.participant() if user is not None else trail.application
-        trail.emit(lambda found: trail.builder.accessed(who, found, "D"), studies=studies)
+    who = user.participant() if user is not None else trail.application
+    gone = [study for study in studies if study.uid in whole]
+    partly = [study for study in studies if study.uid not in whole]
+    if gone:
+        trail.emit(lambda found: trail.builder.study_deleted(who, found), studies=gone)
+    if partly:
+        trail.emit(lambda found: trail.builder.accessed(who, found, "D"), studies=partly)
 
 
 def studies_deleted(user: Actor, instances: Iterable[str], description: str) -> None:

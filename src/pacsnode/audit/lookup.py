@@ -56,3 +56,21 @@ def describe(database: Database, sop_instance_uids: Iterable[str]) -> list[Study
                 classes = found.sop_classes
                 classes[row.sop_class_uid] = classes.get(row.sop_class_uid, 0) + row.instances
     return list(studies.values())
+
+
+def instance_counts(database: Database, study_uids: Iterable[str]) -> dict[str, int]:
+    """How many instances each study holds in the index, hidden (rejected) ones too."""
+    uids = sorted(set(study_uids))
+    query = (
+        sa.select(study.c.study_instance_uid, sa.func.count(instance.c.pk))
+        .join(series, series.c.study_pk == study.c.pk)
+        .join(instance, instance.c.series_pk == series.c.pk)
+        .group_by(study.c.study_instance_uid)
+    )
+    counts: dict[str, int] = {}
+    with database.reader.connect() as connection:
+        for start in range(0, len(uids), _CHUNK):
+            chunk = uids[start : start + _CHUNK]
+            rows = connection.execute(query.where(study.c.study_instance_uid.in_(chunk)))
+            counts.update({uid: int(count) for uid, count in rows})
+    return counts

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -31,9 +31,13 @@ class Code:
 
 # Event IDs (CID 400) and event types (CID 401, 6022)
 APPLICATION_ACTIVITY = Code("110100", "Application Activity")
+BEGIN_TRANSFERRING = Code("110102", "Begin Transferring DICOM Instances")
 INSTANCES_ACCESSED = Code("110103", "DICOM Instances Accessed")
 INSTANCES_TRANSFERRED = Code("110104", "DICOM Instances Transferred")
 STUDY_DELETED = Code("110105", "DICOM Study Deleted")
+EXPORT = Code("110106", "Export")
+IMPORT = Code("110107", "Import")
+PATIENT_RECORD = Code("110110", "Patient Record")
 QUERY = Code("110112", "Query")
 SECURITY_ALERT = Code("110113", "Security Alert")
 USER_AUTHENTICATION = Code("110114", "User Authentication")
@@ -51,6 +55,13 @@ USER_SECURITY_ATTRIBUTES = Code("110137", "User Security Attributes Changed")
 APPLICATION = Code("110150", "Application")
 DESTINATION = Code("110152", "Destination Role ID")
 SOURCE = Code("110153", "Source Role ID")
+DESTINATION_MEDIA = Code("110154", "Destination Media")
+SOURCE_MEDIA = Code("110155", "Source Media")
+# Media types (CID 405)
+USB_DISK = Code("110030", "USB Disk Emulation")
+CD = Code("110032", "CD")
+DVD = Code("110033", "DVD")
+URI_MEDIA = Code("110037", "URI")
 # Participant object ID types (RFC 3881 and CID 404)
 PATIENT_NUMBER = Code("2", "Patient Number", "RFC-3881")
 URI = Code("12", "URI", "RFC-3881")
@@ -70,6 +81,8 @@ class Participant:
     requestor: bool = False
     role: Code | None = None
     alternative_id: str = ""
+    media_type: Code | None = None
+    """Set for a medium written or read (export, import): its MediaIdentifier."""
 
 
 @dataclass
@@ -149,6 +162,8 @@ def _participant(root: ET.Element, who: Participant) -> None:
     element = ET.SubElement(root, "ActiveParticipant", attributes)
     if who.role is not None:
         _coded(element, "RoleIDCode", who.role)
+    if who.media_type is not None:
+        _coded(ET.SubElement(element, "MediaIdentifier"), "MediaType", who.media_type)
 
 
 def _bool(value: bool) -> str:
@@ -165,16 +180,16 @@ def _object(
     name: str | None = None,
     query: bytes | None = None,
     details: Iterable[tuple[str, bytes | str]] = (),
+    life_cycle: str = "",
 ) -> ET.Element:
-    element = ET.SubElement(
-        root,
-        "ParticipantObjectIdentification",
-        {
-            "ParticipantObjectID": object_id,
-            "ParticipantObjectTypeCode": type_code,
-            "ParticipantObjectTypeCodeRole": role,
-        },
-    )
+    attributes = {
+        "ParticipantObjectID": object_id,
+        "ParticipantObjectTypeCode": type_code,
+        "ParticipantObjectTypeCodeRole": role,
+    }
+    if life_cycle:
+        attributes["ParticipantObjectDataLifeCycle"] = life_cycle
+    element = ET.SubElement(root, "ParticipantObjectIdentification", attributes)
     _coded(element, "ParticipantObjectIDTypeCode", id_type)
     if query is not None:
         ET.SubElement(element, "ParticipantObjectQuery").text = _b64(query)
@@ -295,18 +310,61 @@ class Builder:
         outcome: int,
         requestor: Participant | None = None,
         description: str = "",
+        event: Code = INSTANCES_TRANSFERRED,
     ) -> Message:
-        """DICOM Instances Transferred: C for what we received, R for what we sent."""
+        """DICOM Instances Transferred: C for what we received, R for what we sent; or,
+        as ``event``, Begin Transferring DICOM Instances (action E) before sending."""
         participants = [
             _as(source, SOURCE),
             _as(destination, DESTINATION),
             *([requestor] if requestor is not None else []),
         ]
-        root, when = self._message(
-            INSTANCES_TRANSFERRED, action, outcome, participants, description=description
-        )
+        root, when = self._message(event, action, outcome, participants, description=description)
         actor = next((p for p in participants if p.requestor), participants[0])
-        return self._finish(root, when, INSTANCES_TRANSFERRED, None, outcome, actor, studies)
+        return self._finish(root, when, event, None, outcome, actor, studies)
+
+    def media_transfer(
+        self,
+        user: Participant,
+        application: Participant,
+        medium: Participant,
+        studies: list[Study],
+        exported: bool,
+        outcome: int,
+        description: str = "",
+    ) -> Message:
+        """Export (action R) of studies onto a medium, or Import (action C) from one:
+        the user, this application as source or destination, and the medium."""
+        event = EXPORT if exported else IMPORT
+        action: Action = "R" if exported else "C"
+        ours = SOURCE if exported else DESTINATION
+        media_role = DESTINATION_MEDIA if exported else SOURCE_MEDIA
+        participants = [user, _as(application, ours), _as(medium, media_role)]
+        root, when = self._message(event, action, outcome, participants, description=description)
+        return self._finish(root, when, event, None, outcome, user, studies)
+
+    def patient_record(
+        self,
+        user: Participant,
+        patient_id: str,
+        patient_name: str,
+        action: Action,
+        changed: dict[str, str],
+    ) -> Message:
+        """Patient Record: created (C) or updated (U, with the new values)."""
+        root, when = self._message(PATIENT_RECORD, action, SUCCESS, [user])
+        _object(
+            root,
+            patient_id or "unknown",
+            PATIENT_NUMBER,
+            "1",
+            "1",
+            name=patient_name or None,
+            details=sorted(changed.items()),
+            life_cycle="1" if action == "C" else "3",  # origination, or amendment
+        )
+        message = self._finish(root, when, PATIENT_RECORD, None, SUCCESS, user)
+        return replace(message, patients=(patient_id,))
 
     def accessed(
         self, user: Participant, studies: list[Study], action: Action, outcome: int = SUCCESS
@@ -370,10 +428,4 @@ class Builder:
 
 
 def _as(participant: Participant, role: Code) -> Participant:
-    return Participant(
-        participant.user_id,
-        participant.address,
-        participant.requestor,
-        role,
-        participant.alternative_id,
-    )
+    return replace(participant, role=role)

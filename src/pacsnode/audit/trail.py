@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pacsnode.archive.database import Database
 from pacsnode.audit.journal import Journal
-from pacsnode.audit.lookup import describe
+from pacsnode.audit.lookup import describe, instance_counts
 from pacsnode.audit.messages import Builder, Message, Participant, Source, Study
 from pacsnode.audit.syslog import Collector, SyslogSender, frame
 from pacsnode.config import Settings
@@ -64,6 +64,17 @@ class Trail:
         if self.database is None:
             return []
         return describe(self.database, instances)
+
+    def whole_studies(self, studies: Iterable[Study]) -> set[str]:
+        """Which of these studies (as :meth:`studies_of` read them) hold no other
+        instances, hidden ones included: those a deletion removes whole."""
+        studies = list(studies)
+        if self.database is None or not studies:
+            return set()
+        held = instance_counts(self.database, [study.uid for study in studies])
+        return {
+            study.uid for study in studies if held.get(study.uid) == sum(study.sop_classes.values())
+        }
 
     def close(self) -> None:
         self._queue.put(None)

@@ -123,24 +123,32 @@ def import_(
 ) -> None:
     """Import DICOM files into the archive through the same ingest as C-STORE.
 
-    A new archive is made only in an empty or new data directory. Exit code: 0 all
-    stored (or already there), 1 some files refused or failed, 2 nothing could start.
+    A new archive is made only in an empty or new data directory. Files of other kinds
+    found in a folder (a README, a viewer on a CD) are skipped; a file named on the
+    command line must be DICOM. Exit code: 0 all stored (or already there), 1 some files
+    refused or failed, 2 nothing could start.
     """
     settings = load(config, data_dir=data_dir, database_url=database_url)
     configure_logging("WARNING")
-    from pacsnode.archive.ingest import Received
+    from pacsnode.archive.ingest import Received, looks_like_dicom
     from pacsnode.archive.receiving import Origin
 
     archive = open_archive(settings, create=True)
-    files, problems = import_sources(paths)  # a DICOMDIR names exactly what to import
-    outcomes: Counter[str] = Counter(failed=len(problems)) if problems else Counter()
-    reasons: Counter[str] = Counter(problems)
-    lines: list[tuple[str, str, str, str]] = [("", "failed", "", why) for why in problems]
+    sources = import_sources(paths)  # a DICOMDIR names exactly what to import
+    outcomes: Counter[str] = Counter(failed=len(sources.problems))
+    reasons: Counter[str] = Counter(sources.problems)
+    lines: list[tuple[str, str, str, str]] = [("", "failed", "", why) for why in sources.problems]
+    skipped: list[Path] = []
     newest_before = archive.metadata.newest_pk()
     imported: list[str] = []
-    with progress_bar() as progress:
-        task = progress.add_task("importing", total=len(files))
-        for path in files:
+    with audit.command_trail(settings, archive.database) as user, progress_bar() as progress:
+        task = progress.add_task("importing", total=len(sources.files))
+        for path in sources.files:
+            progress.advance(task)
+            if path in sources.searched and not looks_like_dicom(path):
+                skipped.append(path)
+                lines.append((str(path), "skipped", "", "not DICOM"))
+                continue
             result = archive.receive(Received(path), Origin("import"))
             outcomes[result.outcome.value] += 1
             status = f"0x{result.status:04X}"
@@ -149,16 +157,17 @@ def import_(
                 imported.append(result.sop_instance_uid)
             if not result.ok:
                 reasons[f"{status} {result.comment}"] += 1
-            progress.advance(task)
         # Viewers ask for a study's metadata first: have it ready, as C-STORE does.
         task = progress.add_task("metadata", total=None)
         done: int | None = newest_before
         while done is not None:
             done = archive.metadata.warm_after(done, 50)
-    with audit.command_trail(settings, archive.database) as user:
-        audit.instances_stored(user, imported, failed=outcomes["failed"] + outcomes["refused"])
+        medium = " ".join(path.resolve().as_uri() for path in paths)
+        failed = outcomes["failed"] + outcomes["refused"]
+        audit.media_imported(user, medium, imported, failed=failed)
     archive.close()
-    _print_summary(outcomes, reasons)
+    outcomes["skipped"] = len(skipped)
+    _print_summary(+outcomes, reasons, skipped)
     refused = [line for line in lines if line[1] in ("failed", "refused")]
     if verbose:
         for name, outcome, status, why in refused:
@@ -180,15 +189,18 @@ def _write_report(report: Path, lines: list[tuple[str, str, str, str]]) -> None:
         raise fail(f"cannot write the report {report}: {exc.strerror}") from exc
 
 
-def _print_summary(outcomes: Counter[str], reasons: Counter[str]) -> None:
+def _print_summary(outcomes: Counter[str], reasons: Counter[str], skipped: list[Path]) -> None:
     table = Table(title="import summary")
     table.add_column("outcome")
     table.add_column("files", justify="right")
     for outcome, count in sorted(outcomes.items()):
         table.add_row(outcome, str(count))
-    Console().print(table)
+    out = Console()
+    out.print(table)
     for reason, count in reasons.most_common():
-        Console().print(f"  {count} x {escape(reason)}")
+        out.print(f"  {count} x {reason}", markup=False, highlight=False)
+    for path in skipped:
+        out.print(f"  {path}: skipped: not DICOM", markup=False, highlight=False)
 
 
 @app.command()

@@ -3,6 +3,7 @@ and reading one back."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -61,7 +62,11 @@ def export_media(
             pdi=pdi,
         )
         with audit.command_trail(archive.settings, archive.database) as user:
-            audit.instances_sent(audit.Actor(str(out_dir)), report.exported, requestor=user)
+            medium = out_dir.resolve().as_uri()
+            failed = len(report.skipped)
+            audit.media_exported(
+                user, medium, report.exported, profile=report.profile, failed=failed
+            )
     except ExportError as exc:
         raise fail(str(exc)) from exc
     finally:
@@ -81,19 +86,33 @@ def export_media(
         raise typer.Exit(1)
 
 
-def import_sources(paths: list[Path]) -> tuple[list[Path], list[str]]:
+@dataclass(frozen=True)
+class ImportSources:
+    files: list[Path]
+    """Every file to import, in order."""
+    searched: set[Path]
+    """Those found by searching a folder without a DICOMDIR, where other files may lie."""
+    problems: list[str]
+    """Why files that a DICOMDIR references cannot be had."""
+
+
+def import_sources(paths: list[Path]) -> ImportSources:
     """The files to import: those a DICOMDIR references where a folder has one (PS3.10
-    File-set Reader), else every file found; plus why referenced files cannot be had."""
+    File-set Reader), else every file found."""
     from pydicom.errors import InvalidDicomError
 
     from pacsnode.media.dicomdir import referenced_files
 
     files: list[Path] = []
+    searched: set[Path] = set()
     problems: list[str] = []
     for path in paths:
         dicomdir = path / "DICOMDIR" if path.is_dir() else path
         if dicomdir.name.upper() != "DICOMDIR" or not dicomdir.is_file():
-            files.extend(p for p in walk([path]) if p.name.upper() != "DICOMDIR")
+            found = [p for p in walk([path]) if p.name.upper() != "DICOMDIR"]
+            files.extend(found)
+            if path.is_dir():
+                searched.update(found)
             continue
         try:
             present, missing = referenced_files(dicomdir)
@@ -102,4 +121,4 @@ def import_sources(paths: list[Path]) -> tuple[list[Path], list[str]]:
             continue
         files.extend(present)
         problems.extend(f"missing from the file-set: {file_id}" for file_id in missing)
-    return files, problems
+    return ImportSources(files, searched, problems)

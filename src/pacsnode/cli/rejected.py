@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pacsnode import audit
 from pacsnode.archive.rejection import REJECTION_CODES, Rejections
 from pacsnode.cli.common import ConfigOption, DatabaseOption, DataDirOption, app, archive_of, fail
 
@@ -62,5 +63,10 @@ def purge(
     database_url: DatabaseOption = None,
 ) -> None:
     """Delete the instances whose retention expired (113039), files and all."""
-    count = _open(config, data_dir, database_url).purge()
+    archive = archive_of(config, data_dir, database_url)
+    try:
+        with audit.command_trail(archive.settings, archive.database) as user:
+            count = archive.rejections.purge(user)
+    finally:
+        archive.close()
     Console().print(f"{count} instances purged")

@@ -123,6 +123,7 @@ class RetrieveService:
             return
         log.info("C-MOVE of %d instances from %s to %s", len(selected), requestor, destination)
         destination_actor = audit.Actor(remote.ae_title, remote.host, dicom=True)
+        _audit_begin(destination_actor, selected, request.session.actor)
         try:
             tally = self._send_all(request, sub_association, selected, is_move=True)
         finally:
@@ -134,6 +135,7 @@ class RetrieveService:
         if selected is None:
             return
         log.info("C-GET of %d instances by %s", len(selected), request.session.calling_ae)
+        _audit_begin(request.session.actor, selected)
         tally = self._send_all(request, request.association, selected, is_move=False)
         self._finish(request, selected, tally, request.session.actor)
 
@@ -226,6 +228,13 @@ class RetrieveService:
     def _pending_responses(self, calling_ae: str) -> bool:
         remote = self.archive.remotes.get(calling_ae)
         return remote is None or remote.pending_responses
+
+
+def _audit_begin(
+    destination: audit.Actor, selected: list[OutgoingFile], requestor: audit.Actor | None = None
+) -> None:
+    """Begin Transferring DICOM Instances, before a C-MOVE or C-GET sends the first."""
+    audit.transfer_begun(destination, [item.sop_instance for item in selected], requestor=requestor)
 
 
 def handlers(service: RetrieveService) -> dict[int, object]:

@@ -20,6 +20,7 @@ from pacsnode.archive.rejection import Rejections
 from pacsnode.archive.worklist import Worklist, WorklistError
 from pacsnode.jobs.queue import JobError, JobStatus
 from pacsnode.jobs.workers import Workers
+from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.replies import error
 
 
@@ -188,7 +189,7 @@ class RejectedApi:
 
     def purge(self, request: Request) -> JSONResponse:
         """Delete, files and all, the instances whose retention expired."""
-        return JSONResponse({"purged": self.rejections.purge()})
+        return JSONResponse({"purged": self.rejections.purge(audit_actor(request))})
 
     def routes(self) -> list[Route]:
         return [

@@ -22,9 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.media.dicomdir import ExportError, ExportReport, NothingSelected, export
 from pacsnode.media.zipped import tree, zip_stream
+from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.replies import error, json_object
 
 DEFAULT_PROFILE = "STD-GEN-CD"
@@ -63,6 +65,7 @@ class MediaApi:
         """Download a study as a ZIP of a file-set with a DICOMDIR."""
         query = request.query_params
         return self._download(
+            request,
             [request.path_params["study"]],
             [],
             query.get("profile", DEFAULT_PROFILE),
@@ -83,10 +86,12 @@ class MediaApi:
             return error(400, '"profile" and "fileset_id" must be strings')
         if not isinstance(pdi := body.get("pdi", False), bool):
             return error(400, '"pdi" must be true or false')
-        return await run_in_threadpool(self._download, studies, series, profile, fileset_id, pdi)
+        download = self._download
+        return await run_in_threadpool(download, request, studies, series, profile, fileset_id, pdi)
 
     def _download(
         self,
+        request: Request,
         studies: Sequence[str],
         series: Sequence[str],
         profile: str,
@@ -116,6 +121,8 @@ class MediaApi:
         if not report.exported:
             shutil.rmtree(work, ignore_errors=True)
             return error(500, "no selected instance could be put on the medium")
+        failed = len(report.skipped)
+        audit.media_exported(audit_actor(request), str(request.url), report.exported, failed=failed)
         headers = {"Content-Disposition": f'attachment; filename="{report.fileset_id}.zip"'}
         if warning := _warnings(report):
             headers["Warning"] = warning

@@ -108,6 +108,7 @@ class RouteSender:
         for item in files:
             wanted.setdefault(item.sop_class, set()).update({item.transfer_syntax, *targets})
         association = connect(self.dialer.peer(remote), store_contexts(wanted))
+        audit.transfer_begun(_audited(remote), [item.sop_instance for item in files])
         failures = []
         try:
             for item in files:

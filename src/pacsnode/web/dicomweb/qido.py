@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from pacsnode import audit
 from pacsnode.archive.attributes import ATTRIBUTES, BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
-from pacsnode.archive.matching import COMPUTED, Query, QueryError, row_value
+from pacsnode.archive.matching import COMPUTED, Query, QueryError, check_value, row_value
 from pacsnode.dimse.qr_model import STUDY_ROOT_FIND
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import accepted
@@ -118,9 +118,12 @@ def _keyword(name: str) -> str:
     raise DicomWebError(400, f"query parameter {name!r} is not a DICOM attribute")
 
 
+_MAX_NUMBER = 2**31 - 1
+
+
 def _number(name: str, text: str) -> int:
-    if not text.isdigit():
-        raise DicomWebError(400, f"{name} must be a non-negative integer, not {text!r}")
+    if not (text.isascii() and text.isdigit()) or int(text) > _MAX_NUMBER:
+        raise DicomWebError(400, f"{name} must be an integer from 0 to {_MAX_NUMBER}, not {text!r}")
     return int(text)
 
 
@@ -141,8 +144,14 @@ def _all_at(level: Level) -> list[str]:
 
 
 def _match_key(search: Search, name: str, value: str) -> None:
+    """Add one matching key; 400 for a value its attribute cannot hold, as PS3.18 asks."""
     path = [_keyword(part) for part in name.split(".")]
     top = path[0]
+    if len(path) > 1 or top in BY_KEYWORD or top in COMPUTED:
+        try:
+            check_value(path[-1], value)
+        except QueryError as exc:
+            raise DicomWebError(400, f"query parameter {name}: {exc}") from exc
     if len(path) > 1:
         search.sequences.setdefault(top, {})[".".join(path[1:])] = value
         search.keys.setdefault(top, "")
@@ -169,7 +178,7 @@ def read_search(request: Request, level: Level) -> Search:
     _includefields(search, params.getlist("includefield"))
     fuzzy = params.get("fuzzymatching", "false").lower()
     if fuzzy not in ("true", "false"):
-        raise DicomWebError(400, "fuzzymatching must be true or false")
+        raise DicomWebError(400, f"fuzzymatching must be true or false, not {fuzzy!r}")
     if fuzzy == "true":
         search.warnings.append(
             "The fuzzymatching parameter is not supported. Only literal matching has been "

@@ -50,10 +50,10 @@ from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.ingest import (
     CANNOT_UNDERSTAND,
-    OUT_OF_RESOURCES,
     SUCCESS,
     Outcome,
     Received,
+    storage_failure,
 )
 from pacsnode.archive.receiving import Origin
 from pacsnode.archive.storage import file_meta
@@ -274,8 +274,8 @@ class Stow:
         except UnusableInstance as exc:
             return Result(_json_uids(item), CANNOT_UNDERSTAND, str(exc))
         except OSError as exc:
-            log.error("cannot write a STOW-RS data set: %s", exc)
-            return Result(_json_uids(item), OUT_OF_RESOURCES, f"out of resources: {exc.strerror}")
+            failed = storage_failure(exc)
+            return Result(_json_uids(item), failed.status, failed.comment)
         return self._store_file(path, study)
 
     def _store_file(self, path: Path, study: str | None) -> Result:
