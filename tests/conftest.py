@@ -62,12 +62,19 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_config(path: Path, server: dict[str, Any], remotes: list[dict[str, Any]]) -> Path:
+def write_config(
+    path: Path,
+    server: dict[str, Any],
+    remotes: list[dict[str, Any]],
+    tables: dict[str, list[dict[str, Any]]] | None = None,
+) -> Path:
+    """A config file; ``tables`` are other arrays of tables (``{"authority": [...]}``)."""
     lines = ["[server]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in server.items()]
-    for remote in remotes:
-        lines.append("\n[[remote_ae]]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in remote.items()]
+    for section, entries in {"remote_ae": remotes, **(tables or {})}.items():
+        for entry in entries:
+            lines.append(f"\n[[{section}]]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -85,7 +85,7 @@ def test_remote_aes_and_per_ae_duplicate_policy(tmp_path: Path) -> None:
             '[server]\nae_titel = "X"\n',
             "{file}: [server] has no key 'ae_titel' (did you mean 'ae_title'?)",
         ),
-        ('[server]\ncolour = "red"\n', "{file}: [server] has no key 'colour'"),
+        ('[server]\nwallpaper = "red"\n', "{file}: [server] has no key 'wallpaper'"),
         ('[server]\ndicom_port = "abc"\n', "{file}: [server] dicom_port: 'abc' is not an integer"),
         (
             '[server]\nnetwork_timeout = "soon"\n',

@@ -418,7 +418,9 @@ def test_update_adds_a_mixed_study(tmp_path: Path) -> None:
     assert errors("dciodvfy", out / "DICOMDIR") == []
     archive = Archive(Settings(data_dir=data))
     try:  # the DICOMDIR of a WADO-RS ZIP, naming the stored files
-        (_, as_zipped), *named = as_stored(locate(archive, study_b), tmp_path / "work")
+        (_, as_zipped), *named = as_stored(
+            locate(archive, study_b), tmp_path / "work", archive.outgoing
+        )
     finally:
         archive.close()
     assert len(named) == 6 and isinstance(as_zipped, bytes)

@@ -41,6 +41,8 @@ RejectedAnswer = Literal["warning", "failure"]
 HttpAuth = Literal["none", "basic", "oauth2"]
 UnknownCallingAE = Literal["accept", "reject"]
 SyntaxChoice = Literal["proposer", "ours"]
+Direction = Literal["receive", "send"]
+CharacterSetMode = Literal["default", "override"]
 SERVICES = ("echo", "store", "find", "move", "get", "commit", "mwl", "mpps")
 """The words for DIMSE services in ``offers``, ``allowed`` and ``unknown_ae_allowed``."""
 
@@ -97,6 +99,9 @@ class RemoteAE:
     """Associate with it over DICOM TLS, presenting our ``tls_certificate`` and checking
     its certificate against ``tls_ca_certificates``. Config file only: a run-time entry
     for the same AE title keeps what the file says."""
+    fallback_authority: int | None = None
+    """The ``[[authority]]`` whose issuer its objects and requests get when they name
+    none (with ``issuer_heuristic``); none means authority 0."""
 
     def offers_service(self, service: str) -> bool:
         return not self.offers or service in self.offers
@@ -161,6 +166,46 @@ class RouteRule:
     wait_for_stable_study: float = 0.0
     """Send the study once it had no new instance for this many seconds; 0 sends each
     instance as it arrives."""
+
+
+@dataclass(frozen=True)
+class Authority:
+    """An assigning authority of Patient IDs, Admission IDs and Accession Numbers
+    (``[[authority]]``, digest-002 §8.3); authority 0 is the default one."""
+
+    id: int
+    issuer: str
+    """The Issuer of Patient ID, and the Local Namespace Entity ID of the issuer
+    sequences of Admission ID and Accession Number."""
+    universal_entity_id: str = ""
+    universal_entity_id_type: str = ""
+    """DNS, EUI64, ISO, URI, UUID, X400 or X500, with ``universal_entity_id``."""
+
+
+@dataclass(frozen=True)
+class Coercion:
+    """Attribute coercion of the objects some remote AEs send or are sent
+    (``[[coercion]]``): each table of keyword = value names the attribute it writes."""
+
+    name: str
+    direction: Direction
+    """"receive": C-STORE, STOW-RS, import and retrieves into the archive, before the
+    object is stored; "send": C-MOVE, C-GET, routing, WADO and media, on the way out."""
+    ae_titles: tuple[str, ...] = ()
+    """The remote AEs it applies to; empty: every peer, the HTTP door and imports too."""
+    copy: tuple[tuple[str, str], ...] = ()
+    """Target keyword = the keyword whose value it gets; applied first."""
+    set: tuple[tuple[str, str], ...] = ()
+    prefix: tuple[tuple[str, str], ...] = ()
+    """Keyword = text put before each of its values."""
+    map: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    """Keyword = a table of value = replacement; other values stay."""
+    remove: tuple[str, ...] = ()
+    """Keywords removed; applied last."""
+    character_set: str = ""
+    """A Specific Character Set for what these AEs send (receive only): written where
+    the object declares none ("default"), or over what it declares ("override")."""
+    character_set_mode: CharacterSetMode = "default"
 
 
 @dataclass(frozen=True)
@@ -304,9 +349,24 @@ class Settings:
     uses the system's trusted CAs."""
     audit_log: bool = True
     """Also keep every audit message in ``data_dir/audit/`` (searchable by ``/api/audit``)."""
+    issuer_heuristic: bool = False
+    """Resolve the issuers of Patient IDs, Admission IDs and Accession Numbers from the
+    ``[[authority]]`` table and the peer's ``fallback_authority`` (digest-002 §8.3); off,
+    a patient is its Patient ID with the issuer its objects name."""
+    session_ae_pattern: str = "#.*"
+    """Calling AE titles (a regular expression, matched from the start) of sessions,
+    whose requests without an issuer get authority 0 rather than a fallback."""
+    check_character_set: bool = False
+    """Refuse (C000) a data set whose Specific Character Set is unknown or does not
+    decode its text, unless a ``[[coercion]]`` sets one for its sender."""
+    country: str = ""
+    """The tenant's country (ISO 3166 alpha-2): "FR" clears Ethnic Group and Patient
+    Religious Preference from every object before it is stored."""
     remote_ae: tuple[RemoteAE, ...] = field(default_factory=tuple)
     routes: tuple[RouteRule, ...] = field(default_factory=tuple)
     printers: tuple[Printer, ...] = field(default_factory=tuple)
+    authorities: tuple[Authority, ...] = field(default_factory=tuple)
+    coercions: tuple[Coercion, ...] = field(default_factory=tuple)
     config_file: Path | None = None
     """The file these settings were read from, if any (not a setting itself)."""
 
@@ -320,12 +380,14 @@ class Settings:
 SERVER_KEYS = {
     f.name: f
     for f in dataclasses.fields(Settings)
-    if f.name not in ("remote_ae", "routes", "printers", "config_file")
+    if f.name not in ("remote_ae", "routes", "printers", "authorities", "coercions", "config_file")
 }
 ENTRIES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
     "remote_ae": (RemoteAE, "ae_title", ("ae_title", "host", "port")),
     "route": (RouteRule, "name", ("name", "destinations")),
     "printer": (Printer, "name", ("name", "ae_title", "host", "port")),
+    "authority": (Authority, "id", ("id", "issuer")),
+    "coercion": (Coercion, "name", ("name", "direction")),
 }
 """The arrays of tables: their dataclass, the key that names an entry, required keys."""
 SECTIONS = ("server", *ENTRIES)
@@ -335,7 +397,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 def _entry_label(section: str, number: int, table: dict[str, Any]) -> str:
     """``[[remote_ae]] #2 (WS1)``: how an entry is named in messages."""
     name = table.get(ENTRIES[section][1])
-    return f"[[{section}]] #{number}" + (f" ({name})" if isinstance(name, str) and name else "")
+    named = isinstance(name, str | int) and not isinstance(name, bool) and name != ""
+    return f"[[{section}]] #{number}" + (f" ({name})" if named else "")
 
 
 def _words(value: Any) -> Any:
@@ -360,7 +423,7 @@ def _typed(cls: type[Any], values: dict[str, Any], origin: Origin) -> Any:
 
 
 def _entry(section: str, table: Any, where: str) -> Any:
-    """One ``[[remote_ae]]``, ``[[route]]`` or ``[[printer]]`` table, checked."""
+    """One ``[[remote_ae]]``, ``[[route]]``, ``[[printer]]``… table, checked."""
     cls, _name, required = ENTRIES[section]
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
@@ -372,9 +435,11 @@ def _entry(section: str, table: Any, where: str) -> Any:
     if missing:
         raise ConfigError(f"{where} needs {', '.join(missing)}")
     values = dict(table)
-    for key in ("visible", "match"):
+    for key in ("visible", "match", "copy", "set", "prefix"):
         if key in values:
             values[key] = _pairs(values[key], f"{where} {key}")
+    if "map" in values:
+        values["map"] = _maps(values["map"], f"{where} map")
     return _typed(cls, values, lambda key: f"{where} {key}")
 
 
@@ -383,6 +448,13 @@ def _pairs(table: Any, where: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table of keyword = value")
     return tuple(sorted((str(k), str(v)) for k, v in table.items()))
+
+
+def _maps(table: Any, where: str) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    """``map``: keyword = a table of value = replacement."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table of keyword = {{ value = replacement }}")
+    return tuple(sorted((str(k), _pairs(v, f"{where} {k}")) for k, v in table.items()))
 
 
 def _remote(table: Any, where: str) -> RemoteAE:
@@ -508,11 +580,79 @@ def read_config_file(path: Path) -> dict[str, Any]:
         route_from_table(t, remotes, w) for t, w in _tables(document, "route", path)
     )
     values["printers"] = tuple(_printer(t, w) for t, w in _tables(document, "printer", path))
-    for section, key in (("printer", "printers"), ("route", "routes")):
+    values["authorities"] = tuple(
+        _entry("authority", t, w) for t, w in _tables(document, "authority", path)
+    )
+    values["coercions"] = tuple(_coercion(t, w) for t, w in _tables(document, "coercion", path))
+    for section, key in (("printer", "printers"), ("route", "routes"), ("coercion", "coercions")):
         names = [entry.name for entry in values[key]]
         if len(names) != len(set(names)):
             raise ConfigError(f"{path}: [[{section}]] names must be unique")
+    _check_authorities(values["authorities"], remotes, path)
     return values
+
+
+def _check_authorities(
+    authorities: tuple[Authority, ...], remotes: tuple[RemoteAE, ...], path: Path
+) -> None:
+    ids = [authority.id for authority in authorities]
+    if len(ids) != len(set(ids)):
+        raise ConfigError(f"{path}: [[authority]] ids must be unique")
+    for remote in remotes:
+        if remote.fallback_authority is not None and remote.fallback_authority not in ids:
+            raise ConfigError(
+                f"{path}: [[remote_ae]] {remote.ae_title} fallback_authority: "
+                f"{remote.fallback_authority} is not an [[authority]] id"
+            )
+
+
+def _coercion(table: Any, where: str) -> Coercion:
+    coercion: Coercion = _entry("coercion", table, where)
+    problem = coercion_problem(coercion)
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}")
+    return coercion
+
+
+UNCOERCIBLE = frozenset(
+    {"SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"}
+    | {"SpecificCharacterSet", "PixelData", "OriginalAttributesSequence"}
+)
+"""What no coercion writes: the object's identity, its character set (``character_set``
+does that) and pixels, and the record of coercions itself."""
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI"}
+    | {"UR", "UT"}
+)
+
+
+def coercion_problem(coercion: Coercion) -> str | None:
+    """Why a coercion cannot be applied as written, or None."""
+    from pydicom.charset import python_encoding
+    from pydicom.datadict import dictionary_VR
+
+    written = [k for pairs in (coercion.copy, coercion.set, coercion.prefix) for k, _ in pairs]
+    written += [k for k, _ in coercion.map]
+    sources = [source for _, source in coercion.copy]
+    for keyword in [*written, *coercion.remove, *sources]:
+        tag = tag_for_keyword(keyword)
+        if tag is None or tag >> 16 == 0x0002:
+            return f"{keyword} is not a DICOM keyword of a data set"
+    for keyword in [*written, *coercion.remove]:
+        if keyword in UNCOERCIBLE:
+            return f"{keyword} cannot be coerced"
+    for keyword in [*written, *sources]:
+        vr = dictionary_VR(keyword)
+        if vr not in _TEXT_VRS:
+            return f"{keyword} is not a text attribute ({vr})"
+    if coercion.character_set:
+        if coercion.direction != "receive":
+            return "character_set applies to what is received only"
+        terms = coercion.character_set.split("\\")
+        unknown = [term for term in terms if term.strip() not in python_encoding]
+        if unknown:
+            return f"character_set: {unknown[0]!r} is not a Specific Character Set term"
+    return None
 
 
 def _check_sections(document: dict[str, Any], path: Path) -> None:
@@ -573,6 +713,8 @@ def load_settings(
         remote_ae=merged.get("remote_ae", ()),
         routes=merged.get("routes", ()),
         printers=merged.get("printers", ()),
+        authorities=merged.get("authorities", ()),
+        coercions=merged.get("coercions", ()),
         config_file=config_file,
     )
     _check_server(settings, lambda name: origins.get(name, name))
@@ -594,6 +736,24 @@ def _check_server(settings: Settings, origin: Origin) -> None:
             "tcp://host:port or tls://host:port"
         )
     _check_tls(settings)
+    _check_identity(settings, origin)
+
+
+def _check_identity(settings: Settings, origin: Origin) -> None:
+    try:
+        re.compile(settings.session_ae_pattern)
+    except re.error as exc:
+        raise ConfigError(
+            f"{origin('session_ae_pattern')}: not a regular expression: {exc}"
+        ) from None
+    if settings.issuer_heuristic and all(a.id != 0 for a in settings.authorities):
+        raise ConfigError(
+            f"{origin('issuer_heuristic')}: the issuer heuristic needs the default "
+            "[[authority]] (id = 0) in the config file"
+        )
+    country = settings.country
+    if country and not (len(country) == 2 and country.isalpha() and country.isupper()):
+        raise ConfigError(f"{origin('country')}: {country!r} is not a two-letter country code")
 
 
 def _check_tls(settings: Settings) -> None:

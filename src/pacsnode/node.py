@@ -23,7 +23,7 @@ from pacsnode.dimse import tls
 from pacsnode.dimse.scu import Dialer
 from pacsnode.dimse.services import dimse_server
 from pacsnode.dimse.slots import AssociationSlots
-from pacsnode.hl7.listener import OrderListener
+from pacsnode.hl7.listener import Hl7Listener
 from pacsnode.jobs.queue import JobQueue
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.app import create_app
@@ -114,12 +114,14 @@ class Node:
             slots,
         )
         self.orders = (
-            OrderListener(
+            Hl7Listener(
                 Worklist(
                     self.archive.database,
                     settings.worklist_hide_finished,
                     on_scheduled(self.jobs, settings),
+                    self.archive.issuers,
                 ),
+                self.archive.patients,
                 settings.bind_address,
                 settings.hl7_port,
             )

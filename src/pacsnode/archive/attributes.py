@@ -117,6 +117,7 @@ STUDY_ATTRIBUTES = _attrs(
     ("AdditionalPatientHistory", T),
     ("NameOfPhysiciansReadingStudy", N),
     ("AdmissionID", T),
+    ("IssuerOfAdmissionIDSequence", S),
     ("StudyComments", T),
 )
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
 
 from pacsnode.archive.attributes import Level
+from pacsnode.archive.authorities import Authorities, Issuers, NoMatch
+from pacsnode.archive.coercion import Coercions
 from pacsnode.archive.database import Database, has_schema, migrate, open_database
 from pacsnode.archive.deletion import Deletion
 from pacsnode.archive.index import Index
@@ -21,6 +24,8 @@ from pacsnode.archive.ingest import (
 )
 from pacsnode.archive.matching import Query, build, retrieve_selection, search
 from pacsnode.archive.metadata import MetadataCache
+from pacsnode.archive.outgoing import Outgoing
+from pacsnode.archive.patients import PatientRecords
 from pacsnode.archive.receiving import Origin, Receiving
 from pacsnode.archive.remotes import Remotes
 from pacsnode.archive.retrieve import Selected
@@ -54,20 +59,37 @@ class Archive:
             self.storage, self.index, REJECTED_WARNING if warn else CANNOT_UNDERSTAND
         )
         self.rejections = self.ingest.rejections
-        self.metadata = MetadataCache(self.database, self.storage)
         self.remotes = Remotes(settings, self.database)
+        self.authorities = Authorities(settings, self.database)
+        self.issuers = Issuers(settings, self.authorities, self.remotes)
+        self.coercions = Coercions(settings)
+        self.outgoing = Outgoing(self.database, self.coercions, settings.ae_title)
+        self.metadata = MetadataCache(self.database, self.storage, self.outgoing)
         self.receiving = Receiving(self)
         self.deletion = Deletion(self.index, self.storage)
+        self.patients = PatientRecords(self.index, self.issuers)
 
     def receive(self, received: Received, origin: Origin) -> IngestResult:
         """Take in an object from any door (see :mod:`pacsnode.archive.receiving`)."""
         return self.receiving.receive(received, origin)
 
     def find(
-        self, query: Query, offset: int | None = None, limit: int | None = None
+        self,
+        query: Query,
+        offset: int | None = None,
+        limit: int | None = None,
+        requestor: str | None = None,
     ) -> Iterator[sa.RowMapping]:
         """The matches of a C-FIND, QIDO-RS or REST search, by one engine. The query is
-        checked now (:class:`QueryError`); its rows stream from the index as iterated."""
+        checked now (:class:`QueryError`); its rows stream from the index as iterated.
+        ``requestor`` is a C-FIND's calling AE title, for the issuer heuristic."""
+        if requestor is not None:
+            try:
+                query = replace(query, keys=self.issuers.patient_keys(query.keys, requestor))
+            except NoMatch as exc:
+                build(query)  # still refused if it does not fit the model
+                log.info("C-FIND from %s matches nothing: %s", requestor, exc)
+                return iter(())
         statement = build(query).offset(offset)
         if limit is not None:
             statement = statement.limit(limit)
@@ -79,11 +101,21 @@ class Archive:
         keys: dict[str, str],
         patient_root: bool,
         visible: tuple[tuple[str, str], ...] = (),
+        requestor: str = "",
     ) -> list[Selected]:
         """The instances a C-MOVE or C-GET identifier names, as stored; raises
-        :class:`QueryError` for an identifier that names nothing unambiguously."""
+        :class:`QueryError` for an identifier that names nothing unambiguously.
+        ``requestor`` is the calling AE title, for the issuer heuristic."""
+        issuer = None
+        if self.issuers.enabled and keys.get("PatientID"):
+            try:
+                issuer = self.issuers.patient_keys(keys, requestor).get("IssuerOfPatientID")
+            except NoMatch as exc:
+                retrieve_selection(level, keys, patient_root)  # still refused if malformed
+                log.info("retrieve by %s selects nothing: %s", requestor, exc)
+                return []
         statement = retrieve_selection(
-            level, keys, patient_root, visible, self.settings.case_insensitive_matching
+            level, keys, patient_root, visible, self.settings.case_insensitive_matching, issuer
         )
         return [
             Selected(
@@ -91,6 +123,7 @@ class Archive:
                 row["instance.sop_class_uid"],
                 row["instance.sop_instance_uid"],
                 row["instance.transfer_syntax_uid"],
+                bool(row["patient.edited"] or row["study.edited"]),
             )
             for row in self._rows(statement)
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
@@ -277,6 +277,16 @@ def _add_modality(connection: Connection, study_pk: int, modality: str | None) -
         )
 
 
+def _flag_edited(connection: Connection, rows: LevelRows, patient_pk: int, study_pk: int) -> None:
+    """Mark a patient or study that already existed as holding values its new file does
+    not (a resolved issuer); a new row got the flag with its values."""
+    for table, pk, values in ((patient, patient_pk, rows.patient), (study, study_pk, rows.study)):
+        if values.get("edited"):
+            connection.execute(
+                sa.update(table).where(table.c.pk == pk, ~table.c.edited).values(edited=True)
+            )
+
+
 _ATTEMPTS = 5
 SOFT_DELETED = "DELETED"
 """The ``rejection`` code of an instance deleted softly: hidden from every door like a
@@ -290,6 +300,12 @@ class Index:
         # a millisecond and more; queueing them on a lock here hands over at once.
         sqlite_writer = database.writer.dialect.name == "sqlite"
         self._write_lock = threading.Lock() if sqlite_writer else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """One write transaction, queued with those of ingest on SQLite."""
+        with self._write_lock, self.database.writer.begin() as connection:
+            yield connection
 
     def add(
         self,
@@ -394,7 +410,8 @@ class Index:
             (study, study_pk, rows.study),
             (patient, patient_pk, rows.patient),
         ):
-            changes = {k: v for k, v in values.items() if k not in identity}
+            # An edited row stays edited: the new copy's file need not say what it says.
+            changes = {k: v for k, v in values.items() if k not in identity and k != "edited"}
             connection.execute(sa.update(table).where(table.c.pk == pk).values(**changes))
             _delete_sequence_values(connection, table, pk)
             _add_sequence_values(connection, rows, table, pk)
@@ -418,6 +435,7 @@ class Index:
         ).first()
         if found is not None:
             series_pk, study_pk, patient_pk, in_series, in_study = found
+            _flag_edited(connection, rows, patient_pk, study_pk)
             return _Parents(
                 series_pk,
                 study_pk,
@@ -441,6 +459,8 @@ class Index:
             patient_pk = connection.execute(
                 sa.select(study.c.patient_pk).where(study.c.pk == study_pk)
             ).scalar_one()
+        if not (new_patient and new_study):
+            _flag_edited(connection, rows, patient_pk, study_pk)
         series_key = {"series_instance_uid": rows.series["series_instance_uid"]}
         series_values = {k: v for k, v in rows.series.items() if k not in series_key}
         series_values["study_pk"] = study_pk

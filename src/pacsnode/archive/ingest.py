@@ -2,10 +2,16 @@
 
 C-STORE, STOW-RS and ``pacsnode import`` all hand a file to :func:`ingest`.
 The data set bytes are kept exactly as received (private elements, odd UIDs and all);
-they are parsed only to index them and to refuse what cannot be understood. The
-answer is a DICOM status, because every door reports it to someone: a C-STORE
-response, an import summary, a STOW-RS failure reason. The statuses are CDRServer's
-(the archive CDRClient was written for), which PS3.4 allows:
+they are parsed only to index them and to refuse what cannot be understood. Only
+coercion configured for the sender changes them (archive/coercion.py): then the
+coerced data set is stored, the values it replaced in its Original Attributes
+Sequence, so that every reader of the file (WADO, media, metadata) sees one object;
+the answer is then ``B000`` (Coercion of Data Elements, PS3.4 B.2.3). The issuers the
+heuristic resolves (archive/authorities.py) go to the index only, as digest-002 §8.3
+asks; the file keeps the sender's. The answer is a DICOM status, because every door
+reports it to someone: a C-STORE response, an import summary, a STOW-RS failure
+reason. The failure statuses are CDRServer's (the archive CDRClient was written for),
+which PS3.4 allows:
 
 * ``A900``: a UID that identifies the object is missing, or the data set is not the
   SOP class or instance the request names;
@@ -20,9 +26,10 @@ import contextlib
 import errno
 import logging
 import re
+import secrets
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -39,9 +46,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pacsnode import audit
 from pacsnode.archive.attributes import Level, column_values, sequence_values, text_value
+from pacsnode.archive.authorities import resolve_received
+from pacsnode.archive.coercion import CharacterSetError, ReceiveCoercion, rewrite
 from pacsnode.archive.database import unavailable
-from pacsnode.archive.encoding import Encoding, meta_syntax, split_meta
+from pacsnode.archive.encoding import Encoding, EncodingError, meta_syntax, split_meta
 from pacsnode.archive.index import Index, LevelRows, PatientChange
+from pacsnode.archive.modification import Modification
 from pacsnode.archive.rejection import (
     REJECTION_CODES,
     RejectionError,
@@ -52,7 +62,7 @@ from pacsnode.archive.rejection import (
 from pacsnode.archive.schema import LEVEL_TABLES
 from pacsnode.archive.storage import Storage, file_meta
 from pacsnode.archive.uids import syntax_of_encoding
-from pacsnode.config import DuplicatePolicy
+from pacsnode.config import Authority, DuplicatePolicy
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,7 @@ CANNOT_WRITE_FILE = 0xA701  # CDRServer's FILESAVE_ERROR, in PS3.4's A7xx "out o
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 REJECTED_WARNING = 0xB006  # "element discarded": what synedra answers for a rejected copy
+COERCED = 0xB000  # "coercion of data elements": stored, with values the configuration set
 
 _DEFER_SIZE = 64 * 1024
 _HEAD = 64 * 1024
@@ -96,7 +107,8 @@ class IngestResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == SUCCESS
+        """Whether the object is in the archive: stored as sent, or coerced."""
+        return self.status in (SUCCESS, COERCED)
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,10 @@ class Received:
     expected_sop_instance: str | None = None
     duplicate_policy: DuplicatePolicy = "keep"
     prepared: Prepared | None = None
+    coercion: ReceiveCoercion | None = None
+    """What the configuration changes in what this sender sends, if anything."""
+    authority: Authority | None = None
+    """The issuers the index records for it (the issuer heuristic), if on."""
 
 
 class IngestError(Exception):
@@ -331,7 +347,8 @@ def _rejection_note(
         raise IngestError(CANNOT_UNDERSTAND, f"invalid rejection note: {exc}"[:64]) from exc
 
 
-def _level_rows(dataset: Dataset) -> LevelRows:
+def _level_rows(dataset: Dataset, authority: Authority | None) -> LevelRows:
+    edited = resolve_received(dataset, authority) if authority is not None else (False, False)
     try:
         values = {level: column_values(dataset, level) for level in Level}
         rows = LevelRows(
@@ -347,6 +364,9 @@ def _level_rows(dataset: Dataset) -> LevelRows:
         raise IngestError(CANNOT_UNDERSTAND, f"attribute unreadable: {exc}"[:64]) from exc
     rows.patient["patient_id"] = rows.patient["patient_id"] or ""
     rows.patient["issuer_of_patient_id"] = rows.patient["issuer_of_patient_id"] or ""
+    for row, differs in zip((rows.patient, rows.study), edited, strict=True):
+        if differs:  # the index holds what the file does not: see archive/outgoing.py
+            row["edited"] = True
     return rows
 
 
@@ -382,8 +402,19 @@ class Ingest:
         uids = _required_uids(parsed.dataset)
         _check_against_request(received, uids)
         self._check_not_rejected(uids["SOPInstanceUID"])
+        coerced = self._coerce(received, parsed, uids)
+        if coerced is not None:
+            try:
+                return self._store(coerced.received, _parse(coerced.received), uids, coerced)
+            finally:
+                coerced.received.path.unlink(missing_ok=True)
+        return self._store(received, parsed, uids, None)
+
+    def _store(
+        self, received: Received, parsed: _Parsed, uids: dict[str, str], coerced: _Coerced | None
+    ) -> IngestResult:
         note = _rejection_note(parsed.dataset, uids["SOPClassUID"])
-        rows = _level_rows(parsed.dataset)
+        rows = _level_rows(parsed.dataset, received.authority)
         placement = self._place_file(received, parsed, uids)
         rows.instance.update(
             transfer_syntax_uid=parsed.transfer_syntax,
@@ -422,7 +453,47 @@ class Ingest:
             "replaced": Outcome.REPLACED,
             "kept": Outcome.DUPLICATE,
         }[added.outcome]
-        return IngestResult(SUCCESS, outcome, "", uids["SOPInstanceUID"])
+        if coerced is None or added.outcome == "kept":
+            return IngestResult(SUCCESS, outcome, "", uids["SOPInstanceUID"])
+        changed = coerced.modification.described()
+        _audit_coerced(received.source_ae, uids["SOPInstanceUID"], changed)
+        comment = f"coerced: {', '.join(changed)}"[:64]
+        return IngestResult(COERCED, outcome, comment, uids["SOPInstanceUID"])
+
+    def _coerce(self, received: Received, parsed: _Parsed, uids: dict[str, str]) -> _Coerced | None:
+        """The data set as the sender's coercion leaves it, in a file of its own; None
+        when nothing changes. C000 for a character set refused."""
+        if received.coercion is None:
+            return None
+        try:
+            changes = received.coercion.changes(parsed.dataset)
+        except CharacterSetError as exc:
+            log.warning("%s refused: %s", uids["SOPInstanceUID"], exc)
+            raise IngestError(CANNOT_UNDERSTAND, str(exc)[:64]) from exc
+        source = (received.source_ae or "").strip()
+        modification = Modification(parsed.dataset, changes, received.coercion.system, source)
+        if not modification:
+            return None
+        path = self.storage.tmp / f"coerced-{secrets.token_hex(8)}.dcm"
+        uid, sop_class = uids["SOPInstanceUID"], uids["SOPClassUID"]
+        try:
+            syntax = rewrite(
+                received.path,
+                parsed.offset,
+                parsed.transfer_syntax,
+                modification,
+                path,
+                lambda syntax: file_meta(sop_class, uid, syntax, source),
+            )
+        except EncodingError as exc:
+            path.unlink(missing_ok=True)
+            raise IngestError(CANNOT_UNDERSTAND, f"cannot coerce: {exc}"[:64]) from exc
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise resource_error(exc) from exc
+        log.info("%s coerced: %s", uids["SOPInstanceUID"], modification.described())
+        coerced = replace(received, path=path, transfer_syntax=syntax, prepared=None)
+        return _Coerced(coerced, modification)
 
     def _check_not_rejected(self, sop_instance_uid: str) -> None:
         """A copy of an instance rejected as wrong is not stored again."""
@@ -461,6 +532,20 @@ class Ingest:
         with contextlib.suppress(OSError):
             placement.wait()
         self.storage.delete(placement.relative_path)
+
+
+@dataclass(frozen=True)
+class _Coerced:
+    """A received object as its sender's coercion changed it, in a file of its own."""
+
+    received: Received
+    modification: Modification
+
+
+def _audit_coerced(source_ae: str | None, sop_instance_uid: str, changed: dict[str, str]) -> None:
+    sender = (source_ae or "").strip()
+    who = audit.Actor(sender, requestor=True, dicom=True) if sender else None
+    audit.instances_updated(who, changed, instances=[sop_instance_uid])
 
 
 def _audit_patient(change: PatientChange, source_ae: str | None) -> None:

@@ -481,17 +481,21 @@ def retrieve_selection(
     patient_root: bool,
     visible: tuple[tuple[str, str], ...] = (),
     case_insensitive: bool = True,
+    issuer: str | None = None,
 ) -> sa.Select[Any]:
     """Every instance below the entities that a C-MOVE or C-GET identifier names.
 
     The identifier must carry the unique key of its level; the unique keys of the
     other levels, when given, narrow the selection further. ``visible`` leaves out
-    the studies the requestor may not see, exactly as its C-FIND does.
+    the studies the requestor may not see, exactly as its C-FIND does. ``issuer`` is
+    the Issuer of Patient ID the issuer heuristic resolved for its Patient ID.
     """
     unique = {UNIQUE_KEYS[lv] for lv in LEVEL_ORDER}
     if not keys.get(UNIQUE_KEYS[level]):
         raise QueryError(f"{UNIQUE_KEYS[level]} is required at the {level} level")
     wanted = {k: v for k, v in keys.items() if k in unique and v}
+    if issuer is not None and "PatientID" in wanted:
+        wanted["IssuerOfPatientID"] = issuer
     query = Query(
         Level.IMAGE,
         wanted,

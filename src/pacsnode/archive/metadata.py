@@ -31,6 +31,8 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import Tag
 
 from pacsnode.archive.database import Database
+from pacsnode.archive.modification import Modification
+from pacsnode.archive.outgoing import Outgoing
 from pacsnode.archive.retrieve import Located, located_row, visible_instances
 from pacsnode.archive.schema import instance, instance_metadata
 from pacsnode.archive.storage import Storage
@@ -180,8 +182,11 @@ def _number(text: str, integer: bool) -> int | float | None:
             return None
 
 
-def document(path: Path, located: Located) -> dict[str, Any]:
-    """The DICOM JSON of a stored file, bulk data as URIs below :data:`BASE`.
+def document(
+    path: Path, located: Located, modification: Modification | None = None
+) -> dict[str, Any]:
+    """The DICOM JSON of a stored file, bulk data as URIs below :data:`BASE`, with what
+    the outgoing step changes in it.
 
     Values longer than the threshold are left on disk while reading, so pixel data is
     never read.
@@ -190,7 +195,15 @@ def document(path: Path, located: Located) -> dict[str, Any]:
         located.study_instance_uid, located.series_instance_uid, located.sop_instance_uid
     )
     dataset = dcmread(path, force=True, defer_size=BULK_THRESHOLD)
-    return _Converter(url, dataset).dataset(dataset)
+    converted = _Converter(url, dataset).dataset(dataset)
+    if not modification:
+        return converted
+    for tag, value in modification.json().items():
+        if value is None:
+            converted.pop(tag, None)
+        else:
+            converted[tag] = value
+    return dict(sorted(converted.items()))
 
 
 def bulk_value(dataset: Dataset, tag_path: str) -> DataElement | None:
@@ -207,9 +220,12 @@ def bulk_value(dataset: Dataset, tag_path: str) -> DataElement | None:
 
 
 class MetadataCache:
-    def __init__(self, database: Database, storage: Storage) -> None:
+    def __init__(self, database: Database, storage: Storage, outgoing: Outgoing) -> None:
         self.database = database
         self.storage = storage
+        self.outgoing = outgoing
+        """What goes out of an instance edited in the index, or coerced for the HTTP
+        door, is what its document says; an edit drops the documents it changes."""
         self._making = threading.Lock()
         """Held while making a chunk, so that a request and the warmer never make the
         same documents twice: each re-reads what is there once it holds the lock."""
@@ -247,7 +263,11 @@ class MetadataCache:
         made: dict[int, str] = {}
         for item in located:
             try:
-                made[item.pk] = json.dumps(document(item.path, item), separators=(",", ":"))
+                modification = self.outgoing.modification(
+                    item.path, item.sop_instance_uid, item.edited, None
+                )
+                text = json.dumps(document(item.path, item, modification), separators=(",", ":"))
+                made[item.pk] = text
             except Exception as exc:  # a file gone or unreadable is answered without it
                 log.error("metadata of %s unavailable: %s", item.sop_instance_uid, exc)
         self._save(made)

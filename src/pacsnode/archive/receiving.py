@@ -1,8 +1,9 @@
 """Receiving an object: the one entry every door uses (C-STORE, C-GET, STOW-RS, import).
 
-:meth:`Receiving.receive` applies the sender's duplicate policy, hands the file to
-ingest, and tells whoever listens (routing) what arrived, so that an object behaves
-the same whichever door it came through.
+:meth:`Receiving.receive` applies the sender's duplicate policy, coercion and issuer
+(archive/coercion.py, archive/authorities.py), hands the file to ingest, and tells
+whoever listens (routing) what arrived, so that an object behaves the same whichever
+door it came through.
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ class Receiving:
             else self.archive.settings.duplicate_policy
         )
         result = self.archive.ingest(
-            replace(received, source_ae=source or None, duplicate_policy=policy)
+            replace(
+                received,
+                source_ae=source or None,
+                duplicate_policy=policy,
+                coercion=self.archive.coercions.on_receive(source or None),
+                authority=self.archive.issuers.of_sender(source),
+            )
         )
         for listener in self._listeners:
             try:

@@ -136,6 +136,15 @@ def _port(value: Any) -> int:
     return value
 
 
+def _authority(values: dict[str, Any]) -> int | None:
+    value = values.get("fallback_authority")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RemoteError("fallback_authority must be an authority id", "fallback_authority")
+    return value
+
+
 def _choice(values: dict[str, Any], name: str, choices: tuple[str, ...], default: Any) -> Any:
     value = values.get(name, default)
     if value is not None and value not in choices:
@@ -172,6 +181,7 @@ def remote_from_json(values: dict[str, Any]) -> RemoteAE:
         tls=_flag(values, "tls", False),
         check_host=_flag(values, "check_host", False),
         visible=_visible(values),
+        fallback_authority=_authority(values),
     )
 
 

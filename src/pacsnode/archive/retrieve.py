@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from pacsnode.archive.schema import instance, series, study
+from pacsnode.archive.schema import instance, patient, series, study
 from pacsnode.archive.storage import Storage
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ class Selected:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax_uid: str
+    edited: bool = False
+    """The index holds other values for its patient or study (see archive/outgoing.py)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Located:
     path: Path
     size: int
     number_of_frames: int | None
+    edited: bool = False
+    """The index holds other values for its patient or study (see archive/outgoing.py)."""
 
 
 def visible_instances() -> sa.Select[tuple[object, ...]]:
@@ -58,11 +62,12 @@ def visible_instances() -> sa.Select[tuple[object, ...]]:
             instance.c.file_path,
             instance.c.file_size,
             instance.c.number_of_frames,
+            sa.or_(patient.c.edited, study.c.edited).label("edited"),
         )
         .select_from(
-            study.join(series, series.c.study_pk == study.c.pk).join(
-                instance, instance.c.series_pk == series.c.pk
-            )
+            study.join(series, series.c.study_pk == study.c.pk)
+            .join(instance, instance.c.series_pk == series.c.pk)
+            .join(patient, patient.c.pk == study.c.patient_pk)
         )
         .where(instance.c.rejection.is_(None))
     )
@@ -106,4 +111,5 @@ def located_row(row: Any, storage: Storage) -> Located:
         path=storage.absolute(row.file_path),
         size=row.file_size,
         number_of_frames=row.number_of_frames,
+        edited=bool(row.edited),
     )

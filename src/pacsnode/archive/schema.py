@@ -78,6 +78,13 @@ def _timestamps() -> list[sa.Column[Any]]:
     ]
 
 
+def _edited() -> sa.Column[bool]:
+    """Set once the index holds values of this patient or study that some of its files
+    do not (an update, a merge, a resolved issuer): what goes out is then rewritten
+    from the index (archive/outgoing.py), and only then."""
+    return sa.Column("edited", sa.Boolean, nullable=False, server_default=sa.false())
+
+
 def _parent(table: str) -> sa.Column[int]:
     return sa.Column(
         f"{table}_pk", sa.Integer, sa.ForeignKey(f"{table}.pk"), nullable=False, index=True
@@ -93,6 +100,7 @@ patient = sa.Table(
     sa.Column("patient_id", sa.Text, nullable=False),
     sa.Column("issuer_of_patient_id", sa.Text, nullable=False),
     *_attribute_columns(Level.PATIENT, skip={"PatientID", "IssuerOfPatientID"}),
+    _edited(),
     _counter("num_studies"),
     _counter("num_series"),
     _counter("num_instances"),
@@ -109,6 +117,7 @@ study = sa.Table(
     *_attribute_columns(Level.STUDY, skip={"StudyInstanceUID"}),
     sa.Column("modalities_in_study", sa.Text),
     sa.Column("specific_character_set", sa.Text),
+    _edited(),
     _counter("num_series"),
     _counter("num_instances"),
     *_timestamps(),
@@ -260,6 +269,19 @@ remote_ae = sa.Table(
     sa.Column("allowed", sa.Text, nullable=False, server_default="[]"),
     sa.Column("transfer_syntaxes", sa.Text, nullable=False, server_default="[]"),
     sa.Column("move_destination_only", sa.Boolean, nullable=False),
+    sa.Column("fallback_authority", sa.Integer),
+    *_timestamps(),
+)
+
+# Assigning authorities added or changed at run time, over the config file's
+# [[authority]] entries of the same id (see archive/authorities.py).
+authority = sa.Table(
+    "authority",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("issuer", sa.Text, nullable=False),
+    sa.Column("universal_entity_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("universal_entity_id_type", sa.String(16), nullable=False, server_default=""),
     *_timestamps(),
 )
 

@@ -47,6 +47,7 @@ from pacsnode.archive.encoding import (
     reencode,
     split_meta,
 )
+from pacsnode.archive.modification import Modification
 from pacsnode.config import is_lossy_syntax
 
 DECODED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -70,22 +71,44 @@ def can_transcode(stored: str, target: str, lossy_ratio: int | None = None) -> b
     return target == stored or target in DECODED or target in LOSSLESS_TARGETS
 
 
-def transcode(path: Path, stored: str, target: str) -> bytes:
+def transcode(
+    path: Path, stored: str, target: str, modification: Modification | None = None
+) -> bytes:
     """The Part 10 file at ``path`` (stored in ``stored``) re-encoded in ``target``."""
-    if target == stored:
+    if target == stored and not modification:
         return path.read_bytes()
-    meta, body = convert(path, stored, target)
+    meta, body = convert(path, stored, target, modification=modification)
     return b"".join([meta, *body])
 
 
+def writable(syntax: str) -> bool:
+    """Whether a modified data set can be written in this syntax (the re-encoder writes
+    Little Endian, neither Big Endian nor deflated)."""
+    encoding = Encoding.of(syntax)
+    return encoding.little and not encoding.deflated
+
+
+def modified(path: Path, stored: str, modification: Modification) -> bytes:
+    """The Part 10 file with the outgoing step's changes, in its stored syntax when
+    that can be written, else in Explicit VR Little Endian."""
+    return transcode(
+        path, stored, stored if writable(stored) else ExplicitVRLittleEndian, modification
+    )
+
+
 def convert(
-    path: Path, stored: str, target: str, lossy_ratio: int | None = None
+    path: Path,
+    stored: str,
+    target: str,
+    lossy_ratio: int | None = None,
+    modification: Modification | None = None,
 ) -> tuple[bytes, list[Chunk]]:
     """The stored file's File Meta (naming ``target``) and its data set in ``target``.
 
     The data set comes as chunks, large values as slices of the mapped file, so a
     sender can write them out without joining them first. ``lossy_ratio`` allows
-    lossy JPEG 2000 at that compression ratio.
+    lossy JPEG 2000 at that compression ratio; ``modification`` changes top-level
+    attributes on the way (the outgoing step, coercion).
     """
     if not can_transcode(stored, target, lossy_ratio):
         if lossy_ratio is not None and target == JPEG2000:
@@ -96,6 +119,8 @@ def convert(
     replace = {}
     if _pixels_change(stored, target):
         replace = _pixel_changes(path, stored, target, lossy_ratio)
+    if modification:
+        replace.update(modification.encoded(Encoding.of(target).implicit))
     try:
         body = reencode(data[offset:], Encoding.of(stored), Encoding.of(target), replace)
     except EncodingError as exc:

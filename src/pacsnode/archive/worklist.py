@@ -19,6 +19,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from pacsnode.archive.attributes import fold, item_values
+from pacsnode.archive.authorities import Issuers
 from pacsnode.archive.database import Database, aware, now
 from pacsnode.archive.matching import item_condition
 from pacsnode.archive.schema import sequence_value, worklist_item
@@ -123,21 +124,30 @@ class Worklist:
         database: Database,
         hide_finished: bool = True,
         on_scheduled: Callable[[Dataset], None] | None = None,
+        issuers: Issuers | None = None,
     ) -> None:
         self.database = database
         self.hide_finished = hide_finished
         self.on_scheduled = on_scheduled
         """Told of every item scheduled once it is stored (prefetch listens here)."""
+        self.issuers = issuers
+        """With the issuer heuristic on, items get the default issuers they lack."""
+
+    def _prepared(self, dataset: Dataset) -> Dataset:
+        dataset = _drop_specific_character_set(prepared(dataset))
+        if self.issuers is not None:
+            self.issuers.amend_item(dataset)
+        return dataset
 
     def add(self, dataset: Dataset, order_number: str | None = None) -> WorklistItem:
-        dataset = _drop_specific_character_set(prepared(dataset))
+        dataset = self._prepared(dataset)
         with self.database.writer.begin() as connection:
             pk = self._insert(connection, dataset, order_number)
         return self._scheduled(pk)
 
     def schedule_order(self, order_number: str, dataset: Dataset) -> WorklistItem:
         """The item of an order, replacing what an earlier message of it scheduled."""
-        dataset = _drop_specific_character_set(prepared(dataset))
+        dataset = self._prepared(dataset)
         with self.database.writer.begin() as connection:
             self._delete_order(connection, order_number)
             pk = self._insert(connection, dataset, order_number)
@@ -165,7 +175,7 @@ class Worklist:
         return int(pk)
 
     def replace(self, pk: int, dataset: Dataset) -> WorklistItem:
-        dataset = _drop_specific_character_set(prepared(dataset))
+        dataset = self._prepared(dataset)
         with self.database.writer.begin() as connection:
             changed = connection.execute(
                 sa.update(worklist_item)

@@ -57,6 +57,7 @@ __all__ = [
     "instances_deleted",
     "instances_sent",
     "instances_stored",
+    "instances_updated",
     "media_exported",
     "media_imported",
     "patient_record",
@@ -340,15 +341,16 @@ def patient_record(
     patient_id: str,
     patient_name: str,
     *,
-    created: bool,
+    created: bool = False,
     changed: Mapping[str, str] | None = None,
+    deleted: bool = False,
 ) -> None:
-    """A patient record created, or updated with ``changed`` (keyword to new value):
-    Patient Record. ``None`` is pacsnode itself."""
+    """A patient record created, updated with ``changed`` (keyword to new value), or
+    deleted (merged into another): Patient Record. ``None`` is pacsnode itself."""
     if (trail := _trail) is None:
         return
     values = dict(changed or {})
-    action: Literal["C", "U"] = "C" if created else "U"
+    action: Literal["C", "U", "D"] = "C" if created else "D" if deleted else "U"
     trail.emit(
         lambda _s: trail.builder.patient_record(
             user.participant() if user is not None else trail.application,
@@ -357,6 +359,27 @@ def patient_record(
             action,
             values,
         )
+    )
+
+
+def instances_updated(
+    user: Actor | None,
+    changed: Mapping[str, str],
+    *,
+    instances: Iterable[str] = (),
+    studies: Iterable[messages.Study] = (),
+) -> None:
+    """Instances changed in the archive (coerced on receipt), or a study's attributes
+    edited: DICOM Instances Accessed, U, with the new values. ``None`` is pacsnode."""
+    if (trail := _trail) is None or not changed:
+        return
+    values = dict(changed)
+    trail.emit(
+        lambda found: trail.builder.updated(
+            user.participant() if user is not None else trail.application, found, values
+        ),
+        instances,
+        studies,
     )
 
 

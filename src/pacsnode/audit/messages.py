@@ -200,8 +200,8 @@ def _object(
     return element
 
 
-def _study(root: ET.Element, study: Study) -> None:
-    element = _object(root, study.uid, STUDY_INSTANCE_UID, "2", "3")
+def _study(root: ET.Element, study: Study, details: Iterable[tuple[str, bytes | str]] = ()) -> None:
+    element = _object(root, study.uid, STUDY_INSTANCE_UID, "2", "3", details=details)
     description = ET.SubElement(element, "ParticipantObjectDescription")
     if study.accession:
         ET.SubElement(description, "Accession", {"Number": study.accession})
@@ -268,11 +268,12 @@ class Builder:
         outcome: int,
         actor: Participant,
         studies: list[Study] | None = None,
+        details: Iterable[tuple[str, bytes | str]] = (),
     ) -> Message:
         patients: tuple[str, ...] = ()
         if studies:
             for study in studies:
-                _study(root, study)
+                _study(root, study, details)
             patients = _patients(root, studies)
         identification = root.find("EventIdentification")
         assert identification is not None
@@ -351,7 +352,8 @@ class Builder:
         action: Action,
         changed: dict[str, str],
     ) -> Message:
-        """Patient Record: created (C) or updated (U, with the new values)."""
+        """Patient Record: created (C), updated (U, with the new values) or deleted (D,
+        merged into another)."""
         root, when = self._message(PATIENT_RECORD, action, SUCCESS, [user])
         _object(
             root,
@@ -361,8 +363,8 @@ class Builder:
             "1",
             name=patient_name or None,
             details=sorted(changed.items()),
-            life_cycle="1" if action == "C" else "3",  # origination, or amendment
-        )
+            life_cycle={"C": "1", "D": "14"}.get(action, "3"),  # origination, logical
+        )  # deletion, or amendment
         message = self._finish(root, when, PATIENT_RECORD, None, SUCCESS, user)
         return replace(message, patients=(patient_id,))
 
@@ -372,6 +374,13 @@ class Builder:
         """DICOM Instances Accessed: R for a retrieve over HTTP, D for a deletion."""
         root, when = self._message(INSTANCES_ACCESSED, action, outcome, [user])
         return self._finish(root, when, INSTANCES_ACCESSED, None, outcome, user, studies)
+
+    def updated(self, user: Participant, studies: list[Study], changed: dict[str, str]) -> Message:
+        """DICOM Instances Accessed, U: instances or their study changed in the archive
+        (coerced on receipt, study attributes edited), with the new values."""
+        root, when = self._message(INSTANCES_ACCESSED, "U", SUCCESS, [user])
+        details = sorted(changed.items())
+        return self._finish(root, when, INSTANCES_ACCESSED, None, SUCCESS, user, studies, details)
 
     def study_deleted(
         self, user: Participant, studies: list[Study], description: str = ""

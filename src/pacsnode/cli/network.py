@@ -77,9 +77,14 @@ def _files(words: list[str]) -> list[Path]:
     return paths
 
 
-def _archive_files(study: list[str], series: list[str], config: Path | None) -> list[Path]:
-    """The files the local archive holds of these studies, or of these series of one."""
+def _archive_files(
+    study: list[str], series: list[str], config: Path | None, folder: Path, destination: str
+) -> list[Path]:
+    """The files the local archive holds of these studies, or of these series of one;
+    an instance the outgoing step changes (archive/outgoing.py) as its copy in
+    ``folder``."""
     from pacsnode.archive.retrieve import locate
+    from pacsnode.archive.transcoding import modified
 
     if series and len(study) != 1:
         raise typer.BadParameter("--series needs exactly one --study", param_hint="--series")
@@ -88,8 +93,21 @@ def _archive_files(study: list[str], series: list[str], config: Path | None) -> 
     archive = archive_of(config)
     try:
         if series:
-            return [item.path for uid in series for item in locate(archive, study[0], uid)]
-        return [item.path for uid in study for item in locate(archive, uid)]
+            found = [item for uid in series for item in locate(archive, study[0], uid)]
+        else:
+            found = [item for uid in study for item in locate(archive, uid)]
+        paths = []
+        for item in found:
+            modification = archive.outgoing.modification(
+                item.path, item.sop_instance_uid, item.edited, destination
+            )
+            if not modification:
+                paths.append(item.path)
+                continue
+            copy = folder / f"{item.sop_instance_uid}.dcm"
+            copy.write_bytes(modified(item.path, item.transfer_syntax_uid, modification))
+            paths.append(copy)
+        return paths
     finally:
         archive.close()
 
@@ -160,12 +178,13 @@ def store(
     node = peer(target, port, called_ae, calling_ae, config)
 
     configure_logging("ERROR")
-    candidates = list(walk(files)) + _archive_files(study or [], series or [], config)
-    if not candidates:
-        raise fail("nothing to send: give files, folders or --study")
-    outgoing = [item for item in map(describe, candidates) if item is not None]
-    skipped = len(candidates) - len(outgoing)
     with tempfile.TemporaryDirectory(prefix="pacsnode-store-") as folder:
+        stored = _archive_files(study or [], series or [], config, Path(folder), node.ae_title)
+        candidates = list(walk(files)) + stored
+        if not candidates:
+            raise fail("nothing to send: give files, folders or --study")
+        outgoing = [item for item in map(describe, candidates) if item is not None]
+        skipped = len(candidates) - len(outgoing)
         total = len(outgoing)
         originals: dict[Path, Path] = {}
         failures: list[StoreOutcome] = []

@@ -82,6 +82,9 @@ def add(
     ),
     pending_responses: Annotated[bool, typer.Option(help="Pending C-MOVE/C-GET responses.")] = True,
     move_destination_only: Annotated[bool, typer.Option(help="Never sent to unasked.")] = False,
+    fallback_authority: Annotated[
+        int | None, typer.Option(help="The authority id of what it sends without an issuer.")
+    ] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
@@ -99,12 +102,15 @@ def add(
         "commitment_report": commitment_report,
         "pending_responses": pending_responses,
         "move_destination_only": move_destination_only,
+        "fallback_authority": fallback_authority,
     }
     try:
         item = remote_from_json(values)
     except RemoteError as exc:  # bad arguments
         raise fail(str(exc)) from exc
     archive = _archive(config, data_dir, database_url)
+    if fallback_authority is not None and archive.authorities.get(fallback_authority) is None:
+        raise _fail(f"fallback authority {fallback_authority} is no authority")
     try:
         created = archive.remotes.put(item)
     except RemoteError as exc:

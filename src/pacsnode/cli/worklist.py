@@ -34,9 +34,11 @@ def _open(config: Path | None, data_dir: Path | None, database_url: str | None) 
     from pacsnode.workflows.prefetch import on_scheduled
 
     settings = load(config, data_dir=data_dir, database_url=database_url)
-    database = open_archive(settings).database
+    archive = open_archive(settings)
+    database = archive.database
     queue = JobQueue(database, settings.job_max_attempts, settings.job_retry_delay)
-    return Worklist(database, settings.worklist_hide_finished, on_scheduled(queue, settings))
+    scheduled = on_scheduled(queue, settings)
+    return Worklist(database, settings.worklist_hide_finished, scheduled, archive.issuers)
 
 
 def _from_options(values: dict[str, str | None], start: str | None) -> Dataset:

@@ -39,7 +39,7 @@ class FindSCP:
         try:
             identifier = event.identifier
             query = self._query(identifier, event, model)
-            matches = self.archive.find(query)
+            matches = self.archive.find(query, requestor=event.calling_ae)
         except QueryError as exc:
             log.warning("C-FIND from %s refused: %s", event.calling_ae, exc)
             yield Answer(status.DOES_NOT_MATCH_SOP_CLASS, comment=str(exc))

@@ -44,6 +44,7 @@ class MppsSCP:
         uid = given or generate_uid()
         try:
             attributes = request.dataset()
+            self.archive.issuers.amend_step(attributes, calling_ae)
             step = self.store.create(uid, attributes, calling_ae)
         except (MppsError, codec.DecodeError) as exc:
             log.warning("MPPS N-CREATE %s from %s refused: %s", uid, calling_ae, exc)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 from pydicom import Dataset
 from sqlalchemy.exc import DBAPIError
@@ -125,7 +126,9 @@ class RetrieveService:
         destination_actor = audit.Actor(remote.ae_title, remote.host, dicom=True)
         _audit_begin(destination_actor, selected, request.session.actor)
         try:
-            tally = self._send_all(request, sub_association, selected, is_move=True)
+            tally = self._send_all(
+                request, sub_association, selected, remote.ae_title, is_move=True
+            )
         finally:
             sub_association.release()
         self._finish(request, selected, tally, destination_actor, request.session.actor)
@@ -136,7 +139,8 @@ class RetrieveService:
             return
         log.info("C-GET of %d instances by %s", len(selected), request.session.calling_ae)
         _audit_begin(request.session.actor, selected)
-        tally = self._send_all(request, request.association, selected, is_move=False)
+        requestor = request.session.calling_ae
+        tally = self._send_all(request, request.association, selected, requestor, is_move=False)
         self._finish(request, selected, tally, request.session.actor)
 
     def _select(self, request: Request) -> list[OutgoingFile] | None:
@@ -164,6 +168,7 @@ class RetrieveService:
                 keys,
                 patient_root=model not in STUDY_ROOT,
                 visible=self.archive.remotes.visible_to(calling),
+                requestor=calling,
             )
         except QueryError as exc:
             log.warning("retrieve from %s refused: %s", calling, exc)
@@ -175,16 +180,26 @@ class RetrieveService:
             return None
         return [
             OutgoingFile(
-                item.path, item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid, True
+                item.path,
+                item.sop_class_uid,
+                item.sop_instance_uid,
+                item.transfer_syntax_uid,
+                True,
+                item.edited,
             )
             for item in selected
         ]
 
     def _send_all(
-        self, request: Request, receiver: Association, selected: list[OutgoingFile], is_move: bool
+        self,
+        request: Request,
+        receiver: Association,
+        selected: list[OutgoingFile],
+        destination: str,
+        is_move: bool,
     ) -> Tally | None:
-        """C-STORE each instance in turn, a pending response after each; None once a
-        C-CANCEL stopped it (and its response was sent)."""
+        """C-STORE each instance in turn, through the outgoing step, a pending response
+        after each; None once a C-CANCEL stopped it (and its response was sent)."""
         tally = Tally(len(selected))
         pending = self._pending_responses(request.session.calling_ae)
         # A C-MOVE's sub-operations name the request they serve; a C-GET's need not.
@@ -197,7 +212,14 @@ class RetrieveService:
             if not receiver.established:
                 tally.count(item.sop_instance, None)
                 continue
-            outcome = send_one(receiver, item, originator, message_id)
+            edits = partial(
+                self.archive.outgoing.modification,
+                item.path,
+                item.sop_instance,
+                item.edited,
+                destination,
+            )
+            outcome = send_one(receiver, item, originator, message_id, edits=edits)
             if outcome.status != status.SUCCESS:
                 log.warning(
                     "sub-operation for %s: status %s %s",

@@ -21,8 +21,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacsnode import status
 from pacsnode.archive.encoding import split_meta
+from pacsnode.archive.modification import Modification
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from pacsnode.archive.transcoding import convert
+from pacsnode.archive.transcoding import convert, writable
 from pacsnode.archive.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
@@ -152,6 +153,9 @@ class OutgoingFile:
     transfer_syntax: str
     has_meta: bool
     """Only a file with complete File Meta can be sent byte for byte."""
+    edited: bool = False
+    """An archive instance whose patient or study the index holds otherwise than its
+    file (see archive/outgoing.py)."""
 
 
 @dataclass(frozen=True)
@@ -258,21 +262,34 @@ def store(
             association.release()
 
 
+Edits = Callable[[], Modification | None]
+"""The outgoing step's answer for one object (archive/outgoing.py), asked for as it is
+sent, so that a file it cannot read fails that object only."""
+
+
 def payload(
-    association: Association, item: OutgoingFile, lossy_ratio: int | None = None, target: str = ""
+    association: Association,
+    item: OutgoingFile,
+    lossy_ratio: int | None = None,
+    target: str = "",
+    edits: Edits | None = None,
 ) -> tuple[int, list[Buffer]]:
     """The context to send on and the data set: the stored bytes if the peer takes
-    their syntax, else converted (to ``target`` if given, else uncompressed)."""
+    their syntax and nothing is to change, else converted (to ``target`` if given,
+    else uncompressed) with the outgoing step's changes."""
+    modification = edits() if edits is not None else None
     accepted = accepted_syntaxes(association, item.sop_class)
     choices = [target] if target else [item.transfer_syntax, *CONVERTED]
+    if modification:  # a modified data set is written in Little Endian, not deflated
+        choices = [ts for ts in choices if writable(ts)] + list(CONVERTED)
     syntax = next((ts for ts in choices if ts in accepted), None)
     if syntax is None:
         raise ValueError(f"the peer accepts neither {item.transfer_syntax} nor uncompressed")
     context = association.context_for(item.sop_class, [syntax])
     assert context is not None  # the syntax was among those accepted
-    if syntax == item.transfer_syntax and item.has_meta:
+    if syntax == item.transfer_syntax and item.has_meta and not modification:
         return context.id, [_stored_data_set(item.path)]
-    _meta, body = convert(item.path, item.transfer_syntax, syntax, lossy_ratio)
+    _meta, body = convert(item.path, item.transfer_syntax, syntax, lossy_ratio, modification)
     return context.id, list(body)
 
 
@@ -291,12 +308,14 @@ def send_one(
     originator_message_id: int | None = None,
     lossy_ratio: int | None = None,
     target: str = "",
+    edits: Edits | None = None,
 ) -> StoreOutcome:
-    """C-STORE one file; the originator names the C-MOVE this is a sub-operation of."""
+    """C-STORE one file; the originator names the C-MOVE this is a sub-operation of,
+    ``edits`` what the outgoing step changes in it."""
     if not accepted_syntaxes(association, item.sop_class):
         return StoreOutcome(item.path, None, "SOP class not accepted by the peer")
     try:
-        context_id, data = payload(association, item, lossy_ratio, target)
+        context_id, data = payload(association, item, lossy_ratio, target, edits)
     except Exception as exc:  # a codec that is missing or fails, an unreadable file
         return StoreOutcome(item.path, None, f"cannot convert for the peer: {exc}")
     command: dict[str, object] = {

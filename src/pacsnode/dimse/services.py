@@ -59,7 +59,9 @@ def dimse_server(
             return spanning.answers(request, answers)
         return answers
 
-    worklist = WorklistSCP(settings, Worklist(archive.database, settings.worklist_hide_finished))
+    worklist = WorklistSCP(
+        settings, Worklist(archive.database, settings.worklist_hide_finished), archive.issuers
+    )
     find = FindService(query, worklist.handle_find)
     retrieve = RetrieveService(archive, dialer, MoveSpanning(dialer, archive.remotes))
     commitment = CommitmentService(archive, workers, dialer)

@@ -10,6 +10,7 @@ from pydicom.sequence import Sequence
 from sqlalchemy.exc import DBAPIError
 
 from pacsnode import status
+from pacsnode.archive.authorities import Issuers, NoMatch
 from pacsnode.archive.worklist import Worklist, WorklistItem
 from pacsnode.config import Settings
 from pacsnode.dimse.find import Answer, FindRequest
@@ -19,18 +20,23 @@ log = logging.getLogger("pacsnode.worklist")
 
 
 class WorklistSCP:
-    def __init__(self, settings: Settings, worklist: Worklist) -> None:
+    def __init__(self, settings: Settings, worklist: Worklist, issuers: Issuers) -> None:
         self.settings = settings
         self.worklist = worklist
+        self.issuers = issuers
 
     def handle_find(self, event: FindRequest) -> Iterator[Answer]:
         requestor = event.calling_ae
         try:
             identifier = event.identifier
-            keys, sequences = query_keys(identifier)
+            keys, sequences = self.issuers.worklist_keys(*query_keys(identifier), requestor)
             statement = self.worklist.matching(
                 keys, sequences, self.settings.case_insensitive_matching
             )
+        except NoMatch as exc:
+            log.info("worklist query from %s matches nothing: %s", requestor, exc)
+            yield Answer(status.SUCCESS)
+            return
         except Exception as exc:  # an identifier that does not decode
             log.warning("worklist query from %s unreadable: %s", requestor, exc)
             yield Answer(status.UNABLE_TO_PROCESS, comment=f"identifier unreadable: {exc}")

@@ -1,7 +1,8 @@
-"""The HL7 door: an MLLP listener that turns orders into worklist items.
+"""The HL7 door: an MLLP listener for orders (ORM^O01 to worklist items) and patient
+updates (ADT^A08, A31 and A40 to the patient records of the archive).
 
 It runs its own asyncio loop on a thread, beside the DIMSE and HTTP servers, and acts
-on each message through the same worklist core as the REST API and the CLI.
+on each message through the same cores as the REST API and the CLI.
 """
 
 from __future__ import annotations
@@ -10,18 +11,36 @@ import asyncio
 import logging
 import threading
 
+import hl7
 from hl7.mllp import HL7StreamReader, HL7StreamWriter, start_hl7_server
 from starlette.concurrency import run_in_threadpool
 
+from pacsnode import audit
+from pacsnode.archive.patients import (
+    AmbiguousPatient,
+    PatientRecords,
+    RecordError,
+    RecordNotFound,
+)
 from pacsnode.archive.worklist import Worklist, WorklistError
-from pacsnode.hl7.orders import CANCEL, OrderError, acknowledgement, order
+from pacsnode.hl7.adt import MERGE, AdtError, PatientMessage, patient_message
+from pacsnode.hl7.orders import (
+    CANCEL,
+    OrderError,
+    acknowledgement,
+    field_text,
+    message_type,
+    order,
+    parse,
+)
 
 log = logging.getLogger("pacsnode.hl7")
 
 
-class OrderListener:
-    def __init__(self, worklist: Worklist, host: str, port: int) -> None:
+class Hl7Listener:
+    def __init__(self, worklist: Worklist, patients: PatientRecords, host: str, port: int) -> None:
         self.worklist = worklist
+        self.patients = patients
         self.host, self.port = host, port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="hl7", daemon=True)
@@ -36,7 +55,7 @@ class OrderListener:
             self._server = future.result(10)
         except OSError as exc:
             raise OSError(f"HL7 port {self.host}:{self.port}: {exc.strerror}") from exc
-        log.info("HL7 order listener on %s:%d", self.host, self.port)
+        log.info("HL7 listener on %s:%d", self.host, self.port)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -47,11 +66,12 @@ class OrderListener:
 
     async def _connected(self, reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) else ""
         try:
             while not reader.at_eof():
                 block = await reader.readblock()
                 text = block.decode("utf-8", errors="replace")
-                reply = await run_in_threadpool(self.handle, text)
+                reply = await run_in_threadpool(self.handle, text, address)
                 writer.writeblock(reply.encode("utf-8"))
                 await writer.drain()
         except asyncio.IncompleteReadError:
@@ -61,10 +81,22 @@ class OrderListener:
         finally:
             writer.close()
 
-    def handle(self, text: str) -> str:
+    def handle(self, text: str, address: str = "") -> str:
         """Act on one message; the ACK tells the sender whether it was taken."""
         try:
-            received = order(text)
+            message = parse(text)
+        except OrderError as exc:
+            log.warning("HL7 message refused: %s", exc)
+            return acknowledgement(text, "AR", str(exc))
+        kind = message_type(message)
+        if kind.startswith("ADT^"):
+            sender = audit.Actor(field_text(message, "MSH", 3) or "HL7", address, requestor=True)
+            return self._patient(text, message, kind[4:], sender)
+        return self._order(text, message)
+
+    def _order(self, text: str, message: hl7.Message) -> str:
+        try:
+            received = order(message)
         except OrderError as exc:
             log.warning("HL7 message refused: %s", exc)
             return acknowledgement(text, "AR", str(exc))
@@ -81,3 +113,30 @@ class OrderListener:
             log.exception("order %s failed", received.placer_number)
             return acknowledgement(text, "AE", f"processing failure: {exc}")
         return acknowledgement(text, "AA")
+
+    def _patient(self, text: str, message: hl7.Message, event: str, sender: audit.Actor) -> str:
+        try:
+            asked = patient_message(message, event)
+            done = self._apply(asked, sender)
+        except (AdtError, RecordError, AmbiguousPatient) as exc:
+            log.warning("HL7 ADT^%s refused: %s", event, exc)
+            return acknowledgement(text, "AR", str(exc))
+        except RecordNotFound as exc:  # nothing of that patient here: nothing to change
+            log.info("HL7 ADT^%s: %s", event, exc)
+            return acknowledgement(text, "AA", str(exc))
+        except Exception as exc:
+            log.exception("HL7 ADT^%s failed", event)
+            return acknowledgement(text, "AE", f"processing failure: {exc}")
+        log.info("HL7 ADT^%s: %s", event, done)
+        return acknowledgement(text, "AA")
+
+    def _apply(self, asked: PatientMessage, sender: audit.Actor) -> str:
+        key = self.patients.key(asked.patient_id, asked.issuer)
+        if asked.event == MERGE:
+            prior = self.patients.key(asked.prior_id, asked.prior_issuer)
+            merged = self.patients.merge(prior, key, sender)
+            return f"patient {prior} merged into {key}: {merged.studies} studies"
+        if not asked.changes:
+            return f"nothing to change for patient {key}"
+        updated = self.patients.update_patient(key, asked.changes, sender)
+        return f"patient {key} updated: {updated.changed or 'no change'}"

@@ -40,7 +40,7 @@ class Order:
     item: Dataset
 
 
-def _field(message: hl7.Message, segment: str, field: int, component: int = 1) -> str:
+def field_text(message: hl7.Message, segment: str, field: int, component: int = 1) -> str:
     """``SEG-field.component`` as text, '' when the segment or field is absent."""
     try:
         return str(message.extract_field(segment, 1, field, 1, component)).strip()
@@ -48,10 +48,10 @@ def _field(message: hl7.Message, segment: str, field: int, component: int = 1) -
         return ""
 
 
-def _person(message: hl7.Message, segment: str, field: int, offset: int = 0) -> str:
+def person(message: hl7.Message, segment: str, field: int, offset: int = 0) -> str:
     """An XPN (family^given^middle^suffix^prefix) or XCN (id^family^…) as a DICOM
     name (family^given^middle^prefix^suffix)."""
-    parts = [_field(message, segment, field, offset + n) for n in range(1, 6)]
+    parts = [field_text(message, segment, field, offset + n) for n in range(1, 6)]
     family, given, middle, suffix, prefix = parts
     return "^".join([family, given, middle, prefix, suffix]).rstrip("^")
 
@@ -61,17 +61,26 @@ def _set(dataset: Dataset, keyword: str, value: str) -> None:
         setattr(dataset, keyword, value)
 
 
-def order(text: str) -> Order:
-    """The worklist item an ORM^O01 message asks for."""
+def parse(text: str) -> hl7.Message:
+    """An HL7 v2 message (segments may end in CR or LF); OrderError if it is none."""
     try:
-        message = hl7.parse(text.replace("\n", "\r"))
+        return hl7.parse(text.replace("\n", "\r"))
     except Exception as exc:
         raise OrderError(f"not an HL7 v2 message: {exc}") from exc
-    kind = f"{_field(message, 'MSH', 9, 1)}^{_field(message, 'MSH', 9, 2)}"
+
+
+def message_type(message: hl7.Message) -> str:
+    """MSH-9 as ``ORM^O01``, ``ADT^A08``…"""
+    return f"{field_text(message, 'MSH', 9, 1)}^{field_text(message, 'MSH', 9, 2)}"
+
+
+def order(message: hl7.Message) -> Order:
+    """The worklist item an ORM^O01 message asks for."""
+    kind = message_type(message)
     if kind != "ORM^O01":
         raise OrderError(f"{kind} is not an order (ORM^O01)")
-    control = _field(message, "ORC", 1)
-    placer = _field(message, "ORC", 2) or _field(message, "OBR", 2)
+    control = field_text(message, "ORC", 1)
+    placer = field_text(message, "ORC", 2) or field_text(message, "OBR", 2)
     if control not in SCHEDULE | CANCEL:
         raise OrderError(f"order control {control!r} is not handled")
     if not placer:
@@ -81,20 +90,20 @@ def order(text: str) -> Order:
 
 def _item(message: hl7.Message, placer: str) -> Dataset:
     item = Dataset()
-    _set(item, "PatientID", _field(message, "PID", 3))
-    _set(item, "IssuerOfPatientID", _field(message, "PID", 3, 4))
-    _set(item, "PatientName", _person(message, "PID", 5))
-    _set(item, "PatientBirthDate", _field(message, "PID", 7)[:8])
-    _set(item, "PatientSex", _field(message, "PID", 8))
-    _set(item, "ReferringPhysicianName", _person(message, "PV1", 8, offset=1))
-    _set(item, "AdmissionID", _field(message, "PV1", 19))
+    _set(item, "PatientID", field_text(message, "PID", 3))
+    _set(item, "IssuerOfPatientID", field_text(message, "PID", 3, 4))
+    _set(item, "PatientName", person(message, "PID", 5))
+    _set(item, "PatientBirthDate", field_text(message, "PID", 7)[:8])
+    _set(item, "PatientSex", field_text(message, "PID", 8))
+    _set(item, "ReferringPhysicianName", person(message, "PV1", 8, offset=1))
+    _set(item, "AdmissionID", field_text(message, "PV1", 19))
     _set(item, "PlacerOrderNumberImagingServiceRequest", placer)
-    _set(item, "FillerOrderNumberImagingServiceRequest", _field(message, "ORC", 3))
-    _set(item, "RequestingPhysician", _person(message, "OBR", 16, offset=1))
-    _set(item, "AccessionNumber", _field(message, "OBR", 18))
-    _set(item, "RequestedProcedureID", _field(message, "OBR", 19))
-    _set(item, "StudyInstanceUID", _field(message, "ZDS", 1))
-    code, meaning, scheme = (_field(message, "OBR", 4, n) for n in (1, 2, 3))
+    _set(item, "FillerOrderNumberImagingServiceRequest", field_text(message, "ORC", 3))
+    _set(item, "RequestingPhysician", person(message, "OBR", 16, offset=1))
+    _set(item, "AccessionNumber", field_text(message, "OBR", 18))
+    _set(item, "RequestedProcedureID", field_text(message, "OBR", 19))
+    _set(item, "StudyInstanceUID", field_text(message, "ZDS", 1))
+    code, meaning, scheme = (field_text(message, "OBR", 4, n) for n in (1, 2, 3))
     _set(item, "RequestedProcedureDescription", meaning or code)
     if code:
         procedure = Dataset()
@@ -103,11 +112,11 @@ def _item(message: hl7.Message, placer: str) -> Dataset:
         procedure.CodeMeaning = meaning or code
         item.RequestedProcedureCodeSequence = [procedure]
     step = Dataset()
-    _set(step, "ScheduledProcedureStepID", _field(message, "OBR", 20))
-    _set(step, "ScheduledStationAETitle", _field(message, "OBR", 21))
-    _set(step, "Modality", _field(message, "OBR", 24))
+    _set(step, "ScheduledProcedureStepID", field_text(message, "OBR", 20))
+    _set(step, "ScheduledStationAETitle", field_text(message, "OBR", 21))
+    _set(step, "Modality", field_text(message, "OBR", 24))
     _set(step, "ScheduledProcedureStepDescription", meaning)
-    start = _field(message, "OBR", 36) or _field(message, "ORC", 7, 4)
+    start = field_text(message, "OBR", 36) or field_text(message, "ORC", 7, 4)
     _set(step, "ScheduledProcedureStepStartDate", start[:8])
     _set(step, "ScheduledProcedureStepStartTime", start[8:14])
     item.ScheduledProcedureStepSequence = [step]

@@ -10,6 +10,7 @@ objects stored otherwise are converted on the way out, and the report says which
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -22,8 +23,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.fileset import DIRECTORY_RECORDERS, FileSet, RecordNode, _four_level_record_type
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.outgoing import Outgoing
 from pacsnode.archive.retrieve import Located, locate
-from pacsnode.archive.transcoding import TranscodeError, transcode
+from pacsnode.archive.transcoding import TranscodeError, modified, transcode, writable
 from pacsnode.media.pdi import README, write_pdi_files
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -159,7 +161,7 @@ def export(
         raise NothingSelected("no stored instance matches the selection")
     before = {str(instance.SOPInstanceUID): instance.FileID for instance in fileset}
     out_dir.mkdir(parents=True, exist_ok=True)
-    after = _write(fileset, chosen, report, out_dir)
+    after = _write(fileset, chosen, report, out_dir, archive.outgoing)
     report.moved = [(old, after[sop]) for sop, old in before.items() if after[sop] != old]
     if pdi or (update and (out_dir / README).exists()):
         write_pdi_files(out_dir)
@@ -167,7 +169,11 @@ def export(
 
 
 def _write(
-    fileset: FileSet, chosen: list[Located], report: ExportReport, out_dir: Path
+    fileset: FileSet,
+    chosen: list[Located],
+    report: ExportReport,
+    out_dir: Path,
+    outgoing: Outgoing,
 ) -> dict[str, str]:
     """Add what the file-set lacks and write it; the File IDs afterwards, by SOP Instance.
 
@@ -180,7 +186,7 @@ def _write(
         for item in chosen:
             if item.sop_instance_uid in present:
                 report.already_there.append(item.sop_instance_uid)
-            elif (source := _add(fileset, item, report, Path(spool))) is not None:
+            elif (source := _add(fileset, item, report, Path(spool), outgoing)) is not None:
                 sources[item.sop_instance_uid] = source
         if fileset.path is None:
             fileset.write(out_dir)
@@ -235,9 +241,12 @@ def _selected(
     return chosen
 
 
-def as_stored(found: Iterable[Located], work: Path) -> list[tuple[str, Path | bytes]]:
-    """A file-set of the stored files exactly as they are, for a ZIP download: the
-    DICOMDIR's bytes, then each File ID with the stored file it names.
+def as_stored(
+    found: Iterable[Located], work: Path, outgoing: Outgoing
+) -> list[tuple[str, Path | bytes]]:
+    """A file-set of the stored files exactly as they are (unless the outgoing step
+    changes them), for a ZIP download: the DICOMDIR's bytes, then each File ID with the
+    stored file it names, or the changed object's bytes.
 
     Any transfer syntax goes (no profile applies); only the headers are read and staged,
     in ``work``, to have pydicom make the records and File IDs. An instance whose header
@@ -245,13 +254,15 @@ def as_stored(found: Iterable[Located], work: Path) -> list[tuple[str, Path | by
     """
     fileset = FileSet()
     fileset.ID = DEFAULT_FILESET_ID
-    stored: dict[str, Path] = {}
+    stored: dict[str, Path | bytes] = {}
     for item in found:
         try:
-            _stage(fileset, dcmread(item.path, stop_before_pixels=True))
-        except (InvalidDicomError, OSError, ValueError):
+            content = _outgoing(item, outgoing)
+            source = item.path if isinstance(content, Path) else io.BytesIO(content)
+            _stage(fileset, dcmread(source, stop_before_pixels=True))
+        except (TranscodeError, InvalidDicomError, OSError, ValueError):
             continue
-        stored[item.sop_instance_uid] = item.path
+        stored[item.sop_instance_uid] = content
     if not stored:
         return []
     fileset.write(work)
@@ -261,18 +272,31 @@ def as_stored(found: Iterable[Located], work: Path) -> list[tuple[str, Path | by
     return files
 
 
-def _add(fileset: FileSet, item: Located, report: ExportReport, spool: Path) -> Path | None:
+def _outgoing(item: Located, outgoing: Outgoing) -> Path | bytes:
+    """The stored file, or the object the outgoing step makes of it."""
+    modification = outgoing.modification(item.path, item.sop_instance_uid, item.edited, None)
+    if not modification:
+        return item.path
+    return modified(item.path, item.transfer_syntax_uid, modification)
+
+
+def _add(
+    fileset: FileSet, item: Located, report: ExportReport, spool: Path, outgoing: Outgoing
+) -> Path | None:
     """Stage the instance's header, which is all pydicom needs for the records and the
     File ID; return the file to put there: the stored file as it is (so that it reaches
-    the medium byte for byte), or its conversion to Explicit VR Little Endian, written
-    in ``spool``, when the profile does not allow the stored syntax."""
+    the medium byte for byte), or, written in ``spool``, its conversion to Explicit VR
+    Little Endian when the profile does not allow the stored syntax, or what the
+    outgoing step makes of it."""
     allowed = PROFILES[report.profile] | {EXPLICIT_VR_LITTLE_ENDIAN}
     stored = item.transfer_syntax_uid
     source = item.path
     try:
-        if stored not in allowed:
+        modification = outgoing.modification(item.path, item.sop_instance_uid, item.edited, None)
+        if stored not in allowed or modification:
+            syntax = stored if stored in allowed and writable(stored) else EXPLICIT_VR_LITTLE_ENDIAN
             source = spool / item.sop_instance_uid
-            source.write_bytes(transcode(item.path, stored, EXPLICIT_VR_LITTLE_ENDIAN))
+            source.write_bytes(transcode(item.path, stored, syntax, modification))
         _stage(fileset, dcmread(source, stop_before_pixels=True))
     except (TranscodeError, InvalidDicomError, OSError, ValueError) as exc:
         report.skipped.append((item.sop_instance_uid, str(exc)))

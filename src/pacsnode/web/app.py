@@ -31,6 +31,7 @@ from pacsnode.web.dicomweb.stow import Stow
 from pacsnode.web.dicomweb.wado import Wado
 from pacsnode.web.media_api import MediaApi
 from pacsnode.web.openapi import docs_routes
+from pacsnode.web.patients_api import PatientsApi
 from pacsnode.web.print_api import PrintApi
 from pacsnode.web.remotes_api import RemotesApi
 from pacsnode.web.replies import error
@@ -58,9 +59,12 @@ def _api(
 ) -> list[BaseRoute]:
     settings = archive.settings
     prefetch = on_scheduled(workers.queue, settings)
-    worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
+    worklist = Worklist(
+        archive.database, settings.worklist_hide_finished, prefetch, archive.issuers
+    )
     return [
         *BrowseApi(archive).routes(),
+        *PatientsApi(archive).routes(),
         *SystemApi(archive).routes(),
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),

@@ -74,12 +74,18 @@ class RemotesApi:
             return error(400, "ae_title differs from the AE title in the path", "ae_title")
         try:
             remote = remote_from_json({**body, "ae_title": title})
+            self._check_authority(remote)
             created = await run_in_threadpool(self.remotes.put, remote)
         except RemoteError as exc:
             return error(400, str(exc), exc.field)
         entry = await run_in_threadpool(self.remotes.entry, remote.ae_title)
         _audit(request, f"remote AE {title} {'added' if created else 'changed'}")
         return JSONResponse(entry.as_json(), status_code=201 if created else 200)
+
+    def _check_authority(self, remote: RemoteAE) -> None:
+        number = remote.fallback_authority
+        if number is not None and self.archive.authorities.get(number) is None:
+            raise RemoteError(f"fallback_authority: {number} is no authority", "fallback_authority")
 
     def delete(self, request: Request) -> Response:
         """Delete a run-time entry; config file entries are refused with 409."""

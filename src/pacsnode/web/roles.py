@@ -3,8 +3,9 @@
 A viewer reads (GET and HEAD anywhere but the admin-only resources); an operator also
 does the daily work (STOW-RS, retrieves and sends, echo and query of remote AEs, job
 retry and cancel, worklist and MPPS changes, print, restoring rejected instances, soft
-deletion); an admin does everything, including hard deletion, the configuration
-(remote AEs, routes, users) and the audit log. What the table does not name needs
+deletion, patient and study corrections and merges); an admin does everything,
+including hard deletion, the configuration (remote AEs, routes, authorities, users)
+and the audit log. What the table does not name needs
 viewer to read and admin to change, so a new route is safe before anyone thinks about
 it.
 
@@ -45,6 +46,8 @@ _RULES: tuple[tuple[frozenset[str], re.Pattern[str], Role], ...] = (
     (POST, re.compile(r"/api/print"), "operator"),
     (POST, re.compile(r"/api/rejected/[^/]+/restore"), "operator"),
     (DELETE, DELETABLE, "operator"),
+    (frozenset({"PATCH"}), re.compile(r"/api/(patients|studies)/[^/]+"), "operator"),
+    (POST, re.compile(r"/api/patients/[^/]+/merge"), "operator"),
     (READ, re.compile(r".*"), "viewer"),
 )
 """Methods, path, the role they need; the first match wins, and what none matches

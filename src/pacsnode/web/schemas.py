@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.browse import MAX_LIMIT, RESOURCES, keywords_of
 from pacsnode.archive.matching import COMPUTED
-from pacsnode.config import Printer, RemoteAE, RouteRule
+from pacsnode.config import Authority, Printer, RemoteAE, RouteRule
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -148,6 +148,18 @@ COMPONENTS: dict[str, Schema] = {
     "Route": _from_dataclass(RouteRule, source=True),
     "RouteInput": _from_dataclass(RouteRule),
     "Printer": _from_dataclass(Printer),
+    "Authority": _from_dataclass(Authority, source=True),
+    "AuthorityInput": _from_dataclass(Authority),
+    "PatientChange": obj(
+        PatientName=STRING, PatientBirthDate=STRING, PatientSex=STRING, OtherPatientIDs=STRING
+    ),
+    "StudyChange": obj(
+        StudyDescription=STRING, AccessionNumber=STRING, ReferringPhysicianName=STRING
+    ),
+    "MergeInto": obj(("PatientID",), PatientID=STRING, IssuerOfPatientID=STRING),
+    "Updated": obj(
+        target=STRING, changed={"type": "object", "additionalProperties": STRING}, studies=INTEGER
+    ),
     "User": USER,
     "Token": TOKEN,
     "DicomJson": {"type": "object", "description": "A data set in the DICOM JSON model"},
@@ -376,6 +388,15 @@ def _browse() -> dict[tuple[str, str], Operation]:
         table["DELETE", f"/api/{resource}/{{id}}"] = Operation(
             ok(ref("Deleted")), query=(HARD, *extra), tag="Archive"
         )
+    table["PATCH", "/api/patients/{id}"] = Operation(
+        ok(ref("Updated")), body=ref("PatientChange"), query=(ISSUER,), tag="Archive"
+    )
+    table["PATCH", "/api/studies/{id}"] = Operation(
+        ok(ref("Updated")), body=ref("StudyChange"), tag="Archive"
+    )
+    table["POST", "/api/patients/{id}/merge"] = Operation(
+        ok(ref("Updated")), body=ref("MergeInto"), query=(ISSUER,), tag="Archive"
+    )
     return table
 
 
@@ -470,6 +491,14 @@ def _admin() -> dict[tuple[str, str], Operation]:
             tag="Remote AEs",
         ),
         ("DELETE", "/api/remote/{ae}"): Operation(NO_CONTENT, tag="Remote AEs"),
+        ("GET", "/api/authorities"): Operation(ok(array(ref("Authority"))), tag="Remote AEs"),
+        ("GET", "/api/authorities/{id}"): Operation(ok(ref("Authority")), tag="Remote AEs"),
+        ("PUT", "/api/authorities/{id}"): Operation(
+            {**ok(ref("Authority")), **ok(ref("Authority"), status=CREATED)},
+            body=ref("AuthorityInput"),
+            tag="Remote AEs",
+        ),
+        ("DELETE", "/api/authorities/{id}"): Operation(NO_CONTENT, tag="Remote AEs"),
         ("POST", "/api/remote/{ae}/retrieve"): Operation(
             queued, body=ref("RetrieveRequest"), tag="Remote AEs"
         ),

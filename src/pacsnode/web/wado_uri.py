@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from pacsnode import audit
 from pacsnode.archive.core import Archive
+from pacsnode.archive.modification import Modification
 from pacsnode.archive.rendering import (
     MEDIA_TYPES,
     InvalidOption,
@@ -40,7 +41,7 @@ from pacsnode.archive.rendering import (
     render,
 )
 from pacsnode.archive.retrieve import Located
-from pacsnode.archive.transcoding import TranscodeError, transcode
+from pacsnode.archive.transcoding import TranscodeError, modified, transcode
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import MediaRange, parse_media_range
 from pacsnode.web.dicomweb.common import DicomWebError, located
@@ -71,7 +72,10 @@ class WadoUri:
         for media in _content_types(params.get("contentType")):
             offered = _offered(media, dataset, params)
             if offered == DICOM:
-                return _dicom(item, params.get("transferSyntax"))
+                modification = self.archive.outgoing.modification(
+                    item.path, item.sop_instance_uid, item.edited, None
+                )
+                return _dicom(item, params.get("transferSyntax"), modification)
             if offered is not None:
                 try:
                     return _picture(dataset, offered, params)
@@ -112,19 +116,25 @@ def _is_picture(dataset: Dataset, params: QueryParams) -> bool:
         return False
 
 
-def _dicom(item: Located, syntax: str | None) -> Response:
+def _dicom(item: Located, syntax: str | None, modification: Modification | None) -> Response:
+    """The object in ``syntax``, with what the outgoing step changes in it."""
     stored = item.transfer_syntax_uid
     if syntax in (stored, "*"):
-        return FileResponse(item.path, media_type=DICOM)
+        if not modification:
+            return FileResponse(item.path, media_type=DICOM)
+        return Response(modified(item.path, stored, modification), media_type=DICOM)
     if syntax is None:
         try:
-            return Response(transcode(item.path, stored, ExplicitVRLittleEndian), media_type=DICOM)
+            converted = transcode(item.path, stored, ExplicitVRLittleEndian, modification)
         except TranscodeError:
-            return FileResponse(item.path, media_type=DICOM)
+            if not modification:
+                return FileResponse(item.path, media_type=DICOM)
+            converted = modified(item.path, stored, modification)
+        return Response(converted, media_type=DICOM)
     if not UID(syntax).is_valid:
         raise DicomWebError(400, f"transferSyntax: {syntax!r} is not a UID")
     try:
-        return Response(transcode(item.path, stored, syntax), media_type=DICOM)
+        return Response(transcode(item.path, stored, syntax, modification), media_type=DICOM)
     except TranscodeError as exc:
         raise DicomWebError(406, f"transferSyntax: {exc}") from exc
 

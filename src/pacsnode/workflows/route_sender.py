@@ -13,6 +13,7 @@ With ``commit``, storage commitment is requested afterwards.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from pacsnode import audit, status
 from pacsnode.archive.commitment import Reference
 from pacsnode.archive.core import Archive
-from pacsnode.archive.schema import instance, series, study
+from pacsnode.archive.schema import instance, patient, series, study
 from pacsnode.config import RemoteAE, is_lossy_syntax
 from pacsnode.dimse.commitment import ALL_COMMITTED, request_commitment
 from pacsnode.dimse.scu import (
@@ -84,9 +85,11 @@ class RouteSender:
                 instance.c.sop_class_uid,
                 instance.c.sop_instance_uid,
                 instance.c.transfer_syntax_uid,
+                sa.or_(patient.c.edited, study.c.edited),
             )
             .join(series, series.c.pk == instance.c.series_pk)
             .join(study, study.c.pk == series.c.study_pk)
+            .join(patient, patient.c.pk == study.c.patient_pk)
             .where(instance.c.rejection.is_(None))
             .order_by(series.c.pk, instance.c.pk)
         )
@@ -96,8 +99,8 @@ class RouteSender:
             query = query.where(instance.c.sop_instance_uid.in_(payload["instances"]))
         with self.archive.database.reader.connect() as connection:
             return [
-                OutgoingFile(self.archive.storage.absolute(path), cls, uid, syntax, True)
-                for path, cls, uid, syntax in connection.execute(query)
+                OutgoingFile(self.archive.storage.absolute(path), cls, uid, syntax, True, edited)
+                for path, cls, uid, syntax, edited in connection.execute(query)
             ]
 
     def _store(
@@ -123,7 +126,14 @@ class RouteSender:
         self, association: Association, item: OutgoingFile, targets: list[str], lossy: bool
     ) -> tuple[int | None, str]:
         """In the first target syntax the destination accepted and the object can be
-        converted to, else as stored (or decoded)."""
+        converted to, else as stored (or decoded); through the outgoing step."""
+        edits = partial(
+            self.archive.outgoing.modification,
+            item.path,
+            item.sop_instance,
+            item.edited,
+            association.called_ae,
+        )
         accepted = accepted_syntaxes(association, item.sop_class)
         for target in targets:
             if target not in accepted or target == item.transfer_syntax:
@@ -132,12 +142,12 @@ class RouteSender:
             if ratio and not lossy:
                 log.info("%s not sent in lossy %s: the rule forbids it", item.sop_instance, target)
                 continue
-            outcome = send_one(association, item, lossy_ratio=ratio, target=target)
+            outcome = send_one(association, item, lossy_ratio=ratio, target=target, edits=edits)
             if outcome.status is None and outcome.comment.startswith("cannot convert"):
                 log.info("%s not converted to %s: %s", item.sop_instance, target, outcome.comment)
                 continue
             return outcome.status, outcome.comment
-        outcome = send_one(association, item)
+        outcome = send_one(association, item, edits=edits)
         return outcome.status, outcome.comment
 
     def _commit(self, remote: RemoteAE, files: list[OutgoingFile]) -> None:

@@ -27,8 +27,9 @@ from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.frames import FRAME_MEDIA_TYPES, FrameError, decoded_frames, stored_frames
 from pacsnode.archive.metadata import BASE, bulk_value
+from pacsnode.archive.outgoing import Outgoing
 from pacsnode.archive.retrieve import Located
-from pacsnode.archive.transcoding import TranscodeError, can_transcode, transcode
+from pacsnode.archive.transcoding import can_transcode, transcode, writable
 from pacsnode.media.dicomdir import as_stored
 from pacsnode.media.zipped import zip_stream
 from pacsnode.web.audit_api import actor as audit_actor
@@ -105,7 +106,7 @@ class Wado:
             raise DicomWebError(406, f"cannot convert {refused[0].transfer_syntax_uid} to {target}")
         boundary = new_boundary()
         return StreamingResponse(
-            stream(_dicom_parts(found, target), boundary),
+            stream(_dicom_parts(found, target, self.archive.outgoing), boundary),
             media_type=content_type("application/dicom", boundary),
         )
 
@@ -114,7 +115,7 @@ class Wado:
         stored files under their File IDs, unchanged whatever their syntax."""
         work = Path(tempfile.mkdtemp(prefix="zip-", dir=self.archive.storage.tmp))
         try:
-            files = as_stored(found, work)
+            files = as_stored(found, work, self.archive.outgoing)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if left_out := len(found) - max(len(files) - 1, 0):
@@ -216,20 +217,26 @@ def _metadata_as_xml(ranges: list[MediaRange]) -> bool:
     raise DicomWebError(406, "metadata is application/dicom+json or application/dicom+xml")
 
 
-def _dicom_parts(found: list[Located], target: str) -> Iterator[Part]:
-    """Each instance as a part, converted only when the client needs another syntax.
+def _dicom_parts(found: list[Located], target: str, outgoing: Outgoing) -> Iterator[Part]:
+    """Each instance as a part, converted only when the client needs another syntax or
+    the outgoing step changes it.
 
     Once streaming has started the status is sent; an instance that fails to convert
     is left out and logged rather than cutting the response short.
     """
     for item in found:
-        if target in (ANY_SYNTAX, item.transfer_syntax_uid):
-            syntax = item.transfer_syntax_uid
-            yield Part(f"application/dicom; transfer-syntax={syntax}", item.path)
-            continue
+        stored = item.transfer_syntax_uid
         try:
-            converted = transcode(item.path, item.transfer_syntax_uid, target)
-        except (TranscodeError, OSError) as exc:
+            modification = outgoing.modification(
+                item.path, item.sop_instance_uid, item.edited, None
+            )
+            syntax = stored if target == ANY_SYNTAX else target
+            if modification and not writable(syntax):
+                syntax = ExplicitVRLittleEndian
+            untouched = syntax == stored and not modification
+            converted = None if untouched else transcode(item.path, stored, syntax, modification)
+        except Exception as exc:  # a file unreadable, a syntax it cannot be given in
             log.error("WADO-RS left out %s: %s", item.sop_instance_uid, exc)
             continue
-        yield Part(f"application/dicom; transfer-syntax={target}", converted)
+        content = item.path if converted is None else converted
+        yield Part(f"application/dicom; transfer-syntax={syntax}", content)
