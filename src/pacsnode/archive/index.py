@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
@@ -20,7 +20,14 @@ from sqlalchemy.engine import Connection
 
 from pacsnode.archive.attributes import PATIENT_ATTRIBUTES, Kind
 from pacsnode.archive.database import Database, conflict, now
-from pacsnode.archive.schema import instance, patient, sequence_value, series, study
+from pacsnode.archive.schema import (
+    instance,
+    patient,
+    rejected_instance,
+    sequence_value,
+    series,
+    study,
+)
 from pacsnode.config import DuplicatePolicy
 
 
@@ -74,7 +81,7 @@ class ArchiveStats:
         }
 
 
-AddOutcome = Literal["added", "replaced", "kept", "refused"]
+AddOutcome = Literal["added", "replaced", "kept", "refused", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class Added:
     obsolete_file: str | None = None
     """The file of the copy that was replaced, to delete once the index has committed."""
     patient: PatientChange | None = None
+    rejection: str | None = None
+    """For ``rejected``: the code of the rejection note that withdrew this instance."""
 
 
 _PATIENT_COLUMNS = {a.column: a.keyword for a in PATIENT_ATTRIBUTES if a.kind is not Kind.SEQUENCE}
@@ -263,6 +272,16 @@ class _Parents:
     new_patient: bool = False
 
 
+def _refuse_rejected(connection: Connection, uid: str, refused_codes: Collection[str]) -> None:
+    if not refused_codes:
+        return
+    code = connection.execute(
+        sa.select(rejected_instance.c.code).where(rejected_instance.c.sop_instance_uid == uid)
+    ).scalar()
+    if code in refused_codes:
+        raise _Unchanged(Added(0, "rejected", rejection=code))
+
+
 def _add_modality(connection: Connection, study_pk: int, modality: str | None) -> None:
     if not modality:
         return
@@ -296,23 +315,23 @@ class Index:
         rows: LevelRows,
         charset: str | None,
         on_duplicate: DuplicatePolicy,
-        before_commit: Callable[[], object] = lambda: None,
+        refused_codes: Collection[str] = (),
     ) -> Added:
         """Index one instance in one transaction.
 
-        A SOP Instance UID already indexed is handled by ``on_duplicate``: ``keep``
-        and ``refuse`` change nothing, ``overwrite`` replaces the row (and refreshes
-        its patient, study and series from the new copy); the caller learns which
-        file is no longer referenced. On PostgreSQL two writers can race on the same
-        rows; the loser's transaction is simply run again. ``before_commit`` runs
-        last inside the transaction: an exception from it rolls everything back.
+        An instance withdrawn by a rejection note under one of ``refused_codes`` is
+        not indexed again (``rejected``). A SOP Instance UID already indexed is
+        handled by ``on_duplicate``: ``keep`` and ``refuse`` change nothing,
+        ``overwrite`` replaces the row (and refreshes its patient, study and series
+        from the new copy); the caller learns which file is no longer referenced. On
+        PostgreSQL two writers can race on the same rows; the loser's transaction is
+        simply run again.
         """
         for attempt in range(_ATTEMPTS):
             try:
                 with self._write_lock, self.database.writer.begin() as connection:
-                    added = self._add(connection, rows, charset, on_duplicate)
-                    before_commit()
-                    return added
+                    _refuse_rejected(connection, rows.instance["sop_instance_uid"], refused_codes)
+                    return self._add(connection, rows, charset, on_duplicate)
             except _Unchanged as unchanged:
                 return unchanged.added
             except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:

@@ -96,16 +96,6 @@ class Rejections:
         self.database = index.database
         self.storage = storage
 
-    def refused_code(self, sop_instance_uid: str) -> str | None:
-        """The code under which a copy sent again must be refused, if any."""
-        with self.database.reader.connect() as connection:
-            code = connection.execute(
-                sa.select(rejected_instance.c.code).where(
-                    rejected_instance.c.sop_instance_uid == sop_instance_uid
-                )
-            ).scalar()
-        return code if code in REFUSED_WHEN_SENT_AGAIN else None
-
     def apply(self, note_uid: str, code: str, references: list[tuple[str, str]]) -> int:
         """Hide what the note references, and the note; returns how many were hidden.
 

@@ -28,9 +28,10 @@ from pacsnode.dimse.scu import (
     AssociationFailed,
     Dialer,
     OutgoingFile,
+    Sending,
     connect,
     proposals_for,
-    send_one,
+    send_each,
 )
 from pacsnode.dimse.spanning import MoveSpanning
 from pacsnode.net import commands
@@ -190,14 +191,8 @@ class RetrieveService:
         # A C-MOVE's sub-operations name the request they serve; a C-GET's need not.
         originator = request.session.calling_ae if is_move else None
         message_id = request.message_id if is_move else None
-        for item in selected:
-            if request.cancelled():
-                send_progress(request, status.CANCEL, tally)
-                return None
-            if not receiver.established:
-                tally.count(item.sop_instance, None)
-                continue
-            outcome = send_one(receiver, item, originator, message_id)
+        sending = Sending(originator, message_id)
+        for item, outcome in zip(selected, send_each(receiver, selected, sending), strict=True):
             if outcome.status != status.SUCCESS:
                 log.warning(
                     "sub-operation for %s: status %s %s",
@@ -206,6 +201,9 @@ class RetrieveService:
                     outcome.comment,
                 )
             tally.count(item.sop_instance, outcome.status)
+            if request.cancelled():
+                send_progress(request, status.CANCEL, tally)
+                return None
             if pending and tally.remaining:
                 send_progress(request, status.PENDING, tally)
         return tally

@@ -129,6 +129,14 @@ def request(
     """Send a request and yield its responses up to the final one (not pending)."""
     message_id = association.next_message_id()
     association.send(context_id, {**command, "MessageID": message_id}, data)
+    return _answers(association, message_id, on_request)
+
+
+def _answers(
+    association: Association,
+    message_id: int,
+    on_request: Callable[[Message], None] | None = None,
+) -> Iterator[Message]:
     for response in association.responses(message_id, on_request):
         yield response
         if status.category(int(response.command.get("Status", 0))) is not status.Category.PENDING:
@@ -252,8 +260,8 @@ def store(
     for batch in _batches(list(files)):
         association = connect(peer, proposals_for(batch))
         try:
-            for item in batch:
-                progress(send_one(association, item))
+            for outcome in send_each(association, batch):
+                progress(outcome)
         finally:
             association.release()
 
@@ -293,10 +301,79 @@ def send_one(
     target: str = "",
 ) -> StoreOutcome:
     """C-STORE one file; the originator names the C-MOVE this is a sub-operation of."""
+    sending = Sending(originator_ae, originator_message_id, lossy_ratio, target)
+    return next(send_each(association, [item], sending))
+
+
+@dataclass(frozen=True)
+class Sending:
+    """How files go out: for a C-MOVE, the originator its sub-operations name; for a
+    route, the target syntax and lossy ratio."""
+
+    originator_ae: str | None = None
+    originator_message_id: int | None = None
+    lossy_ratio: int | None = None
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A C-STORE request ready to go: its context, command and mapped or converted data."""
+
+    item: OutgoingFile
+    context_id: int
+    command: dict[str, object]
+    data: list[Buffer]
+
+
+def send_each(
+    association: Association, items: Iterable[OutgoingFile], sending: Sending = Sending()
+) -> Iterator[StoreOutcome]:
+    """C-STORE ``items`` in turn on one association, yielding each outcome.
+
+    The next file is mapped (or converted) while the peer stores the current one, so
+    its request leaves the moment the answer arrives: a peer that polls its socket
+    never waits on us between two sub-operations.
+    """
+    pending = iter(items)
+    upcoming = _ready(association, next(pending, None), sending)
+    while upcoming is not None:
+        current = upcoming
+        if isinstance(current, StoreOutcome):
+            upcoming = _ready(association, next(pending, None), sending)
+            yield current
+            continue
+        message_id = association.next_message_id()
+        try:
+            association.send(
+                current.context_id, {**current.command, "MessageID": message_id}, current.data
+            )
+        except ConnectionError as exc:
+            upcoming = _ready(association, next(pending, None), sending)
+            yield StoreOutcome(current.item.path, None, f"not sent: {exc}")
+            continue
+        upcoming = _ready(association, next(pending, None), sending)
+        try:
+            answer = final(_answers(association, message_id))
+        except ConnectionError as exc:  # lost, aborted, or silent past the timeout
+            yield StoreOutcome(current.item.path, None, f"not sent: {exc}")
+            continue
+        code = int(answer.command.get("Status", -1))
+        yield StoreOutcome(current.item.path, code, str(answer.command.get("ErrorComment", "")))
+
+
+def _ready(
+    association: Association, item: OutgoingFile | None, sending: Sending
+) -> _Ready | StoreOutcome | None:
+    """The request for ``item``, or the outcome of a file that cannot be sent."""
+    if item is None:
+        return None
+    if not association.established:
+        return StoreOutcome(item.path, None, "not sent: the association is lost")
     if not accepted_syntaxes(association, item.sop_class):
         return StoreOutcome(item.path, None, "SOP class not accepted by the peer")
     try:
-        context_id, data = payload(association, item, lossy_ratio, target)
+        context_id, data = payload(association, item, sending.lossy_ratio, sending.target)
     except Exception as exc:  # a codec that is missing or fails, an unreadable file
         return StoreOutcome(item.path, None, f"cannot convert for the peer: {exc}")
     command: dict[str, object] = {
@@ -305,15 +382,10 @@ def send_one(
         "AffectedSOPInstanceUID": item.sop_instance,
         "Priority": commands.MEDIUM,
     }
-    if originator_ae:
-        command["MoveOriginatorApplicationEntityTitle"] = originator_ae
-        command["MoveOriginatorMessageID"] = originator_message_id or 0
-    try:
-        answer = final(request(association, context_id, command, data))
-    except ConnectionError as exc:  # lost, aborted, or silent past the timeout
-        return StoreOutcome(item.path, None, f"not sent: {exc}")
-    code = int(answer.command.get("Status", -1))
-    return StoreOutcome(item.path, code, str(answer.command.get("ErrorComment", "")))
+    if sending.originator_ae:
+        command["MoveOriginatorApplicationEntityTitle"] = sending.originator_ae
+        command["MoveOriginatorMessageID"] = sending.originator_message_id or 0
+    return _Ready(item, context_id, command, data)
 
 
 def with_calling_ae(peer: Peer, calling_ae: str) -> Peer:
