@@ -23,19 +23,19 @@ ARGS = [
 """Playwright gives every launch a fresh --user-data-dir of its own."""
 
 LIT_PIXELS = """() => {
-  let most = 0;
+  const lit = [];
   for (const canvas of document.querySelectorAll('canvas')) {
     if (!canvas.width || !canvas.height) continue;
     const context = canvas.getContext('2d', {willReadFrequently: true});
     if (!context) continue;
     const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
-    let lit = 0;
-    for (let i = 0; i < data.length; i += 4) if (data[i] || data[i + 1] || data[i + 2]) lit++;
-    most = Math.max(most, lit);
+    let count = 0;
+    for (let i = 0; i < data.length; i += 4) if (data[i] || data[i + 1] || data[i + 2]) count++;
+    lit.push(count);
   }
-  return most;
+  return lit;
 }"""
-"""The most non-black pixels on any 2D canvas of the page (cornerstone draws on one)."""
+"""The non-black pixels of each 2D canvas of the page (cornerstone draws on those)."""
 
 
 def launch(playwright: Playwright) -> Browser:
@@ -44,11 +44,21 @@ def launch(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
 
 
-def wait_for_pixels(page: Page, timeout: float = 30.0, at_least: int = 100) -> float:
-    """Seconds until a canvas shows at least ``at_least`` non-black pixels."""
+def wait_for_pixels(
+    page: Page, canvases: int = 1, timeout: float = 30.0, at_least: int = 100
+) -> float:
+    """Seconds until ``canvases`` canvases each show ``at_least`` non-black pixels."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if page.evaluate(LIT_PIXELS) >= at_least:
+        lit = [count for count in page.evaluate(LIT_PIXELS) if count >= at_least]
+        if len(lit) >= canvases:
             return time.monotonic() - started
         time.sleep(0.1)
-    raise AssertionError(f"no canvas drew {at_least} non-black pixels within {timeout} s")
+    raise AssertionError(f"{canvases} canvases did not draw {at_least} pixels within {timeout} s")
+
+
+def skip_tour(page: Page) -> None:
+    """Close OHIF's first-visit tour, so that screenshots show the images."""
+    skip = page.get_by_text("Skip all")
+    if skip.count():
+        skip.first.click()

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from browser import launch, wait_for_pixels
+from browser import launch, skip_tour, wait_for_pixels
 from conftest import (
     PYDICOM_FILES,
     RunningServer,
@@ -31,7 +31,8 @@ from conftest import (
     write_config,
 )
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-from pydicom.uid import generate_uid
+from pydicom import Dataset
+from pydicom.uid import EncapsulatedPDFStorage, generate_uid
 from test_routing import StoreScp
 
 from pacsnode import ohif
@@ -47,9 +48,8 @@ CT_SLICES = 24
 class Site:
     server: RunningServer
     storescp: StoreScp
-    ct_study: str
-    j2k_study: str
-    jpeg_study: str
+    studies: dict[str, str]
+    """Study Instance UIDs of what OHIF is to open, by kind."""
     uploads: list[Path]
     not_dicom: Path
     down_port: int
@@ -89,6 +89,38 @@ def _ct_series(folder: Path) -> tuple[str, list[Path]]:
         dataset.PixelData = volume[number].astype("<u2").tobytes()
         paths.append(save(dataset, folder / f"ct{number:03}.dcm"))
     return study, paths
+
+
+def _pdf_document() -> Dataset:
+    """An Encapsulated PDF of one page that says "pacsnode"."""
+    text = b"BT /F1 24 Tf 20 100 Td (pacsnode) Tj ET"
+    pdf = b"".join(
+        [
+            b"%PDF-1.1\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n",
+            b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n",
+            b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]/Contents 4 0 R",
+            b"/Resources<</Font<</F1 5 0 R>>>>>>endobj\n",
+            b"4 0 obj<</Length " + str(len(text)).encode() + b">>stream\n" + text,
+            b"\nendstream endobj\n5 0 obj<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>endobj\n",
+            b"trailer<</Root 1 0 R>>\n%%EOF\n",
+        ]
+    )
+    dataset = ct_dataset(
+        sop_class=EncapsulatedPDFStorage,
+        patient_name="REPORT^PDF",
+        patient_id="UI-PDF",
+        modality="DOC",
+        MIMETypeOfEncapsulatedDocument="application/pdf",
+        DocumentTitle="report",
+        BurnedInAnnotation="NO",
+        EncapsulatedDocument=pdf + b"\0" * (len(pdf) % 2),
+    )
+    for pixel_keyword in ("Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit"):
+        delattr(dataset, pixel_keyword)
+    for pixel_keyword in ("PixelRepresentation", "SamplesPerPixel", "PhotometricInterpretation"):
+        delattr(dataset, pixel_keyword)
+    del dataset.PixelData
+    return dataset
 
 
 def _study_of(path: Path) -> str:
@@ -140,13 +172,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     ct_study, ct_paths = _ct_series(sources)
     j2k = pydicom_data_dir() / "693_J2KR.dcm"
     jpeg = PYDICOM_FILES / "test_files" / "SC_rgb_jpeg_dcmtk.dcm"
+    jpeg_ls = pydicom_data_dir() / "emri_small_jpeg_ls_lossless.dcm"
+    sr = PYDICOM_FILES / "test_files" / "reportsi.dcm"
+    pdf = save(_pdf_document(), sources / "pdf.dcm")
+    viewed = {"j2k": j2k, "jpeg": jpeg, "jpeg-ls-multiframe": jpeg_ls, "sr": sr, "pdf": pdf}
     many = [
         save(
             ct_dataset(patient_name=f"PAGER^P{n:02}", patient_id=f"PG{n:02}"), sources / f"p{n}.dcm"
         )
         for n in range(30)
     ]
-    imported = _run("import", "--config", str(config), *map(str, [*ct_paths, j2k, jpeg, *many]))
+    imported = _run(
+        "import", "--config", str(config), *map(str, [*ct_paths, *viewed.values(), *many])
+    )
     assert imported.returncode == 0, imported.stderr
     uploads = [
         save(ct_dataset(patient_name="UPLOADED^ONE", patient_id="UP1"), folder / "up1.dcm"),
@@ -157,16 +195,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     log = folder / "server.log"
     server = RunningServer(config, data, dicom_port, "PACSNODE", log, "", http_port).start()
     try:
-        yield Site(
-            server,
-            storescp,
-            ct_study,
-            _study_of(j2k),
-            _study_of(jpeg),
-            uploads,
-            not_dicom,
-            down_port,
-        )
+        studies = {kind: _study_of(path) for kind, path in viewed.items()}
+        studies |= {"ct": ct_study, "mpr": ct_study}
+        yield Site(server, storescp, studies, uploads, not_dicom, down_port)
     finally:
         server.kill()
         storescp.stop()
@@ -230,15 +261,15 @@ def test_login_search_and_study_page(browser: Browser, site: Site, admin: Browse
 
     page = admin.new_page()
     page.goto(url + "/")
-    assert page.inner_text("#count-studies") == "33"
+    assert page.inner_text("#count-studies") == "36"
     _shot(page, "dashboard")
 
     page.goto(url + "/studies")
-    assert "33 studies" in page.inner_text("#study-total")
+    assert "36 studies" in page.inner_text("#study-total")
     assert page.locator("#study-table tbody tr").count() == 25
     page.click("#next-page")
     page.wait_for_selector("text=page 2 of 2")
-    assert page.locator("#study-table tbody tr").count() == 8
+    assert page.locator("#study-table tbody tr").count() == 11
     page.fill("input[name=name]", "pager^p0")
     page.select_option("select[name=sort]", "PatientName")
     page.wait_for_selector("text=10 studies")
@@ -260,13 +291,14 @@ def test_login_search_and_study_page(browser: Browser, site: Site, admin: Browse
 
     page.click("#study-table tbody a >> nth=0")
     page.wait_for_selector(".series img.thumb")
-    decoded = page.eval_on_selector_all(
-        "img.thumb", "images => images.map(i => i.complete && i.naturalWidth)"
+    page.wait_for_function(  # decoded as images: a width once loaded
+        "[...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth)"
     )
-    assert decoded and all(width > 0 for width in decoded)
+    widths = page.eval_on_selector_all("img.thumb", "images => images.map(i => i.naturalWidth)")
+    assert widths == [128]
     assert f"{CT_SLICES} instances" in page.inner_text(".series .count")
     open_link = page.get_attribute("#open-viewer", "href")
-    assert open_link == f"/viewer?StudyInstanceUIDs={site.ct_study}"
+    assert open_link == f"/viewer?StudyInstanceUIDs={site.studies['ct']}"
     page.click(".series summary")
     page.click(".instances-list a >> nth=0")
     page.wait_for_selector("#tag-tree")
@@ -289,23 +321,23 @@ def test_upload_send_and_delete(site: Site, admin: BrowserContext) -> None:
     with site.api() as api:
         found = api.get("/api/studies", params={"PatientName": "UPLOADED*"}).json()
     assert found["total"] == 2
+    uploaded = found["items"][0]["StudyInstanceUID"]
 
-    page.goto(f"{url}/studies/{site.jpeg_study}")
+    page.goto(f"{url}/studies/{uploaded}")
     page.select_option("#send-form select", "STORESCP")
     page.click("#send-form button")
     page.wait_for_selector("#study-message .ok")
     job = int(page.inner_text("#study-message").split("job ")[1].split(" ")[0])
     page.goto(url + "/jobs")
     page.wait_for_selector(f"#job-{job}[data-status=done]", timeout=20_000)
-    received = list(site.storescp.directory.iterdir())
-    assert len(received) == 1
+    assert len(list(site.storescp.directory.iterdir())) == 1
 
-    page.goto(f"{url}/studies/{site.jpeg_study}")
+    page.goto(f"{url}/studies/{uploaded}")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#delete-study")
-    page.wait_for_url(f"{url}/studies?deleted={site.jpeg_study}")
+    page.wait_for_url(f"{url}/studies?deleted={uploaded}")
     with site.api() as api:
-        assert api.get(f"/api/studies/{site.jpeg_study}").status_code == 404
+        assert api.get(f"/api/studies/{uploaded}").status_code == 404
     page.close()
 
 
@@ -328,7 +360,7 @@ def test_remote_echo_and_job_retry(site: Site, admin: BrowserContext) -> None:
     _shot(page, "remotes")
 
     with site.api() as api:
-        queued = api.post("/api/remote/DOWN/store", json={"study": site.ct_study})
+        queued = api.post("/api/remote/DOWN/store", json={"study": site.studies["ct"]})
         assert queued.status_code == 202
         job = queued.json()["id"]
         failed = _wait_job(api, job, "failed")
@@ -361,7 +393,7 @@ def test_viewer_role_sees_and_may_do_no_more(browser: Browser, site: Site) -> No
     url = site.server.url
     context = _logged_in(browser, site, "viewer")
     page = context.new_page()
-    page.goto(f"{url}/studies/{site.ct_study}")
+    page.goto(f"{url}/studies/{site.studies['ct']}")
     assert page.locator("#open-viewer").count() == 1
     for hidden in ("#delete-study", "#delete-study-hard", "#send-form"):
         assert page.locator(hidden).count() == 0, hidden
@@ -374,8 +406,8 @@ def test_viewer_role_sees_and_may_do_no_more(browser: Browser, site: Site) -> No
     for path in ("/users", "/audit"):
         assert page.request.get(url + path).status == 403, path
     for path in (
-        f"/studies/{site.ct_study}/delete",
-        f"/studies/{site.ct_study}/send",
+        f"/studies/{site.studies['ct']}/delete",
+        f"/studies/{site.studies['ct']}/send",
         "/remotes",
         "/remotes/STORESCP/echo",
         "/jobs/1/retry",
@@ -390,6 +422,11 @@ def test_viewer_role_sees_and_may_do_no_more(browser: Browser, site: Site) -> No
         data=site.uploads[0].read_bytes(),
     )
     assert stow.status == 403
+    page.goto(url + "/studies")
+    page.click("#logout")
+    page.wait_for_url(url + "/login")
+    page.goto(url + "/studies")
+    assert page.url.startswith(url + "/login?next=")
     context.close()
 
 
@@ -401,39 +438,48 @@ def test_csrf_and_sessions(site: Site, admin: BrowserContext) -> None:
     assert without.status == 403 and "CSRF" in without.text()
     forged = page.request.post(url + "/remotes/STORESCP/echo", headers={"X-CSRF-Token": "x"})
     assert forged.status == 403
-    api = page.request.delete(f"{url}/api/studies/{site.ct_study}")
+    api = page.request.delete(f"{url}/api/studies/{site.studies['ct']}")
     assert api.status == 403  # the REST API too, when the session cookie is the credential
     with site.api() as client:
-        assert client.get(f"/api/studies/{site.ct_study}").status_code == 200
+        assert client.get(f"/api/studies/{site.studies['ct']}").status_code == 200
     echo = page.request.post(url + "/remotes/STORESCP/echo", headers={"X-CSRF-Token": _csrf(page)})
     assert echo.status == 200 and "echo succeeded" in echo.text()
     page.close()
 
 
-@pytest.mark.parametrize("kind", ["ct", "j2k", "jpeg"])
-def test_ohif_draws_each_study(site: Site, admin: BrowserContext, kind: str) -> None:
-    study = {"ct": site.ct_study, "j2k": site.j2k_study, "jpeg": site.jpeg_study}[kind]
-    if kind == "jpeg":  # deleted softly by the upload test: sent again
-        with site.api() as api:
-            part = (PYDICOM_FILES / "test_files" / "SC_rgb_jpeg_dcmtk.dcm").read_bytes()
-            body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n--b--\r\n"
-            sent = api.post(
-                "/dicom-web/studies",
-                content=body,
-                headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
-            )
-            assert sent.status_code == 200
+VIEWED = {
+    "ct": ("", 1),
+    "mpr": ("&hangingprotocolId=mpr", 3),
+    "j2k": ("", 1),
+    "jpeg": ("", 1),
+    "jpeg-ls-multiframe": ("", 1),
+    "sr": ("", 0),
+    "pdf": ("", 0),
+}
+"""Each study OHIF opens: URL suffix, and how many canvases must draw pixels (SR shows
+as text, PDF in the browser's own viewer)."""
+
+
+@pytest.mark.parametrize("kind", VIEWED)
+def test_ohif_opens_each_kind(site: Site, admin: BrowserContext, kind: str) -> None:
+    study = site.studies[kind]
+    suffix, canvases = VIEWED[kind]
     page = admin.new_page()
     answers: list[tuple[int, str]] = []
     page.on("response", lambda response: answers.append((response.status, response.url)))
-    page.goto(f"{site.server.url}/viewer?StudyInstanceUIDs={study}")
-    wait_for_pixels(page)
+    page.goto(f"{site.server.url}/viewer?StudyInstanceUIDs={study}{suffix}")
+    if canvases:
+        wait_for_pixels(page, canvases)
+    elif kind == "sr":
+        page.get_by_text("Document Title").first.wait_for()
+    else:
+        page.locator("iframe, object, embed").first.wait_for()
     assert page.evaluate("self.crossOriginIsolated") is True
     dicomweb = [(s, u) for s, u in answers if "/dicom-web/" in u or "/wado" in u]
     assert dicomweb and all(200 <= status < 300 for status, _url in dicomweb), dicomweb
     assert all(status < 400 for status, _url in answers), [a for a in answers if a[0] >= 400]
-    if kind == "ct":
-        assert any("/frames/" in u for _s, u in dicomweb)
+    if kind == "mpr":
+        skip_tour(page)
         _shot(page, "viewer")
     page.close()
 

@@ -8,6 +8,9 @@ deletion); an admin does everything, including hard deletion, the configuration
 viewer to read and admin to change, so a new route is safe before anyone thinks about
 it.
 
+The web UI's pages and actions are in the same table, by the measure of the REST
+routes they mirror, and its templates ask it before showing an action.
+
 The check runs right after authentication, before routing, so no endpoint can forget
 it. A caller who is known but not allowed gets 403 and a security alert in the audit
 trail; one who is not known never gets this far (401).

@@ -68,6 +68,11 @@ class Viewer:
 
     def routes(self) -> list[Route]:
         return [
-            Route(ohif.PREFIX, self.enter, methods=["GET", "HEAD"]),
-            Route(ohif.PREFIX + "/{path:path}", self.file, methods=["GET", "HEAD"]),
+            Route(ohif.PREFIX, self.enter, methods=["GET", "HEAD"], include_in_schema=False),
+            Route(
+                ohif.PREFIX + "/{path:path}",
+                self.file,
+                methods=["GET", "HEAD"],
+                include_in_schema=False,
+            ),
         ]

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from pacsnode import audit
 from pacsnode.archive.users import LoginRefused, UserError, UserNotFound, Users, expiry
 from pacsnode.web.audit_api import actor
-from pacsnode.web.ui.render import Pages, caller_of, role_of
+from pacsnode.web.ui.render import Pages, caller_of, page, role_of
 from pacsnode.web.ui.sessions import COOKIE, CSRF_FIELD
 
 
@@ -171,14 +171,14 @@ class AccountPages:
     def routes(self) -> list[Route]:
         post = ["POST"]
         return [
-            Route("/login", self.login_form),
-            Route("/login", self.login, methods=post),
-            Route("/logout", self.logout, methods=post),
-            Route("/users", self.users_page),
-            Route("/users", self.add_user, methods=post),
-            Route("/users/{name}", self.change_user, methods=post),
-            Route("/users/{name}/delete", self.delete_user, methods=post),
-            Route("/tokens", self.tokens_page),
-            Route("/tokens", self.create_token, methods=post),
-            Route("/tokens/{id:int}/revoke", self.revoke, methods=post),
+            page("/login", self.login_form),
+            page("/login", self.login, methods=post),
+            page("/logout", self.logout, methods=post),
+            page("/users", self.users_page),
+            page("/users", self.add_user, methods=post),
+            page("/users/{name}", self.change_user, methods=post),
+            page("/users/{name}/delete", self.delete_user, methods=post),
+            page("/tokens", self.tokens_page),
+            page("/tokens", self.create_token, methods=post),
+            page("/tokens/{id:int}/revoke", self.revoke, methods=post),
         ]

@@ -28,7 +28,7 @@ from pacsnode.jobs.queue import JobError, JobStatus
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.audit_api import actor
 from pacsnode.web.keyword_json import keyword_json
-from pacsnode.web.ui.render import Pages
+from pacsnode.web.ui.render import Pages, page
 from pacsnode.workflows.retrieve import RETRIEVE_JOB, RetrieveError, RetrieveRequest
 from pacsnode.workflows.retrieve import plan as plan_retrieve
 from pacsnode.workflows.routing import Router, RuleError, rule_json
@@ -269,21 +269,21 @@ class AdminPages:
     def routes(self) -> list[Route]:
         post = ["POST"]
         return [
-            Route("/remotes", self.remotes_page),
-            Route("/remotes", self.save_remote, methods=post),
-            Route("/remotes/{ae}/delete", self.delete_remote, methods=post),
-            Route("/remotes/{ae}/echo", self.echo, methods=post),
-            Route("/remotes/{ae}/query", self.query_page),
-            Route("/remotes/{ae}/query", self.query, methods=post),
-            Route("/remotes/{ae}/retrieve", self.retrieve, methods=post),
-            Route("/routes", self.routes_page),
-            Route("/routes", self.add_route, methods=post),
-            Route("/routes/{name}/delete", self.remove_route, methods=post),
-            Route("/jobs", self.jobs_page),
-            Route("/jobs/{id:int}/retry", self.retry, methods=post),
-            Route("/jobs/{id:int}/cancel", self.cancel, methods=post),
-            Route("/worklist", self.worklist),
-            Route("/mpps", self.mpps),
-            Route("/commitments", self.commitments),
-            Route("/audit", self.audit_page),
+            page("/remotes", self.remotes_page),
+            page("/remotes", self.save_remote, methods=post),
+            page("/remotes/{ae}/delete", self.delete_remote, methods=post),
+            page("/remotes/{ae}/echo", self.echo, methods=post),
+            page("/remotes/{ae}/query", self.query_page),
+            page("/remotes/{ae}/query", self.query, methods=post),
+            page("/remotes/{ae}/retrieve", self.retrieve, methods=post),
+            page("/routes", self.routes_page),
+            page("/routes", self.add_route, methods=post),
+            page("/routes/{name}/delete", self.remove_route, methods=post),
+            page("/jobs", self.jobs_page),
+            page("/jobs/{id:int}/retry", self.retry, methods=post),
+            page("/jobs/{id:int}/cancel", self.cancel, methods=post),
+            page("/worklist", self.worklist),
+            page("/mpps", self.mpps),
+            page("/commitments", self.commitments),
+            page("/audit", self.audit_page),
         ]

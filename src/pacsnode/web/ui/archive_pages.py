@@ -30,7 +30,7 @@ from pacsnode.audit.journal import Journal, Search
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.audit_api import actor
 from pacsnode.web.dicomweb.common import DicomWebError, located
-from pacsnode.web.ui.render import Pages
+from pacsnode.web.ui.render import Pages, page
 from pacsnode.workflows.sending import STORE_JOB, NothingToSend, SendError, SendRequest, plan
 
 PAGE_SIZE = 25
@@ -243,14 +243,14 @@ class ArchivePages:
     def routes(self) -> list[Route]:
         post = ["POST"]
         return [
-            Route("/", self.dashboard),
-            Route("/studies", self.studies),
-            Route("/studies/{uid}", self.study),
-            Route("/studies/{uid}/series/{series}/instances", self.instances),
-            Route("/studies/{uid}/series/{series}/instances/{sop}/tags", self.tags),
-            Route("/studies/{uid}/send", self.send, methods=post),
-            Route("/studies/{uid}/delete", self.delete, methods=post),
-            Route("/studies/{uid}/delete/hard", self.delete_hard, methods=post),
-            Route("/patients", self.patients),
-            Route("/upload", self.upload),
+            page("/", self.dashboard),
+            page("/studies", self.studies),
+            page("/studies/{uid}", self.study),
+            page("/studies/{uid}/series/{series}/instances", self.instances),
+            page("/studies/{uid}/series/{series}/instances/{sop}/tags", self.tags),
+            page("/studies/{uid}/send", self.send, methods=post),
+            page("/studies/{uid}/delete", self.delete, methods=post),
+            page("/studies/{uid}/delete/hard", self.delete_hard, methods=post),
+            page("/patients", self.patients),
+            page("/upload", self.upload),
         ]

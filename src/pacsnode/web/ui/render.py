@@ -14,6 +14,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 from pacsnode.archive.users import Role, allows
 from pacsnode.web.roles import Caller, required_role
@@ -66,6 +67,11 @@ def moment(value: Any) -> str:
         return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return str(value)
+
+
+def page(path: str, endpoint: Any, methods: list[str] | None = None) -> Route:
+    """A route of the UI: for people, so not in the REST API's OpenAPI description."""
+    return Route(path, endpoint, methods=methods, include_in_schema=False)
 
 
 class Pages:
