@@ -163,6 +163,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         [
             {"ae_title": "STORESCP", "host": "127.0.0.1", "port": storescp.port},
             {"ae_title": "DOWN", "host": "127.0.0.1", "port": down_port},
+            {
+                "ae_title": "SELF",
+                "host": "127.0.0.1",
+                "port": dicom_port,
+                "offers": ["find", "get"],
+            },
         ],
     )
     installed = _run("viewer", "install", "--config", str(config))
@@ -358,6 +364,20 @@ def test_remote_echo_and_job_retry(site: Site, admin: BrowserContext) -> None:
     page.click("#remote-DOWN button.echo")
     page.wait_for_selector("#remote-message .error")
     _shot(page, "remotes")
+
+    page.goto(url + "/remotes/SELF/query")
+    page.fill("#query-form input[name=PatientID]", "UI-CT")
+    page.click("#query-form button")
+    page.wait_for_selector("#matches table")
+    assert "1 study on SELF" in page.inner_text("#matches")
+    assert "PHANTOM, SPHERE" in page.inner_text("#matches table")
+    page.click("#matches button")
+    page.wait_for_selector("#retrieve-message .ok")
+    retrieve = int(page.inner_text("#retrieve-message").split("job ")[1].split(" ")[0])
+    with site.api() as api:
+        retrieved = _wait_job(api, retrieve, "done")
+    assert retrieved["kind"] == "retrieve"
+    assert retrieved["result"]["completed"] == CT_SLICES  # type: ignore[index]
 
     with site.api() as api:
         queued = api.post("/api/remote/DOWN/store", json={"study": site.studies["ct"]})
