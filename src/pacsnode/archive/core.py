@@ -29,6 +29,10 @@ from pacsnode.config import CONFIG_ENV, SYSTEM_CONFIG, Settings
 
 log = logging.getLogger("pacsnode.archive")
 
+ARCHIVE_NEIGHBOURS = frozenset({"viewer"})
+"""What may be in a data directory before its archive is made: the OHIF viewer, which
+'make run' installs before the first 'pacsnode serve'."""
+
 
 class ArchiveError(Exception):
     """The archive cannot be opened; the message is one line naming the path or URL."""
@@ -151,7 +155,7 @@ def _check_new(settings: Settings, create: bool) -> None:
             f"no archive in {data_dir}{index}; config file: {named}. Name the archive's "
             "config file, or create an archive with 'pacsnode serve' or 'pacsnode import'"
         )
-    if data_dir.is_dir() and any(data_dir.iterdir()):
+    if data_dir.is_dir() and any(p.name not in ARCHIVE_NEIGHBOURS for p in data_dir.iterdir()):
         raise ArchiveError(
             f"{data_dir} holds other files and no archive: give data_dir an empty or new directory"
         )

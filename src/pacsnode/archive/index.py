@@ -11,6 +11,7 @@ import contextlib
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from typing import Any, Literal
 
@@ -607,6 +608,12 @@ class Index:
         with self.database.reader.connect() as connection:
             row = connection.execute(query).first()
         return None if row is None else StoredInstance(**row._mapping)
+
+    def received_since(self, moment: datetime) -> int:
+        """How many instances arrived since ``moment`` (hidden ones too): the ingest rate."""
+        query = sa.select(sa.func.count()).where(instance.c.received_at >= moment)
+        with self.database.reader.connect() as connection:
+            return int(connection.execute(query).scalar_one())
 
     def stats(self) -> ArchiveStats:
         """Counts of what the doors show, from the counters, and the bytes on disk."""

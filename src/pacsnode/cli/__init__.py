@@ -19,6 +19,7 @@ from pacsnode.cli import (
     security,
     tls,
     users,
+    viewer,
     worklist,
 )
 from pacsnode.cli.common import app, fail
@@ -39,6 +40,7 @@ __all__ = [
     "security",
     "tls",
     "users",
+    "viewer",
     "worklist",
 ]
 

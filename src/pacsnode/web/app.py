@@ -1,5 +1,6 @@
 """The HTTP application: DICOMweb under ``/dicom-web``, WADO-URI at ``/wado``, the admin
-REST API under ``/api``, all thin doors onto the same archive core."""
+REST API under ``/api``, the OHIF viewer at ``/viewer`` and the web UI at ``/``, all
+thin doors onto the same archive core."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ from pacsnode.web.remotes_api import RemotesApi
 from pacsnode.web.replies import error
 from pacsnode.web.routes_api import RoutesApi
 from pacsnode.web.system_api import SystemApi
+from pacsnode.web.ui import ui_routes
+from pacsnode.web.ui.sessions import CsrfMiddleware, SessionBackend, Sessions
 from pacsnode.web.users_api import UsersApi
+from pacsnode.web.viewer import Viewer
 from pacsnode.web.wado_uri import WadoUri
 from pacsnode.workflows.prefetch import on_scheduled
 from pacsnode.workflows.routing import Router
@@ -75,8 +79,10 @@ def _api(
     ]
 
 
-def _middleware(settings: Settings, users: Users) -> list[Middleware]:
-    """CORS comes first, so that a browser's preflight is answered without credentials."""
+def _middleware(settings: Settings, users: Users, sessions: Sessions) -> list[Middleware]:
+    """CORS comes first, so that a browser's preflight is answered without credentials;
+    the UI's session cookies are checked before the door's own credentials, and the
+    CSRF token once the caller is known."""
     middleware = []
     if settings.cors_origins:
         middleware.append(
@@ -89,20 +95,25 @@ def _middleware(settings: Settings, users: Users) -> list[Middleware]:
             )
         )
     access = [Middleware(AccessLog)] if settings.http_access_log else []
-    return [*access, *middleware, *authentication(settings, users)]
+    guard = authentication(settings, users, lambda inner: SessionBackend(inner, sessions, users))
+    return [*access, *middleware, *guard, Middleware(CsrfMiddleware, sessions=sessions)]
 
 
 def create_app(archive: Archive, workers: Workers, router: Router | None = None) -> Starlette:
-    users = Users(archive.database, archive.settings.http_users)
+    settings = archive.settings
+    users = Users(archive.database, settings.http_users)
+    sessions = Sessions(settings.data_dir, secure=settings.http_tls)
     routes: list[BaseRoute] = [
         Mount("/dicom-web", routes=_dicomweb(archive)),
         Mount("/api", routes=_api(archive, workers, router, users)),
         *WadoUri(archive).routes(),
     ]
-    routes += docs_routes(routes, archive.settings)
+    routes += docs_routes(routes, settings)
+    routes += Viewer(settings.data_dir).routes()
+    routes += ui_routes(archive, workers, router, users, sessions)
     return Starlette(
         routes=routes,
-        middleware=_middleware(archive.settings, users),
+        middleware=_middleware(settings, users, sessions),
         exception_handlers={DicomWebError: error_response, DBAPIError: _index_unavailable},
     )
 

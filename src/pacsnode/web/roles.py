@@ -8,6 +8,9 @@ deletion); an admin does everything, including hard deletion, the configuration
 viewer to read and admin to change, so a new route is safe before anyone thinks about
 it.
 
+The web UI's pages and actions are in the same table, by the measure of the REST
+routes they mirror, and its templates ask it before showing an action.
+
 The check runs right after authentication, before routing, so no endpoint can forget
 it. A caller who is known but not allowed gets 403 and a security alert in the audit
 trail; one who is not known never gets this far (401).
@@ -45,6 +48,13 @@ _RULES: tuple[tuple[frozenset[str], re.Pattern[str], Role], ...] = (
     (POST, re.compile(r"/api/print"), "operator"),
     (POST, re.compile(r"/api/rejected/[^/]+/restore"), "operator"),
     (DELETE, DELETABLE, "operator"),
+    # the web UI's pages and actions, by the same measure as their REST routes
+    (POST, re.compile(r"/logout"), "viewer"),
+    (ANY, re.compile(r"/tokens(/.*)?"), "viewer"),
+    (ANY, re.compile(r"/(users|audit)(/.*)?"), "admin"),
+    (POST, re.compile(r"/studies/[^/]+/(send|delete)"), "operator"),
+    (POST, re.compile(r"/jobs/\d+/(retry|cancel)"), "operator"),
+    (POST, re.compile(r"/remotes/[^/]+/(echo|query|retrieve)"), "operator"),
     (READ, re.compile(r".*"), "viewer"),
 )
 """Methods, path, the role they need; the first match wins, and what none matches

@@ -1,0 +1,127 @@
+/* pacsnode web UI: what htmx does not do itself. Uploads go to STOW-RS one file at a
+   time (so each has its own result), with the session's CSRF token; errors the server
+   answers with a status (403 for a role, 401 after a logout) show in the flash area. */
+"use strict";
+const pacsnode = (() => {
+  const csrf = () => document.body.dataset.csrf;
+
+  function flash(text) {
+    const box = document.getElementById("flash");
+    if (!box) return;
+    const p = document.createElement("p");
+    p.className = "error";
+    p.setAttribute("role", "alert");
+    p.textContent = text;
+    box.replaceChildren(p);
+  }
+
+  document.addEventListener("htmx:responseError", (event) => {
+    const xhr = event.detail.xhr;
+    let text = xhr.responseText;
+    try { text = JSON.parse(text).error || text; } catch (_) { /* plain text */ }
+    flash(`${xhr.status}: ${text}`);
+  });
+  document.addEventListener("htmx:sendError", () => flash("the archive cannot be reached"));
+
+  function editRemote(entry) {
+    const form = document.getElementById("remote-form");
+    for (const name of ["ae_title", "host", "port", "description"]) form.elements[name].value = entry[name] ?? "";
+    for (const name of ["offers", "allowed", "transfer_syntaxes"]) form.elements[name].value = (entry[name] || []).join(", ");
+    form.elements.move_destination_only.checked = !!entry.move_destination_only;
+    form.scrollIntoView();
+  }
+
+  async function filesOf(items) {
+    const files = [];
+    async function walk(entry, path) {
+      if (entry.isFile) {
+        files.push(await new Promise((ok, bad) => entry.file((f) => ok({ file: f, name: path + f.name }), bad)));
+      } else if (entry.isDirectory) {
+        const reader = entry.createReader();
+        for (;;) {
+          const batch = await new Promise((ok, bad) => reader.readEntries(ok, bad));
+          if (!batch.length) break;
+          for (const child of batch) await walk(child, path + entry.name + "/");
+        }
+      }
+    }
+    for (const item of items) {
+      const entry = item.webkitGetAsEntry && item.webkitGetAsEntry();
+      if (entry) await walk(entry, "");
+    }
+    return files;
+  }
+
+  function send(file) {
+    const boundary = `pacsnode-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    const body = new Blob([
+      `--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`, file, `\r\n--${boundary}--\r\n`,
+    ]);
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", "/dicom-web/studies");
+      xhr.setRequestHeader("Content-Type", `multipart/related; type="application/dicom"; boundary=${boundary}`);
+      xhr.setRequestHeader("Accept", "application/dicom+json");
+      xhr.setRequestHeader("X-CSRF-Token", csrf());
+      xhr.onload = () => resolve({ status: xhr.status, body: xhr.responseText });
+      xhr.onerror = () => resolve({ status: 0, body: "no answer" });
+      xhr.send(body);
+    });
+  }
+
+  function outcome(result) {
+    if (result.status === 200) return ["stored", "ok"];
+    let reason = result.body;
+    try {
+      const answer = JSON.parse(result.body);
+      const failed = (answer["00081198"] || {}).Value || [];
+      const code = failed.length ? ((failed[0]["00081197"] || {}).Value || [""])[0] : "";
+      reason = answer.error || (code !== "" ? `failure reason ${Number(code).toString(16).toUpperCase().padStart(4, "0")}` : `status ${result.status}`);
+      if (result.status === 202) return [`stored with warning: ${reason}`, "ok"];
+    } catch (_) { /* not JSON */ }
+    return [`not stored (${result.status}): ${reason}`, "error"];
+  }
+
+  async function upload(files) {
+    const body = document.querySelector("#upload-results tbody");
+    const bar = document.getElementById("upload-progress");
+    const summary = document.getElementById("upload-summary");
+    const total = files.reduce((sum, f) => sum + f.file.size, 0) || 1;
+    let done = 0, stored = 0;
+    bar.hidden = false; bar.max = total; bar.value = 0;
+    for (const { file, name } of files) {
+      const row = body.insertRow();
+      row.insertCell().textContent = name;
+      row.insertCell().textContent = `${(file.size / 1000).toFixed(1)} kB`;
+      const cell = row.insertCell();
+      cell.textContent = "sending…";
+      const result = await send(file);
+      const [text, kind] = outcome(result);
+      cell.textContent = text;
+      cell.className = kind;
+      if (kind === "ok") stored += 1;
+      done += file.size;
+      bar.value = done;
+      summary.textContent = `sending: ${stored} stored so far`;
+    }
+    summary.textContent = `${stored} of ${files.length} files stored`;
+  }
+
+  function setUpUpload() {
+    const drop = document.getElementById("drop");
+    if (!drop) return;
+    const picked = (input) => upload([...input.files].map((f) => ({ file: f, name: f.webkitRelativePath || f.name })));
+    document.getElementById("files").addEventListener("change", (e) => picked(e.target));
+    document.getElementById("folder").addEventListener("change", (e) => picked(e.target));
+    drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+    drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+    drop.addEventListener("drop", async (e) => {
+      e.preventDefault();
+      drop.classList.remove("over");
+      upload(await filesOf([...e.dataTransfer.items]));
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", setUpUpload);
+  return { editRemote, upload };
+})();
