@@ -8,6 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pacsnode.cli import (
     archive,
     audit,
+    conformance,
     deletion,
     jobs,
     media,
@@ -27,6 +28,7 @@ __all__ = [
     "app",
     "archive",
     "audit",
+    "conformance",
     "deletion",
     "jobs",
     "main",
