@@ -220,7 +220,3 @@ class Statement:
     remote_aes: tuple[RemoteNode, ...]
     configuration: tuple[Setting, ...]
     differences: tuple[Difference, ...]
-
-    def accepted_syntaxes(self, context: AcceptedContext) -> tuple[str, ...]:
-        """The transfer syntax UIDs of an accepted context, in our order."""
-        return tuple(ts.uid for ts in self.transfer_syntax_sets[context.transfer_syntaxes])

@@ -8,7 +8,8 @@ import html
 import json
 from collections.abc import Iterator, Sequence
 
-from pacsnode.conformance.document import Block, Bullets, Section, Table, document
+from pacsnode.conformance.blocks import Block, Bullets, Section, Table
+from pacsnode.conformance.document import document
 from pacsnode.conformance.model import Statement
 
 FORMATS = ("md", "html", "json")

@@ -49,12 +49,13 @@ def tcp(peer: Peer) -> Finding:
         )
     except OSError as exc:
         return _tcp_failed(f"cannot connect to {where}: {exc.strerror or exc}", "")
+    elapsed = _milliseconds(started)
     return Finding(
         NETWORK,
         "tcp",
         Outcome.OK,
-        f"TCP connection to {where} in {_milliseconds(started)} ms",
-        data={"milliseconds": _milliseconds(started), "our_address": ours},
+        f"TCP connection to {where} in {elapsed} ms",
+        data={"milliseconds": elapsed, "our_address": ours},
     )
 
 

@@ -7,9 +7,9 @@ import dataclasses
 
 from pacsnode.config import SERVICES, Settings
 from pacsnode.dimse.scu import Peer
-from pacsnode.doctor import network, services, storage
+from pacsnode.doctor import network, queries, services, storage, workflow
 from pacsnode.doctor.listener import Listener
-from pacsnode.doctor.report import Finding, Learnt, Outcome, Report
+from pacsnode.doctor.report import Finding, Outcome, Report
 from pacsnode.doctor.services import Negotiated, Whereabouts
 from pacsnode.doctor.storage import Held
 from pacsnode.net.requestor import AssociationFailed
@@ -92,15 +92,15 @@ def _services(
 ) -> None:
     sample = None
     for name in ("patient", "study", "psonly"):
-        finding, found = services.walk(peer, name, negotiated)
+        finding, found = queries.walk(peer, name, negotiated)
         report.add(finding)
         sample = sample or found
-    report.add(services.relational_finding(negotiated))
-    report.add(services.move_finding(peer, negotiated, sample, us))
-    report.add(services.get_finding(peer, negotiated, sample))
-    report.add(services.commitment_finding(peer, negotiated, sample, us, timeout))
-    report.add(services.worklist_finding(peer, negotiated))
-    report.add(services.mpps_finding(negotiated))
+    report.add(queries.relational_finding(negotiated))
+    report.add(queries.move_finding(peer, negotiated, sample, us))
+    report.add(queries.get_finding(peer, negotiated, sample))
+    report.add(workflow.commitment_finding(peer, negotiated, sample, us, timeout))
+    report.add(workflow.worklist_finding(peer, negotiated))
+    report.add(workflow.mpps_finding(negotiated))
 
 
 def _listen(settings: Settings, our_address: str) -> Whereabouts:
@@ -130,6 +130,3 @@ def _offers(report: Report) -> tuple[str, ...]:
         if f.check in SERVICE_OF_CHECK and f.outcome in ANSWERED
     }
     return tuple(service for service in SERVICES if service in answered)
-
-
-__all__ = ["CHECKS", "Learnt", "diagnose"]
