@@ -110,7 +110,12 @@ def _syntax_sets(settings: Settings) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _set_name(syntaxes: tuple[str, ...], sets: dict[str, tuple[str, ...]]) -> str:
+def _set_name(uid: str, syntaxes: tuple[str, ...], sets: dict[str, tuple[str, ...]]) -> str:
+    """The set a context's syntaxes are: the storage set for a storage class, even when
+    storage_transfer_syntaxes makes it the same as the uncompressed one."""
+    preferred = STORAGE_SET if uid in STORAGE_SOP_CLASSES else UNCOMPRESSED_SET
+    if sets[preferred] == syntaxes:
+        return preferred
     return next(name for name, uids in sets.items() if uids == syntaxes)
 
 
@@ -128,7 +133,7 @@ def extended_negotiation(sop_class: str) -> str:
 def _accepted(uid: str, offer: Offer, sets: dict[str, tuple[str, ...]]) -> AcceptedContext:
     roles = ("SCP",) * offer.requestor_may_be_scu + ("SCU",) * offer.requestor_may_be_scp
     return AcceptedContext(
-        named(uid), _set_name(offer.transfer_syntaxes, sets), roles, extended_negotiation(uid)
+        named(uid), _set_name(uid, offer.transfer_syntaxes, sets), roles, extended_negotiation(uid)
     )
 
 

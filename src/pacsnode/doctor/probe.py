@@ -4,6 +4,10 @@ that depend on it marked skipped, so that a report always has the same checks.""
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 from pacsnode.config import SERVICES, Settings
 from pacsnode.dimse.scu import Peer
@@ -13,6 +17,9 @@ from pacsnode.doctor.report import Finding, Outcome, Report
 from pacsnode.doctor.services import Negotiated, Whereabouts
 from pacsnode.doctor.storage import Held
 from pacsnode.net.requestor import AssociationFailed
+
+log = logging.getLogger("pacsnode.doctor")
+T = TypeVar("T")
 
 CHECKS = (
     ("network", "tcp"),
@@ -92,15 +99,31 @@ def _services(
 ) -> None:
     sample = None
     for name in ("patient", "study", "psonly"):
-        finding, found = queries.walk(peer, name, negotiated)
+        walked = _guarded(f"find {name}", partial(queries.walk, peer, name, negotiated))
+        finding, found = walked if isinstance(walked, tuple) else (walked, None)
         report.add(finding)
         sample = sample or found
-    report.add(queries.relational_finding(negotiated))
-    report.add(queries.move_finding(peer, negotiated, sample, us))
-    report.add(queries.get_finding(peer, negotiated, sample))
-    report.add(workflow.commitment_finding(peer, negotiated, sample, us, timeout))
-    report.add(workflow.worklist_finding(peer, negotiated))
-    report.add(workflow.mpps_finding(negotiated))
+    steps: list[tuple[str, Callable[[], Finding]]] = [
+        ("relational", lambda: queries.relational_finding(negotiated)),
+        ("move", lambda: queries.move_finding(peer, negotiated, sample, us)),
+        ("get", lambda: queries.get_finding(peer, negotiated, sample)),
+        ("commit", lambda: workflow.commitment_finding(peer, negotiated, sample, us, timeout)),
+        ("mwl", lambda: workflow.worklist_finding(peer, negotiated)),
+        ("mpps", lambda: workflow.mpps_finding(negotiated)),
+    ]
+    for check, step in steps:
+        report.add(_guarded(check, step))
+
+
+def _guarded(check: str, step: Callable[[], T]) -> T | Finding:
+    """A step's result; a node answering in a way no step foresaw (a data set that does
+    not decode, say) fails that check, not the whole round."""
+    try:
+        return step()
+    except Exception as exc:
+        log.debug("%s failed", check, exc_info=True)
+        section = next(section for section, name in CHECKS if name == check)
+        return Finding(section, check, Outcome.FAILED, f"{check}: {type(exc).__name__}: {exc}")
 
 
 def _listen(settings: Settings, our_address: str) -> Whereabouts:

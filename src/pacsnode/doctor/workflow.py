@@ -107,7 +107,7 @@ def commitment_finding(
     if report is None and us.listener is not None:
         report, way = us.listener.report(max(0.0, deadline - time.monotonic())), "new"
     if report is None:
-        where = f"where we listen ({us})" if us.listener else us.why_not
+        where = f"where we listen ({us})" if us.listener else f"({us.why_not})"
         hint = (
             f"no report on our association, nor on a new one {where}: check the address "
             f"the remote has for {peer.calling_ae}, and that it sends reports"
@@ -163,7 +163,10 @@ def _await_report(
             message = association.receive(timeout=max(0.1, deadline - time.monotonic()))
             if isinstance(message, Message) and message.field == commands.N_EVENT_REPORT_RQ:
                 answer_event_report(association, message, status.SUCCESS)
-                info = codec.decode(message.data or b"", message.context.transfer_syntax)
+                try:
+                    info = codec.decode(message.data or b"", message.context.transfer_syntax)
+                except codec.DecodeError:
+                    info = Dataset()  # a report came; what it lists cannot be read
                 return CommitmentReport(int(message.command.get("EventTypeID", 0)), info), "same"
         if us.listener is not None:
             report = us.listener.report(0.1)
