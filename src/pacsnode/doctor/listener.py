@@ -55,15 +55,17 @@ class Listener:
         return Discard() if command.get("CommandField") == commands.C_STORE_RQ else None
 
     def _stored(self, request: Request) -> None:
+        """Noted before it is answered: by the time the node sends its final C-MOVE
+        response, what it sent us is here."""
         arrival = Arrival(
             str(request.command.get("AffectedSOPInstanceUID", "")),
             request.session.calling_ae,
             request.association.peer_address[0],
         )
-        request.respond(status.SUCCESS)
         with self._arrived:
             self.arrivals.append(arrival)
             self._arrived.notify_all()
+        request.respond(status.SUCCESS)
 
     def _report(self, request: Request) -> None:
         message = request.message

@@ -35,6 +35,9 @@ from pacsnode.net.association import Association
 from pacsnode.net.requestor import AssociationFailed
 
 QR = "query/retrieve"
+ARRIVAL_WAIT = 1.0
+"""Seconds to wait for what a C-MOVE reported sent: it was noted before the node got
+our answer, so it is there already unless it went elsewhere."""
 MODEL_NAMES = {"patient": "Patient Root", "study": "Study Root", "psonly": "Patient/Study Only"}
 UNIQUE = {
     "PATIENT": "PatientID",
@@ -169,7 +172,7 @@ def move_finding(
         result = move(peer, name, level, keys, peer.calling_ae)
     except (AssociationFailed, ConnectionError) as exc:
         return lost(QR, "move", "C-MOVE", exc, peer.calling_ae)
-    arrived = us.listener.wait_for(result.completed, 5.0) if us.listener else []
+    arrived = us.listener.wait_for(result.completed, ARRIVAL_WAIT) if us.listener else []
     mine = [a for a in arrived if sample is not None and a.sop_instance_uid == sample.sop_instance]
     return _move_verdict(result, sample, us, mine, peer.calling_ae)
 
