@@ -76,7 +76,7 @@ def doctor(
     held = _held(settings)
     report = diagnose(node, settings, held, timeout)
     if form == "json":
-        print(report.to_json())
+        typer.echo(report.to_json())
     else:
         show(report)
     if fix:
