@@ -145,42 +145,50 @@ class RunningServer:
 ServerFactory = Callable[..., RunningServer]
 
 
+def make_server(
+    base: Path,
+    name: str,
+    *,
+    remotes: list[dict[str, Any]] | None = None,
+    start: bool = True,
+    data_dir: Path | None = None,
+    **server: Any,
+) -> RunningServer:
+    """A ``pacsnode serve`` with its config, data and log in ``base``, named ``name``
+    there; the caller kills it (``server_factory``, or a module-scoped fixture)."""
+    port = server.pop("dicom_port", None) or free_port()
+    http_port = server.pop("http_port", None) or free_port()
+    data = data_dir or base / f"{name}-data"
+    settings = {
+        "ae_title": "PACSNODE",
+        "dicom_port": port,
+        "http_port": http_port,
+        "data_dir": str(data),
+        "bind_address": "127.0.0.1",
+        "log_level": "INFO",
+        "workers": 1,  # one process; test_workers.py starts several
+        **server,
+    }
+    config = write_config(base / f"{name}.toml", settings, remotes or [])
+    running = RunningServer(
+        config,
+        data,
+        port,
+        settings["ae_title"],
+        base / f"{name}.log",
+        settings.get("database_url") or Settings(data_dir=data).resolved_database_url,
+        http_port,
+    )
+    return running.start() if start else running
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     started: list[RunningServer] = []
 
-    def make(
-        *,
-        remotes: list[dict[str, Any]] | None = None,
-        start: bool = True,
-        data_dir: Path | None = None,
-        **server: Any,
-    ) -> RunningServer:
-        name = f"server{len(started)}"
-        port = server.pop("dicom_port", None) or free_port()
-        http_port = server.pop("http_port", None) or free_port()
-        data = data_dir or tmp_path / f"{name}-data"
-        settings = {
-            "ae_title": "PACSNODE",
-            "dicom_port": port,
-            "http_port": http_port,
-            "data_dir": str(data),
-            "bind_address": "127.0.0.1",
-            "log_level": "INFO",
-            "workers": 1,  # one process; test_workers.py starts several
-            **server,
-        }
-        config = write_config(tmp_path / f"{name}.toml", settings, remotes or [])
-        running = RunningServer(
-            config,
-            data,
-            port,
-            settings["ae_title"],
-            tmp_path / f"{name}.log",
-            settings.get("database_url") or Settings(data_dir=data).resolved_database_url,
-            http_port,
-        )
-        started.append(running)
+    def make(*, start: bool = True, **options: Any) -> RunningServer:
+        running = make_server(tmp_path, f"server{len(started)}", start=False, **options)
+        started.append(running)  # killed even when it fails to start
         return running.start() if start else running
 
     yield make

@@ -25,6 +25,11 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID
 
 from pacsnode.archive.matching import visibility_problem
+from pacsnode.archive.uids import (
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    STORAGE_SOP_CLASSES,
+    STORAGE_TRANSFER_SYNTAXES,
+)
 from pacsnode.validation import (
     Invalid,
     Origin,
@@ -218,6 +223,13 @@ class Settings:
     first in the proposer's order that we accept ("proposer", so that a modality
     proposing JPEG 2000 first sends JPEG 2000), or the first in our own order ("ours":
     Explicit VR Little Endian, Implicit VR Little Endian, ..., compressed last)."""
+    storage_sop_classes: tuple[str, ...] = ()
+    """The storage SOP classes accepted (C-STORE, and the C-STOREs of our C-GET
+    answers that a requestor takes); empty accepts every one pacsnode knows. Others are
+    refused at negotiation: "abstract syntax not supported"."""
+    storage_transfer_syntaxes: tuple[str, ...] = ()
+    """The transfer syntaxes storage contexts accept, among those pacsnode knows; empty
+    accepts all. Implicit VR Little Endian must be among them (PS3.5 10.1)."""
     workers: int = 0
     """Processes that serve the DIMSE and HTTP ports together; 0 is one per CPU core."""
     duplicate_policy: DuplicatePolicy = "keep"
@@ -594,6 +606,25 @@ def _check_server(settings: Settings, origin: Origin) -> None:
             "tcp://host:port or tls://host:port"
         )
     _check_tls(settings)
+    _check_storage(settings, origin)
+
+
+def _check_storage(settings: Settings, origin: Origin) -> None:
+    """The storage allow-lists name only what pacsnode can accept, and keep the one
+    transfer syntax every storage SCP must accept."""
+    for name, known, what in (
+        ("storage_sop_classes", STORAGE_SOP_CLASSES, "storage SOP class"),
+        ("storage_transfer_syntaxes", STORAGE_TRANSFER_SYNTAXES, "transfer syntax"),
+    ):
+        for uid in getattr(settings, name):
+            if uid not in known:
+                raise ConfigError(f"{origin(name)}: {uid!r} is not a {what} pacsnode accepts")
+    syntaxes = settings.storage_transfer_syntaxes
+    if syntaxes and IMPLICIT_VR_LITTLE_ENDIAN not in syntaxes:
+        raise ConfigError(
+            f"{origin('storage_transfer_syntaxes')}: must include Implicit VR Little Endian "
+            f"({IMPLICIT_VR_LITTLE_ENDIAN}), the default every storage SCP accepts"
+        )
 
 
 def _check_tls(settings: Settings) -> None:

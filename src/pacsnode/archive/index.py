@@ -615,6 +615,17 @@ class Index:
         with self.database.reader.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
+    def held(self) -> dict[tuple[str, str], int]:
+        """How many instances the doors show, per SOP class and stored transfer syntax:
+        what a peer must accept for the archive to send it everything as stored."""
+        query = (
+            sa.select(instance.c.sop_class_uid, instance.c.transfer_syntax_uid, sa.func.count())
+            .where(instance.c.rejection.is_(None))
+            .group_by(instance.c.sop_class_uid, instance.c.transfer_syntax_uid)
+        )
+        with self.database.reader.connect() as connection:
+            return {(cls, syntax): int(n) for cls, syntax, n in connection.execute(query)}
+
     def stats(self) -> ArchiveStats:
         """Counts of what the doors show, from the counters, and the bytes on disk."""
 

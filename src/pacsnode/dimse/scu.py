@@ -100,8 +100,9 @@ class Dialer:
         return None if remote is None else self.peer(remote, calling_ae)
 
 
-def connect(peer: Peer, proposals: Sequence[Proposal]) -> Association:
-    """An association with ``peer``; raises :class:`AssociationFailed` without one."""
+def open_association(peer: Peer, proposals: Sequence[Proposal]) -> Association:
+    """An association with ``peer`` whatever it accepted, even none of the contexts:
+    for finding out what a node accepts. Raises :class:`AssociationFailed` without one."""
     local = LocalAE(
         peer.calling_ae,
         IMPLEMENTATION_CLASS_UID,
@@ -112,7 +113,12 @@ def connect(peer: Peer, proposals: Sequence[Proposal]) -> Association:
         peer.dimse_timeout,
     )
     endpoint = Endpoint(peer.host, peer.port, peer.ae_title, peer.tls, dict(peer.extended))
-    association = associate(local, endpoint, proposals)
+    return associate(local, endpoint, proposals)
+
+
+def connect(peer: Peer, proposals: Sequence[Proposal]) -> Association:
+    """An association with ``peer``; raises :class:`AssociationFailed` without one."""
+    association = open_association(peer, proposals)
     if not association.contexts:
         association.abort()
         raise AssociationFailed(f"{peer} accepted none of the presentation contexts proposed")

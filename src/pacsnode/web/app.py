@@ -25,6 +25,7 @@ from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
 from pacsnode.web.audit_api import AuditApi
 from pacsnode.web.auth import authentication
 from pacsnode.web.browse_api import BrowseApi
+from pacsnode.web.conformance_api import ConformanceApi
 from pacsnode.web.dicomweb.common import DicomWebError, error_response
 from pacsnode.web.dicomweb.qido import Qido
 from pacsnode.web.dicomweb.rendered import Rendered
@@ -66,6 +67,7 @@ def _api(
     return [
         *BrowseApi(archive).routes(),
         *SystemApi(archive).routes(),
+        *ConformanceApi(archive).routes(),
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),

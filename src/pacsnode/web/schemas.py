@@ -19,6 +19,8 @@ from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.browse import MAX_LIMIT, RESOURCES, keywords_of
 from pacsnode.archive.matching import COMPUTED
 from pacsnode.config import Printer, RemoteAE, RouteRule
+from pacsnode.conformance.model import Statement
+from pacsnode.conformance.render import FORMATS, MEDIA_TYPES
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -108,6 +110,15 @@ def _entity_with_children(level: Level) -> Schema:
     if child is not None:
         schema = {**schema, "properties": {**schema["properties"], child: array(STRING)}}
     return schema
+
+
+def _conformance() -> dict[str, Schema]:
+    """The statement's schema and those of its parts, made by pydantic from the model."""
+    schema = TypeAdapter(Statement).json_schema(
+        ref_template="#/components/schemas/Conformance{model}"
+    )
+    parts = schema.pop("$defs", {})
+    return {"Conformance": schema, **{f"Conformance{name}": s for name, s in parts.items()}}
 
 
 JOB = obj(
@@ -272,6 +283,7 @@ COMPONENTS: dict[str, Schema] = {
         studies=array(STRING),
         xml=STRING,
     ),
+    **_conformance(),
     **{_NAMES[level]: _entity_with_children(level) for level in RESOURCES.values()},
     **{
         f"{_NAMES[level]}Page": obj(
@@ -438,6 +450,17 @@ def _admin() -> dict[tuple[str, str], Operation]:
     return {
         ("GET", "/api/stats"): Operation(ok(ref("Stats")), tag="Archive"),
         ("GET", "/api/system"): Operation(ok(ref("System")), tag="Archive"),
+        ("GET", "/api/conformance"): Operation(
+            ok({"anyOf": [ref("Conformance"), STRING]}, JSON, *MEDIA_TYPES.values()),
+            query=(
+                param(
+                    "format",
+                    {"enum": list(FORMATS), "default": "json"},
+                    "json (the data), md (Markdown) or html (a page)",
+                ),
+            ),
+            tag="Archive",
+        ),
         ("GET", "/api/jobs"): Operation(
             ok(array(ref("Job"))),
             query=(param("status", STRING, "pending, running, done, failed or cancelled"),),
