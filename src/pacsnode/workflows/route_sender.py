@@ -126,8 +126,10 @@ class RouteSender:
         converted to, else as stored (or decoded)."""
         accepted = accepted_syntaxes(association, item.sop_class)
         for target in targets:
-            if target not in accepted or target == item.transfer_syntax:
+            if target not in accepted:
                 continue
+            if target == item.transfer_syntax:
+                break  # stored as the rule wants it: sent as stored
             ratio = LOSSY_RATIO if is_lossy_syntax(target) else None
             if ratio and not lossy:
                 log.info("%s not sent in lossy %s: the rule forbids it", item.sop_instance, target)
