@@ -29,6 +29,7 @@ from pacsnode.web.dicomweb.qido import Qido
 from pacsnode.web.dicomweb.rendered import Rendered
 from pacsnode.web.dicomweb.stow import Stow
 from pacsnode.web.dicomweb.wado import Wado
+from pacsnode.web.lifecycle_api import LifecycleApi
 from pacsnode.web.media_api import MediaApi
 from pacsnode.web.openapi import docs_routes
 from pacsnode.web.print_api import PrintApi
@@ -39,9 +40,16 @@ from pacsnode.web.system_api import SystemApi
 from pacsnode.web.users_api import UsersApi
 from pacsnode.web.wado_uri import WadoUri
 from pacsnode.workflows.prefetch import on_scheduled
+from pacsnode.workflows.retention import RetentionJobs
 from pacsnode.workflows.routing import Router
 
 log = logging.getLogger("pacsnode.http")
+
+
+def _as_remote_ae(archive: Archive) -> list[BaseRoute]:
+    """QIDO-RS and WADO-RS as a remote AE sees the archive by DIMSE (``visible``,
+    ``show_deleted``), under ``/dicom-web/aets/{ae_title}``."""
+    return [*Qido(archive).routes(), *Wado(archive).routes()]
 
 
 def _dicomweb(archive: Archive) -> list[BaseRoute]:
@@ -54,20 +62,25 @@ def _dicomweb(archive: Archive) -> list[BaseRoute]:
 
 
 def _api(
-    archive: Archive, workers: Workers, router: Router | None, users: Users
+    archive: Archive,
+    workers: Workers,
+    router: Router | None,
+    users: Users,
+    retention: RetentionJobs | None,
 ) -> list[BaseRoute]:
     settings = archive.settings
     prefetch = on_scheduled(workers.queue, settings)
     worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
     return [
         *BrowseApi(archive).routes(),
+        *LifecycleApi(archive, retention).routes(),
         *SystemApi(archive).routes(),
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),
         *RejectedApi(archive.rejections).routes(),
         *RemotesApi(archive, workers).routes(),
-        *MediaApi(archive).routes(),
+        *MediaApi(archive, workers).routes(),
         *PrintApi(archive, workers).routes(),
         *(RoutesApi(router).routes() if router is not None else []),
         *UsersApi(users).routes(),
@@ -92,11 +105,17 @@ def _middleware(settings: Settings, users: Users) -> list[Middleware]:
     return [*access, *middleware, *authentication(settings, users)]
 
 
-def create_app(archive: Archive, workers: Workers, router: Router | None = None) -> Starlette:
+def create_app(
+    archive: Archive,
+    workers: Workers,
+    router: Router | None = None,
+    retention: RetentionJobs | None = None,
+) -> Starlette:
     users = Users(archive.database, archive.settings.http_users)
     routes: list[BaseRoute] = [
+        Mount("/dicom-web/aets/{ae_title}", routes=_as_remote_ae(archive)),
         Mount("/dicom-web", routes=_dicomweb(archive)),
-        Mount("/api", routes=_api(archive, workers, router, users)),
+        Mount("/api", routes=_api(archive, workers, router, users, retention)),
         *WadoUri(archive).routes(),
     ]
     routes += docs_routes(routes, archive.settings)

@@ -3,10 +3,10 @@
 A viewer reads (GET and HEAD anywhere but the admin-only resources); an operator also
 does the daily work (STOW-RS, retrieves and sends, echo and query of remote AEs, job
 retry and cancel, worklist and MPPS changes, print, restoring rejected instances, soft
-deletion); an admin does everything, including hard deletion, the configuration
-(remote AEs, routes, users) and the audit log. What the table does not name needs
-viewer to read and admin to change, so a new route is safe before anyone thinks about
-it.
+deletion and its undoing, exports); an admin does everything, including hard deletion,
+the configuration (remote AEs, routes, users), retention runs and the audit log. What
+the table does not name needs viewer to read and admin to change, so a new route is
+safe before anyone thinks about it.
 
 The check runs right after authentication, before routing, so no endpoint can forget
 it. A caller who is known but not allowed gets 403 and a security alert in the audit
@@ -44,6 +44,8 @@ _RULES: tuple[tuple[frozenset[str], re.Pattern[str], Role], ...] = (
     (CHANGE, re.compile(r"/api/(worklist|mpps)(/.*)?"), "operator"),
     (POST, re.compile(r"/api/print"), "operator"),
     (POST, re.compile(r"/api/rejected/[^/]+/restore"), "operator"),
+    (POST, re.compile(r"/api/(patients|studies|series|instances)/[^/]+/restore"), "operator"),
+    (POST, re.compile(r"/api/studies/[^/]+/export"), "operator"),
     (DELETE, DELETABLE, "operator"),
     (READ, re.compile(r".*"), "viewer"),
 )
