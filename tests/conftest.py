@@ -297,7 +297,8 @@ def start_server(
     """A ``pacsnode serve`` in ``base``, for a module-scoped fixture to start and kill
     (``server_factory`` is per test)."""
     data = base / "data"
-    port, http_port = free_port(), free_port()
+    port = server.pop("dicom_port", None) or free_port()
+    http_port = free_port()
     settings = {
         "ae_title": "PACSNODE",
         "dicom_port": port,
