@@ -432,7 +432,7 @@ class Deidentifier:
         """Say what was done (PS3.15 E.1.1, PS3.3 C.7.1.1)."""
         result.PatientIdentityRemoved = "YES"
         chosen = [OPTION_CODES[name.replace("-", "_")] for name in self.options.words()]
-        result.DeidentificationMethod = "; ".join(m for _c, m in [BASIC_PROFILE, *chosen])
+        result.DeidentificationMethod = [meaning for _code, meaning in [BASIC_PROFILE, *chosen]]
         codes = []
         for value, meaning in [BASIC_PROFILE, *chosen]:
             code = Dataset()
@@ -472,7 +472,7 @@ def _cleaned(value: object, context: _Context) -> object:
     if context.identifying is None or value is None:
         return value
     if isinstance(value, str):
-        return context.identifying.sub("", value).strip()
+        return " ".join(context.identifying.sub("", value).split())
     if isinstance(value, list | tuple):
         return [_cleaned(item, context) for item in value]
     return value
