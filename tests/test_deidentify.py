@@ -236,6 +236,19 @@ def test_pseudonyms_agree_across_a_study_and_across_calls() -> None:
     assert kept.SOPInstanceUID == first.SOPInstanceUID
 
 
+def test_report_text_in_a_replaced_content_sequence_is_replaced() -> None:
+    source = ct_dataset()
+    text = Dataset()
+    text.RelationshipType, text.ValueType = "CONTAINS", "TEXT"
+    text.TextValue = "Mr Doe, born 1970, seen by Dr Smith"
+    source.ContentSequence = [text]
+
+    result = Deidentifier(Options(), KEY).dataset(source)
+
+    [item] = result.ContentSequence
+    assert item.TextValue == "DEIDENTIFIED" and item.ValueType == "TEXT"
+
+
 def test_private_attributes_go_except_the_safe_ones() -> None:
     source = ct_dataset()
     safe = source.private_block(0x0019, "SIEMENS MR HEADER", create=True)

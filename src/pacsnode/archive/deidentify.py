@@ -16,8 +16,9 @@ conformance without knowing the IOD: X removes; Z and X/Z leave the attribute em
 D, Z/D, X/D and X/Z/D put a dummy of the VR; U and X/Z/U* replace UIDs by pseudonyms;
 K keeps; C (Clean Descriptors and the like) keeps the text without the patient's
 names, IDs, accession number and birth date. Sequences are always entered, so that
-their items get the same treatment; private attributes go, except the safe ones with
-Retain Safe Private.
+their items get the same treatment; inside one the table replaces (D, as Content
+Sequence), unlisted text is replaced by a dummy too. Private attributes go, except
+the safe ones with Retain Safe Private.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cache
 from pathlib import Path
 
@@ -379,12 +380,16 @@ class Deidentifier:
             if verb == "X":
                 return None
             items = Sequence()
+            if verb in _DUMMY_ACTIONS:  # replaced content: its free text too
+                context = replace(context, scrub=True)
             if verb not in ("Z", "X/Z"):
                 for item in element.value:
                     copy = Dataset()
                     self._copy(item, copy, context)
                     items.append(copy)
             return DataElement(element.tag, "SQ", items)
+        if verb is None and context.scrub and element.VR in _TEXT:
+            return DataElement(element.tag, element.VR, _dummy(element.VR))
         if verb is None or verb == "K":
             return element
         if verb == "X":
@@ -451,6 +456,13 @@ class _Context:
     """Patient ID and issuer of the object: the key of its patient pseudonyms."""
     identifying: re.Pattern[str] | None
     """The object's identifying values, which Clean removes from text."""
+    scrub: bool = False
+    """Inside a sequence the table replaces (D: Content Sequence without Clean
+    Structured Content): text the table does not list is replaced too."""
+
+
+_DUMMY_ACTIONS = ("D", "Z/D", "X/D", "X/Z/D")
+_TEXT = ("LO", "LT", "SH", "ST", "UT", "UC", "PN")
 
 
 def _identifying(source: Dataset) -> re.Pattern[str] | None:
