@@ -297,3 +297,29 @@ def stored_path(server: RunningServer, sop_instance_uid: str) -> Path:
 def sigkill(process: subprocess.Popen[bytes]) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait(10)
+
+
+def start_server(
+    base: Path, remotes: list[dict[str, Any]] | None = None, **server: Any
+) -> RunningServer:
+    """A ``pacsnode serve`` in ``base``, for a module-scoped fixture to start and kill
+    (``server_factory`` is per test)."""
+    data = base / "data"
+    port = server.pop("dicom_port", None) or free_port()
+    http_port = free_port()
+    settings = {
+        "ae_title": "PACSNODE",
+        "dicom_port": port,
+        "http_port": http_port,
+        "data_dir": str(data),
+        "bind_address": "127.0.0.1",
+        "log_level": "INFO",
+        "workers": 1,
+        **server,
+    }
+    config = write_config(base / "server.toml", settings, remotes or [])
+    url = settings.get("database_url") or Settings(data_dir=data).resolved_database_url
+    running = RunningServer(
+        config, data, port, settings["ae_title"], base / "server.log", url, http_port
+    )
+    return running.start()

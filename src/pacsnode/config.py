@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args
 from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID
 
+from pacsnode.archive.deidentify import OptionError, Options
 from pacsnode.archive.matching import visibility_problem
 from pacsnode.archive.uids import (
     IMPLICIT_VR_LITTLE_ENDIAN,
@@ -46,6 +47,7 @@ RejectedAnswer = Literal["warning", "failure"]
 HttpAuth = Literal["none", "basic", "oauth2"]
 UnknownCallingAE = Literal["accept", "reject"]
 SyntaxChoice = Literal["proposer", "ours"]
+RetentionFrom = Literal["study_date", "received"]
 SERVICES = ("echo", "store", "find", "move", "get", "commit", "mwl", "mpps")
 """The words for DIMSE services in ``offers``, ``allowed`` and ``unknown_ae_allowed``."""
 
@@ -93,6 +95,10 @@ class RemoteAE:
     and its C-MOVE and C-GET retrieve, only studies matching all of them; others look
     missing. Patient, study and series attributes the index keeps; empty shows all.
     Config file only, as ``tls`` (``visible = { InstitutionName = "CLINIC A*" }``)."""
+    show_deleted: bool = False
+    """Its C-FIND, C-MOVE and C-GET, and DICOMweb under ``/dicom-web/aets/{ae_title}``,
+    also see what is hidden but kept: soft-deleted instances, those IOCM rejection
+    notes withdrew, and the notes. Config file only, as ``visible``."""
     transfer_syntaxes: tuple[str, ...] = ()
     """Transfer syntaxes to send it, best first; empty sends each object as stored."""
     move_destination_only: bool = False
@@ -166,6 +172,13 @@ class RouteRule:
     wait_for_stable_study: float = 0.0
     """Send the study once it had no new instance for this many seconds; 0 sends each
     instance as it arrives."""
+    deidentify: bool = False
+    """Send the objects de-identified (PS3.15 Basic Application Level Confidentiality
+    Profile, pseudonyms from the archive's key), with ``deidentify_options``."""
+    deidentify_options: tuple[str, ...] = ()
+    """PS3.15 options: retain-uids, retain-dates, retain-patient-characteristics,
+    retain-device-identity, retain-institution-identity, clean-descriptors,
+    retain-safe-private."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +281,21 @@ class Settings:
     ian_on_mpps_completed: bool = True
     ian_study_stable_seconds: float = 0.0
     """Also notify once a study has had no new instance for this long; 0 is off."""
+    iocm_destinations: tuple[str, ...] = ()
+    """Remote AE titles sent an IOCM rejection note (KOS, C-STORE) for what is deleted
+    here or rejected by a note received, then asked on the same association to commit
+    it; the note goes through the job queue, retried until committed."""
+    retention_days: int = 0
+    """Delete (hard, files too) studies older than this many days, counted from
+    ``retention_from``; 0 is off."""
+    retention_from: RetentionFrom = "study_date"
+    """What a study's age counts from: its Study Date ("study_date"; the received date
+    when it has none), or when it was received ("received")."""
+    retention_disk_percent: float = 0.0
+    """While the data directory's filesystem is fuller than this (percent), delete
+    (hard) the oldest studies first; 0 is off."""
+    retention_interval: float = 3600.0
+    """Seconds between two runs of the retention job when a rule is on."""
     rejected_store_answer: RejectedAnswer = "warning"
     """A copy of an instance rejected for quality, safety or a wrong worklist entry is
     not stored; "warning" answers B006 as synedra does, "failure" answers C000."""
@@ -476,6 +504,12 @@ def _check_route(rule: RouteRule, remotes: dict[str, RemoteAE]) -> None:
     for keyword, _value in rule.match:
         if tag_for_keyword(keyword) is None:
             raise ConfigError(f"route {rule.name!r}: {keyword} is not a DICOM keyword")
+    try:
+        Options.from_words(rule.deidentify_options)
+    except OptionError as exc:
+        raise ConfigError(f"route {rule.name!r}: {exc}") from None
+    if rule.deidentify_options and not rule.deidentify:
+        raise ConfigError(f"route {rule.name!r}: deidentify_options need deidentify = true")
     syntax = UID(rule.transfer_syntax)
     if rule.transfer_syntax and not syntax.is_transfer_syntax:
         raise ConfigError(f"route {rule.name!r}: {syntax} is not a transfer syntax")

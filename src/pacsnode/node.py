@@ -29,9 +29,11 @@ from pacsnode.jobs.workers import Workers
 from pacsnode.web.app import create_app
 from pacsnode.web.server import HttpServer
 from pacsnode.workflows.ian import AvailabilityNotifier
+from pacsnode.workflows.iocm import IocmSender
 from pacsnode.workflows.mpps_forward import FORWARD_JOB, MppsForwarder
 from pacsnode.workflows.prefetch import Prefetcher, on_scheduled, request_prefetch
 from pacsnode.workflows.print_jobs import PrintJobs
+from pacsnode.workflows.retention import RetentionJobs
 from pacsnode.workflows.retrieve import Retriever
 from pacsnode.workflows.route_sender import RouteSender
 from pacsnode.workflows.routing import Router
@@ -101,6 +103,8 @@ class Node:
         Prefetcher(self.archive, self.workers, self.dialer)  # runs prefetch jobs
         self.workers.register(FORWARD_JOB, MppsForwarder(self.dialer))
         self.notifier = AvailabilityNotifier(self.archive, self.workers, self.dialer)
+        IocmSender(self.archive, self.workers, self.dialer)  # notes for what is deleted
+        self.retention = RetentionJobs(self.archive, self.workers)
         self.worklist = Worklist(self.archive.database, settings.worklist_hide_finished)
         self.warmer = MetadataWarmer(self.archive.metadata)
         self.tls_context = tls.server_context(settings) if settings.tls_port else None
@@ -128,7 +132,7 @@ class Node:
         )
         self.http = (
             HttpServer(
-                create_app(self.archive, self.workers, self.router),
+                create_app(self.archive, self.workers, self.router, self.retention),
                 _http_host(settings),
                 settings.http_port,
                 tls.https_context(settings),
@@ -164,6 +168,7 @@ class Node:
         if self.primary:
             self.warmer.start()
             self.notifier.start()
+            self.retention.start()
         try:
             self.dimse.listen(listeners.dimse)
             if listeners.tls is not None and self.tls_context is not None:
@@ -185,6 +190,7 @@ class Node:
             self.http.stop()
         self.dimse.stop()
         if self.primary:
+            self.retention.stop()
             self.notifier.stop()
             self.warmer.stop()
         self.workers.stop()

@@ -83,11 +83,13 @@ class Archive:
         keys: dict[str, str],
         patient_root: bool,
         visible: tuple[tuple[str, str], ...] = (),
+        deleted: bool = False,
     ) -> list[Selected]:
-        """The instances a C-MOVE or C-GET identifier names, as stored; raises
-        :class:`QueryError` for an identifier that names nothing unambiguously."""
+        """The instances a C-MOVE or C-GET identifier names, as stored (with ``deleted``
+        the hidden ones too); raises :class:`QueryError` for an identifier that names
+        nothing unambiguously."""
         statement = retrieve_selection(
-            level, keys, patient_root, visible, self.settings.case_insensitive_matching
+            level, keys, patient_root, visible, self.settings.case_insensitive_matching, deleted
         )
         return [
             Selected(

@@ -568,8 +568,9 @@ class Index:
             self._remove(connection, row.pk)
             return str(row.file_path)
 
-    def hide(self, instance_pks: list[int], code: str) -> None:
-        """Hide the instances under ``code`` in one transaction (a soft delete)."""
+    def hide(self, instance_pks: list[int], code: str | None) -> None:
+        """Hide the instances under ``code`` in one transaction (a soft delete), or show
+        them again with ``None`` (a restore)."""
         with self._write_lock, self.database.writer.begin() as connection:
             for pk in instance_pks:
                 self.set_hidden(connection, pk, code)

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from pydicom import Dataset
@@ -31,7 +32,9 @@ from pacsnode.audit.messages import (
     SERIOUS_FAILURE,
     SUCCESS,
     Code,
+    Message,
     Participant,
+    Study,
 )
 from pacsnode.config import Settings
 
@@ -55,11 +58,14 @@ __all__ = [
     "configure",
     "instances_accessed",
     "instances_deleted",
+    "instances_restored",
     "instances_sent",
     "instances_stored",
     "media_exported",
     "media_imported",
     "patient_record",
+    "patients_deleted",
+    "patients_restored",
     "query",
     "security_alert",
     "studies_deleted",
@@ -388,10 +394,11 @@ def instances_deleted(user: Actor | None, instances: Iterable[str]) -> None:
         trail.emit(lambda found: trail.builder.accessed(who, found, "D"), studies=partly)
 
 
-def studies_deleted(user: Actor, instances: Iterable[str], description: str) -> None:
-    """Studies, or some of their series or instances, deleted at a user's request (call
-    it before): DICOM Study Deleted. ``description`` says what and how (soft or hard)."""
-    log.info("audit: %s by %s", description, user.user_id)
+def studies_deleted(user: Actor | None, instances: Iterable[str], description: str) -> None:
+    """Studies, or some of their series or instances, deleted at a user's request or by
+    retention (``None``: pacsnode itself; call it before): DICOM Study Deleted.
+    ``description`` says what and how (soft or hard)."""
+    log.info("audit: %s by %s", description, user.user_id if user else "pacsnode")
     if (trail := _trail) is None:
         return
     try:
@@ -399,11 +406,55 @@ def studies_deleted(user: Actor, instances: Iterable[str], description: str) -> 
     except Exception:
         log.exception("audit: cannot read the studies of deleted instances")
         return
+    who = user.participant() if user is not None else trail.application
     if studies:
         trail.emit(
-            lambda found: trail.builder.study_deleted(user.participant(), found, description),
+            lambda found: trail.builder.study_deleted(who, found, description),
             studies=studies,
         )
+
+
+def instances_restored(user: Actor, instances: Iterable[str]) -> None:
+    """Softly deleted instances shown again (undelete): DICOM Instances Accessed, C."""
+    restored = list(instances)
+    log.info("audit: %d instances restored by %s", len(restored), user.user_id)
+    if (trail := _trail) is not None and restored:
+        trail.emit(
+            lambda studies: trail.builder.accessed(user.participant(), studies, "C"), restored
+        )
+
+
+def patients_deleted(user: Actor | None, patients: Iterable[tuple[str, str]], hard: bool) -> None:
+    """Patients left with nothing visible by a deletion ((Patient ID, name) each):
+    Patient Record, action D, logical (soft) or permanent (hard) deletion."""
+    _patient_lifecycle(user, list(patients), "D", "15" if hard else "14")
+
+
+def patients_restored(user: Actor, patients: Iterable[tuple[str, str]]) -> None:
+    """Patients that an undelete made visible again: Patient Record, action C."""
+    _patient_lifecycle(user, list(patients), "C", "1")
+
+
+def _patient_lifecycle(
+    user: Actor | None, patients: list[tuple[str, str]], action: Literal["C", "D"], cycle: str
+) -> None:
+    if (trail := _trail) is None:
+        return
+    who = user.participant() if user is not None else trail.application
+    for patient_id, name in patients:
+        trail.emit(partial(_patient_message, trail, who, patient_id, name, action, cycle))
+
+
+def _patient_message(
+    trail: Trail,
+    who: Participant,
+    patient_id: str,
+    name: str,
+    action: Literal["C", "D"],
+    cycle: str,
+    _studies: list[Study],
+) -> Message:
+    return trail.builder.patient_record(who, patient_id, name, action, {}, life_cycle=cycle)
 
 
 def query(requestor: Actor, sop_class: str, asked: Dataset | str) -> None:

@@ -350,8 +350,11 @@ class Builder:
         patient_name: str,
         action: Action,
         changed: dict[str, str],
+        life_cycle: str = "",
     ) -> Message:
-        """Patient Record: created (C) or updated (U, with the new values)."""
+        """Patient Record: created (C) or updated (U, with the new values), or deleted
+        (D); ``life_cycle`` overrides the Data Life Cycle that action implies (RFC 3881:
+        14 logical deletion, 15 permanent erasure)."""
         root, when = self._message(PATIENT_RECORD, action, SUCCESS, [user])
         _object(
             root,
@@ -361,7 +364,7 @@ class Builder:
             "1",
             name=patient_name or None,
             details=sorted(changed.items()),
-            life_cycle="1" if action == "C" else "3",  # origination, or amendment
+            life_cycle=life_cycle or ("1" if action == "C" else "3"),  # origination, amendment
         )
         message = self._finish(root, when, PATIENT_RECORD, None, SUCCESS, user)
         return replace(message, patients=(patient_id,))

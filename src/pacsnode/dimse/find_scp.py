@@ -81,6 +81,7 @@ class FindSCP:
             combined_datetime=combined_datetime(event.association, model),
             sequences=sequences,
             visible=self.archive.remotes.visible_to(event.calling_ae),
+            deleted=self.archive.remotes.sees_deleted(event.calling_ae),
         )
 
     def _response(self, row: Any, requested: list[DataElement], level: Level) -> Dataset:

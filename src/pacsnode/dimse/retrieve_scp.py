@@ -165,6 +165,7 @@ class RetrieveService:
                 keys,
                 patient_root=model not in STUDY_ROOT,
                 visible=self.archive.remotes.visible_to(calling),
+                deleted=self.archive.remotes.sees_deleted(calling),
             )
         except QueryError as exc:
             log.warning("retrieve from %s refused: %s", calling, exc)

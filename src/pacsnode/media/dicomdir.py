@@ -22,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.fileset import DIRECTORY_RECORDERS, FileSet, RecordNode, _four_level_record_type
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.deidentify import Deidentifier
 from pacsnode.archive.retrieve import Located, locate
 from pacsnode.archive.transcoding import TranscodeError, transcode
 from pacsnode.media.pdi import README, write_pdi_files
@@ -121,6 +122,14 @@ class ExportReport:
     moved: list[tuple[str, str]] = field(default_factory=list)  # (old File ID, new File ID)
     converted: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance, from)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance, why)
+    deidentifier: Deidentifier | None = None
+    """Set when the objects go de-identified (their UIDs are then pseudonyms)."""
+
+    def written_uid(self, sop_instance_uid: str) -> str:
+        """The SOP Instance UID an instance has on the medium."""
+        if self.deidentifier is None:
+            return sop_instance_uid
+        return self.deidentifier.uid(sop_instance_uid)
 
 
 def export(
@@ -134,6 +143,7 @@ def export(
     fileset_id: str | None = None,
     update: bool = False,
     pdi: bool = False,
+    deidentifier: Deidentifier | None = None,
 ) -> ExportReport:
     """Write the selected stored instances as a file-set with a DICOMDIR into ``out_dir``.
 
@@ -142,7 +152,8 @@ def export(
     Updater): only if everything it holds fits the profile, keeping its File-set ID,
     leaving out instances it already has. A fresh file-set is never written over one
     that is there, so an update is always asked for. ``pdi`` adds IHE PDI's README.TXT
-    and INDEX.HTM; an update rewrites them if they are there.
+    and INDEX.HTM; an update rewrites them if they are there. A ``deidentifier``
+    writes every object de-identified (:mod:`pacsnode.archive.deidentify`).
     """
     if profile not in PROFILES:
         raise ExportError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -153,7 +164,7 @@ def export(
         raise ExportError(f"{out_dir} already holds a file-set; to add to it, update it")
     else:
         fileset = _new(fileset_id or DEFAULT_FILESET_ID)
-    report = ExportReport(dicomdir, str(fileset.ID or ""), profile)
+    report = ExportReport(dicomdir, str(fileset.ID or ""), profile, deidentifier=deidentifier)
     chosen = _selected(archive, studies, set(series), set(instances))
     if not chosen:
         raise NothingSelected("no stored instance matches the selection")
@@ -178,7 +189,7 @@ def _write(
     with tempfile.TemporaryDirectory(prefix="export-", dir=out_dir) as spool:
         sources: dict[str, Path] = {}
         for item in chosen:
-            if item.sop_instance_uid in present:
+            if report.written_uid(item.sop_instance_uid) in present:
                 report.already_there.append(item.sop_instance_uid)
             elif (source := _add(fileset, item, report, Path(spool))) is not None:
                 sources[item.sop_instance_uid] = source
@@ -188,8 +199,8 @@ def _write(
             fileset.write()
         written = {str(instance.SOPInstanceUID): instance for instance in fileset}
         for sop, source in sources.items():  # the staged header makes way for the object
-            shutil.copyfile(source, written[sop].path)
-    return {sop: instance.FileID for sop, instance in written.items()}
+            shutil.copyfile(source, written[report.written_uid(sop)].path)
+    return {sop: instance.FileID for sop, instance in written.items()}  # by the medium's UIDs
 
 
 def _new(fileset_id: str) -> FileSet:
@@ -273,6 +284,10 @@ def _add(fileset: FileSet, item: Located, report: ExportReport, spool: Path) -> 
         if stored not in allowed:
             source = spool / item.sop_instance_uid
             source.write_bytes(transcode(item.path, stored, EXPLICIT_VR_LITTLE_ENDIAN))
+        if report.deidentifier is not None:
+            clean = spool / f"{item.sop_instance_uid}.deid"
+            report.deidentifier.file(source, clean)
+            source = clean
         _stage(fileset, dcmread(source, stop_before_pixels=True))
     except (TranscodeError, InvalidDicomError, OSError, ValueError) as exc:
         report.skipped.append((item.sop_instance_uid, str(exc)))

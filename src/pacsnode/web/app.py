@@ -31,6 +31,7 @@ from pacsnode.web.dicomweb.qido import Qido
 from pacsnode.web.dicomweb.rendered import Rendered
 from pacsnode.web.dicomweb.stow import Stow
 from pacsnode.web.dicomweb.wado import Wado
+from pacsnode.web.lifecycle_api import LifecycleApi
 from pacsnode.web.media_api import MediaApi
 from pacsnode.web.openapi import docs_routes
 from pacsnode.web.print_api import PrintApi
@@ -44,9 +45,16 @@ from pacsnode.web.users_api import UsersApi
 from pacsnode.web.viewer import Viewer
 from pacsnode.web.wado_uri import WadoUri
 from pacsnode.workflows.prefetch import on_scheduled
+from pacsnode.workflows.retention import RetentionJobs
 from pacsnode.workflows.routing import Router
 
 log = logging.getLogger("pacsnode.http")
+
+
+def _as_remote_ae(archive: Archive) -> list[BaseRoute]:
+    """QIDO-RS and WADO-RS as a remote AE sees the archive by DIMSE (``visible``,
+    ``show_deleted``), under ``/dicom-web/aets/{ae_title}``."""
+    return [*Qido(archive).routes(), *Wado(archive).routes()]
 
 
 def _dicomweb(archive: Archive) -> list[BaseRoute]:
@@ -59,13 +67,18 @@ def _dicomweb(archive: Archive) -> list[BaseRoute]:
 
 
 def _api(
-    archive: Archive, workers: Workers, router: Router | None, users: Users
+    archive: Archive,
+    workers: Workers,
+    router: Router | None,
+    users: Users,
+    retention: RetentionJobs | None,
 ) -> list[BaseRoute]:
     settings = archive.settings
     prefetch = on_scheduled(workers.queue, settings)
     worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
     return [
         *BrowseApi(archive).routes(),
+        *LifecycleApi(archive, retention).routes(),
         *SystemApi(archive).routes(),
         *ConformanceApi(archive).routes(),
         *JobsApi(workers).routes(),
@@ -73,7 +86,7 @@ def _api(
         *WorklistApi(worklist).routes(),
         *RejectedApi(archive.rejections).routes(),
         *RemotesApi(archive, workers).routes(),
-        *MediaApi(archive).routes(),
+        *MediaApi(archive, workers).routes(),
         *PrintApi(archive, workers).routes(),
         *(RoutesApi(router).routes() if router is not None else []),
         *UsersApi(users).routes(),
@@ -101,13 +114,19 @@ def _middleware(settings: Settings, users: Users, sessions: Sessions) -> list[Mi
     return [*access, *middleware, *guard, Middleware(CsrfMiddleware, sessions=sessions)]
 
 
-def create_app(archive: Archive, workers: Workers, router: Router | None = None) -> Starlette:
+def create_app(
+    archive: Archive,
+    workers: Workers,
+    router: Router | None = None,
+    retention: RetentionJobs | None = None,
+) -> Starlette:
     settings = archive.settings
     users = Users(archive.database, settings.http_users)
     sessions = Sessions(settings.data_dir, secure=settings.http_tls)
     routes: list[BaseRoute] = [
+        Mount("/dicom-web/aets/{ae_title}", routes=_as_remote_ae(archive)),
         Mount("/dicom-web", routes=_dicomweb(archive)),
-        Mount("/api", routes=_api(archive, workers, router, users)),
+        Mount("/api", routes=_api(archive, workers, router, users, retention)),
         *WadoUri(archive).routes(),
     ]
     routes += docs_routes(routes, settings)

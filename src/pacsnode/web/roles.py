@@ -3,10 +3,10 @@
 A viewer reads (GET and HEAD anywhere but the admin-only resources); an operator also
 does the daily work (STOW-RS, retrieves and sends, echo and query of remote AEs, job
 retry and cancel, worklist and MPPS changes, print, restoring rejected instances, soft
-deletion); an admin does everything, including hard deletion, the configuration
-(remote AEs, routes, users) and the audit log. What the table does not name needs
-viewer to read and admin to change, so a new route is safe before anyone thinks about
-it.
+deletion and its undoing, exports); an admin does everything, including hard deletion,
+the configuration (remote AEs, routes, users), retention runs and the audit log. What
+the table does not name needs viewer to read and admin to change, so a new route is
+safe before anyone thinks about it.
 
 The web UI's pages and actions are in the same table, by the measure of the REST
 routes they mirror, and its templates ask it before showing an action.
@@ -47,6 +47,8 @@ _RULES: tuple[tuple[frozenset[str], re.Pattern[str], Role], ...] = (
     (CHANGE, re.compile(r"/api/(worklist|mpps)(/.*)?"), "operator"),
     (POST, re.compile(r"/api/print"), "operator"),
     (POST, re.compile(r"/api/rejected/[^/]+/restore"), "operator"),
+    (POST, re.compile(r"/api/(patients|studies|series|instances)/[^/]+/restore"), "operator"),
+    (POST, re.compile(r"/api/studies/[^/]+/export"), "operator"),
     (DELETE, DELETABLE, "operator"),
     # the web UI's pages and actions, by the same measure as their REST routes
     (POST, re.compile(r"/logout"), "viewer"),

@@ -199,6 +199,33 @@ COMPONENTS: dict[str, Schema] = {
         studies=array(STRING),
         bytes=INTEGER,
     ),
+    "Restored": obj(
+        level={"enum": ["patient", "study", "series", "instance"]},
+        id=STRING,
+        instances=INTEGER,
+        series=INTEGER,
+        studies=array(STRING),
+    ),
+    "ExportRequest": obj(
+        deidentify={"type": "boolean", "default": True},
+        options=array(
+            {
+                "enum": [
+                    "retain-uids",
+                    "retain-dates",
+                    "retain-patient-characteristics",
+                    "retain-device-identity",
+                    "retain-institution-identity",
+                    "clean-descriptors",
+                    "retain-safe-private",
+                ]
+            }
+        ),
+        to={"enum": ["zip", "remote"], "default": "zip"},
+        remote=STRING,
+        series=array(STRING),
+        profile=STRING,
+    ),
     "Echo": obj(ae_title=STRING, status=STRING, ok=BOOLEAN, milliseconds=INTEGER),
     "QueryRequest": obj(
         model={"enum": ["patient", "study", "psonly", "mwl"], "default": "study"},
@@ -349,6 +376,11 @@ FILTERS = tuple(
 )
 HARD = param("hard", {"type": "integer", "enum": [0, 1], "default": 0}, "1: remove rows and files")
 ISSUER = param("issuer", STRING, "Issuer of Patient ID, when several issuers use the Patient ID")
+REASON = param(
+    "reason",
+    {"enum": ["113001", "113037", "113038", "113039"], "default": "113039"},
+    "Rejection code the IOCM destinations are told",
+)
 QIDO = (
     param("includefield", STRING, "Attributes to return besides the defaults, or all"),
     param("limit", {"type": "integer", "minimum": 0}, "At most this many results"),
@@ -386,7 +418,10 @@ def _browse() -> dict[tuple[str, str], Operation]:
             ok(ref(name)), query=extra, tag="Archive"
         )
         table["DELETE", f"/api/{resource}/{{id}}"] = Operation(
-            ok(ref("Deleted")), query=(HARD, *extra), tag="Archive"
+            ok(ref("Deleted")), query=(HARD, REASON, *extra), tag="Archive"
+        )
+        table["POST", f"/api/{resource}/{{id}}/restore"] = Operation(
+            ok(ref("Restored")), query=extra, tag="Archive"
         )
     return table
 
@@ -427,6 +462,14 @@ def _dicomweb() -> dict[tuple[str, str], Operation]:
     )
     table["POST", "/dicom-web/studies"] = stow
     table["POST", studies] = stow
+    as_remote = "/dicom-web/aets/{ae_title}"
+    for path in [*searches, studies, series, instance]:
+        table["GET", path.replace("/dicom-web", as_remote)] = table["GET", path]
+    for path in (studies, series, instance):
+        metadata = f"{path}/metadata"
+        table["GET", metadata.replace("/dicom-web", as_remote)] = table["GET", metadata]
+    for path in (frames, f"{instance}/bulkdata/{{tag_path}}"):
+        table["GET", path.replace("/dicom-web", as_remote)] = table["GET", path]
     table["GET", "/wado"] = web(
         ok(BINARY, "application/dicom", *IMAGES),
         query=tuple(
@@ -513,6 +556,12 @@ def _admin() -> dict[tuple[str, str], Operation]:
             tag="Archive",
         ),
         ("POST", "/api/media"): Operation(ok(BINARY, ZIP), body=ref("MediaRequest"), tag="Archive"),
+        ("POST", "/api/studies/{study}/export"): Operation(
+            {**ok(BINARY, ZIP), **ok(ref("JobQueued"), status=QUEUED)},
+            body=ref("ExportRequest"),
+            tag="Archive",
+        ),
+        ("POST", "/api/retention/run"): Operation(queued, tag="Archive"),
         ("GET", "/api/printers"): Operation(ok(array(ref("Printer"))), tag="Print"),
         ("POST", "/api/print"): Operation(queued, body=ref("PrintRequest"), tag="Print"),
         ("GET", "/api/routes"): Operation(ok(array(ref("Route"))), tag="Routing"),

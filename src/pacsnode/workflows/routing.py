@@ -307,6 +307,7 @@ def _payload(
         "transfer_syntax": rule.transfer_syntax,
         "allow_lossy": rule.allow_lossy,
         "commit": rule.commit,
+        "deidentify": list(rule.deidentify_options) if rule.deidentify else None,
     }
 
 

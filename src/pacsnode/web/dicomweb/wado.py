@@ -40,6 +40,7 @@ from pacsnode.web.dicomweb.common import (
     frame_numbers,
     located,
     log,
+    sight,
 )
 from pacsnode.web.dicomweb.dicom_xml import native_model
 from pacsnode.web.multipart import Part, content_type, new_boundary, stream
@@ -64,6 +65,11 @@ def _path_uids(request: Request) -> tuple[str, str | None, str | None]:
     return params["study"], params.get("series"), params.get("instance")
 
 
+def _found(archive: Archive, request: Request) -> list[Located]:
+    """The instances the path names, as the requester sees them."""
+    return located(archive, *_path_uids(request), sight(archive, request))
+
+
 class Wado:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
@@ -85,7 +91,7 @@ class Wado:
     def instances(self, request: Request) -> Response:
         """Retrieve DICOM instances (WADO-RS), as multipart/related or ZIP."""
         offer = _instance_offer(accepted(request))
-        found = located(self.archive, *_path_uids(request))
+        found = _found(self.archive, request)
         audit.instances_accessed(audit_actor(request), [i.sop_instance_uid for i in found])
         if offer.media_type == "application/zip":
             return StreamingResponse(
@@ -124,7 +130,7 @@ class Wado:
     def metadata(self, request: Request) -> Response:
         """Retrieve metadata (WADO-RS), bulk data as BulkDataURIs."""
         as_xml = _metadata_as_xml(accepted(request))
-        found = located(self.archive, *_path_uids(request))
+        found = _found(self.archive, request)
         documents = self.archive.metadata.documents(found)
         base = base_url(request, self.archive.settings.public_url)
         text = "[" + ",".join(documents) + "]"
@@ -141,13 +147,13 @@ class Wado:
     def frames(self, request: Request) -> Response:
         """Retrieve frames (WADO-RS), as stored or decompressed."""
         numbers = frame_numbers(request.path_params["frames"])
-        [item] = located(self.archive, *_path_uids(request))
+        [item] = _found(self.archive, request)
         audit.instances_accessed(audit_actor(request), [item.sop_instance_uid])
         return self._pixel_parts(request, item, numbers)
 
     def bulkdata(self, request: Request) -> Response:
         """Retrieve a bulk data value (WADO-RS)."""
-        [item] = located(self.archive, *_path_uids(request))
+        [item] = _found(self.archive, request)
         tag_path = request.path_params["tag_path"].strip("/").upper()
         if tag_path == "7FE00010":
             frames = item.number_of_frames or 1
