@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID
 
-from pacsnode.archive.matching import visibility_problem
+from pacsnode.archive.matching import QueryError, check_value, visibility_problem
 from pacsnode.validation import (
     Invalid,
     Origin,
@@ -141,7 +141,8 @@ class RouteRule:
     """Forward what arrives and matches to remote AEs (``[[route]]`` in the config).
 
     Every criterion is a list where empty means "any"; ``match`` maps attribute
-    keywords to DICOM matching values (``*`` and ``?`` wildcards).
+    keywords to values matched as C-FIND matches them: ``*`` and ``?`` wildcards on
+    text, ranges on dates and times (``20260101-20260131``), ``\\``-separated UIDs.
     """
 
     name: str
@@ -461,9 +462,13 @@ def _check_route(rule: RouteRule, remotes: dict[str, RemoteAE]) -> None:
                 f"route {rule.name!r}: {destination} is a C-MOVE destination only "
                 "(move_destination_only) and is never sent anything unasked"
             )
-    for keyword, _value in rule.match:
+    for keyword, value in rule.match:
         if tag_for_keyword(keyword) is None:
             raise ConfigError(f"route {rule.name!r}: {keyword} is not a DICOM keyword")
+        try:
+            check_value(keyword, value)
+        except QueryError as exc:
+            raise ConfigError(f"route {rule.name!r}: match {exc}") from None
     syntax = UID(rule.transfer_syntax)
     if rule.transfer_syntax and not syntax.is_transfer_syntax:
         raise ConfigError(f"route {rule.name!r}: {syntax} is not a transfer syntax")

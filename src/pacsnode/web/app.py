@@ -58,11 +58,9 @@ def _dicomweb(archive: Archive) -> list[BaseRoute]:
 
 
 def _api(
-    archive: Archive, workers: Workers, router: Router | None, users: Users
+    archive: Archive, workers: Workers, router: Router | None, users: Users, worklist: Worklist
 ) -> list[BaseRoute]:
     settings = archive.settings
-    prefetch = on_scheduled(workers.queue, settings)
-    worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
     return [
         *BrowseApi(archive).routes(),
         *SystemApi(archive).routes(),
@@ -103,14 +101,16 @@ def create_app(archive: Archive, workers: Workers, router: Router | None = None)
     settings = archive.settings
     users = Users(archive.database, settings.http_users)
     sessions = Sessions(settings.data_dir, secure=settings.http_tls)
+    prefetch = on_scheduled(workers.queue, settings)
+    worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
     routes: list[BaseRoute] = [
         Mount("/dicom-web", routes=_dicomweb(archive)),
-        Mount("/api", routes=_api(archive, workers, router, users)),
+        Mount("/api", routes=_api(archive, workers, router, users, worklist)),
         *WadoUri(archive).routes(),
     ]
     routes += docs_routes(routes, settings)
     routes += Viewer(settings.data_dir).routes()
-    routes += ui_routes(archive, workers, router, users, sessions)
+    routes += ui_routes(archive, workers, router, users, sessions, worklist)
     return Starlette(
         routes=routes,
         middleware=_middleware(settings, users, sessions),
