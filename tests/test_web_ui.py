@@ -3,16 +3,23 @@
 One server (HTTP Basic, three users), one browser and one OHIF install serve the whole
 module; each test walks through a page the way an administrator would and checks
 what the archive did. The viewer is installed with the real ``pacsnode viewer install``
-(its tarball cached once per machine in ~/.cache/pacsnode). Screenshots of the main
-pages go to docs/screenshots/.
+(its tarball cached once per machine in ~/.cache/pacsnode). With
+PACSNODE_SCREENSHOTS=1, screenshots of the main pages go to docs/screenshots/ (the
+README shows them); otherwise into the test's temporary directory.
 """
 
 from __future__ import annotations
 
+import html
+import io
 import json
+import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +37,30 @@ from conftest import (
     save,
     write_config,
 )
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-from pydicom import Dataset
-from pydicom.uid import EncapsulatedPDFStorage, generate_uid
+from peers import dcmtk
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
+from pydicom import Dataset, dcmread
+from pydicom.uid import EncapsulatedPDFStorage, RLELossless, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityPerformedProcedureStep
 from test_routing import StoreScp
 
 from pacsnode import ohif
 from pacsnode.archive.users import hash_password
 from pacsnode.web.roles import required_role
 
-SCREENSHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
+SCREENSHOTS = (
+    Path(__file__).parent.parent / "docs" / "screenshots"
+    if os.environ.get("PACSNODE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "pacsnode-screenshots"
+)
 PASSWORDS = {"admin": "admin-secret", "operator": "operator-secret", "viewer": "viewer-secret"}
 CT_SLICES = 24
 
@@ -124,8 +145,6 @@ def _pdf_document() -> Dataset:
 
 
 def _study_of(path: Path) -> str:
-    from pydicom import dcmread
-
     return str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
 
 
@@ -188,6 +207,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         )
         for n in range(30)
     ]
+    many.append(
+        save(
+            ct_dataset(
+                patient_name="BIRTH^DAY",
+                patient_id="UI-BD",
+                PatientBirthDate="19700301",
+                AccessionNumber="ACC-UI-77",
+            ),
+            sources / "birthday.dcm",
+        )
+    )
     imported = _run(
         "import", "--config", str(config), *map(str, [*ct_paths, *viewed.values(), *many])
     )
@@ -267,16 +297,16 @@ def test_login_search_and_study_page(browser: Browser, site: Site, admin: Browse
 
     page = admin.new_page()
     page.goto(url + "/")
-    assert page.inner_text("#count-studies") == "36"
+    assert page.inner_text("#count-studies") == "37"
     _shot(page, "dashboard")
 
     page.goto(url + "/studies")
-    assert "36 studies" in page.inner_text("#study-total")
+    assert "37 studies" in page.inner_text("#study-total")
     _shot(page, "studies")
     assert page.locator("#study-table tbody tr").count() == 25
     page.click("#next-page")
     page.wait_for_selector("text=page 2 of 2")
-    assert page.locator("#study-table tbody tr").count() == 11
+    assert page.locator("#study-table tbody tr").count() == 12
     page.fill("input[name=name]", "pager^p0")
     page.select_option("select[name=sort]", "PatientName")
     page.wait_for_selector("text=10 studies")
@@ -432,6 +462,10 @@ def test_viewer_role_sees_and_may_do_no_more(browser: Browser, site: Site) -> No
         "/remotes/STORESCP/echo",
         "/jobs/1/retry",
         "/users",
+        "/users/viewer/password",
+        "/worklist",
+        "/worklist/1",
+        "/routes",
     ):
         answer = page.request.post(url + path, headers={"X-CSRF-Token": csrf})
         assert answer.status == 403, path
@@ -537,3 +571,525 @@ def test_viewer_install_refuses_another_tarball(tmp_path: Path) -> None:
     assert "does not have the pinned SHA-512" in refused.stderr
     assert not (tmp_path / "data" / "viewer" / f"ohif-{ohif.VERSION}").exists()
     assert json.dumps(ohif.INTEGRITY).startswith('"sha512-')
+
+
+def _posted(page: Page, click: str, message: str) -> tuple[int, str]:
+    """Press an action's button; the status of its POST and the message shown for it."""
+    with page.expect_response(lambda answer: answer.request.method == "POST") as answer:
+        page.click(click)
+    page.wait_for_selector(f"{message} p")
+    return answer.value.status, page.inner_text(message)
+
+
+def _log_in(browser: Browser, site: Site, user: str, password: str) -> tuple[BrowserContext, bool]:
+    """A browser that tried to log in, and whether it was let in."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(site.server.url + "/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    accepted = page.url == site.server.url + "/"
+    page.close()
+    return context, accepted
+
+
+def _mwl(site: Site, folder: Path) -> list[Dataset]:
+    """What a modality finds on the worklist for station CTUI01, by DCMTK's findscu."""
+    out = folder / f"mwl-{time.monotonic_ns()}"
+    out.mkdir()
+    step = "ScheduledProcedureStepSequence[0]."
+    keys = ["PatientName", "PatientID", "PatientSex", "AccessionNumber", "StudyInstanceUID"]
+    keys += [f"{step}{key}" for key in ("Modality", "ScheduledProcedureStepID")]
+    keys += [f"{step}ScheduledProcedureStepStartDate", f"{step}ScheduledProcedureStepStartTime"]
+    keys += [f"{step}ScheduledStationAETitle=CTUI01"]
+    found = dcmtk(
+        "findscu", "-W", "-aet", "CTUI01", "-aec", "PACSNODE", "-X", "-od", str(out),
+        *(arg for key in keys for arg in ("-k", key)),
+        "127.0.0.1", str(site.server.port),
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    return [dcmread(path) for path in sorted(out.glob("rsp*.dcm"))]
+
+
+def test_worklist_step_scheduled_changed_and_deleted(
+    site: Site, admin: BrowserContext, tmp_path: Path
+) -> None:
+    url, form = site.server.url, "#worklist-form"
+    page = admin.new_page()
+    page.goto(url + "/worklist")
+    typed = {
+        "PatientName": "WORK^LIST",
+        "PatientID": "WL-UI1",
+        "PatientBirthDate": "1980-02-03",
+        "AccessionNumber": "WL-ACC1",
+        "Modality": "ct",
+        "ScheduledStationAETitle": "CTUI01-IS-TOO-LONG",
+        "ScheduledProcedureStepStartDate": "2026-11-24",
+        "ScheduledProcedureStepStartTime": "10:30:00",
+        "ScheduledProcedureStepID": "SPS-UI1",
+        "ScheduledProcedureStepDescription": "chest",
+    }
+    for keyword, value in typed.items():
+        page.fill(f"{form} [name={keyword}]", value)
+    page.select_option(f"{form} [name=PatientSex]", "F")
+    status, shown = _posted(page, f"{form} button[type=submit]", "#worklist-message")
+    assert status == 400
+    expected = (
+        "ScheduledStationAETitle 'CTUI01-IS-TOO-LONG': must be an AE title (1 to 16 characters)"
+    )
+    assert shown == expected
+    assert page.get_attribute("#worklist-message p", "role") == "alert"
+    assert page.input_value(f"{form} [name=PatientName]") == "WORK^LIST"  # nothing lost
+    page.fill(f"{form} [name=ScheduledStationAETitle]", "CTUI01")
+    page.click(f"{form} button[type=submit]")
+    row = page.locator("#worklist-table tbody tr", has_text="WL-ACC1")
+    expect(row).to_have_count(1)
+    _shot(page, "worklist")
+
+    [found] = _mwl(site, tmp_path)
+    [step] = found.ScheduledProcedureStepSequence
+    assert (found.PatientName, found.PatientID, found.PatientSex) == ("WORK^LIST", "WL-UI1", "F")
+    assert (step.Modality, step.ScheduledProcedureStepID) == ("CT", "SPS-UI1")
+    assert step.ScheduledProcedureStepStartDate == "20261124"
+    assert step.ScheduledProcedureStepStartTime == "103000"
+    study = found.StudyInstanceUID
+
+    row.locator("button.edit").click()
+    page.wait_for_selector("#worklist-form-box h2 >> text=Change worklist item")
+    assert page.input_value(f"{form} [name=ScheduledProcedureStepStartDate]") == "2026-11-24"
+    assert page.input_value(f"{form} [name=ScheduledProcedureStepStartTime]") == "10:30:00"
+    assert page.input_value(f"{form} [name=PatientSex]") == "F"
+    page.fill(f"{form} [name=PatientName]", "WORK^LISTED")
+    page.fill(f"{form} [name=Modality]", "MR")
+    page.click(f"{form} button[type=submit]")
+    expect(page.locator("#worklist-table tbody tr", has_text="WORK^LISTED")).to_have_count(1)
+    [changed] = _mwl(site, tmp_path)
+    assert changed.PatientName == "WORK^LISTED"
+    assert changed.ScheduledProcedureStepSequence[0].Modality == "MR"
+    assert changed.StudyInstanceUID == study  # the item changed, not a new one
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#worklist-table tbody tr", has_text="WL-ACC1").locator("button.danger").click()
+    expect(page.locator("#worklist-table tbody tr", has_text="WL-ACC1")).to_have_count(0)
+    assert _mwl(site, tmp_path) == []
+    missing = page.request.post(url + "/worklist/999999/delete", headers=_token(page))
+    assert (missing.status, "no worklist item 999999" in missing.text()) == (404, True)
+    page.close()
+
+
+def _token(page: Page) -> dict[str, str]:
+    return {"X-CSRF-Token": _csrf(page)}
+
+
+def test_passwords_changed_by_an_admin_and_by_their_user(
+    browser: Browser, site: Site, admin: BrowserContext
+) -> None:
+    url = site.server.url
+    page = admin.new_page()
+    page.goto(url + "/users")
+    page.fill("#user-form [name=name]", "nurse")
+    page.fill("#user-form [name=password]", "nurse-first-1")
+    page.select_option("#user-form [name=role]", "operator")
+    page.click("#user-form button")
+    page.wait_for_selector("#user-nurse")
+    page.fill("#user-nurse form.password [name=password]", "nurse-second-2")
+    status, shown = _posted(page, "#user-nurse form.password button", "#user-message")
+    assert (status, shown) == (200, "user nurse: password changed")
+    page.goto(url + "/account")  # an admin of the config file changes it there
+    assert "a user of the config file" in page.inner_text("main")
+    assert page.locator("#password-form").count() == 0
+    mine = page.request.post(
+        url + "/account/password",
+        headers=_token(page),
+        form={"current_password": PASSWORDS["admin"], "new_password": "admin-other-1"},
+    )
+    assert mine.status == 409 and "http_users entry of the config file" in mine.text()
+    page.close()
+
+    refused, accepted = _log_in(browser, site, "nurse", "nurse-first-1")
+    assert not accepted
+    refused.close()
+    nurse, accepted = _log_in(browser, site, "nurse", "nurse-second-2")
+    assert accepted
+    page = nurse.new_page()
+    page.goto(url + "/account")
+    page.fill("#password-form [name=current_password]", "not-my-password")
+    page.fill("#password-form [name=new_password]", "nurse-third-3")
+    status, shown = _posted(page, "#password-form button", "#account-message")
+    assert (status, shown) == (403, "current_password: not your current password")
+    short = page.request.post(
+        url + "/account/password",
+        headers=_token(page),
+        form={"current_password": "nurse-second-2", "new_password": "short"},
+    )
+    assert short.status == 400 and "password must be at least 8 characters" in short.text()
+    page.fill("#password-form [name=current_password]", "nurse-second-2")
+    status, shown = _posted(page, "#password-form button", "#account-message")
+    assert (status, shown) == (200, "your password is changed")
+    page.close()
+    nurse.close()
+    for password, let_in in (("nurse-second-2", False), ("nurse-third-3", True)):
+        context, accepted = _log_in(browser, site, "nurse", password)
+        assert accepted is let_in, password
+        context.close()
+
+
+def test_remote_ae_edited(site: Site, admin: BrowserContext, tmp_path: Path) -> None:
+    url = site.server.url
+    scp = StoreScp(tmp_path / "edited").start()
+    try:
+        with site.api() as api:
+            entry = {"ae_title": "EDITME", "host": "127.0.0.1", "port": free_port()}
+            assert api.put("/api/remote/EDITME", json=entry).status_code in (200, 201)
+        page = admin.new_page()
+        page.goto(url + "/remotes")
+        status, shown = _posted(page, "#remote-EDITME button.echo", "#remote-message")
+        assert status == 502 and shown.startswith("EDITME: ")
+        page.click("#remote-EDITME button.link")
+        assert page.input_value("#remote-form [name=ae_title]") == "EDITME"
+        page.fill("#remote-form [name=host]", "localhost")
+        page.fill("#remote-form [name=port]", str(scp.port))
+        page.click("#remote-form button")
+        page.wait_for_selector(f"#remote-EDITME >> text={scp.port}")
+        assert "localhost" in page.inner_text("#remote-EDITME")
+        status, shown = _posted(page, "#remote-EDITME button.echo", "#remote-message")
+        assert status == 200 and "EDITME: echo succeeded, status 0x0000" in shown
+        with site.api() as api:
+            stored = api.get("/api/remote/EDITME").json()
+        assert (stored["host"], stored["port"], stored["source"]) == (
+            "localhost",
+            scp.port,
+            "database",
+        )
+        bad = page.request.post(
+            url + "/remotes",
+            headers=_token(page),
+            form={"ae_title": "EDITME", "host": "localhost", "port": "70000"},
+        )
+        assert bad.status == 400 and "port 70000 is not a number from 1 to 65535" in bad.text()
+        page.close()
+    finally:
+        scp.stop()
+
+
+def _wait_for_file(scp: StoreScp, uid: str) -> Path:
+    deadline = time.monotonic() + 30
+    while (found := scp.received(uid)) is None:
+        assert time.monotonic() < deadline, f"{uid} never reached the storescp"
+        time.sleep(0.1)
+    return found
+
+
+def _store(site: Site, calling_ae: str, *paths: Path) -> None:
+    sent = dcmtk(
+        "storescu", "-aet", calling_ae, "-aec", "PACSNODE",
+        "127.0.0.1", str(site.server.port), *map(str, paths),
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+
+
+def _fill_rule(page: Page, name: str, calling_ae: str, **fields: str) -> None:
+    form = "#route-form"
+    page.fill(f"{form} [name=name]", name)
+    page.select_option(f"{form} [name=destinations]", ["ROUTED"])
+    page.fill(f"{form} [name=calling_ae]", calling_ae)
+    for field, value in fields.items():
+        page.fill(f"{form} [name={field}]", value)
+
+
+def test_routing_rules_made_in_the_ui(site: Site, admin: BrowserContext, tmp_path: Path) -> None:
+    """A rule with every field routes an instance to DCMTK's storescp; edited and
+    removed; a rule waiting for stable studies holds a job the jobs page cancels; a rule
+    asking for storage commitment shows its outcome on the commitment page."""
+    url, form = site.server.url, "#route-form"
+    scp = StoreScp(tmp_path / "routed").start()
+    try:
+        with site.api() as api:
+            entry = {"ae_title": "ROUTED", "host": "127.0.0.1", "port": scp.port}
+            assert api.put("/api/remote/ROUTED", json=entry).status_code in (200, 201)
+        page = admin.new_page()
+        page.goto(url + "/routes")
+        _fill_rule(page, "ui-ct", "ROUTER1", modality="CT", match="StudyDate=2020*")
+        page.select_option(f"{form} [name=transfer_syntax]", RLELossless)
+        status, shown = _posted(page, f"{form} button[type=submit]", "#route-message")
+        assert status == 400
+        assert shown == (
+            "route 'ui-ct': match StudyDate must be a date or date range (YYYYMMDD), not '2020*'"
+        )
+        page.fill(f"{form} [name=match]", "StudyDescription=*route me*\nStudyDate")
+        status, shown = _posted(page, f"{form} button[type=submit]", "#route-message")
+        assert (status, shown) == (400, "match line 2 'StudyDate': write Keyword=value")
+        conditions = "StudyDescription=*route me*\nStudyDate=20200101-20201231"
+        page.fill(f"{form} [name=match]", conditions)
+        page.click(f"{form} button[type=submit]")
+        row = page.locator("#route-table tr[data-name=ui-ct]")
+        expect(row).to_have_count(1)
+        assert "StudyDate=20200101-20201231" in row.inner_text()
+        assert "RLE Lossless" in row.inner_text()
+        _shot(page, "routing")
+        with site.api() as api:
+            [rule] = [r for r in api.get("/api/routes").json() if r["name"] == "ui-ct"]
+        assert rule | {"source": "api"} == {
+            "name": "ui-ct",
+            "destinations": ["ROUTED"],
+            "calling_ae": ["ROUTER1"],
+            "called_ae": [],
+            "modality": ["CT"],
+            "sop_class": [],
+            "match": {"StudyDate": "20200101-20201231", "StudyDescription": "*route me*"},
+            "transfer_syntax": RLELossless,
+            "allow_lossy": False,
+            "commit": False,
+            "wait_for_stable_study": 0.0,
+            "deidentify": False,
+            "deidentify_options": [],
+            "source": "api",
+        }
+        _fill_rule(page, "ui-ct", "X")
+        status, shown = _posted(page, f"{form} button[type=submit]", "#route-message")
+        assert (status, shown) == (409, "a route named 'ui-ct' exists")
+
+        routed = save(
+            ct_dataset(patient_id="RT1", StudyDescription="please ROUTE ME", StudyDate="20200615"),
+            tmp_path / "routed.dcm",
+        )
+        other = save(
+            ct_dataset(patient_id="RT2", StudyDescription="please ROUTE ME", StudyDate="20190615"),
+            tmp_path / "other.dcm",
+        )
+        _store(site, "ROUTER1", other, routed)
+        arrived = dcmread(_wait_for_file(scp, str(dcmread(routed).SOPInstanceUID)))
+        assert arrived.file_meta.TransferSyntaxUID == RLELossless
+        assert scp.received(str(dcmread(other).SOPInstanceUID)) is None  # queued first if at all
+
+        row.locator("button.edit").click()
+        page.wait_for_selector("#route-form-box h2 >> text=Change rule ui-ct")
+        assert "StudyDate=20200101-20201231\nStudyDescription=*route me*" in page.input_value(
+            f"{form} [name=match]"
+        )
+        assert page.input_value(f"{form} [name=transfer_syntax]") == RLELossless
+        page.fill(f"{form} [name=calling_ae]", "ROUTER2, ROUTER3")
+        page.click(f"{form} button[type=submit]")
+        expect(row.locator("td", has_text="ROUTER2, ROUTER3")).to_have_count(1)
+        with site.api() as api:
+            [rule] = [r for r in api.get("/api/routes").json() if r["name"] == "ui-ct"]
+        assert rule["calling_ae"] == ["ROUTER2", "ROUTER3"]
+        assert rule["transfer_syntax"] == RLELossless and rule["match"]["StudyDate"]
+
+        _fill_rule(page, "ui-hold", "HOLDER", wait_for_stable_study="3600")
+        page.click(f"{form} button[type=submit]")
+        expect(page.locator("#route-table tr[data-name=ui-hold]")).to_have_count(1)
+        _fill_rule(page, "ui-commit", "COMMITTER")
+        page.check(f"{form} [name=commit]")
+        page.click(f"{form} button[type=submit]")
+        expect(page.locator("#route-table tr[data-name=ui-commit]")).to_have_count(1)
+        held = save(ct_dataset(patient_id="RT3"), tmp_path / "held.dcm")
+        committed = save(ct_dataset(patient_id="RT4"), tmp_path / "committed.dcm")
+        _store(site, "HOLDER", held)
+        _store(site, "COMMITTER", committed)
+        with site.api() as api:
+            jobs = api.get("/api/jobs", params={"limit": "20"}).json()
+            [waiting] = [j for j in jobs if j["description"].startswith("route ui-hold:")]
+            [commit] = [j for j in jobs if j["description"].startswith("route ui-commit:")]
+            finished = _wait_job(api, commit["id"], "failed")
+        assert waiting["status"] == "pending"
+        page.goto(url + "/jobs")
+        page.wait_for_selector(f"#job-{waiting['id']}[data-status=pending]")
+        status, shown = _posted(page, f"#job-{waiting['id']} button.cancel", "#job-message")
+        assert (status, shown.split(" · ")[0]) == (200, f"job {waiting['id']} cancelled")
+        page.wait_for_selector(f"#job-{waiting['id']}[data-status=cancelled]")  # the poll
+        again = page.request.post(f"{url}/jobs/{waiting['id']}/cancel", headers=_token(page))
+        assert again.status == 409
+        _wait_for_file(scp, str(dcmread(committed).SOPInstanceUID))  # sent, then refused
+        page.goto(url + "/commitments")
+        outcome = page.locator(
+            "tr", has_text=f"route ui-commit: {dcmread(committed).SOPInstanceUID}"
+        )
+        assert "failed" in outcome.inner_text()
+        assert str(finished["last_error"])[:40] in outcome.inner_text()
+
+        page.goto(url + "/routes")
+        for name in ("ui-ct", "ui-hold", "ui-commit"):
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.click(f"#route-table tr[data-name={name}] button.danger")
+            expect(page.locator(f"#route-table tr[data-name={name}]")).to_have_count(0)
+        with site.api() as api:
+            assert not [r for r in api.get("/api/routes").json() if r["name"].startswith("ui-")]
+        page.close()
+    finally:
+        scp.stop()
+
+
+def test_patients_and_study_search_by_birth_date_and_accession(
+    site: Site, admin: BrowserContext
+) -> None:
+    url = site.server.url
+    page = admin.new_page()
+    page.goto(url + "/patients")
+    page.fill("input[name=name]", "PAGER*")
+    page.click("form.search button")
+    page.wait_for_url("**name=PAGER**")
+    assert page.inner_text("#patient-total") == "30 patients, page 1 of 2"
+    assert page.locator("#patient-table tbody tr").count() == 25
+    page.click("#next-page")
+    page.wait_for_url("**page=2**")
+    assert page.locator("#patient-table tbody tr").count() == 5
+    _shot(page, "patients")
+    page.goto(url + "/patients")
+    page.fill("input[name=birth_date]", "1970-03-01")
+    page.click("form.search button")
+    page.wait_for_url("**birth_date=1970-03-01**")
+    assert page.inner_text("#patient-total").startswith("1 patient,")
+    assert "BIRTH, DAY" in page.inner_text("#patient-table")
+    assert "1970-03-01" in page.inner_text("#patient-table")
+    page.click("#patient-table a")
+    page.wait_for_url("**patient_id=UI-BD**")
+    assert page.inner_text("#study-total") == "1 study, page 1 of 1"
+
+    page.goto(url + "/studies")
+    page.fill("input[name=birth_date]", "1970-03-01")
+    page.click("#study-search button[type=submit]")
+    page.wait_for_url("**birth_date=1970-03-01**")
+    assert page.inner_text("#study-total") == "1 study, page 1 of 1"
+    assert "BIRTH, DAY" in page.inner_text("#study-table")
+    page.fill("input[name=birth_date]", "")
+    page.fill("input[name=accession]", "ACC-UI-77")
+    page.click("#study-search button[type=submit]")
+    page.wait_for_url("**accession=ACC-UI-77**")
+    assert page.inner_text("#study-total") == "1 study, page 1 of 1"
+    assert "BIRTH, DAY" in page.inner_text("#study-table")
+    answer = page.goto(url + "/studies?from=2026-13-01")
+    assert answer is not None and answer.status == 400
+    assert "StudyDate" in page.inner_text(".error") and "20261301" in page.inner_text(".error")
+    page.close()
+
+
+def test_study_downloads_zip_and_dicomdir_media(
+    site: Site, admin: BrowserContext, tmp_path: Path
+) -> None:
+    study = site.studies["ct"]
+    page = admin.new_page()
+    page.goto(f"{site.server.url}/studies/{study}")
+    with page.expect_download() as download:
+        page.click("text=Download as stored (ZIP)")
+    stored = tmp_path / "study.zip"
+    download.value.save_as(stored)
+    with zipfile.ZipFile(stored) as archive:
+        names = [name for name in archive.namelist() if name != "DICOMDIR"]
+        datasets = [dcmread(io.BytesIO(archive.read(name))) for name in names]
+    assert {str(ds.StudyInstanceUID) for ds in datasets} == {study}
+    assert sorted(int(ds.InstanceNumber) for ds in datasets) == list(range(1, CT_SLICES + 1))
+
+    with page.expect_download() as download:
+        page.click("text=Download DICOMDIR media (ZIP)")
+    media = tmp_path / "media.zip"
+    download.value.save_as(media)
+    with zipfile.ZipFile(media) as archive:
+        archive.extractall(tmp_path / "media")
+    dump = dcmtk("dcmdump", str(tmp_path / "media" / "DICOMDIR"))
+    assert dump.returncode == 0, dump.stderr
+    assert dump.stdout.count("(0004,1430) CS [IMAGE]") == CT_SLICES
+    assert "(0004,1430) CS [STUDY]" in dump.stdout
+    directory = dcmread(tmp_path / "media" / "DICOMDIR")
+    images = [r for r in directory.DirectoryRecordSequence if r.DirectoryRecordType == "IMAGE"]
+    for record in images:
+        referenced = tmp_path / "media" / Path(*record.ReferencedFileID)
+        assert dcmread(referenced).SOPInstanceUID == record.ReferencedSOPInstanceUIDInFile
+    page.close()
+
+
+def test_audit_log_search(site: Site, admin: BrowserContext) -> None:
+    url = site.server.url
+    page = admin.new_page()
+    page.goto(url + "/audit")
+    page.fill("input[name=user]", "admin")
+    page.fill("input[name=event]", "Login")
+    page.click("form.search button")
+    page.wait_for_url("**user=admin**")
+    rows = page.locator("#audit-table tbody tr")
+    assert rows.count() >= 1
+    users = page.locator("#audit-table tbody tr td:nth-child(6)").all_inner_texts()
+    assert set(users) == {"admin"}
+    _shot(page, "audit")
+    page.fill("input[name=user]", "no-such-user")
+    page.click("form.search button")
+    page.wait_for_url("**user=no-such-user**")
+    assert page.inner_text("#audit-table tbody") == "Nothing found."
+    answer = page.goto(url + "/audit?since=yesterday")
+    assert answer is not None and answer.status == 400
+    assert page.inner_text(".error") == "since: 'yesterday' is not an ISO 8601 date and time"
+    page.close()
+
+
+def test_api_token_made_in_the_ui_works_on_the_api(browser: Browser, site: Site) -> None:
+    url = site.server.url
+    with site.api() as api:
+        robot = {"name": "robot", "password": "robot-secret-1", "role": "operator"}
+        assert api.post("/api/users", json=robot).status_code == 201
+    context, accepted = _log_in(browser, site, "robot", "robot-secret-1")
+    assert accepted
+    page = context.new_page()
+    page.goto(url + "/tokens")
+    bad = page.request.post(url + "/tokens", headers=_token(page), form={"expires_days": "soon"})
+    assert bad.status == 400
+    assert "expires_days 'soon' is not a number of days" in html.unescape(bad.text())
+    page.fill("input[name=label]", "ci")
+    page.fill("input[name=expires_days]", "30")
+    page.click("form.grid button")
+    secret = page.inner_text("pre.secret").strip()
+    bearer = {"Authorization": f"Bearer {secret}"}
+    with httpx.Client(base_url=url, headers=bearer, timeout=30) as client:
+        assert client.get("/api/me").json() == {
+            "name": "robot",
+            "role": "operator",
+            "authenticated": True,
+        }
+        assert client.get("/api/studies", params={"PatientID": "UI-CT"}).json()["total"] == 1
+        page.goto(url + "/tokens")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("tr", has_text="ci").locator("button.danger").click()
+        expect(page.locator("tr", has_text="ci")).to_have_count(0)
+        assert client.get("/api/me").status_code == 401
+    context.close()
+
+
+def test_mpps_page_shows_what_a_modality_reported(site: Site, admin: BrowserContext) -> None:
+    uid = generate_uid()
+    modality = AE(ae_title="CTUI01")
+    modality.add_requested_context(ModalityPerformedProcedureStep)
+    association = modality.associate("127.0.0.1", site.server.port, ae_title="PACSNODE")
+    assert association.is_established
+    step = Dataset()
+    step.PerformedProcedureStepStatus = "IN PROGRESS"
+    step.PerformedProcedureStepID = "PPS-UI1"
+    scheduled = Dataset()
+    scheduled.StudyInstanceUID = generate_uid()
+    step.ScheduledStepAttributesSequence = [scheduled]
+    try:
+        status, _reply = association.send_n_create(step, ModalityPerformedProcedureStep, uid)
+    finally:
+        association.release()
+    assert status.Status == 0
+    page = admin.new_page()
+    page.goto(site.server.url + "/mpps")
+    row = page.locator("tr", has_text=uid)
+    assert "IN PROGRESS" in row.inner_text() and "CTUI01" in row.inner_text()
+    page.close()
+
+
+def test_dashboard_counts_disk_ingest_and_associations(
+    site: Site, admin: BrowserContext, tmp_path: Path
+) -> None:
+    _store(site, "DASHBOARD", save(ct_dataset(patient_id="DB1"), tmp_path / "db.dcm"))
+    page = admin.new_page()
+    page.goto(site.server.url + "/")
+    assert int(page.inner_text("#ingest-hour")) >= CT_SLICES + 1  # imported, and just now
+    assert int(page.inner_text("#count-instances")) >= CT_SLICES
+    assert re.fullmatch(
+        r"[\d.]+ [kMGT]?B\s+free of [\d.]+ [kMGT]?B", page.inner_text("#disk").strip()
+    )
+    entry = page.locator("#associations tbody tr", has_text="DASHBOARD")
+    assert entry.count() >= 1 and "stored" in entry.first.inner_text()
+    page.close()

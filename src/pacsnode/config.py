@@ -25,7 +25,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID
 
 from pacsnode.archive.deidentify import OptionError, Options
-from pacsnode.archive.matching import visibility_problem
+from pacsnode.archive.matching import QueryError, check_value, visibility_problem
 from pacsnode.archive.uids import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     STORAGE_SOP_CLASSES,
@@ -152,7 +152,8 @@ class RouteRule:
     """Forward what arrives and matches to remote AEs (``[[route]]`` in the config).
 
     Every criterion is a list where empty means "any"; ``match`` maps attribute
-    keywords to DICOM matching values (``*`` and ``?`` wildcards).
+    keywords to values matched as C-FIND matches them: ``*`` and ``?`` wildcards on
+    text, ranges on dates and times (``20260101-20260131``), ``\\``-separated UIDs.
     """
 
     name: str
@@ -501,9 +502,13 @@ def _check_route(rule: RouteRule, remotes: dict[str, RemoteAE]) -> None:
                 f"route {rule.name!r}: {destination} is a C-MOVE destination only "
                 "(move_destination_only) and is never sent anything unasked"
             )
-    for keyword, _value in rule.match:
+    for keyword, value in rule.match:
         if tag_for_keyword(keyword) is None:
             raise ConfigError(f"route {rule.name!r}: {keyword} is not a DICOM keyword")
+        try:
+            check_value(keyword, value)
+        except QueryError as exc:
+            raise ConfigError(f"route {rule.name!r}: match {exc}") from None
     try:
         Options.from_words(rule.deidentify_options)
     except OptionError as exc:

@@ -165,6 +165,25 @@ def value_condition(
     return _text_condition(target, wanted)
 
 
+def value_matches(kind: Kind, wanted: str, actual: str) -> bool | None:
+    """One stored value against a matching key outside the index (a routing rule's
+    condition on a file's attribute), as :func:`value_condition` matches in SQL: a UID
+    is one of a list, a date or time within a range, an integer equal. None for text,
+    which the caller matches with its wildcards."""
+    if kind is Kind.UID:
+        return actual.strip() in {uid.strip() for uid in wanted.split("\\") if uid.strip()}
+    if kind in (Kind.DATE, Kind.TIME, Kind.DATETIME):
+        low, high = _bounds(wanted, kind)
+        value = _normalized(actual, kind)
+        return bool(value) and (not low or value >= low) and (not high or value <= high)
+    if kind is Kind.INT:
+        try:
+            return int(actual) == int(wanted)
+        except ValueError:
+            return False
+    return None
+
+
 def condition(attr: Attribute, value: str, case_insensitive: bool) -> Any:
     """The SQL condition for one matching key."""
     table = LEVEL_TABLES[attr.level]

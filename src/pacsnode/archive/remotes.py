@@ -132,7 +132,7 @@ def _ae_title(value: Any) -> str:
 
 def _port(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise RemoteError("port must be a number from 1 to 65535", "port")
+        raise RemoteError(f"port {value!r} is not a number from 1 to 65535", "port")
     return value
 
 

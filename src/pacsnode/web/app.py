@@ -72,10 +72,9 @@ def _api(
     router: Router | None,
     users: Users,
     retention: RetentionJobs | None,
+    worklist: Worklist,
 ) -> list[BaseRoute]:
     settings = archive.settings
-    prefetch = on_scheduled(workers.queue, settings)
-    worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
     return [
         *BrowseApi(archive).routes(),
         *LifecycleApi(archive, retention).routes(),
@@ -123,15 +122,17 @@ def create_app(
     settings = archive.settings
     users = Users(archive.database, settings.http_users)
     sessions = Sessions(settings.data_dir, secure=settings.http_tls)
+    prefetch = on_scheduled(workers.queue, settings)
+    worklist = Worklist(archive.database, settings.worklist_hide_finished, prefetch)
     routes: list[BaseRoute] = [
         Mount("/dicom-web/aets/{ae_title}", routes=_as_remote_ae(archive)),
         Mount("/dicom-web", routes=_dicomweb(archive)),
-        Mount("/api", routes=_api(archive, workers, router, users, retention)),
+        Mount("/api", routes=_api(archive, workers, router, users, retention, worklist)),
         *WadoUri(archive).routes(),
     ]
     routes += docs_routes(routes, settings)
     routes += Viewer(settings.data_dir).routes()
-    routes += ui_routes(archive, workers, router, users, sessions)
+    routes += ui_routes(archive, workers, router, users, sessions, worklist)
     return Starlette(
         routes=routes,
         middleware=_middleware(settings, users, sessions),

@@ -52,11 +52,12 @@ _RULES: tuple[tuple[frozenset[str], re.Pattern[str], Role], ...] = (
     (DELETE, DELETABLE, "operator"),
     # the web UI's pages and actions, by the same measure as their REST routes
     (POST, re.compile(r"/logout"), "viewer"),
-    (ANY, re.compile(r"/tokens(/.*)?"), "viewer"),
+    (ANY, re.compile(r"/(tokens|account)(/.*)?"), "viewer"),
     (ANY, re.compile(r"/(users|audit)(/.*)?"), "admin"),
     (POST, re.compile(r"/studies/[^/]+/(send|delete)"), "operator"),
     (POST, re.compile(r"/jobs/\d+/(retry|cancel)"), "operator"),
     (POST, re.compile(r"/remotes/[^/]+/(echo|query|retrieve)"), "operator"),
+    (POST, re.compile(r"/worklist(/.*)?"), "operator"),
     (READ, re.compile(r".*"), "viewer"),
 )
 """Methods, path, the role they need; the first match wins, and what none matches

@@ -568,6 +568,9 @@ def _admin() -> dict[tuple[str, str], Operation]:
         ("POST", "/api/routes"): Operation(
             ok(ref("Route"), status=CREATED), body=ref("RouteInput"), tag="Routing"
         ),
+        ("PUT", "/api/routes/{name}"): Operation(
+            ok(ref("Route")), body=ref("RouteInput"), tag="Routing"
+        ),
         ("DELETE", "/api/routes/{name}"): Operation(NO_CONTENT, tag="Routing"),
         ("GET", "/api/me"): Operation(ok(ref("Me")), tag="Users"),
         ("GET", "/api/users"): Operation(ok(array(ref("User"))), tag="Users"),

@@ -14,25 +14,38 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.mpps import MppsStore
 from pacsnode.archive.users import Users
+from pacsnode.archive.worklist import Worklist
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.ui.account_pages import AccountPages
 from pacsnode.web.ui.admin_pages import AdminPages
 from pacsnode.web.ui.archive_pages import ArchivePages
 from pacsnode.web.ui.render import Pages
+from pacsnode.web.ui.route_pages import RoutePages
 from pacsnode.web.ui.sessions import Sessions
+from pacsnode.web.ui.worklist_pages import WorklistPages
 from pacsnode.workflows.routing import Router
 
 STATIC = Path(__file__).parent.parent / "static" / "ui"
 
 
 def ui_routes(
-    archive: Archive, workers: Workers, router: Router | None, users: Users, sessions: Sessions
+    archive: Archive,
+    workers: Workers,
+    router: Router | None,
+    users: Users,
+    sessions: Sessions,
+    worklist: Worklist,
 ) -> list[BaseRoute]:
+    """The UI's pages, given the same router, users and worklist as the REST API."""
     pages = Pages(sessions, archive.settings.http_auth)
+    mpps = MppsStore(archive.database)
     return [
         *ArchivePages(archive, workers, pages).routes(),
-        *AdminPages(archive, workers, router, pages).routes(),
+        *AdminPages(archive, workers, pages).routes(),
+        *RoutePages(router, archive.remotes, pages).routes(),
+        *WorklistPages(worklist, mpps, workers.queue, pages).routes(),
         *AccountPages(users, pages).routes(),
         Mount("/static/ui", StaticFiles(directory=STATIC), name="ui-static"),
     ]

@@ -1,4 +1,5 @@
-"""The UI's login form, logout, users (admin) and one's own API tokens.
+"""The UI's login form, logout, users (admin: add, role, password, disable, delete),
+one's own account (password) and one's own API tokens.
 
 Logging in checks the name and password exactly as HTTP Basic does
 (:meth:`Users.check_password`: config file and database users), audits the outcome,
@@ -9,6 +10,7 @@ never the logged-in one.
 from __future__ import annotations
 
 import hmac
+from functools import partial
 from urllib.parse import urlparse
 
 from starlette.concurrency import run_in_threadpool
@@ -17,10 +19,32 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from pacsnode import audit
-from pacsnode.archive.users import LoginRefused, UserError, UserNotFound, Users, expiry
+from pacsnode.archive.users import (
+    LoginRefused,
+    UserConflict,
+    UserError,
+    UserNotFound,
+    Users,
+    expiry,
+)
 from pacsnode.web.audit_api import actor
 from pacsnode.web.ui.render import Pages, caller_of, page, role_of
 from pacsnode.web.ui.sessions import COOKIE, CSRF_FIELD
+
+
+def _status(exc: Exception) -> int:
+    """As ``/api/users`` answers: 404 for no such user, 409 for a name taken or a config
+    file user, 400 for a bad value."""
+    if isinstance(exc, UserNotFound):
+        return 404
+    return 409 if isinstance(exc, UserConflict) else 400
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"expires_days {text!r} is not a number of days", "expires_days") from None
 
 
 def _next(value: str) -> str:
@@ -91,11 +115,9 @@ class AccountPages:
                 self.users.add, name, str(form.get("password", "")), role
             )
         except UserError as exc:
-            return self._message(request, str(exc), error=True)
+            return self.pages.message(request, str(exc), _status(exc))
         self._audit(request, f"user {user.name} added as {user.role}")
-        response = self._message(request, f"user {user.name} added as {user.role}")
-        response.headers["HX-Refresh"] = "true"
-        return response
+        return self.pages.message(request, f"user {user.name} added as {user.role}", refresh=True)
 
     async def change_user(self, request: Request) -> Response:
         """Change a user's role, or disable or enable them."""
@@ -106,23 +128,58 @@ class AccountPages:
         try:
             user = await run_in_threadpool(self.users.change, name, role=role, disabled=disabled)
         except (UserNotFound, UserError) as exc:
-            return self._message(request, str(exc), error=True)
+            return self.pages.message(request, str(exc), _status(exc))
         state = "disabled" if user.disabled else "enabled"
         self._audit(request, f"user {name} changed: {user.role}, {state}")
-        response = self._message(request, f"user {name}: {user.role}, {state}")
-        response.headers["HX-Refresh"] = "true"
-        return response
+        return self.pages.message(request, f"user {name}: {user.role}, {state}", refresh=True)
+
+    async def set_password(self, request: Request) -> Response:
+        """An admin gives a user a new password (as ``PUT /api/users/{name}``)."""
+        name = request.path_params["name"]
+        password = str((await request.form()).get("password", ""))
+        try:
+            await run_in_threadpool(partial(self.users.change, name, password=password))
+        except (UserNotFound, UserError) as exc:
+            return self.pages.message(request, str(exc), _status(exc))
+        self._audit(request, f"user {name} changed: password")
+        return self.pages.message(request, f"user {name}: password changed")
+
+    def account_page(self, request: Request) -> Response:
+        """Who one is, and a form to change one's own password."""
+        caller = caller_of(request)
+        try:
+            user = self.users.get(caller.username) if caller is not None else None
+        except UserNotFound:
+            user = None
+        return self.pages.render(request, "account.html", account=user)
+
+    async def change_own_password(self, request: Request) -> Response:
+        """Change one's own password, proving the current one first (a session left
+        open on a shared screen must not be enough)."""
+        caller = caller_of(request)
+        if caller is None:
+            return self.pages.message(request, "no one is logged in: http_auth is none", 409)
+        form = await request.form()
+        current, new = str(form.get("current_password", "")), str(form.get("new_password", ""))
+        try:
+            await run_in_threadpool(self.users.check_password, caller.username, current)
+        except LoginRefused:
+            return self.pages.message(request, "current_password: not your current password", 403)
+        try:
+            await run_in_threadpool(partial(self.users.change, caller.username, password=new))
+        except (UserNotFound, UserError) as exc:
+            return self.pages.message(request, str(exc), _status(exc))
+        self._audit(request, f"user {caller.username} changed: own password")
+        return self.pages.message(request, "your password is changed")
 
     def delete_user(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
             self.users.delete(name)
         except (UserNotFound, UserError) as exc:
-            return self._message(request, str(exc), error=True)
+            return self.pages.message(request, str(exc), _status(exc))
         self._audit(request, f"user {name} deleted")
-        response = self._message(request, f"user {name} deleted")
-        response.headers["HX-Refresh"] = "true"
-        return response
+        return self.pages.message(request, f"user {name} deleted", refresh=True)
 
     def tokens_page(self, request: Request) -> Response:
         """One's own API tokens (an admin's: everyone's)."""
@@ -134,18 +191,19 @@ class AccountPages:
         """A token for the caller; its secret is shown in this answer only."""
         caller = caller_of(request)
         if caller is None:
-            return self._message(request, "tokens belong to users, and http_auth is none", True)
+            return self.pages.message(request, "tokens belong to users, and http_auth is none", 409)
         form = await request.form()
         days = str(form.get("expires_days", "")).strip()
         try:
-            lifetime = expiry(float(days) if days else None)
+            lifetime = expiry(_number(days) if days else None)
             token, secret = await run_in_threadpool(
                 self.users.create_token, caller.username, str(form.get("label", "")), lifetime
             )
-        except (UserError, ValueError) as exc:
-            return self._message(request, str(exc), error=True)
+        except UserError as exc:
+            return self.pages.message(request, str(exc), _status(exc))
         except UserNotFound:
-            return self._message(request, f"{caller.username} is not a user of the database", True)
+            text = f"{caller.username} is not a user of the database (a config file user)"
+            return self.pages.message(request, text, 409)
         self._audit(request, f"API token {token.id} made for {token.user}")
         return self.pages.render(request, "_token.html", token=token, secret=secret)
 
@@ -156,17 +214,12 @@ class AccountPages:
         try:
             self.users.revoke(pk, owner)
         except UserNotFound as exc:
-            return self._message(request, str(exc), error=True)
+            return self.pages.message(request, str(exc), 404)
         self._audit(request, f"API token {pk} revoked")
-        response = self._message(request, f"API token {pk} revoked")
-        response.headers["HX-Refresh"] = "true"
-        return response
+        return self.pages.message(request, f"API token {pk} revoked", refresh=True)
 
     def _audit(self, request: Request, description: str) -> None:
         audit.configuration_change(actor(request), description, kind="user")
-
-    def _message(self, request: Request, text: str, error: bool = False) -> Response:
-        return self.pages.render(request, "_message.html", text=text, error=error, job=None)
 
     def routes(self) -> list[Route]:
         post = ["POST"]
@@ -177,7 +230,10 @@ class AccountPages:
             page("/users", self.users_page),
             page("/users", self.add_user, methods=post),
             page("/users/{name}", self.change_user, methods=post),
+            page("/users/{name}/password", self.set_password, methods=post),
             page("/users/{name}/delete", self.delete_user, methods=post),
+            page("/account", self.account_page),
+            page("/account/password", self.change_own_password, methods=post),
             page("/tokens", self.tokens_page),
             page("/tokens", self.create_token, methods=post),
             page("/tokens/{id:int}/revoke", self.revoke, methods=post),

@@ -1,8 +1,8 @@
-"""The UI's pages of the node's work: remote AEs (echo, query, retrieve), routing
-rules, jobs, worklist, MPPS, storage commitment and the audit log.
+"""The UI's pages of the node's work: remote AEs (add, edit, echo, query, retrieve),
+jobs (live status, retry, cancel) and the audit log.
 
 Each action calls what its REST route calls: the remote AE table, the SCU functions,
-the job queue, the router, the audit journal.
+the job queue, the audit journal; and answers with the REST route's status.
 """
 
 from __future__ import annotations
@@ -18,12 +18,9 @@ from starlette.routing import Route
 
 from pacsnode import audit
 from pacsnode.archive.core import Archive
-from pacsnode.archive.mpps import MppsStore
 from pacsnode.archive.remotes import RemoteError, RemoteNotFound, remote_from_json
-from pacsnode.archive.worklist import Worklist
 from pacsnode.audit.journal import Journal, Search
 from pacsnode.dimse import query_scu, scu
-from pacsnode.dimse.commitment import REPORT_JOB
 from pacsnode.jobs.queue import JobError, JobStatus
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.audit_api import actor
@@ -31,7 +28,6 @@ from pacsnode.web.keyword_json import keyword_json
 from pacsnode.web.ui.render import Pages, page
 from pacsnode.workflows.retrieve import RETRIEVE_JOB, RetrieveError, RetrieveRequest
 from pacsnode.workflows.retrieve import plan as plan_retrieve
-from pacsnode.workflows.routing import Router, RuleError, rule_json
 
 QUERY_KEYS = ("PatientName", "PatientID", "StudyDate", "ModalitiesInStudy", "AccessionNumber")
 RETURNED = (*QUERY_KEYS, "StudyInstanceUID", "StudyDescription", "NumberOfStudyRelatedInstances")
@@ -53,13 +49,9 @@ def _remote_form(form: FormData) -> dict[str, Any]:
 
 
 class AdminPages:
-    def __init__(
-        self, archive: Archive, workers: Workers, router: Router | None, pages: Pages
-    ) -> None:
-        self.archive = archive
+    def __init__(self, archive: Archive, workers: Workers, pages: Pages) -> None:
         self.remotes = archive.remotes
         self.workers = workers
-        self.router = router
         self.pages = pages
         self.dialer = scu.Dialer(archive.settings, archive.remotes.get)
         self.journal = Journal(archive.settings.data_dir / "audit")
@@ -78,42 +70,40 @@ class AdminPages:
             remote = remote_from_json(values)
             created = await run_in_threadpool(self.remotes.put, remote)
         except RemoteError as exc:
-            return self._message(request, str(exc), error=True)
+            return self.pages.message(request, str(exc), 400)
         what = "added" if created else "changed"
         audit.configuration_change(
             actor(request), f"remote AE {remote.ae_title} {what}", kind="network"
         )
-        response = self._message(request, f"remote AE {remote.ae_title} {what}")
-        response.headers["HX-Refresh"] = "true"
-        return response
+        return self.pages.message(request, f"remote AE {remote.ae_title} {what}", refresh=True)
 
     def delete_remote(self, request: Request) -> Response:
         """Delete a run-time entry."""
         title = request.path_params["ae"]
         try:
             self.remotes.delete(title)
-        except (RemoteNotFound, RemoteError) as exc:
-            return self._message(request, str(exc), error=True)
+        except RemoteNotFound as exc:
+            return self.pages.message(request, str(exc), 404)
+        except RemoteError as exc:
+            return self.pages.message(request, str(exc), 409)
         audit.configuration_change(actor(request), f"remote AE {title} deleted", kind="network")
-        response = self._message(request, f"remote AE {title} deleted")
-        response.headers["HX-Refresh"] = "true"
-        return response
+        return self.pages.message(request, f"remote AE {title} deleted", refresh=True)
 
     def echo(self, request: Request) -> Response:
         """C-ECHO the remote now."""
         title = request.path_params["ae"]
         remote = self.remotes.get(title)
         if remote is None:
-            return self._message(request, f"no remote AE {title!r}", error=True)
+            return self.pages.message(request, f"no remote AE {title!r}", 404)
         started = time.monotonic()
         try:
             status = scu.echo(self.dialer.peer(remote))
         except scu.AssociationFailed as exc:
-            return self._message(request, f"{title}: {exc}", error=True)
+            return self.pages.message(request, f"{title}: {exc}", 502)
         took = round((time.monotonic() - started) * 1000)
         ok = status == 0
         text = f"{title}: echo {'succeeded' if ok else 'failed'}, status 0x{status:04X}, {took} ms"
-        return self._message(request, text, error=not ok)
+        return self.pages.message(request, text, 200 if ok else 502)
 
     def query_page(self, request: Request) -> Response:
         """A study search on a remote AE."""
@@ -128,12 +118,16 @@ class AdminPages:
         form = await request.form()
         keys = {key: str(form.get(key, "")).strip() for key in RETURNED}
         remote = self.remotes.get(title)
-        if remote is None or not remote.offers_service("find"):
-            return self._message(request, f"{title} does not offer find", error=True)
+        if remote is None:
+            return self.pages.message(request, f"no remote AE {title!r}", 404)
+        if not remote.offers_service("find"):
+            return self.pages.message(request, f"{title} does not offer find", 409)
         try:
             found = await run_in_threadpool(self._find, remote, keys)
-        except (scu.AssociationFailed, query_scu.QueryFailed, ValueError) as exc:
-            return self._message(request, f"{title}: {exc}", error=True)
+        except ValueError as exc:
+            return self.pages.message(request, f"{title}: {exc}", 400)
+        except (scu.AssociationFailed, query_scu.QueryFailed) as exc:
+            return self.pages.message(request, f"{title}: {exc}", 502)
         return self.pages.render(request, "_matches.html", ae=title, matches=found)
 
     def _find(self, remote: Any, keys: dict[str, str]) -> list[dict[str, Any]]:
@@ -147,56 +141,12 @@ class AdminPages:
         try:
             wanted = RetrieveRequest.from_json(title, {"study": str(form.get("study", ""))})
             payload, description = await run_in_threadpool(plan_retrieve, self.remotes, wanted)
-        except (RemoteNotFound, RetrieveError) as exc:
-            return self._message(request, str(exc), error=True)
+        except RemoteNotFound as exc:
+            return self.pages.message(request, str(exc), 404)
+        except RetrieveError as exc:
+            return self.pages.message(request, str(exc), 400)
         pk = await run_in_threadpool(self.workers.enqueue, RETRIEVE_JOB, payload, description)
-        return self._message(request, f"job {pk} queued: {description}", job=pk)
-
-    # routing rules
-
-    def routes_page(self, request: Request) -> Response:
-        """The routing rules; run-time ones can be removed, and rules added."""
-        rules = (
-            [rule_json(rule, source) for rule, source in self.router.rules()] if self.router else []
-        )
-        titles = [remote.ae_title for remote in self.remotes.all()]
-        return self.pages.render(request, "routes.html", rules=rules, titles=titles)
-
-    async def add_route(self, request: Request) -> Response:
-        """Add a rule (as ``POST /api/routes``): name, destinations, modality."""
-        if self.router is None:
-            return self._message(request, "routing is not running here", error=True)
-        form = await request.form()
-        table: dict[str, Any] = {
-            "name": str(form.get("name", "")).strip(),
-            "destinations": [str(value) for value in form.getlist("destinations")],
-        }
-        modality = [
-            word.strip() for word in str(form.get("modality", "")).split(",") if word.strip()
-        ]
-        if modality:
-            table["modality"] = modality
-        try:
-            rule = await run_in_threadpool(self.router.add, table)
-        except RuleError as exc:
-            return self._message(request, str(exc), error=True)
-        audit.configuration_change(actor(request), f"route {rule.name} added")
-        response = self._message(request, f"route {rule.name} added")
-        response.headers["HX-Refresh"] = "true"
-        return response
-
-    def remove_route(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        if self.router is None:
-            return self._message(request, "routing is not running here", error=True)
-        try:
-            self.router.remove(name)
-        except RuleError as exc:
-            return self._message(request, str(exc), error=True)
-        audit.configuration_change(actor(request), f"route {name} removed")
-        response = self._message(request, f"route {name} removed")
-        response.headers["HX-Refresh"] = "true"
-        return response
+        return self.pages.message(request, f"job {pk} queued: {description}", job=pk)
 
     # jobs
 
@@ -222,32 +172,10 @@ class AdminPages:
         try:
             change(pk)
         except JobError as exc:
-            return self._message(request, str(exc), error=True)
+            missing = str(exc).startswith("no job")
+            return self.pages.message(request, str(exc), 404 if missing else 409)
         self.workers.wake()
-        return self._message(request, f"job {pk} {done}", job=pk)
-
-    # workflow records
-
-    def worklist(self, request: Request) -> Response:
-        """Scheduled procedure steps, as modalities find them."""
-        settings = self.archive.settings
-        items = Worklist(self.archive.database, settings.worklist_hide_finished).items(500)
-        return self.pages.render(request, "worklist.html", items=[i.as_json() for i in items])
-
-    def mpps(self, request: Request) -> Response:
-        """Performed procedure steps the modalities reported."""
-        steps = MppsStore(self.archive.database).list(None, 500)
-        return self.pages.render(request, "mpps.html", steps=[s.as_json() for s in steps])
-
-    def commitments(self, request: Request) -> Response:
-        """Storage commitment: reports we owe on new associations, and sends whose rule
-        asked for commitment, with their outcome."""
-        jobs = [
-            job
-            for job in self.workers.queue.list(None, 500)
-            if job.kind == REPORT_JOB or job.payload.get("commit")
-        ]
-        return self.pages.render(request, "commitments.html", jobs=jobs)
+        return self.pages.message(request, f"job {pk} {done}", job=pk)
 
     def audit_page(self, request: Request) -> Response:
         """Search the local audit log."""
@@ -258,13 +186,13 @@ class AdminPages:
         except ValueError as exc:
             found, problem = [], str(exc)
         return self.pages.render(
-            request, "audit.html", params=params, entries=found, problem=problem
+            request,
+            "audit.html",
+            400 if problem else 200,
+            params=params,
+            entries=found,
+            problem=problem,
         )
-
-    def _message(
-        self, request: Request, text: str, error: bool = False, job: int | None = None
-    ) -> Response:
-        return self.pages.render(request, "_message.html", text=text, error=error, job=job)
 
     def routes(self) -> list[Route]:
         post = ["POST"]
@@ -276,14 +204,8 @@ class AdminPages:
             page("/remotes/{ae}/query", self.query_page),
             page("/remotes/{ae}/query", self.query, methods=post),
             page("/remotes/{ae}/retrieve", self.retrieve, methods=post),
-            page("/routes", self.routes_page),
-            page("/routes", self.add_route, methods=post),
-            page("/routes/{name}/delete", self.remove_route, methods=post),
             page("/jobs", self.jobs_page),
             page("/jobs/{id:int}/retry", self.retry, methods=post),
             page("/jobs/{id:int}/cancel", self.cancel, methods=post),
-            page("/worklist", self.worklist),
-            page("/mpps", self.mpps),
-            page("/commitments", self.commitments),
             page("/audit", self.audit_page),
         ]

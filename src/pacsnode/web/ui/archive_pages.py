@@ -17,7 +17,7 @@ from typing import Any
 from pydicom.datadict import keyword_for_tag
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from pacsnode.archive.attributes import Level
@@ -25,6 +25,7 @@ from pacsnode.archive.browse import Browser, FilterError
 from pacsnode.archive.core import Archive
 from pacsnode.archive.database import now
 from pacsnode.archive.deletion import AmbiguousPatient, NothingToDelete, Target
+from pacsnode.archive.matching import QueryError, check_value
 from pacsnode.archive.remotes import RemoteNotFound
 from pacsnode.audit.journal import Journal, Search
 from pacsnode.jobs.workers import Workers
@@ -48,7 +49,8 @@ TRANSFERS = "110104"
 
 def study_keys(params: dict[str, str]) -> dict[str, str]:
     """The search form as matching keys: names and descriptions match as typed
-    anywhere after their start, the dates as a range."""
+    anywhere after their start, the dates as a range; a value its attribute cannot
+    hold (a date that is none) is refused, naming both."""
     keys: dict[str, str] = {}
     if name := params.get("name", "").strip():
         keys["PatientName"] = name if any(c in name for c in "*?") else f"{name}*"
@@ -66,6 +68,11 @@ def study_keys(params: dict[str, str]) -> dict[str, str]:
     until = params.get("to", "").replace("-", "").strip()
     if since or until:
         keys["StudyDate"] = f"{since}-{until}"
+    for keyword, value in keys.items():
+        try:
+            check_value(keyword, value)
+        except QueryError as exc:
+            raise FilterError(str(exc), keyword) from None
     return keys
 
 
@@ -193,10 +200,12 @@ class ArchivePages:
         try:
             wanted = SendRequest.from_json(remote, {"study": study})
             payload, description = await run_in_threadpool(plan, self.archive, wanted)
-        except (RemoteNotFound, SendError, NothingToSend) as exc:
-            return self._message(request, str(exc), error=True)
+        except (RemoteNotFound, NothingToSend) as exc:
+            return self.pages.message(request, str(exc), 404)
+        except SendError as exc:
+            return self.pages.message(request, str(exc), 400)
         pk = await run_in_threadpool(self.workers.enqueue, STORE_JOB, payload, description)
-        return self._message(request, f"job {pk} queued: {description}", job=pk)
+        return self.pages.message(request, f"job {pk} queued: {description}", job=pk)
 
     def delete(self, request: Request) -> Response:
         """Delete the study softly (hidden, restorable)."""
@@ -210,22 +219,29 @@ class ArchivePages:
         uid = request.path_params["uid"]
         try:
             deleted = self.archive.deletion.delete(Target("study", uid), hard, actor(request))
-        except (NothingToDelete, AmbiguousPatient) as exc:
-            return self._message(request, str(exc), error=True)
+        except NothingToDelete as exc:
+            return self.pages.message(request, str(exc), 404)
+        except AmbiguousPatient as exc:
+            return self.pages.message(request, str(exc), 409)
         kind = "rows and files" if hard else "soft, restorable"
         text = f"study {uid} deleted ({kind}): {deleted.instances} instances"
-        response = self._message(request, text)
+        response = self.pages.message(request, text)
         response.headers["HX-Redirect"] = "/studies?deleted=" + uid
         return response
 
     def patients(self, request: Request) -> Response:
-        """Search patients by name or ID."""
+        """Search patients by name, ID or birth date."""
         params = dict(request.query_params)
-        keys = study_keys({k: params.get(k, "") for k in ("name", "patient_id", "birth_date")})
         number = max(1, int(params["page"])) if params.get("page", "").isdigit() else 1
-        found = self.browser.page(
-            Level.PATIENT, keys, PAGE_SIZE, (number - 1) * PAGE_SIZE, "PatientName"
-        )
+        try:
+            keys = study_keys({k: params.get(k, "") for k in ("name", "patient_id", "birth_date")})
+            found = self.browser.page(
+                Level.PATIENT, keys, PAGE_SIZE, (number - 1) * PAGE_SIZE, "PatientName"
+            )
+        except FilterError as exc:
+            return self.pages.render(
+                request, "patients.html", 400, params=params, found=None, problem=str(exc)
+            )
         pages = max(1, -(-found.total // PAGE_SIZE))
         return self.pages.render(
             request, "patients.html", params=params, found=found, number=number, pages=pages
@@ -234,11 +250,6 @@ class ArchivePages:
     def upload(self, request: Request) -> Response:
         """Drop files or a folder: the browser sends each to STOW-RS."""
         return self.pages.render(request, "upload.html")
-
-    def _message(
-        self, request: Request, text: str, error: bool = False, job: int | None = None
-    ) -> HTMLResponse:
-        return self.pages.render(request, "_message.html", text=text, error=error, job=job)
 
     def routes(self) -> list[Route]:
         post = ["POST"]

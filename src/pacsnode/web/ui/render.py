@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydicom.uid import UID
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
@@ -69,6 +70,11 @@ def moment(value: Any) -> str:
         return str(value)
 
 
+def syntax(value: Any) -> str:
+    """A transfer syntax UID by its name: RLE Lossless."""
+    return UID(str(value)).name if value else ""
+
+
 def page(path: str, endpoint: Any, methods: list[str] | None = None) -> Route:
     """A route of the UI: for people, so not in the REST API's OpenAPI description."""
     return Route(path, endpoint, methods=methods, include_in_schema=False)
@@ -81,7 +87,9 @@ class Pages:
         self.environment = Environment(
             loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"])
         )
-        self.environment.filters.update(size=size, date=dicom_date, person=person, moment=moment)
+        self.environment.filters.update(
+            size=size, date=dicom_date, person=person, moment=moment, syntax=syntax
+        )
 
     def render(
         self, request: Request, name: str, status: int = 200, **context: Any
@@ -106,6 +114,25 @@ class Pages:
         response = HTMLResponse(html, status_code=status)
         if cookie is not None:
             response.set_cookie(**self.sessions.cookie(cookie))  # type: ignore[arg-type]
+        return response
+
+    def message(
+        self,
+        request: Request,
+        text: str,
+        status: int = 200,
+        job: int | None = None,
+        refresh: bool = False,
+    ) -> HTMLResponse:
+        """The one-line answer to an action, shown beside the form that asked (which
+        keeps what was typed): an error with its status (400, 404, 409, 502) as an
+        alert, a success as a status line, a queued job with a link; ``refresh``
+        reloads the page to show what changed."""
+        response = self.render(
+            request, "_message.html", status, text=text, error=status >= 400, job=job
+        )
+        if refresh:
+            response.headers["HX-Refresh"] = "true"
         return response
 
     def session(self, request: Request) -> Session | None:

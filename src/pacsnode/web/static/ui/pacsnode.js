@@ -1,6 +1,7 @@
 /* pacsnode web UI: what htmx does not do itself. Uploads go to STOW-RS one file at a
-   time (so each has its own result), with the session's CSRF token; errors the server
-   answers with a status (403 for a role, 401 after a logout) show in the flash area. */
+   time (so each has its own result), with the session's CSRF token. An action's error
+   answered as a page's one-line message (400, 404, 409...) shows where its success
+   would; other errors (403 for a role, 401 after a logout) show in the flash area. */
 "use strict";
 const pacsnode = (() => {
   const csrf = () => document.body.dataset.csrf;
@@ -15,6 +16,13 @@ const pacsnode = (() => {
     box.replaceChildren(p);
   }
 
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const xhr = event.detail.xhr;
+    if (xhr.status >= 400 && (xhr.getResponseHeader("Content-Type") || "").startsWith("text/html")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
   document.addEventListener("htmx:responseError", (event) => {
     const xhr = event.detail.xhr;
     let text = xhr.responseText;
