@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -483,15 +484,7 @@ def build(query: Query) -> sa.Select[Any]:
     tables = [LEVEL_TABLES[level] for level in levels]
     if not query.patient_root and Level.PATIENT not in levels:
         tables.insert(0, patient)  # Study Root returns patient attributes at STUDY level
-    source: sa.FromClause = tables[0]
-    for parent, child in itertools.pairwise(tables):
-        source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
-    columns = (
-        _shown_column(table, c, query.deleted).label(f"{table.name}.{c.name}")
-        for table in tables
-        for c in table.c
-    )
-    statement = sa.select(*columns).select_from(source)
+    statement = _shown(tuple(table.name for table in tables), query.deleted)
     grouped = _conditions(query)
     for level in LEVEL_ORDER[: LEVEL_ORDER.index(query.level) + 1]:
         statement = statement.where(*grouped[level])
@@ -527,6 +520,25 @@ def _all_modalities() -> sa.Select[Any]:
     return sa.select(sa.func.aggregate_strings(pairs.c.modality, "\\")).where(
         pairs.c.study_pk == study.c.pk
     )
+
+
+_TABLES = {table.name: table for table in LEVEL_TABLES.values()}
+
+
+@cache
+def _shown(names: tuple[str, ...], deleted: bool) -> sa.Select[Any]:
+    """The labelled columns and the joins of a query over these tables: the same for
+    every query of a kind, so made once (a C-FIND spent a third of its time here)."""
+    tables = [_TABLES[name] for name in names]
+    source: sa.FromClause = tables[0]
+    for parent, child in itertools.pairwise(tables):
+        source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
+    columns = [
+        _shown_column(table, c, deleted).label(f"{table.name}.{c.name}")
+        for table in tables
+        for c in table.c
+    ]
+    return sa.select(*columns).select_from(source)
 
 
 def _shown_column(table: sa.Table, column: sa.Column[Any], deleted: bool) -> Any:

@@ -21,12 +21,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
-from pydicom import Dataset
-
 from pacsnode.audit import messages
 from pacsnode.audit.messages import (
     BEGIN_TRANSFERRING,
-    EXPLICIT_VR_LITTLE_ENDIAN,
     MAJOR_FAILURE,
     MINOR_FAILURE,
     SERIOUS_FAILURE,
@@ -457,29 +454,17 @@ def _patient_message(
     return trail.builder.patient_record(who, patient_id, name, action, {}, life_cycle=cycle)
 
 
-def query(requestor: Actor, sop_class: str, asked: Dataset | str) -> None:
-    """A C-FIND (its identifier) or a QIDO-RS search (its URL): Query."""
+def query(requestor: Actor, sop_class: str, asked: bytes | str, syntax: str = "") -> None:
+    """A C-FIND (its identifier as received, in the transfer syntax ``syntax``) or a
+    QIDO-RS search (its URL): Query."""
     if (trail := _trail) is None:
         return
-    if isinstance(asked, Dataset):
-        try:
-            encoded, syntax = _encode(asked), EXPLICIT_VR_LITTLE_ENDIAN
-        except Exception as exc:
-            log.warning("audit: query identifier not encodable: %s", exc)
-            encoded, syntax = b"", ""
-    else:
-        encoded, syntax = asked.encode(), ""
+    encoded = asked.encode() if isinstance(asked, str) else bytes(asked)
     trail.emit(
         lambda _s: trail.builder.query(
             requestor.participant(), trail.application, sop_class, encoded, syntax
         )
     )
-
-
-def _encode(identifier: Dataset) -> bytes:
-    from pacsnode.dimse.codec import encode
-
-    return encode(identifier, "1.2.840.10008.1.2.1")  # Explicit VR Little Endian
 
 
 def _outcome(done: int, failed: int) -> int:

@@ -69,8 +69,6 @@ STUDY_INSTANCE_UID = Code("110180", "Study Instance UID")
 SOP_CLASS_UID = Code("110181", "SOP Class UID")
 NODE_ID = Code("110182", "Node ID")
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-
 
 @dataclass(frozen=True)
 class Participant:
