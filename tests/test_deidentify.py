@@ -1,9 +1,9 @@
 """De-identification on the way out (PS3.15 Basic Application Level Confidentiality
 Profile): every attribute of Table E.1-1 checked against its action at the top level
 and inside a sequence, the options on attributes the standard names, pseudonyms that
-agree across a study and across calls, private attributes, and the three doors (REST
-export, ``pacsnode export-media --deidentify``, a routing rule) writing objects that
-dcmdump reads without a warning."""
+agree across a study and across calls, private attributes against Table E.3.10-1 as
+the standard gives it, and the three doors (REST export, ``pacsnode export-media
+--deidentify``, a routing rule) writing objects that dcmdump reads without a warning."""
 
 from __future__ import annotations
 
@@ -25,7 +25,13 @@ from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 from test_routing import StoreScp, wait_for
 
-from pacsnode.archive.deidentify import Deidentifier, OptionError, Options
+from pacsnode.archive.deidentify import (
+    SAFE_PRIVATE_TABLE,
+    Deidentifier,
+    OptionError,
+    Options,
+    safe_private,
+)
 
 KEY = b"k" * 32
 CATEGORIES = {
@@ -249,27 +255,153 @@ def test_report_text_in_a_replaced_content_sequence_is_replaced() -> None:
     assert item.TextValue == "DEIDENTIFIED" and item.ValueType == "TEXT"
 
 
-def test_private_attributes_go_except_the_safe_ones() -> None:
+# PS3.15 2024c, Table E.3.10-1, rows as the standard writes them: (gggg,xxEE), private
+# creator, VR, VM, meaning; one or two of each vendor.
+STANDARD_ROWS = [
+    ("(7053,xx00)", "Philips PET Private Group", "DS", "1",
+     "SUV Factor - Multiplying Stored Pixel Values by Rescale Slope then this factor "
+     "results in SUVbw in g/l"),
+    ("(01F1,xx26)", "ELSCINT1", "DS", "1", "Pitch"),
+    ("(0019,xx9E)", "GEMS_ACQU_01", "LO", "1", "Internal Pulse Sequence Name"),
+    ("(0043,xx39)", "GEMS_PARM_01", "IS", "4", "1st value is B Value"),
+    ("(0903,xx12)", "GEIIS PACS", "US", "1", "Confidential Flag"),
+    ("(0019,xx0E)", "SIEMENS MR HEADER", "FD", "3", "Diffusion Gradient Direction"),
+    ("(0119,xx11)", "SIEMENS Ultrasound SC2000", "", "1", "Stage Timer Time"),
+    ("(2005,xx0E)", "Philips MR Imaging DD 001", "FL", "1", "Scale Slope"),
+    ("(2001,xx00)", "Philips Imaging DD 129", "SQ", "1", "Presentation State Sequence"),
+    ("(7E01,xx12)", "HOLOGIC, Inc.", "OB", "1", "Codec Content"),
+    ("(0099,xx02)", "NQHeader", "UI", "1", "Analyzed Series UID"),
+]  # fmt: skip
+
+
+def test_safe_private_table_is_the_standards_table_e_3_10_1() -> None:
+    heading = SAFE_PRIVATE_TABLE.read_text().splitlines()[0]
+    assert heading.startswith("# PS3.15 Table E.3.10-1 Safe Private Attributes, DICOM 2024c")
+
+    table = safe_private()
+
+    assert len(table) == 479  # every row of the 2024c edition
+    assert len({row.creator for row in table.values()}) == 20
+    for element, creator, vr, vm, meaning in STANDARD_ROWS:
+        group, offset = int(element[1:5], 16), int(element[8:10], 16)
+        row = table[(creator, group, offset)]
+        assert (row.vr, row.vm, row.meaning) == (vr, vm, meaning), element
+
+
+def private_elements(ds: Dataset) -> set[tuple[int, str]]:
+    """Every private element (tag, value as text) at any level of ``ds``."""
+    found = set()
+    for element in ds.iterall():
+        if element.tag.is_private and element.VR != "SQ":
+            found.add((int(element.tag), str(element.value)))
+    return found
+
+
+UNSAFE = [
+    ("SIEMENS MR HEADER", 0x0019, 0x0B),
+    ("GEMS_ACQU_01", 0x0019, 0x25),
+    ("VENDOR X", 0x0019, 0x0C),
+    ("Philips Imaging DD 002", 0x2001, 0x7F),
+]
+"""The private attributes of :func:`with_private_attributes` that the table does not list."""
+
+
+def with_private_attributes() -> tuple[Dataset, set[tuple[int, str]]]:
+    """An object with safe private attributes of four vendors, unsafe ones beside them
+    (in their blocks, in other blocks of their groups, in items), and what Retain Safe
+    Private keeps of them (UIDs aside)."""
+    ds = ct_dataset(patient_name="DOE^JOHN", patient_id="PRIV1")
+    siemens = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)  # (0019,10xx)
+    siemens.add_new(0x0C, "IS", "1000")  # B Value: safe
+    siemens.add_new(0x0E, "FD", [0.0, 0.6, 0.8])  # Diffusion Gradient Direction: safe
+    siemens.add_new(0x0B, "LO", "DOE^JOHN")  # not in the table
+    ge = ds.private_block(0x0019, "GEMS_ACQU_01", create=True)  # (0019,11xx)
+    ge.add_new(0x23, "DS", "39.37")  # Table Speed: safe
+    ge.add_new(0x25, "LO", "PRIV1")  # not in the table
+    other = ds.private_block(0x0019, "VENDOR X", create=True)  # (0019,12xx)
+    other.add_new(0x0C, "LO", "secret")  # a safe offset, of a creator that is not
+    ds.private_block(0x7053, "Philips PET Private Group", create=True).add_new(
+        0x00, "DS", "0.000543"
+    )  # SUV Factor: safe
+    state = Dataset()
+    state.PatientName = "DOE^JOHN"  # a standard attribute inside: de-identified too
+    state.private_block(0x2001, "Philips Imaging DD 001", create=True).add_new(
+        0x03, "FL", 700.0
+    )  # Diffusion B-Factor: safe
+    state.private_block(0x2001, "Philips Imaging DD 002", create=True).add_new(
+        0x7F, "LO", "DOE"
+    )  # not in the table
+    ds.private_block(0x2001, "Philips Imaging DD 129", create=True).add_new(
+        0x00, "SQ", Sequence([state])
+    )  # Presentation State Sequence: safe
+    for unsafe in UNSAFE:
+        assert unsafe not in safe_private()
+    safe = {
+        (0x00190010, "SIEMENS MR HEADER"),
+        (0x0019100C, "1000"),
+        (0x0019100E, "[0.0, 0.6, 0.8]"),
+        (0x00190011, "GEMS_ACQU_01"),
+        (0x00191123, "39.37"),
+        (0x70530010, "Philips PET Private Group"),
+        (0x70531000, "0.000543"),
+        (0x20010010, "Philips Imaging DD 001"),  # in the item
+        (0x20011003, "700.0"),
+        (0x20010010, "Philips Imaging DD 129"),  # its sequence at (2001,1000)
+    }
+    return ds, safe
+
+
+def test_retain_safe_private_keeps_exactly_the_safe_ones(tmp_path: Path) -> None:
+    source, safe = with_private_attributes()
+    series_uid = str(source.SeriesInstanceUID)
+    source.private_block(0x0099, "NQHeader", create=True).add_new(0x02, "UI", series_uid)
+    path = tmp_path / "retained.dcm"
+    deid = Deidentifier(Options(retain_safe_private=True), KEY)
+
+    deid.dataset(source).save_as(path, enforce_file_format=True)
+
+    dcmdump_clean(path)
+    result = dcmread(path)
+    pseudonym = deid.uid(series_uid)  # Analyzed Series UID (UI): replaced as the series'
+    assert private_elements(result) == safe | {(0x00990010, "NQHeader"), (0x00991002, pseudonym)}
+    assert result.SeriesInstanceUID == pseudonym
+    assert result.private_block(0x0019, "GEMS_ACQU_01")[0x23].value == "39.37"
+    [state] = result.private_block(0x2001, "Philips Imaging DD 129")[0x00].value
+    assert str(state.PatientName).startswith("ANONYMOUS^")
+    assert "113111" in {code.CodeValue for code in result.DeidentificationMethodCodeSequence}
+
+
+def test_without_retain_safe_private_every_private_attribute_goes(tmp_path: Path) -> None:
+    source, _safe = with_private_attributes()
+    path = tmp_path / "strict.dcm"
+
+    Deidentifier(Options(), KEY).dataset(source).save_as(path, enforce_file_format=True)
+
+    dcmdump_clean(path)
+    result = dcmread(path)
+    assert not [element for element in result.iterall() if element.tag.is_private]
+    assert private_elements(source)  # there were some, at two levels
+
+
+def test_safe_private_read_without_its_vr() -> None:
+    """Implicit VR: a safe sequence read as UN cannot be looked into and goes; a safe
+    UID read as UN is replaced all the same."""
     source = ct_dataset()
-    safe = source.private_block(0x0019, "SIEMENS MR HEADER", create=True)
-    safe.add_new(0x0C, "IS", "1000")  # B value
-    safe.add_new(0x10, "LO", "DOE JOHN")
-    other = source.private_block(0x0029, "VENDOR X", create=True)
-    other.add_new(0x01, "LO", "secret")
-    [item] = source.ReferencedImageSequence = [Dataset()]
-    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    item.ReferencedSOPInstanceUID = generate_uid()
-    item.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0C, "IS", "500")
+    uid = generate_uid()
+    block = source.private_block(0x2001, "Philips Imaging DD 001", create=True)
+    block.add_new(0x66, "UN", b"\xfe\xff\x00\xe0\x00\x00\x00\x00")  # SQ in the table
+    source.private_block(0x0099, "NQHeader", create=True).add_new(
+        0x01, "UN", uid.encode() + b"\0" * (len(uid) % 2)
+    )  # Version, UI in the table
+    deid = Deidentifier(Options(retain_safe_private=True), KEY)
 
-    strict = Deidentifier(Options(), KEY).dataset(source)
-    retained = Deidentifier(Options(retain_safe_private=True), KEY).dataset(source)
+    result = deid.dataset(source)
 
-    assert not [e for e in strict if e.tag.is_private]
-    kept = {(int(e.tag), str(e.value)) for e in retained if e.tag.is_private}
-    assert kept == {(0x00190010, "SIEMENS MR HEADER"), (0x0019100C, "1000")}
-    nested = retained.ReferencedImageSequence[0]
-    assert str(nested[0x0019100C].value) == "500"
-    assert nested.ReferencedSOPInstanceUID != item.ReferencedSOPInstanceUID
+    assert 0x20011066 not in result
+    assert result[0x00991001].VR == "UI" and result[0x00991001].value == deid.uid(uid)
+
+
+def test_an_unknown_option_is_refused_by_name() -> None:
     with pytest.raises(OptionError, match="unknown de-identification option 'keep-all'"):
         Options.from_words(["keep-all"])
 

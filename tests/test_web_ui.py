@@ -445,7 +445,7 @@ def test_viewer_role_sees_and_may_do_no_more(browser: Browser, site: Site) -> No
     page = context.new_page()
     page.goto(f"{url}/studies/{site.studies['ct']}")
     assert page.locator("#open-viewer").count() == 1
-    for hidden in ("#delete-study", "#delete-study-hard", "#send-form"):
+    for hidden in ("#delete-study", "#delete-study-hard", "#send-form", "#export-box"):
         assert page.locator(hidden).count() == 0, hidden
     nav = page.inner_text("header nav")
     assert "Users" not in nav and "Audit" not in nav and "Upload" not in nav
@@ -466,6 +466,7 @@ def test_viewer_role_sees_and_may_do_no_more(browser: Browser, site: Site) -> No
         "/worklist",
         "/worklist/1",
         "/routes",
+        f"/api/studies/{site.studies['ct']}/export",
     ):
         answer = page.request.post(url + path, headers={"X-CSRF-Token": csrf})
         assert answer.status == 403, path
@@ -1093,3 +1094,172 @@ def test_dashboard_counts_disk_ingest_and_associations(
     entry = page.locator("#associations tbody tr", has_text="DASHBOARD")
     assert entry.count() >= 1 and "stored" in entry.first.inner_text()
     page.close()
+
+
+def _deid_study(folder: Path) -> list[Path]:
+    """Two CT instances of one study with identity, an institution and a safe private
+    attribute (SIEMENS MR HEADER B Value, PS3.15 Table E.3.10-1)."""
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for number in (1, 2):
+        dataset = ct_dataset(
+            study=study,
+            series=series,
+            patient_name="EXPORT^ME",
+            patient_id="UI-DEID",
+            InstanceNumber=number,
+            InstitutionName="General Hospital",
+            StudyDescription="knee of EXPORT",
+        )
+        dataset.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0C, "IS", "800")
+        paths.append(save(dataset, folder / f"deid{number}.dcm"))
+    return paths
+
+
+def _dcmdump_clean(path: Path) -> Dataset:
+    """``path`` read by dcmdump without a warning, and by pydicom."""
+    dump = dcmtk("dcmdump", "-q", str(path))
+    assert dump.returncode == 0 and not dump.stderr.strip(), f"{path.name}: {dump.stderr}"
+    return dcmread(path)
+
+
+def _deidentified(dataset: Dataset, originals: list[Dataset]) -> None:
+    assert dataset.PatientIdentityRemoved == "YES"
+    assert str(dataset.PatientName).startswith("ANONYMOUS^")
+    assert dataset.PatientID.startswith("ANON") and dataset.PatientID != originals[0].PatientID
+    assert "General Hospital" not in str(dataset.get("InstitutionName", ""))
+
+
+def _exported_zip(page: Page, tmp_path: Path, name: str, options: list[str]) -> list[Dataset]:
+    """Export the open study from its page as a ZIP with ``options``: its objects, each
+    file of it read by dcmdump without a warning and by pydicom."""
+    if not page.locator("#export-box[open]").count():
+        page.click("#export-box summary")
+    for box in page.locator("#export-form [name=options]").all():
+        box.set_checked(box.get_attribute("value") in options)
+    page.check("#export-form [name=to][value=zip]")
+    with page.expect_download() as download:
+        page.click("#export-form button[type=submit]")
+    saved = tmp_path / f"{name}.zip"
+    download.value.save_as(saved)
+    expect(page.locator("#study-message .ok")).to_contain_text("downloaded, de-identified")
+    with zipfile.ZipFile(saved) as archive:
+        archive.extractall(tmp_path / name)
+    files = [path for path in (tmp_path / name).rglob("*") if path.is_file()]
+    datasets = [_dcmdump_clean(path) for path in files]  # the DICOMDIR too
+    return [ds for path, ds in zip(files, datasets, strict=True) if path.name != "DICOMDIR"]
+
+
+def test_study_exported_de_identified_from_its_page(
+    site: Site, admin: BrowserContext, tmp_path: Path
+) -> None:
+    """The study page's export: a ZIP without and with Retain UIDs (and Retain Safe
+    Private), and a send to a remote AE as a job; the REST route's CSRF check holds."""
+    paths = _deid_study(tmp_path)
+    originals = [dcmread(path) for path in paths]
+    _store(site, "DEIDSRC", *paths)
+    study = str(originals[0].StudyInstanceUID)
+    sops = {str(ds.SOPInstanceUID) for ds in originals}
+    scp = StoreScp(tmp_path / "research").start()
+    try:
+        with site.api() as api:
+            entry = {"ae_title": "RESEARCH", "host": "127.0.0.1", "port": scp.port}
+            assert api.put("/api/remote/RESEARCH", json=entry).status_code in (200, 201)
+        page = admin.new_page()
+        page.goto(f"{site.server.url}/studies/{study}")
+
+        plain = _exported_zip(page, tmp_path, "plain", [])
+        assert len(plain) == 2
+        for dataset in plain:
+            _deidentified(dataset, originals)
+            assert str(dataset.SOPInstanceUID) not in sops
+            assert dataset.StudyInstanceUID != study
+            assert 0x0019100C not in dataset  # private: gone without Retain Safe Private
+        assert len({ds.StudyInstanceUID for ds in plain}) == 1
+        assert {ds.PatientID for ds in plain} == {plain[0].PatientID}
+
+        kept = _exported_zip(page, tmp_path, "kept", ["retain-uids", "retain-safe-private"])
+        assert {str(ds.SOPInstanceUID) for ds in kept} == sops
+        for dataset in kept:
+            _deidentified(dataset, originals)
+            assert dataset.StudyInstanceUID == study
+            assert dataset.private_block(0x0019, "SIEMENS MR HEADER")[0x0C].value == "800"
+            methods = {code.CodeValue for code in dataset.DeidentificationMethodCodeSequence}
+            assert methods == {"113100", "113110", "113111"}
+        _shot(page, "export")
+
+        page.check("#export-form [name=options][value=retain-uids]")
+        page.check("#export-form [name=to][value=remote]")
+        page.select_option("#export-form [name=remote]", "RESEARCH")
+        page.click("#export-form button[type=submit]")
+        expect(page.locator("#study-message .ok")).to_contain_text("de-identified")
+        job = int(page.inner_text("#study-message").split("job ")[1].split(" ")[0])
+        with site.api() as api:
+            assert _wait_job(api, job, "done")["kind"] == "store"
+        sent = [_dcmdump_clean(path) for path in scp.directory.iterdir()]
+        assert {str(ds.SOPInstanceUID) for ds in sent} == sops
+        for dataset in sent:
+            _deidentified(dataset, originals)
+
+        export = f"{site.server.url}/api/studies/{study}/export"
+        forged = page.request.post(export, data={"to": "zip"})
+        assert forged.status == 403 and "CSRF" in forged.text()
+        page.close()
+    finally:
+        scp.stop()
+
+
+def test_routing_rule_made_in_the_ui_sends_de_identified_copies(
+    site: Site, admin: BrowserContext, tmp_path: Path
+) -> None:
+    url, form = site.server.url, "#route-form"
+    scp = StoreScp(tmp_path / "deid-routed").start()
+    try:
+        with site.api() as api:
+            entry = {"ae_title": "DEIDROUTE", "host": "127.0.0.1", "port": scp.port}
+            assert api.put("/api/remote/DEIDROUTE", json=entry).status_code in (200, 201)
+        page = admin.new_page()
+        page.goto(url + "/routes")
+        page.fill(f"{form} [name=name]", "ui-deid")
+        page.select_option(f"{form} [name=destinations]", ["DEIDROUTE"])
+        page.fill(f"{form} [name=calling_ae]", "DEIDMOD")
+        page.check(f"{form} [name=deidentify_options][value=clean-descriptors]")
+        status, shown = _posted(page, f"{form} button[type=submit]", "#route-message")
+        refused = "route 'ui-deid': deidentify_options need deidentify = true"
+        assert (status, shown) == (400, refused)
+        page.check(f"{form} [name=deidentify]")
+        page.click(f"{form} button[type=submit]")
+        row = page.locator("#route-table tr[data-name=ui-deid]")
+        expect(row.locator("td.deidentify")).to_have_text("yes: clean-descriptors")
+        with site.api() as api:
+            [rule] = [r for r in api.get("/api/routes").json() if r["name"] == "ui-deid"]
+        assert (rule["deidentify"], rule["deidentify_options"]) == (True, ["clean-descriptors"])
+
+        source = ct_dataset(
+            patient_name="ROUTED^DEID", patient_id="UI-RDEID", StudyDescription="ankle of ROUTED"
+        )
+        _store(site, "DEIDMOD", save(source, tmp_path / "routed.dcm"))
+        _wait_for_file(scp, "")  # any: the copy has its own SOP Instance UID
+        with site.api() as api:
+            jobs = api.get("/api/jobs", params={"limit": "20"}).json()
+            [job] = [j for j in jobs if j["description"].startswith("route ui-deid:")]
+            _wait_job(api, job["id"], "done")  # answered: storescp has written it whole
+        [path] = list(scp.directory.iterdir())
+        routed = _dcmdump_clean(path)
+        _deidentified(routed, [source])
+        assert routed.SOPInstanceUID != source.SOPInstanceUID
+        assert routed.StudyDescription == "ankle of"  # cleaned of the patient's name
+        assert "Clean Descriptors Option" in routed.DeidentificationMethod
+
+        row.locator("button.edit").click()
+        page.wait_for_selector("#route-form-box h2 >> text=Change rule ui-deid")
+        assert page.is_checked(f"{form} [name=deidentify]")
+        assert page.is_checked(f"{form} [name=deidentify_options][value=clean-descriptors]")
+        assert not page.is_checked(f"{form} [name=deidentify_options][value=retain-uids]")
+        page.goto(url + "/routes")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#route-table tr[data-name=ui-deid] button.danger")
+        expect(page.locator("#route-table tr[data-name=ui-deid]")).to_have_count(0)
+        page.close()
+    finally:
+        scp.stop()

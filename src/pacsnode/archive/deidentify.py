@@ -17,8 +17,10 @@ D, Z/D, X/D and X/Z/D put a dummy of the VR; U and X/Z/U* replace UIDs by pseudo
 K keeps; C (Clean Descriptors and the like) keeps the text without the patient's
 names, IDs, accession number and birth date. Sequences are always entered, so that
 their items get the same treatment; inside one the table replaces (D, as Content
-Sequence), unlisted text is replaced by a dummy too. Private attributes go, except
-the safe ones with Retain Safe Private.
+Sequence), unlisted text is replaced by a dummy too. Private attributes go, except,
+with Retain Safe Private, those of Table E.3.10-1 (``safe_private.tsv``, the whole
+table of the 2024c edition, the newest whose text was at hand), with the creators of
+their blocks; their sequences are entered too and their UIDs replaced.
 """
 
 from __future__ import annotations
@@ -160,18 +162,38 @@ PSEUDONYMIZED = _words("PatientID PatientName AccessionNumber StudyID")
 """Z attributes given a pseudonym rather than emptied, so that what a study was
 exported as stays recognisable across exports (PS3.15 allows a dummy for Z)."""
 
-SAFE_PRIVATE: frozenset[tuple[str, int, int]] = frozenset(
-    {
-        ("SIEMENS MR HEADER", 0x0019, 0x0C),  # B value
-        ("SIEMENS MR HEADER", 0x0019, 0x0D),  # diffusion directionality
-        ("SIEMENS MR HEADER", 0x0019, 0x0E),  # diffusion gradient direction
-        ("SIEMENS MR HEADER", 0x0019, 0x27),  # B matrix
-        ("Philips Imaging DD 001", 0x2001, 0x03),  # diffusion B-factor
-        ("GEMS_PARM_01", 0x0043, 0x39),  # slop_int_6..9 (b value)
-    }
-)
-"""(private creator, group, element offset) of the private attributes PS3.15 Table
-E.3.10-1 lists as safe, kept with Retain Safe Private."""
+SAFE_PRIVATE_TABLE = Path(__file__).with_name("safe_private.tsv")
+"""PS3.15 Table E.3.10-1 (Safe Private Attributes) whole, a data file of this package:
+private creator, group, element offset, VR, VM, meaning, in the standard's order."""
+
+
+@dataclass(frozen=True)
+class SafePrivate:
+    """A row of Table E.3.10-1: ``(group,xxEE)`` of the block ``creator`` reserves."""
+
+    creator: str
+    group: int
+    element: int
+    """The element's offset within its block (``EE``)."""
+    vr: str
+    """As the table gives it; empty where it gives none."""
+    vm: str
+    meaning: str
+
+
+@cache
+def safe_private() -> dict[tuple[str, int, int], SafePrivate]:
+    """The safe private attributes by (private creator, group, element offset)."""
+    text = SAFE_PRIVATE_TABLE.read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        creator, group, element, vr, vm, meaning = line.split("\t")
+        row = SafePrivate(creator, int(group, 16), int(element, 16), vr, vm, meaning)
+        rows[(row.creator, row.group, row.element)] = row
+    return rows
+
 
 OPTION_CODES = {
     "retain_safe_private": ("113111", "Retain Safe Private Option"),
@@ -217,6 +239,11 @@ class Options:
 
     def words(self) -> list[str]:
         return [f.name.replace("_", "-") for f in fields(self) if getattr(self, f.name)]
+
+    @classmethod
+    def choices(cls) -> list[tuple[str, str]]:
+        """Each option's word and its name in PS3.15, for the forms that offer them."""
+        return [(f.name.replace("_", "-"), OPTION_CODES[f.name][1]) for f in fields(cls)]
 
 
 @cache
@@ -366,7 +393,9 @@ class Deidentifier:
             tag = element.tag
             if tag.is_private:
                 if tag in kept_private:
-                    target.add(element)
+                    kept = self._private(element, kept_private[tag], context)
+                    if kept is not None:
+                        target.add(kept)
                 continue
             if tag.group == 0x0002:
                 continue
@@ -379,15 +408,11 @@ class Deidentifier:
         if element.VR == "SQ":
             if verb == "X":
                 return None
-            items = Sequence()
+            if verb in ("Z", "X/Z"):
+                return DataElement(element.tag, "SQ", Sequence())
             if verb in _DUMMY_ACTIONS:  # replaced content: its free text too
                 context = replace(context, scrub=True)
-            if verb not in ("Z", "X/Z"):
-                for item in element.value:
-                    copy = Dataset()
-                    self._copy(item, copy, context)
-                    items.append(copy)
-            return DataElement(element.tag, "SQ", items)
+            return DataElement(element.tag, "SQ", self._items(element.value, context))
         if verb is None and context.scrub and element.VR in _TEXT:
             return DataElement(element.tag, element.VR, _dummy(element.VR))
         if verb is None or verb == "K":
@@ -405,6 +430,15 @@ class Deidentifier:
             return DataElement(element.tag, element.VR, _cleaned(element.value, context))
         return DataElement(element.tag, element.VR, _dummy(element.VR))
 
+    def _items(self, items: Iterable[Dataset], context: _Context) -> Sequence:
+        """A sequence's items, each de-identified as a data set of its own."""
+        copies = Sequence()
+        for item in items:
+            copy = Dataset()
+            self._copy(item, copy, context)
+            copies.append(copy)
+        return copies
+
     def _pseudonym(self, keyword: str, element: DataElement, context: _Context) -> str:
         if keyword == "PatientID":
             return "ANON" + self._code("patient", context.patient, 12)
@@ -418,20 +452,45 @@ class Deidentifier:
             return self.uid(value) if value else value
         return [self.uid(str(item)) for item in value]  # type: ignore[attr-defined]
 
-    def _safe_private(self, source: Dataset) -> set[BaseTag]:
-        """The private tags of this level kept (Retain Safe Private), creators included."""
+    def _safe_private(self, source: Dataset) -> dict[BaseTag, SafePrivate | None]:
+        """The private elements of this level kept (Retain Safe Private) with their row
+        of Table E.3.10-1, and the creators of their blocks (None): each block keeps
+        its number, so nothing is re-mapped."""
         if not self.options.retain_safe_private:
-            return set()
-        kept: set[BaseTag] = set()
+            return {}
+        table = safe_private()
+        kept: dict[BaseTag, SafePrivate | None] = {}
         for element in source:
             tag = element.tag
             if not tag.is_private or tag.element < 0x1000:
                 continue
-            creator = source.get(Tag(tag.group, tag.element >> 8))
+            creator_tag = Tag(tag.group, tag.element >> 8)
+            creator = source.get(creator_tag)
             name = str(creator.value).strip() if creator is not None else ""
-            if (name, tag.group, tag.element & 0xFF) in SAFE_PRIVATE:
-                kept |= {tag, Tag(tag.group, tag.element >> 8)}
+            row = table.get((name, tag.group, tag.element & 0xFF))
+            if row is not None:
+                kept |= {tag: row, creator_tag: None}
         return kept
+
+    def _private(
+        self, element: DataElement, row: SafePrivate | None, context: _Context
+    ) -> DataElement | None:
+        """A safe private element as it leaves: its items de-identified as any
+        sequence's, its UIDs replaced as all others. A sequence read without its VR
+        (UN, from Implicit VR) goes: its items cannot be looked into."""
+        if row is None:  # the block's private creator
+            return element
+        if element.VR == "SQ":
+            return DataElement(element.tag, "SQ", self._items(element.value, context))
+        vr = row.vr if element.VR == "UN" else element.VR
+        if vr == "SQ":
+            return None
+        if vr == "UI":
+            value = element.value
+            if isinstance(value, bytes):
+                value = value.decode("ascii", "replace").rstrip("\0 ").split("\\")
+            return DataElement(element.tag, "UI", self._uids(value))
+        return element
 
     def _mark(self, result: Dataset) -> None:
         """Say what was done (PS3.15 E.1.1, PS3.3 C.7.1.1)."""

@@ -1,9 +1,11 @@
 """The UI's pages of what the archive holds: dashboard, studies, a study, patients, an
-instance's attributes, upload; and the study actions (send, delete).
+instance's attributes, upload; and the study actions (send, delete, export
+de-identified).
 
 Reading goes through :class:`~pacsnode.archive.browse.Browser` (the C-FIND matching
 engine, as the REST API); deleting through the core's deletion, sending through the
-same job as ``POST /api/remote/{ae}/store``; thumbnails, downloads and uploads are the
+same job as ``POST /api/remote/{ae}/store``; thumbnails, downloads, uploads and the
+de-identified export (``POST /api/studies/{uid}/export``, a ZIP or a job) are the
 DICOMweb and REST resources themselves, fetched by the browser.
 """
 
@@ -24,6 +26,7 @@ from pacsnode.archive.attributes import Level
 from pacsnode.archive.browse import Browser, FilterError
 from pacsnode.archive.core import Archive
 from pacsnode.archive.database import now
+from pacsnode.archive.deidentify import Options
 from pacsnode.archive.deletion import AmbiguousPatient, NothingToDelete, Target
 from pacsnode.archive.matching import QueryError, check_value
 from pacsnode.archive.remotes import RemoteNotFound
@@ -174,7 +177,12 @@ class ArchivePages:
             if remote.offers_service("store") and not remote.move_destination_only
         ]
         return self.pages.render(
-            request, "study.html", study=found[0], series=series, remotes=remotes
+            request,
+            "study.html",
+            study=found[0],
+            series=series,
+            remotes=remotes,
+            deidentify_options=Options.choices(),
         )
 
     def instances(self, request: Request) -> Response:

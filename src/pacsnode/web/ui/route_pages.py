@@ -3,7 +3,7 @@ the router that ``/api/routes`` calls, with the same checks and the same answers
 
 The form is the REST API's JSON rule written for people: lists separated by commas,
 one ``Keyword=value`` condition a line, the target transfer syntax chosen among those
-the archive can send in.
+the archive can send in, de-identification and its PS3.15 options as checkboxes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pacsnode import audit
+from pacsnode.archive.deidentify import Options
 from pacsnode.archive.remotes import Remotes
 from pacsnode.archive.transcoding import DECODED, LOSSLESS_TARGETS
 from pacsnode.web.audit_api import actor
@@ -65,6 +66,8 @@ def rule_table(form: FormData) -> dict[str, Any]:
         "destinations": [str(value) for value in form.getlist("destinations")],
         "allow_lossy": form.get("allow_lossy") == "on",
         "commit": form.get("commit") == "on",
+        "deidentify": form.get("deidentify") == "on",
+        "deidentify_options": [str(value) for value in form.getlist("deidentify_options")],
     }
     for name in LISTS:
         if words := _words(str(form.get(name, ""))):
@@ -109,7 +112,12 @@ class RoutePages:
         titles = [
             remote.ae_title for remote in self.remotes.all() if not remote.move_destination_only
         ]
-        return {"rule": rule, "titles": titles, "syntaxes": SYNTAXES}
+        return {
+            "rule": rule,
+            "titles": titles,
+            "syntaxes": SYNTAXES,
+            "deidentify_options": Options.choices(),
+        }
 
     async def add(self, request: Request) -> Response:
         """Add a rule (as ``POST /api/routes``)."""

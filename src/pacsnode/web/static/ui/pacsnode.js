@@ -1,5 +1,6 @@
 /* pacsnode web UI: what htmx does not do itself. Uploads go to STOW-RS one file at a
-   time (so each has its own result), with the session's CSRF token. An action's error
+   time (so each has its own result), with the session's CSRF token; the de-identified
+   export to the REST API, whose ZIP the browser then saves. An action's error
    answered as a page's one-line message (400, 404, 409...) shows where its success
    would; other errors (403 for a role, 401 after a logout) show in the flash area. */
 "use strict";
@@ -130,6 +131,72 @@ const pacsnode = (() => {
     });
   }
 
-  document.addEventListener("DOMContentLoaded", setUpUpload);
+  function say(box, text, error = false, job = null) {
+    const p = document.createElement("p");
+    p.className = error ? "error" : "ok";
+    p.setAttribute("role", error ? "alert" : "status");
+    p.textContent = text;
+    if (job !== null) {
+      const link = document.createElement("a");
+      link.href = "/jobs";
+      link.textContent = `follow job ${job}`;
+      p.append(" · ", link);
+    }
+    box.replaceChildren(p);
+  }
+
+  async function saveZip(answer, box) {
+    const disposition = answer.headers.get("Content-Disposition") || "";
+    const name = (/filename="([^"]+)"/.exec(disposition) || [])[1] || "export.zip";
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await answer.blob());
+    link.download = name;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+    const notes = [...(answer.headers.get("Warning") || "").matchAll(/"([^"]*)"/g)].map((m) => m[1]);
+    say(box, [`${name} downloaded, de-identified`, ...notes].join("; "));
+  }
+
+  /* The de-identified export is POST /api/studies/{uid}/export itself, with the
+     session's CSRF token: a ZIP comes back as a file to save, a send to a remote AE
+     as its job. */
+  async function exportStudy(event) {
+    event.preventDefault();
+    const form = event.target;
+    const box = document.getElementById("study-message");
+    const data = new FormData(form);
+    const request = { deidentify: true, options: data.getAll("options"), to: data.get("to") };
+    if (request.to === "remote") request.remote = data.get("remote");
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    say(box, "exporting…");
+    try {
+      const answer = await fetch(`/api/studies/${encodeURIComponent(form.dataset.study)}/export`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+        body: JSON.stringify(request),
+      });
+      if (answer.status === 200) {
+        await saveZip(answer, box);
+      } else if (answer.status === 202) {
+        const job = await answer.json();
+        say(box, `job ${job.id} queued: ${job.description}`, false, job.id);
+      } else {
+        let text = await answer.text();
+        try { text = JSON.parse(text).error || text; } catch (_) { /* plain text */ }
+        say(box, `${answer.status}: ${text}`, true);
+      }
+    } catch (_) {
+      say(box, "the archive cannot be reached", true);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    setUpUpload();
+    const exporting = document.getElementById("export-form");
+    if (exporting) exporting.addEventListener("submit", exportStudy);
+  });
   return { editRemote, upload };
 })();
