@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint pytest bench-ingest bench-query bench-dicomweb migration clean
+.PHONY: run test test-setup lint pytest bench-ingest bench-query bench-dicomweb bench-ui migration clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -11,15 +11,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-run: $(VENV)/.installed  ## start the server on its embedded defaults (SQLite, ./pacsnode-data)
+VIEWER_ARGS ?=
+
+run: $(VENV)/.installed  ## start the server on its embedded defaults (SQLite, ./pacsnode-data); the viewer once
+	@$(VENV)/bin/pacsnode viewer install --if-missing $(VIEWER_ARGS) || \
+		echo "warning: the OHIF viewer is not installed (offline?): /viewer answers 404 until 'pacsnode viewer install' succeeds"
 	$(VENV)/bin/pacsnode serve $(ARGS)
 
-test: lint pytest  ## everything CI checks
+test: test-setup lint pytest  ## everything CI checks (installs missing test tools as root)
+
+test-setup:  ## the peers and tools the tests talk to, and PostgreSQL running
+	tools/test-setup
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+
+export PACSNODE_TEST_POSTGRES_URL ?= postgresql+psycopg://pacsnode:pacsnode@127.0.0.1:5432/postgres
 
 pytest: $(VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS)
@@ -32,6 +41,9 @@ bench-query: $(VENV)/.installed  ## C-FIND on a 1M-instance index; C-FIND, C-MOV
 
 bench-dicomweb: $(VENV)/.installed  ## study metadata, QIDO-RS, WADO-RS vs Orthanc (needs orthanc-dicomweb, dcmtk): make bench-dicomweb ARGS="--quick"
 	cd benchmarks && ../$(PY) dicomweb.py $(ARGS)
+
+bench-ui: $(VENV)/.installed  ## the web UI's study list on 10,000 studies; OHIF's first image of a 300-slice CT (needs chromium)
+	cd benchmarks && ../$(PY) ui.py
 
 migration: $(VENV)/.installed  ## new Alembic revision from schema changes: make migration MSG="..."
 	$(PY) -c "from alembic import command; from pacsnode.archive.database import MIGRATIONS, alembic_config; \

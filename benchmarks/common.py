@@ -515,13 +515,15 @@ def storescp_discard(workdir: Path, ae_title: str = "STORESCP") -> Iterator[tupl
         stop(process, 10)
 
 
-def getscu_discard(port: int, called_ae: str, study_uid: str) -> float:
-    """Seconds for DCMTK ``getscu --ignore`` (TCP_NODELAY=1) to C-GET a study."""
+def getscu_discard(port: int, called_ae: str, study_uid: str, calling_ae: str) -> float:
+    """Seconds for DCMTK ``getscu --ignore`` (TCP_NODELAY=1) to C-GET a study, calling as
+    ``calling_ae`` (Orthanc serves C-GET only to the AEs it knows)."""
     env = dict(os.environ, TCP_NODELAY="1")
     started = time.perf_counter()
     done = subprocess.run(
         [
-            "getscu", "--ignore", "-S", "-aec", called_ae, "-k", "QueryRetrieveLevel=STUDY",
+            "getscu", "--ignore", "-S", "-aet", calling_ae, "-aec", called_ae,
+            "-k", "QueryRetrieveLevel=STUDY",
             "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(port),
         ],
         env=env,

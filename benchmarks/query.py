@@ -1032,7 +1032,9 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
                             flush=True,
                         )
                     moves[(name, destination)] = runs
-                gets[name] = [getscu_discard(port, ae, ct_study) for _ in range(args.moves)]
+                gets[name] = [
+                    getscu_discard(port, ae, ct_study, CALLING_AE) for _ in range(args.moves)
+                ]
                 print(f"{name}: C-GET {len(ct) / statistics.median(gets[name]):.0f} inst/s")
         for destination, log in logs.items():
             received = [

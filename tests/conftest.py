@@ -152,42 +152,50 @@ class RunningServer:
 ServerFactory = Callable[..., RunningServer]
 
 
+def make_server(
+    base: Path,
+    name: str,
+    *,
+    remotes: list[dict[str, Any]] | None = None,
+    start: bool = True,
+    data_dir: Path | None = None,
+    **server: Any,
+) -> RunningServer:
+    """A ``pacsnode serve`` with its config, data and log in ``base``, named ``name``
+    there; the caller kills it (``server_factory``, or a module-scoped fixture)."""
+    port = server.pop("dicom_port", None) or free_port()
+    http_port = server.pop("http_port", None) or free_port()
+    data = data_dir or base / f"{name}-data"
+    settings = {
+        "ae_title": "PACSNODE",
+        "dicom_port": port,
+        "http_port": http_port,
+        "data_dir": str(data),
+        "bind_address": "127.0.0.1",
+        "log_level": "INFO",
+        "workers": 1,  # one process; test_workers.py starts several
+        **server,
+    }
+    config = write_config(base / f"{name}.toml", settings, remotes or [])
+    running = RunningServer(
+        config,
+        data,
+        port,
+        settings["ae_title"],
+        base / f"{name}.log",
+        settings.get("database_url") or Settings(data_dir=data).resolved_database_url,
+        http_port,
+    )
+    return running.start() if start else running
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     started: list[RunningServer] = []
 
-    def make(
-        *,
-        remotes: list[dict[str, Any]] | None = None,
-        start: bool = True,
-        data_dir: Path | None = None,
-        **server: Any,
-    ) -> RunningServer:
-        name = f"server{len(started)}"
-        port = server.pop("dicom_port", None) or free_port()
-        http_port = server.pop("http_port", None) or free_port()
-        data = data_dir or tmp_path / f"{name}-data"
-        settings = {
-            "ae_title": "PACSNODE",
-            "dicom_port": port,
-            "http_port": http_port,
-            "data_dir": str(data),
-            "bind_address": "127.0.0.1",
-            "log_level": "INFO",
-            "workers": 1,  # one process; test_workers.py starts several
-            **server,
-        }
-        config = write_config(tmp_path / f"{name}.toml", settings, remotes or [])
-        running = RunningServer(
-            config,
-            data,
-            port,
-            settings["ae_title"],
-            tmp_path / f"{name}.log",
-            settings.get("database_url") or Settings(data_dir=data).resolved_database_url,
-            http_port,
-        )
-        started.append(running)
+    def make(*, start: bool = True, **options: Any) -> RunningServer:
+        running = make_server(tmp_path, f"server{len(started)}", start=False, **options)
+        started.append(running)  # killed even when it fails to start
         return running.start() if start else running
 
     yield make
@@ -204,10 +212,8 @@ def server(server_factory: ServerFactory) -> RunningServer:
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
     admin_url = os.environ.get(POSTGRES_ENV)
-    if not admin_url:
-        if os.environ.get("CI"):
-            pytest.fail(f"{POSTGRES_ENV} must be set in CI")
-        pytest.skip(f"set {POSTGRES_ENV} to run against PostgreSQL")
+    if not admin_url:  # make test sets it, and tools/test-setup starts PostgreSQL
+        pytest.fail(f"set {POSTGRES_ENV} to run against PostgreSQL (make test does)")
     name = f"pacsnode_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -296,3 +302,29 @@ def stored_path(server: RunningServer, sop_instance_uid: str) -> Path:
 def sigkill(process: subprocess.Popen[bytes]) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait(10)
+
+
+def start_server(
+    base: Path, remotes: list[dict[str, Any]] | None = None, **server: Any
+) -> RunningServer:
+    """A ``pacsnode serve`` in ``base``, for a module-scoped fixture to start and kill
+    (``server_factory`` is per test)."""
+    data = base / "data"
+    port = server.pop("dicom_port", None) or free_port()
+    http_port = free_port()
+    settings = {
+        "ae_title": "PACSNODE",
+        "dicom_port": port,
+        "http_port": http_port,
+        "data_dir": str(data),
+        "bind_address": "127.0.0.1",
+        "log_level": "INFO",
+        "workers": 1,
+        **server,
+    }
+    config = write_config(base / "server.toml", settings, remotes or [])
+    url = settings.get("database_url") or Settings(data_dir=data).resolved_database_url
+    running = RunningServer(
+        config, data, port, settings["ae_title"], base / "server.log", url, http_port
+    )
+    return running.start()

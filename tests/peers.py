@@ -143,7 +143,7 @@ def orthanc(
     ``modalities`` (name to AE title and port), answering once its REST API does;
     ``settings`` are further Orthanc configuration options."""
     if shutil.which("Orthanc") is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
+        pytest.fail("Orthanc is not installed (make test installs it as root)")
     config = {
         "Name": directory.name,
         "StorageDirectory": str(directory / "orthanc-db"),

@@ -309,7 +309,9 @@ def test_import_lists_what_it_refused(tmp_path: Path) -> None:
     folder = tmp_path / "incoming"
     folder.mkdir()
     good = save(ct_dataset(), folder / "good.dcm")
-    (folder / "notes.txt").write_text("not DICOM\n")
+    broken = folder / "broken.dcm"
+    broken.write_bytes(good.read_bytes()[:-1000])  # a transfer cut short
+    (folder / "notes.txt").write_text("not DICOM\n")  # found in the folder: skipped
     report = tmp_path / "report.csv"
     result = pacsnode(
         "import",
@@ -322,11 +324,12 @@ def test_import_lists_what_it_refused(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stdout + result.stderr
     refused = [line for line in result.stderr.splitlines() if line.startswith("failed ")]
-    assert refused == [f"failed {folder / 'notes.txt'}: 0xC000 element (6F6E,2074) is truncated"]
+    assert refused == [f"failed {broken}: 0xC000 data set is empty or truncated"]
     rows = list(csv.DictReader(report.open()))
     assert {row["path"]: (row["outcome"], row["status"]) for row in rows} == {
         str(good): ("stored", "0x0000"),
-        str(folder / "notes.txt"): ("failed", "0xC000"),
+        str(broken): ("failed", "0xC000"),
+        str(folder / "notes.txt"): ("skipped", ""),
     }
 
 

@@ -140,3 +140,26 @@ def test_the_pinned_pydicom_is_installed_and_checked() -> None:
 
     pinned.check()
     assert pydicom.__version__ == pinned.PYDICOM_VERSION
+
+
+def test_the_http_listener_hands_its_connections_tcp_nodelay(tmp_path: Path) -> None:
+    """uvicorn writes a response's head and body apart: without TCP_NODELAY inherited
+    from the listener, each response of a kept-alive connection waits for a delayed ACK."""
+    import socket
+
+    from pacsnode.node import bind
+
+    settings = Settings(
+        data_dir=tmp_path, dicom_port=free_port(), http_port=free_port(), bind_address="127.0.0.1"
+    )
+    listeners = bind(settings)
+    try:
+        assert listeners.http is not None
+        client = socket.create_connection(("127.0.0.1", settings.http_port))
+        accepted, _ = listeners.http.accept()
+        with client, accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        for listener in (listeners.dimse, listeners.tls, listeners.http):
+            if listener is not None:
+                listener.close()

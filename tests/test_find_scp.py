@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -224,6 +226,15 @@ def test_character_sets_in_and_out(server: RunningServer, loaded: dict[str, str]
 
 
 def test_cancel_between_responses(server: RunningServer) -> None:
+    """A C-CANCEL that is already waiting when the matches start stops them: the
+    request and its cancel leave together, so the server meets the cancel between two
+    answers whatever its speed."""
+    from pacsnode.dimse import codec
+    from pacsnode.dimse.query_scu import cancel
+    from pacsnode.dimse.scu import Peer, connect
+    from pacsnode.net import commands
+    from pacsnode.net.requestor import Proposal
+
     study, series = generate_uid(), generate_uid()
     many = [ct_dataset(study=study, series=series, InstanceNumber=n, rows=2) for n in range(200)]
     assert send_datasets(server.port, many) == [0] * 200
@@ -232,16 +243,33 @@ def test_cancel_between_responses(server: RunningServer) -> None:
     identifier.StudyInstanceUID = study
     identifier.SeriesInstanceUID = series
     identifier.SOPInstanceUID = ""
-    assoc = associate(server.port, [(STUDY_ROOT, ["1.2.840.10008.1.2.1"])])
-    statuses = []
-    for status, _found in assoc.send_c_find(identifier, STUDY_ROOT, msg_id=7):
-        statuses.append(int(status.Status))
-        if len(statuses) == 1:
-            assoc.send_c_cancel(7, query_model=STUDY_ROOT)
-    assoc.release()
-    assert statuses[0] == 0xFF00
+    syntax = "1.2.840.10008.1.2.1"
+    association = connect(
+        Peer("127.0.0.1", server.port, "PACSNODE", "CANCELLER"), [Proposal(STUDY_ROOT, [syntax])]
+    )
+    try:
+        message_id = association.next_message_id()
+        command = {
+            "CommandField": commands.C_FIND_RQ,
+            "AffectedSOPClassUID": STUDY_ROOT,
+            "Priority": 0,
+            "MessageID": message_id,
+        }
+        [context] = association.contexts.values()
+        association.send(context.id, command, codec.encode(identifier, syntax))
+        cancel(association, STUDY_ROOT)
+        statuses = [int(r.command["Status"]) for r in _until_final(association, message_id)]
+    finally:
+        association.release()
     assert statuses[-1] == 0xFE00
-    assert len(statuses) < 201  # not every match was sent
+    assert set(statuses[:-1]) <= {0xFF00} and len(statuses) - 1 < 200
+
+
+def _until_final(association: Any, message_id: int) -> Iterator[Any]:
+    for response in association.responses(message_id):
+        yield response
+        if int(response.command["Status"]) not in (0xFF00, 0xFF01):
+            return
 
 
 def test_dcmtk_findscu(server: RunningServer, loaded: dict[str, str]) -> None:

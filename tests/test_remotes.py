@@ -65,6 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         "data_dir": str(data),
         "bind_address": "127.0.0.1",
         "log_level": "INFO",
+        "workers": 1,  # one process: test_workers.py covers several
     }
     configured = [{"ae_title": "CONFIGURED", "host": "127.0.0.1", "port": 104}]
     config = write_config(base / "server.toml", settings, configured)

@@ -275,11 +275,11 @@ def test_openapi_describes_every_route_with_schemas(tmp_path: Path) -> None:
         name = f"{method.upper()} {path}"
         assert " " in operation["summary"], f"{name}: {operation['summary']!r}"
         assert any(code.startswith("2") for code in operation["responses"]), name
-        without_body = ("/echo", "/retry", "/cancel", "/purge", "/restore")
+        without_body = ("/echo", "/retry", "/cancel", "/purge", "/restore", "/run")
         if method in ("post", "put") and not path.endswith(without_body):
             assert "requestBody" in operation, name
     studies = document["paths"]["/api/studies/{id}"]["delete"]
-    assert [p["name"] for p in studies["parameters"]] == ["id", "hard"]
+    assert [p["name"] for p in studies["parameters"]] == ["id", "hard", "reason"]
     assert document["components"]["securitySchemes"] == {
         "bearer": {"type": "http", "scheme": "bearer"},
         "basic": {"type": "http", "scheme": "basic"},

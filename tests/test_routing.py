@@ -17,7 +17,7 @@ from conftest import RunningServer, ServerFactory, ct_dataset, dataset_bytes, fr
 from peers import orthanc, send_datasets, send_files
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage
 from test_qr_clients import wait_for_echo
 
 from pacsnode.config import ConfigError, load_settings
@@ -116,6 +116,11 @@ def test_rules_to_storescp(
         remotes=[
             {"ae_title": "STORESCP", **remote},
             {"ae_title": "DECODED", **remote, "transfer_syntaxes": [ExplicitVRLittleEndian]},
+            {
+                "ae_title": "J2KFIRST",
+                **remote,
+                "transfer_syntaxes": [JPEG2000Lossless, ExplicitVRLittleEndian],
+            },
         ],
     )
     with_routes(
@@ -134,6 +139,7 @@ def test_rules_to_storescp(
                 "transfer_syntax": ExplicitVRLittleEndian,
             },
             {"name": "prefer", "destinations": ["DECODED"], "calling_ae": ["PREFER"]},
+            {"name": "keep", "destinations": ["J2KFIRST"], "calling_ae": ["KEEP"]},
             {
                 "name": "stable",
                 "destinations": ["STORESCP"],
@@ -170,6 +176,16 @@ def test_rules_to_storescp(
     preferred = dcmread(wait_for(lambda: storescp.received("1.2.3.4.5.6.7"), "no file"))
     assert preferred.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
 
+    # Stored in the destination's first syntax: sent as stored, not converted.
+    j2k_kept = dcmread(j2k)
+    j2k_kept.SOPInstanceUID = j2k_kept.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.8"
+    kept_path = tmp_path / "kept.dcm"
+    j2k_kept.save_as(kept_path)
+    assert send_files(server.port, [kept_path], calling_ae="KEEP")[kept_path].Status == 0
+    kept = wait_for(lambda: storescp.received("1.2.3.4.5.6.8"), "no file")
+    assert dcmread(kept).file_meta.TransferSyntaxUID == JPEG2000Lossless
+    assert dcmread(kept).PixelData == j2k_kept.PixelData
+
     # A stable-study rule sends the whole study in one job once it went quiet.
     study = [ct_dataset(study="1.2.826.0.1.99.1", InstanceNumber=n) for n in range(3)]
     assert send_datasets(server.port, study[:2], calling_ae="STABLE") == [0, 0]
@@ -186,7 +202,7 @@ def test_rules_to_storescp(
 
     for ds in nomatch:
         assert storescp.received(ds.SOPInstanceUID) is None
-    assert len(list(storescp.directory.iterdir())) == 6
+    assert len(list(storescp.directory.iterdir())) == 7
 
     # STOW-RS arrivals are routed too (no calling AE: only rules without one apply).
     stowed = ct_dataset(StudyDescription="THORAX")

@@ -153,6 +153,20 @@ def test_a_read_only_storage_directory_answers_a701_at_every_door(
     assert store_all(server, refused) == [(0, ""), (0, "")]  # writable again: all is well
 
 
+def test_a_read_only_spool_answers_a701_and_keeps_the_association(
+    server: RunningServer,
+) -> None:
+    """The directory each received data set is first written to cannot be written: every
+    C-STORE of the association is answered A701, and the association goes on."""
+    refused = [ct_dataset(patient_id="SP1"), ct_dataset(patient_id="SP2")]
+    before = stored(server)
+    with read_only(server.data_dir / "tmp"):
+        answers = store_all(server, refused)
+    assert answers == [(0xA701, "cannot write file: Read-only file system")] * 2
+    assert stored(server) == before
+    assert store_all(server, refused) == [(0, ""), (0, "")]
+
+
 def test_a_write_error_while_receiving_answers_a701(server: RunningServer) -> None:
     """A file size limit (RLIMIT_FSIZE) makes the kernel fail the write of the received
     data set itself with EFBIG, the way a failing disk would: A701, where a full disk

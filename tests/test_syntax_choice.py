@@ -13,9 +13,16 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import RunningServer, ServerFactory, ct_dataset, dataset_bytes, stored_path
-from peers import associate, dcmtk
-from pydicom import dcmread
+from conftest import (
+    RunningServer,
+    ServerFactory,
+    ct_dataset,
+    dataset_bytes,
+    free_port,
+    stored_path,
+)
+from peers import associate, dcmtk, send_datasets
+from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import (
     JPEG2000,
@@ -35,6 +42,7 @@ MODALITY = [JPEG2000, ELE]
 J2K_FILE = Path(get_testdata_file("JPEG2000.dcm"))
 JPEG_LOSSLESS_FILE = Path(get_testdata_file("JPEG-LL.dcm"))
 JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 
 
 def chosen(server: RunningServer, *proposals: list[str]) -> list[str]:
@@ -102,3 +110,52 @@ def test_storescu_proposals_in_one_context(
     assert _storescu_accepted(server, option, path) == expected
     stored = dcmread(stored_path(server, str(ds.SOPInstanceUID)), stop_before_pixels=True)
     assert stored.file_meta.TransferSyntaxUID == uid
+
+
+def test_an_implicit_object_goes_out_implicit_to_a_receiver_preferring_explicit(
+    server_factory: ServerFactory,
+) -> None:
+    """As requestor we propose the stored syntax alone first, then the uncompressed
+    fallback (B7 item 34): a pynetdicom receiver that would pick ELE from [ELE, ILE]
+    gets the ILE object unchanged on the context proposing ILE alone."""
+    from pynetdicom import AE, StoragePresentationContexts, evt
+
+    arrived: dict[str, tuple[str, bytes]] = {}
+    proposed: list[list[str]] = []
+
+    def on_store(event: evt.Event) -> int:
+        syntax = str(event.context.transfer_syntax)
+        data = event.encoded_dataset(include_meta=False)
+        arrived[str(event.request.AffectedSOPInstanceUID)] = (syntax, data)
+        proposed.extend(
+            [str(ts) for ts in cx.transfer_syntax]
+            for cx in event.assoc.requestor.requested_contexts
+            if cx.abstract_syntax == CTImageStorage
+        )
+        return 0x0000
+
+    receiver = AE(ae_title="PREFERS")
+    for context in StoragePresentationContexts:
+        receiver.add_supported_context(context.abstract_syntax, [ELE, ILE])
+    port = free_port()
+    running = receiver.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        server = server_factory(
+            remotes=[{"ae_title": "PREFERS", "host": "127.0.0.1", "port": port}]
+        )
+        ds = ct_dataset()
+        assert send_datasets(server.port, [ds], syntaxes=[ILE]) == [0x0000]
+        stored = stored_path(server, str(ds.SOPInstanceUID))
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = ds.StudyInstanceUID
+        assoc = associate(server.port, [(STUDY_ROOT_MOVE, [ELE])])
+        [*_, (final, _)] = assoc.send_c_move(identifier, "PREFERS", STUDY_ROOT_MOVE)
+        assoc.release()
+        assert final.Status == 0x0000
+    finally:
+        running.shutdown()
+    assert arrived[str(ds.SOPInstanceUID)] == (ILE, dataset_bytes(stored))
+    assert [ILE] in proposed and proposed.index([ILE]) < proposed.index([ELE, ILE])

@@ -24,7 +24,13 @@ from typing import Any, Literal, get_args
 from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID
 
-from pacsnode.archive.matching import visibility_problem
+from pacsnode.archive.deidentify import OptionError, Options
+from pacsnode.archive.matching import QueryError, check_value, visibility_problem
+from pacsnode.archive.uids import (
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    STORAGE_SOP_CLASSES,
+    STORAGE_TRANSFER_SYNTAXES,
+)
 from pacsnode.validation import (
     Invalid,
     Origin,
@@ -41,6 +47,7 @@ RejectedAnswer = Literal["warning", "failure"]
 HttpAuth = Literal["none", "basic", "oauth2"]
 UnknownCallingAE = Literal["accept", "reject"]
 SyntaxChoice = Literal["proposer", "ours"]
+RetentionFrom = Literal["study_date", "received"]
 Direction = Literal["receive", "send"]
 CharacterSetMode = Literal["default", "override"]
 SERVICES = ("echo", "store", "find", "move", "get", "commit", "mwl", "mpps")
@@ -90,6 +97,10 @@ class RemoteAE:
     and its C-MOVE and C-GET retrieve, only studies matching all of them; others look
     missing. Patient, study and series attributes the index keeps; empty shows all.
     Config file only, as ``tls`` (``visible = { InstitutionName = "CLINIC A*" }``)."""
+    show_deleted: bool = False
+    """Its C-FIND, C-MOVE and C-GET, and DICOMweb under ``/dicom-web/aets/{ae_title}``,
+    also see what is hidden but kept: soft-deleted instances, those IOCM rejection
+    notes withdrew, and the notes. Config file only, as ``visible``."""
     transfer_syntaxes: tuple[str, ...] = ()
     """Transfer syntaxes to send it, best first; empty sends each object as stored."""
     move_destination_only: bool = False
@@ -146,7 +157,8 @@ class RouteRule:
     """Forward what arrives and matches to remote AEs (``[[route]]`` in the config).
 
     Every criterion is a list where empty means "any"; ``match`` maps attribute
-    keywords to DICOM matching values (``*`` and ``?`` wildcards).
+    keywords to values matched as C-FIND matches them: ``*`` and ``?`` wildcards on
+    text, ranges on dates and times (``20260101-20260131``), ``\\``-separated UIDs.
     """
 
     name: str
@@ -166,6 +178,13 @@ class RouteRule:
     wait_for_stable_study: float = 0.0
     """Send the study once it had no new instance for this many seconds; 0 sends each
     instance as it arrives."""
+    deidentify: bool = False
+    """Send the objects de-identified (PS3.15 Basic Application Level Confidentiality
+    Profile, pseudonyms from the archive's key), with ``deidentify_options``."""
+    deidentify_options: tuple[str, ...] = ()
+    """PS3.15 options: retain-uids, retain-dates, retain-patient-characteristics,
+    retain-device-identity, retain-institution-identity, clean-descriptors,
+    retain-safe-private."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +282,13 @@ class Settings:
     first in the proposer's order that we accept ("proposer", so that a modality
     proposing JPEG 2000 first sends JPEG 2000), or the first in our own order ("ours":
     Explicit VR Little Endian, Implicit VR Little Endian, ..., compressed last)."""
+    storage_sop_classes: tuple[str, ...] = ()
+    """The storage SOP classes accepted (C-STORE, and the C-STOREs of our C-GET
+    answers that a requestor takes); empty accepts every one pacsnode knows. Others are
+    refused at negotiation: "abstract syntax not supported"."""
+    storage_transfer_syntaxes: tuple[str, ...] = ()
+    """The transfer syntaxes storage contexts accept, among those pacsnode knows; empty
+    accepts all. Implicit VR Little Endian must be among them (PS3.5 10.1)."""
     workers: int = 0
     """Processes that serve the DIMSE and HTTP ports together; 0 is one per CPU core."""
     duplicate_policy: DuplicatePolicy = "keep"
@@ -301,6 +327,21 @@ class Settings:
     ian_on_mpps_completed: bool = True
     ian_study_stable_seconds: float = 0.0
     """Also notify once a study has had no new instance for this long; 0 is off."""
+    iocm_destinations: tuple[str, ...] = ()
+    """Remote AE titles sent an IOCM rejection note (KOS, C-STORE) for what is deleted
+    here or rejected by a note received, then asked on the same association to commit
+    it; the note goes through the job queue, retried until committed."""
+    retention_days: int = 0
+    """Delete (hard, files too) studies older than this many days, counted from
+    ``retention_from``; 0 is off."""
+    retention_from: RetentionFrom = "study_date"
+    """What a study's age counts from: its Study Date ("study_date"; the received date
+    when it has none), or when it was received ("received")."""
+    retention_disk_percent: float = 0.0
+    """While the data directory's filesystem is fuller than this (percent), delete
+    (hard) the oldest studies first; 0 is off."""
+    retention_interval: float = 3600.0
+    """Seconds between two runs of the retention job when a rule is on."""
     rejected_store_answer: RejectedAnswer = "warning"
     """A copy of an instance rejected for quality, safety or a wrong worklist entry is
     not stored; "warning" answers B006 as synedra does, "failure" answers C000."""
@@ -533,9 +574,19 @@ def _check_route(rule: RouteRule, remotes: dict[str, RemoteAE]) -> None:
                 f"route {rule.name!r}: {destination} is a C-MOVE destination only "
                 "(move_destination_only) and is never sent anything unasked"
             )
-    for keyword, _value in rule.match:
+    for keyword, value in rule.match:
         if tag_for_keyword(keyword) is None:
             raise ConfigError(f"route {rule.name!r}: {keyword} is not a DICOM keyword")
+        try:
+            check_value(keyword, value)
+        except QueryError as exc:
+            raise ConfigError(f"route {rule.name!r}: match {exc}") from None
+    try:
+        Options.from_words(rule.deidentify_options)
+    except OptionError as exc:
+        raise ConfigError(f"route {rule.name!r}: {exc}") from None
+    if rule.deidentify_options and not rule.deidentify:
+        raise ConfigError(f"route {rule.name!r}: deidentify_options need deidentify = true")
     syntax = UID(rule.transfer_syntax)
     if rule.transfer_syntax and not syntax.is_transfer_syntax:
         raise ConfigError(f"route {rule.name!r}: {syntax} is not a transfer syntax")
@@ -736,7 +787,26 @@ def _check_server(settings: Settings, origin: Origin) -> None:
             "tcp://host:port or tls://host:port"
         )
     _check_tls(settings)
+    _check_storage(settings, origin)
     _check_identity(settings, origin)
+
+
+def _check_storage(settings: Settings, origin: Origin) -> None:
+    """The storage allow-lists name only what pacsnode can accept, and keep the one
+    transfer syntax every storage SCP must accept."""
+    for name, known, what in (
+        ("storage_sop_classes", STORAGE_SOP_CLASSES, "storage SOP class"),
+        ("storage_transfer_syntaxes", STORAGE_TRANSFER_SYNTAXES, "transfer syntax"),
+    ):
+        for uid in getattr(settings, name):
+            if uid not in known:
+                raise ConfigError(f"{origin(name)}: {uid!r} is not a {what} pacsnode accepts")
+    syntaxes = settings.storage_transfer_syntaxes
+    if syntaxes and IMPLICIT_VR_LITTLE_ENDIAN not in syntaxes:
+        raise ConfigError(
+            f"{origin('storage_transfer_syntaxes')}: must include Implicit VR Little Endian "
+            f"({IMPLICIT_VR_LITTLE_ENDIAN}), the default every storage SCP accepts"
+        )
 
 
 def _check_identity(settings: Settings, origin: Origin) -> None:

@@ -29,9 +29,11 @@ from pacsnode.jobs.workers import Workers
 from pacsnode.web.app import create_app
 from pacsnode.web.server import HttpServer
 from pacsnode.workflows.ian import AvailabilityNotifier
+from pacsnode.workflows.iocm import IocmSender
 from pacsnode.workflows.mpps_forward import FORWARD_JOB, MppsForwarder
 from pacsnode.workflows.prefetch import Prefetcher, on_scheduled, request_prefetch
 from pacsnode.workflows.print_jobs import PrintJobs
+from pacsnode.workflows.retention import RetentionJobs
 from pacsnode.workflows.retrieve import Retriever
 from pacsnode.workflows.route_sender import RouteSender
 from pacsnode.workflows.routing import Router
@@ -101,6 +103,8 @@ class Node:
         Prefetcher(self.archive, self.workers, self.dialer)  # runs prefetch jobs
         self.workers.register(FORWARD_JOB, MppsForwarder(self.dialer))
         self.notifier = AvailabilityNotifier(self.archive, self.workers, self.dialer)
+        IocmSender(self.archive, self.workers, self.dialer)  # notes for what is deleted
+        self.retention = RetentionJobs(self.archive, self.workers)
         self.worklist = Worklist(self.archive.database, settings.worklist_hide_finished)
         self.warmer = MetadataWarmer(self.archive.metadata)
         self.tls_context = tls.server_context(settings) if settings.tls_port else None
@@ -130,7 +134,7 @@ class Node:
         )
         self.http = (
             HttpServer(
-                create_app(self.archive, self.workers, self.router),
+                create_app(self.archive, self.workers, self.router, self.retention),
                 _http_host(settings),
                 settings.http_port,
                 tls.https_context(settings),
@@ -166,6 +170,7 @@ class Node:
         if self.primary:
             self.warmer.start()
             self.notifier.start()
+            self.retention.start()
         try:
             self.dimse.listen(listeners.dimse)
             if listeners.tls is not None and self.tls_context is not None:
@@ -187,6 +192,7 @@ class Node:
             self.http.stop()
         self.dimse.stop()
         if self.primary:
+            self.retention.stop()
             self.notifier.stop()
             self.warmer.stop()
         self.workers.stop()
@@ -197,12 +203,19 @@ class Node:
 
 
 def _bound(host: str, port: int, what: str) -> socket.socket:
-    """A listening TCP socket; a bind failure names the port."""
+    """A listening TCP socket; a bind failure names the port.
+
+    Its connections inherit ``TCP_NODELAY``: uvicorn writes a response's head and body
+    separately, and without it the body waits for the client's delayed ACK (40 ms on
+    every response of a reused connection).
+    """
     try:
-        return socket.create_server((host, port), backlog=128)
+        listener = socket.create_server((host, port), backlog=128)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise OSError(f"{what} {host}:{port}: {reason}") from exc
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return listener
 
 
 def _http_host(settings: Settings) -> str:

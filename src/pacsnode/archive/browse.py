@@ -18,7 +18,14 @@ import sqlalchemy as sa
 
 from pacsnode.archive.attributes import ATTRIBUTES, BY_KEYWORD, Kind, Level
 from pacsnode.archive.database import Database, aware
-from pacsnode.archive.matching import COMPUTED, Query, build, row_value, search
+from pacsnode.archive.matching import (
+    COMPUTED,
+    LEVEL_TABLES,
+    Query,
+    build,
+    row_value,
+    search,
+)
 from pacsnode.errors import FieldError
 from pacsnode.validation import did_you_mean
 
@@ -103,6 +110,23 @@ def paging(params: Mapping[str, str], default: int = 100) -> tuple[int, int]:
     return numbers["limit"], numbers["offset"]
 
 
+def sort_columns(level: Level, order: str) -> list[sa.ColumnElement[Any]]:
+    """The ORDER BY for ``order``: a keyword the level shows, ``-`` first for descending
+    (empty values last either way); an unknown one is refused with the closest."""
+    keyword = order.removeprefix("-")
+    shown = [k for k in keywords_of(level) if k in COMPUTED or k in BY_KEYWORD]
+    if keyword not in shown:
+        raise FilterError(f"cannot sort by {keyword!r}{did_you_mean(keyword, shown)}", "order")
+    if keyword in COMPUTED:
+        at, name = COMPUTED[keyword]
+        column: sa.ColumnElement[Any] = LEVEL_TABLES[at].c[name]
+    else:
+        attribute = BY_KEYWORD[keyword]
+        column = LEVEL_TABLES[attribute.level].c[attribute.column]
+    direction = column.desc() if order.startswith("-") else column.asc()
+    return [column.is_(None), direction]
+
+
 def _value(row: Any, keyword: str) -> Any:
     """A stored value as JSON: numbers as numbers, multiple values as a list."""
     value = row_value(row, keyword)
@@ -137,9 +161,16 @@ class Browser:
         )
         return build(query)
 
-    def page(self, level: Level, keys: dict[str, str], limit: int, offset: int) -> Page:
-        """One page of the entities matching every key, oldest first, and how many match."""
+    def page(
+        self, level: Level, keys: dict[str, str], limit: int, offset: int, order: str = ""
+    ) -> Page:
+        """One page of the entities matching every key, and how many match: oldest
+        first, or by ``order`` (a keyword the level shows, ``-`` first for descending)."""
         statement = self._statement(level, keys)
+        if order:
+            statement = statement.order_by(None).order_by(
+                *sort_columns(level, order), LEVEL_TABLES[level].c.pk
+            )
         counted = sa.select(sa.func.count()).select_from(statement.order_by(None).subquery())
         keywords = keywords_of(level)
         with self.database.reader.connect() as connection:

@@ -34,6 +34,10 @@ from pacsnode.config import CONFIG_ENV, SYSTEM_CONFIG, Settings
 
 log = logging.getLogger("pacsnode.archive")
 
+ARCHIVE_NEIGHBOURS = frozenset({"viewer"})
+"""What may be in a data directory before its archive is made: the OHIF viewer, which
+'make run' installs before the first 'pacsnode serve'."""
+
 
 class ArchiveError(Exception):
     """The archive cannot be opened; the message is one line naming the path or URL."""
@@ -101,11 +105,13 @@ class Archive:
         keys: dict[str, str],
         patient_root: bool,
         visible: tuple[tuple[str, str], ...] = (),
+        deleted: bool = False,
         requestor: str = "",
     ) -> list[Selected]:
-        """The instances a C-MOVE or C-GET identifier names, as stored; raises
-        :class:`QueryError` for an identifier that names nothing unambiguously.
-        ``requestor`` is the calling AE title, for the issuer heuristic."""
+        """The instances a C-MOVE or C-GET identifier names, as stored (with ``deleted``
+        the hidden ones too); raises :class:`QueryError` for an identifier that names
+        nothing unambiguously. ``requestor`` is the calling AE title, for the issuer
+        heuristic."""
         issuer = None
         if self.issuers.enabled and keys.get("PatientID"):
             try:
@@ -115,7 +121,13 @@ class Archive:
                 log.info("retrieve by %s selects nothing: %s", requestor, exc)
                 return []
         statement = retrieve_selection(
-            level, keys, patient_root, visible, self.settings.case_insensitive_matching, issuer
+            level,
+            keys,
+            patient_root,
+            visible,
+            self.settings.case_insensitive_matching,
+            deleted,
+            issuer,
         )
         return [
             Selected(
@@ -184,7 +196,7 @@ def _check_new(settings: Settings, create: bool) -> None:
             f"no archive in {data_dir}{index}; config file: {named}. Name the archive's "
             "config file, or create an archive with 'pacsnode serve' or 'pacsnode import'"
         )
-    if data_dir.is_dir() and any(data_dir.iterdir()):
+    if data_dir.is_dir() and any(p.name not in ARCHIVE_NEIGHBOURS for p in data_dir.iterdir()):
         raise ArchiveError(
             f"{data_dir} holds other files and no archive: give data_dir an empty or new directory"
         )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from typing import Any, Literal
 
@@ -20,7 +21,14 @@ from sqlalchemy.engine import Connection
 
 from pacsnode.archive.attributes import PATIENT_ATTRIBUTES, Kind
 from pacsnode.archive.database import Database, conflict, now
-from pacsnode.archive.schema import instance, patient, sequence_value, series, study
+from pacsnode.archive.schema import (
+    instance,
+    patient,
+    rejected_instance,
+    sequence_value,
+    series,
+    study,
+)
 from pacsnode.config import DuplicatePolicy
 
 
@@ -74,7 +82,7 @@ class ArchiveStats:
         }
 
 
-AddOutcome = Literal["added", "replaced", "kept", "refused"]
+AddOutcome = Literal["added", "replaced", "kept", "refused", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class Added:
     obsolete_file: str | None = None
     """The file of the copy that was replaced, to delete once the index has committed."""
     patient: PatientChange | None = None
+    rejection: str | None = None
+    """For ``rejected``: the code of the rejection note that withdrew this instance."""
 
 
 _PATIENT_COLUMNS = {a.column: a.keyword for a in PATIENT_ATTRIBUTES if a.kind is not Kind.SEQUENCE}
@@ -263,6 +273,16 @@ class _Parents:
     new_patient: bool = False
 
 
+def _refuse_rejected(connection: Connection, uid: str, refused_codes: Collection[str]) -> None:
+    if not refused_codes:
+        return
+    code = connection.execute(
+        sa.select(rejected_instance.c.code).where(rejected_instance.c.sop_instance_uid == uid)
+    ).scalar()
+    if code in refused_codes:
+        raise _Unchanged(Added(0, "rejected", rejection=code))
+
+
 def _add_modality(connection: Connection, study_pk: int, modality: str | None) -> None:
     if not modality:
         return
@@ -312,23 +332,23 @@ class Index:
         rows: LevelRows,
         charset: str | None,
         on_duplicate: DuplicatePolicy,
-        before_commit: Callable[[], object] = lambda: None,
+        refused_codes: Collection[str] = (),
     ) -> Added:
         """Index one instance in one transaction.
 
-        A SOP Instance UID already indexed is handled by ``on_duplicate``: ``keep``
-        and ``refuse`` change nothing, ``overwrite`` replaces the row (and refreshes
-        its patient, study and series from the new copy); the caller learns which
-        file is no longer referenced. On PostgreSQL two writers can race on the same
-        rows; the loser's transaction is simply run again. ``before_commit`` runs
-        last inside the transaction: an exception from it rolls everything back.
+        An instance withdrawn by a rejection note under one of ``refused_codes`` is
+        not indexed again (``rejected``). A SOP Instance UID already indexed is
+        handled by ``on_duplicate``: ``keep`` and ``refuse`` change nothing,
+        ``overwrite`` replaces the row (and refreshes its patient, study and series
+        from the new copy); the caller learns which file is no longer referenced. On
+        PostgreSQL two writers can race on the same rows; the loser's transaction is
+        simply run again.
         """
         for attempt in range(_ATTEMPTS):
             try:
                 with self._write_lock, self.database.writer.begin() as connection:
-                    added = self._add(connection, rows, charset, on_duplicate)
-                    before_commit()
-                    return added
+                    _refuse_rejected(connection, rows.instance["sop_instance_uid"], refused_codes)
+                    return self._add(connection, rows, charset, on_duplicate)
             except _Unchanged as unchanged:
                 return unchanged.added
             except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
@@ -568,8 +588,9 @@ class Index:
             self._remove(connection, row.pk)
             return str(row.file_path)
 
-    def hide(self, instance_pks: list[int], code: str) -> None:
-        """Hide the instances under ``code`` in one transaction (a soft delete)."""
+    def hide(self, instance_pks: list[int], code: str | None) -> None:
+        """Hide the instances under ``code`` in one transaction (a soft delete), or show
+        them again with ``None`` (a restore)."""
         with self._write_lock, self.database.writer.begin() as connection:
             for pk in instance_pks:
                 self.set_hidden(connection, pk, code)
@@ -608,6 +629,23 @@ class Index:
         with self.database.reader.connect() as connection:
             row = connection.execute(query).first()
         return None if row is None else StoredInstance(**row._mapping)
+
+    def received_since(self, moment: datetime) -> int:
+        """How many instances arrived since ``moment`` (hidden ones too): the ingest rate."""
+        query = sa.select(sa.func.count()).where(instance.c.received_at >= moment)
+        with self.database.reader.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def held(self) -> dict[tuple[str, str], int]:
+        """How many instances the doors show, per SOP class and stored transfer syntax:
+        what a peer must accept for the archive to send it everything as stored."""
+        query = (
+            sa.select(instance.c.sop_class_uid, instance.c.transfer_syntax_uid, sa.func.count())
+            .where(instance.c.rejection.is_(None))
+            .group_by(instance.c.sop_class_uid, instance.c.transfer_syntax_uid)
+        )
+        with self.database.reader.connect() as connection:
+            return {(cls, syntax): int(n) for cls, syntax, n in connection.execute(query)}
 
     def stats(self) -> ArchiveStats:
         """Counts of what the doors show, from the counters, and the bytes on disk."""

@@ -53,6 +53,7 @@ from pacsnode.archive.encoding import Encoding, EncodingError, meta_syntax, spli
 from pacsnode.archive.index import Index, LevelRows, PatientChange
 from pacsnode.archive.modification import Modification
 from pacsnode.archive.rejection import (
+    REFUSED_WHEN_SENT_AGAIN,
     REJECTION_CODES,
     RejectionError,
     Rejections,
@@ -401,7 +402,6 @@ class Ingest:
             raise resource_error(exc) from exc
         uids = _required_uids(parsed.dataset)
         _check_against_request(received, uids)
-        self._check_not_rejected(uids["SOPInstanceUID"])
         coerced = self._coerce(received, parsed, uids)
         if coerced is not None:
             try:
@@ -413,9 +413,18 @@ class Ingest:
     def _store(
         self, received: Received, parsed: _Parsed, uids: dict[str, str], coerced: _Coerced | None
     ) -> IngestResult:
-        note = _rejection_note(parsed.dataset, uids["SOPClassUID"])
-        rows = _level_rows(parsed.dataset, received.authority)
+        # The file is synced into place while its rows are read, and durable before
+        # the index transaction starts: no lock is held while the disk works.
         placement = self._place_file(received, parsed, uids)
+        try:
+            note = _rejection_note(parsed.dataset, uids["SOPClassUID"])
+            rows = _level_rows(parsed.dataset, received.authority)
+            placement.wait()
+        except BaseException as exc:
+            self._discard(placement)
+            if isinstance(exc, OSError):
+                raise resource_error(exc) from exc
+            raise
         rows.instance.update(
             transfer_syntax_uid=parsed.transfer_syntax,
             file_path=placement.relative_path,
@@ -429,21 +438,24 @@ class Ingest:
                 rows,
                 text_value(charset) if charset else None,
                 received.duplicate_policy,
-                before_commit=placement.wait,
+                REFUSED_WHEN_SENT_AGAIN,
             )
         except BaseException as exc:
             self._discard(placement)
             if isinstance(exc, _INDEX_ERRORS):
                 raise _index_error(exc, uids["SOPInstanceUID"]) from exc
-            if isinstance(exc, OSError):  # placing the file, which the commit waited for
-                raise resource_error(exc) from exc
             raise
-        if added.outcome in ("kept", "refused"):
+        if added.outcome not in ("added", "replaced"):
             self._discard(placement)
         if added.obsolete_file:
             self.storage.delete(added.obsolete_file)
         if added.outcome == "refused":
             raise IngestError(DUPLICATE_REFUSED, "Duplicate SOP Instance", Outcome.REFUSED)
+        if added.outcome == "rejected":
+            code = str(added.rejection)
+            comment = f"rejected by IOCM note: {code} {REJECTION_CODES[code]}"
+            log.info("%s not stored: %s", uids["SOPInstanceUID"], comment)
+            raise IngestError(self.rejected_status, comment[:64], Outcome.REFUSED)
         if note is not None:
             self.rejections.apply(uids["SOPInstanceUID"], *note)
         if added.patient is not None:
@@ -494,14 +506,6 @@ class Ingest:
         log.info("%s coerced: %s", uids["SOPInstanceUID"], modification.described())
         coerced = replace(received, path=path, transfer_syntax=syntax, prepared=None)
         return _Coerced(coerced, modification)
-
-    def _check_not_rejected(self, sop_instance_uid: str) -> None:
-        """A copy of an instance rejected as wrong is not stored again."""
-        code = self.rejections.refused_code(sop_instance_uid)
-        if code is not None:
-            comment = f"rejected by IOCM note: {code} {REJECTION_CODES[code]}"
-            log.info("%s not stored: %s", sop_instance_uid, comment)
-            raise IngestError(self.rejected_status, comment[:64], Outcome.REFUSED)
 
     def _place_file(self, received: Received, parsed: _Parsed, uids: dict[str, str]) -> Placement:
         """Start putting the file in storage; the index commits only once it is there.

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -82,6 +83,9 @@ class Query:
     visible: tuple[tuple[str, str], ...] = ()
     """Criteria every study must also meet to be seen at all (the calling AE's
     ``visible`` setting); empty shows everything. See :func:`visible_studies`."""
+    deleted: bool = False
+    """Hidden instances are found too: soft deleted, rejected by IOCM notes, and the
+    notes (the calling AE's ``show_deleted``); counts then include them."""
 
 
 def _column(attr: Attribute) -> sa.ColumnElement[Any]:
@@ -162,6 +166,25 @@ def value_condition(
     return _text_condition(target, wanted)
 
 
+def value_matches(kind: Kind, wanted: str, actual: str) -> bool | None:
+    """One stored value against a matching key outside the index (a routing rule's
+    condition on a file's attribute), as :func:`value_condition` matches in SQL: a UID
+    is one of a list, a date or time within a range, an integer equal. None for text,
+    which the caller matches with its wildcards."""
+    if kind is Kind.UID:
+        return actual.strip() in {uid.strip() for uid in wanted.split("\\") if uid.strip()}
+    if kind in (Kind.DATE, Kind.TIME, Kind.DATETIME):
+        low, high = _bounds(wanted, kind)
+        value = _normalized(actual, kind)
+        return bool(value) and (not low or value >= low) and (not high or value <= high)
+    if kind is Kind.INT:
+        try:
+            return int(actual) == int(wanted)
+        except ValueError:
+            return False
+    return None
+
+
 def condition(attr: Attribute, value: str, case_insensitive: bool) -> Any:
     """The SQL condition for one matching key."""
     table = LEVEL_TABLES[attr.level]
@@ -180,9 +203,21 @@ def _datetime_condition(date: Attribute, time: Attribute, date_value: str, time_
     return _range_condition(combined, low, high)
 
 
-def _modalities_condition(value: str) -> Any:
-    """Modalities in Study matches when any requested modality is among the study's."""
+def _modalities_condition(value: str, deleted: bool = False) -> Any:
+    """Modalities in Study matches when any requested modality is among the study's
+    (those of its hidden series too, for a query that sees them)."""
     wanted = [m.strip().upper() for m in value.split("\\") if m.strip()]
+    if deleted:
+        patterns = [_like_pattern(m) for m in wanted]
+        modality = sa.func.upper(series.c.modality)
+        return (
+            sa.exists()
+            .where(
+                series.c.study_pk == study.c.pk,
+                sa.or_(*(modality.like(pattern, escape=_ESCAPE) for pattern in patterns)),
+            )
+            .correlate(study)
+        )
     joined = sa.literal("\\") + sa.func.coalesce(study.c.modalities_in_study, "") + "\\"
     column = sa.func.upper(joined)
     return sa.or_(*(column.like(f"%\\{_like_pattern(m)}\\%", escape=_ESCAPE) for m in wanted))
@@ -246,7 +281,7 @@ def _conditions(query: Query) -> dict[Level, list[Any]]:
                 )
     for keyword, value in keys.items():
         if keyword == "ModalitiesInStudy":
-            grouped[Level.STUDY].append(_modalities_condition(value))
+            grouped[Level.STUDY].append(_modalities_condition(value, query.deleted))
             continue
         attr = BY_KEYWORD.get(keyword)
         if attr is not None and attr.kind is not Kind.SEQUENCE:
@@ -274,10 +309,13 @@ def visibility_problem(keyword: str) -> str | None:
     return None
 
 
-def visible_studies(criteria: Mapping[str, str], case_insensitive: bool) -> sa.Select[Any]:
+def visible_studies(
+    criteria: Mapping[str, str], case_insensitive: bool, deleted: bool = False
+) -> sa.Select[Any]:
     """The pks of the studies meeting every criterion: patient and study keys on the
-    study itself, series keys on some series of it. Uncorrelated, so one subquery
-    serves every query level and the retrieve selection alike."""
+    study itself, series keys on some (visible, unless ``deleted``) series of it.
+    Uncorrelated, so one subquery serves every query level and the retrieve selection
+    alike."""
     grouped: dict[Level, list[Any]] = {level: [] for level in VISIBILITY_LEVELS}
     for keyword, value in criteria.items():
         attr = BY_KEYWORD[keyword]
@@ -288,9 +326,8 @@ def visible_studies(criteria: Mapping[str, str], case_insensitive: bool) -> sa.S
         .where(*grouped[Level.PATIENT], *grouped[Level.STUDY])
     )
     if grouped[Level.SERIES]:
-        matching_series = sa.select(series.c.study_pk).where(
-            series.c.num_instances > 0, *grouped[Level.SERIES]
-        )
+        shown = [] if deleted else [series.c.num_instances > 0]
+        matching_series = sa.select(series.c.study_pk).where(*shown, *grouped[Level.SERIES])
         statement = statement.where(study.c.pk.in_(matching_series))
     return statement
 
@@ -299,13 +336,12 @@ def _visibility(query: Query, tables: list[sa.Table]) -> list[Any]:
     """The query's visibility restriction on whichever of patient or study it reads."""
     if not query.visible:
         return []
-    studies = visible_studies(dict(query.visible), query.case_insensitive)
+    studies = visible_studies(dict(query.visible), query.case_insensitive, query.deleted)
     if study in tables:
         return [study.c.pk.in_(studies)]
     if patient in tables:
-        owners = sa.select(study.c.patient_pk).where(
-            study.c.num_instances > 0, study.c.pk.in_(studies)
-        )
+        shown = [] if query.deleted else [study.c.num_instances > 0]
+        owners = sa.select(study.c.patient_pk).where(*shown, study.c.pk.in_(studies))
         return [patient.c.pk.in_(owners)]
     return []
 
@@ -346,7 +382,7 @@ def _below(query: Query, grouped: dict[Level, list[Any]]) -> Any | None:
         source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
     owner = LEVEL_TABLES[query.level]
     conditions = [cond for level in lower for cond in grouped[level]]
-    conditions += _visible(chain) + _visibility(query, chain)
+    conditions += _visible(chain, query.deleted) + _visibility(query, chain)
     inner = sa.select(sa.literal(1)).select_from(source)
     return sa.exists(inner.where(_PARENT_KEYS[chain[0].name] == owner.c.pk, *conditions))
 
@@ -427,8 +463,13 @@ def check_value(keyword: str, value: str) -> None:
         raise QueryError(f"{keyword} must be {check[1]}, not {value!r}")
 
 
-def _visible(tables: list[sa.Table]) -> list[Any]:
-    """Rejected instances are hidden, and so is whatever has nothing else to show."""
+def _visible(tables: list[sa.Table], deleted: bool = False) -> list[Any]:
+    """Rejected instances are hidden, and so is whatever has nothing else to show.
+
+    A query that sees hidden instances needs no condition: a row of any level has
+    instance rows below it (index removes parents left empty)."""
+    if deleted:
+        return []
     return [
         table.c.rejection.is_(None) if table is instance else table.c.num_instances > 0
         for table in tables
@@ -443,18 +484,78 @@ def build(query: Query) -> sa.Select[Any]:
     tables = [LEVEL_TABLES[level] for level in levels]
     if not query.patient_root and Level.PATIENT not in levels:
         tables.insert(0, patient)  # Study Root returns patient attributes at STUDY level
-    source: sa.FromClause = tables[0]
-    for parent, child in itertools.pairwise(tables):
-        source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
-    columns = (c.label(f"{table.name}.{c.name}") for table in tables for c in table.c)
-    statement = sa.select(*columns).select_from(source)
+    statement = _shown(tuple(table.name for table in tables), query.deleted)
     grouped = _conditions(query)
     for level in LEVEL_ORDER[: LEVEL_ORDER.index(query.level) + 1]:
         statement = statement.where(*grouped[level])
-    statement = statement.where(*_visible(tables), *_visibility(query, tables))
+    statement = statement.where(*_visible(tables, query.deleted), *_visibility(query, tables))
     if query.relational and (below := _below(query, grouped)) is not None:
         statement = statement.where(below)
     return statement.order_by(LEVEL_TABLES[query.level].c.pk)
+
+
+def _instances_below(table: sa.Table) -> sa.Select[Any]:
+    """``SELECT count(*)`` of every instance row under a row of ``table``."""
+    statement = sa.select(sa.func.count(instance.c.pk))
+    if table is series:
+        return statement.where(instance.c.series_pk == series.c.pk)
+    statement = statement.join(series, series.c.pk == instance.c.series_pk)
+    if table is study:
+        return statement.where(series.c.study_pk == study.c.pk)
+    statement = statement.join(study, study.c.pk == series.c.study_pk)
+    return statement.where(study.c.patient_pk == patient.c.pk)
+
+
+def _series_below(table: sa.Table) -> sa.Select[Any]:
+    statement = sa.select(sa.func.count(series.c.pk))
+    if table is study:
+        return statement.where(series.c.study_pk == study.c.pk)
+    statement = statement.join(study, study.c.pk == series.c.study_pk)
+    return statement.where(study.c.patient_pk == patient.c.pk)
+
+
+def _all_modalities() -> sa.Select[Any]:
+    """The modalities of every series of a study, hidden ones included."""
+    pairs = sa.select(series.c.study_pk, series.c.modality).distinct().subquery()
+    return sa.select(sa.func.aggregate_strings(pairs.c.modality, "\\")).where(
+        pairs.c.study_pk == study.c.pk
+    )
+
+
+_TABLES = {table.name: table for table in LEVEL_TABLES.values()}
+
+
+@cache
+def _shown(names: tuple[str, ...], deleted: bool) -> sa.Select[Any]:
+    """The labelled columns and the joins of a query over these tables: the same for
+    every query of a kind, so made once (a C-FIND spent a third of its time here)."""
+    tables = [_TABLES[name] for name in names]
+    source: sa.FromClause = tables[0]
+    for parent, child in itertools.pairwise(tables):
+        source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
+    columns = [
+        _shown_column(table, c, deleted).label(f"{table.name}.{c.name}")
+        for table in tables
+        for c in table.c
+    ]
+    return sa.select(*columns).select_from(source)
+
+
+def _shown_column(table: sa.Table, column: sa.Column[Any], deleted: bool) -> Any:
+    """A column as a query returns it: the counters (of visible rows) as they are, or,
+    for a query that sees hidden instances, counted over every row. Each count is
+    correlated to its own row only, whatever else the query joins."""
+    counted = {
+        "num_instances": _instances_below,
+        "num_series": _series_below,
+        "num_studies": lambda _t: sa.select(sa.func.count(study.c.pk)).where(
+            study.c.patient_pk == patient.c.pk
+        ),
+        "modalities_in_study": lambda _t: _all_modalities(),
+    }.get(column.name)
+    if not deleted or table is instance or counted is None:
+        return column
+    return counted(table).correlate(table).scalar_subquery()
 
 
 def row_value(row: sa.RowMapping, keyword: str) -> Any:
@@ -481,14 +582,16 @@ def retrieve_selection(
     patient_root: bool,
     visible: tuple[tuple[str, str], ...] = (),
     case_insensitive: bool = True,
+    deleted: bool = False,
     issuer: str | None = None,
 ) -> sa.Select[Any]:
     """Every instance below the entities that a C-MOVE or C-GET identifier names.
 
     The identifier must carry the unique key of its level; the unique keys of the
     other levels, when given, narrow the selection further. ``visible`` leaves out
-    the studies the requestor may not see, exactly as its C-FIND does. ``issuer`` is
-    the Issuer of Patient ID the issuer heuristic resolved for its Patient ID.
+    the studies the requestor may not see, exactly as its C-FIND does; ``deleted``
+    takes hidden instances too. ``issuer`` is the Issuer of Patient ID the issuer
+    heuristic resolved for its Patient ID.
     """
     unique = {UNIQUE_KEYS[lv] for lv in LEVEL_ORDER}
     if not keys.get(UNIQUE_KEYS[level]):
@@ -503,5 +606,6 @@ def retrieve_selection(
         case_insensitive=case_insensitive,
         relational=True,
         visible=visible,
+        deleted=deleted,
     )
     return build(query)

@@ -243,7 +243,7 @@ class PatientRecords:
         }
         log.info("patient %s merged into %s: %d studies", source, target, old.num_studies)
         audit.patient_record(user, target.patient_id, name, created=False, changed=changed)
-        audit.patient_record(user, old.patient_id, old.patient_name or "", deleted=True)
+        audit.patients_deleted(user, [(old.patient_id, old.patient_name or "")], hard=False)
         return Updated(f"patient {target.patient_id}", changed, old.num_studies)
 
     @staticmethod

@@ -96,16 +96,6 @@ class Rejections:
         self.database = index.database
         self.storage = storage
 
-    def refused_code(self, sop_instance_uid: str) -> str | None:
-        """The code under which a copy sent again must be refused, if any."""
-        with self.database.reader.connect() as connection:
-            code = connection.execute(
-                sa.select(rejected_instance.c.code).where(
-                    rejected_instance.c.sop_instance_uid == sop_instance_uid
-                )
-            ).scalar()
-        return code if code in REFUSED_WHEN_SENT_AGAIN else None
-
     def apply(self, note_uid: str, code: str, references: list[tuple[str, str]]) -> int:
         """Hide what the note references, and the note; returns how many were hidden.
 
@@ -156,6 +146,14 @@ class Rejections:
                 "created_at": now(),
             },
         )
+
+    def is_note(self, sop_instance_uid: str) -> bool:
+        """Whether this instance is a rejection note that rejected something here."""
+        query = sa.select(rejected_instance.c.pk).where(
+            rejected_instance.c.note_sop_instance_uid == sop_instance_uid
+        )
+        with self.database.reader.connect() as connection:
+            return connection.execute(query.limit(1)).first() is not None
 
     def listed(self, code: str | None = None) -> list[Rejected]:
         query = sa.select(rejected_instance).order_by(rejected_instance.c.pk)
@@ -209,3 +207,120 @@ class Rejections:
             if path:
                 self.storage.delete(path)
         return len(uids)
+
+
+NOTE_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+)
+"""What a rejection note repeats of the patient and study whose instances it rejects."""
+_REQUIRED = {"PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate"}
+_REQUIRED |= {"StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName"}
+NOTE_SERIES_NUMBER = 9999
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """Instances of one study that left the archive's doors, as the rejection note sent
+    to IOCM destinations names them (read before they leave the index)."""
+
+    code: str
+    study: dict[str, str]
+    """Keyword to value of each of :data:`NOTE_ATTRIBUTES` the index holds."""
+    series: dict[str, list[tuple[str, str]]]
+    """Series Instance UID to the (SOP Class UID, SOP Instance UID) of its instances."""
+
+    @property
+    def study_uid(self) -> str:
+        return self.study["StudyInstanceUID"]
+
+    @property
+    def count(self) -> int:
+        return sum(len(items) for items in self.series.values())
+
+    def as_json(self) -> dict[str, Any]:
+        series = {uid: [list(item) for item in items] for uid, items in self.series.items()}
+        return {"code": self.code, "study": self.study, "series": series}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> Withdrawal:
+        series = {uid: [(c, i) for c, i in items] for uid, items in values["series"].items()}
+        return cls(values["code"], dict(values["study"]), series)
+
+
+def _code(value: str, meaning: str, scheme: str = "DCM") -> Dataset:
+    code = Dataset()
+    code.CodeValue = value
+    code.CodingSchemeDesignator = scheme
+    code.CodeMeaning = meaning
+    return code
+
+
+def _content_item(sop_class: str, sop_instance: str) -> Dataset:
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = sop_class
+    reference.ReferencedSOPInstanceUID = sop_instance
+    item = Dataset()
+    item.RelationshipType = "CONTAINS"
+    item.ValueType = "IMAGE" if "Image" in UID(sop_class).name else "COMPOSITE"
+    item.ReferencedSOPSequence = [reference]
+    return item
+
+
+def rejection_note(
+    withdrawal: Withdrawal, note_uid: str, series_uid: str, created: datetime
+) -> Dataset:
+    """The IOCM rejection note (Key Object Selection Document, PS3.3 A.35.4, with the
+    Rejected Instances title of IHE IOCM) for what ``withdrawal`` names."""
+    note = Dataset()
+    note.SpecificCharacterSet = "ISO_IR 192"
+    note.SOPClassUID = KEY_OBJECT_SELECTION
+    note.SOPInstanceUID = note_uid
+    for keyword in NOTE_ATTRIBUTES:
+        value = withdrawal.study.get(keyword) or ""
+        if value or keyword in _REQUIRED or keyword == "StudyInstanceUID":
+            setattr(note, keyword, value)
+    note.Modality = "KO"
+    note.SeriesInstanceUID = series_uid
+    note.SeriesNumber = NOTE_SERIES_NUMBER
+    note.ReferencedPerformedProcedureStepSequence = []
+    note.Manufacturer = "pacsnode"
+    note.InstanceNumber = 1
+    note.ContentDate = created.strftime("%Y%m%d")
+    note.ContentTime = created.strftime("%H%M%S")
+    evidence = Dataset()
+    evidence.StudyInstanceUID = withdrawal.study_uid
+    evidence.ReferencedSeriesSequence = []
+    for series_uid_, items in withdrawal.series.items():
+        entry = Dataset()
+        entry.SeriesInstanceUID = series_uid_
+        entry.ReferencedSOPSequence = []
+        for sop_class, sop_instance in items:
+            reference = Dataset()
+            reference.ReferencedSOPClassUID = sop_class
+            reference.ReferencedSOPInstanceUID = sop_instance
+            entry.ReferencedSOPSequence.append(reference)
+        evidence.ReferencedSeriesSequence.append(entry)
+    note.CurrentRequestedProcedureEvidenceSequence = [evidence]
+    note.ValueType = "CONTAINER"
+    note.ConceptNameCodeSequence = [_code(withdrawal.code, REJECTION_CODES[withdrawal.code])]
+    note.ContinuityOfContent = "SEPARATE"
+    template = Dataset()
+    template.MappingResource = "DCMR"
+    template.TemplateIdentifier = "2010"
+    note.ContentTemplateSequence = [template]
+    note.ContentSequence = [
+        _content_item(sop_class, sop_instance)
+        for items in withdrawal.series.values()
+        for sop_class, sop_instance in items
+    ]
+    return note

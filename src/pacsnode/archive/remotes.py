@@ -43,7 +43,7 @@ from pacsnode.validation import did_you_mean
 CACHE_SECONDS = 2.0
 _TUPLES = ("offers", "allowed", "transfer_syntaxes")
 _FIELDS = {f.name for f in fields(RemoteAE)}
-CONFIG_ONLY = ("tls", "check_host", "visible")
+CONFIG_ONLY = ("tls", "check_host", "visible", "show_deleted")
 """Fields the database does not store: security settings an administrator makes in the
 config file. A run-time entry takes them from the config entry of the same AE title."""
 _COLUMNS = _FIELDS - set(CONFIG_ONLY)
@@ -132,7 +132,7 @@ def _ae_title(value: Any) -> str:
 
 def _port(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise RemoteError("port must be a number from 1 to 65535", "port")
+        raise RemoteError(f"port {value!r} is not a number from 1 to 65535", "port")
     return value
 
 
@@ -181,6 +181,7 @@ def remote_from_json(values: dict[str, Any]) -> RemoteAE:
         tls=_flag(values, "tls", False),
         check_host=_flag(values, "check_host", False),
         visible=_visible(values),
+        show_deleted=_flag(values, "show_deleted", False),
         fallback_authority=_authority(values),
     )
 
@@ -295,6 +296,11 @@ class Remotes:
         none (whether it may ask at all is ``unknown_ae_allowed``'s business)."""
         remote = self.get(calling_ae)
         return remote.visible if remote is not None else ()
+
+    def sees_deleted(self, calling_ae: str) -> bool:
+        """Whether this AE also finds and retrieves hidden instances (``show_deleted``)."""
+        remote = self.get(calling_ae)
+        return remote is not None and remote.show_deleted
 
     def duplicate_policy_for(self, calling_ae: str) -> DuplicatePolicy:
         """What a SOP Instance UID sent again by this AE does (CDRClient re-sends edits)."""

@@ -13,11 +13,22 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from pacsnode.archive.matching import visible_studies
 from pacsnode.archive.schema import instance, patient, series, study
 from pacsnode.archive.storage import Storage
 
 if TYPE_CHECKING:
     from pacsnode.archive.core import Archive
+
+
+@dataclass(frozen=True)
+class Sight:
+    """What a requester sees: studies meeting its ``visible`` criteria (all when
+    empty), and with ``deleted`` hidden instances too (its ``show_deleted``)."""
+
+    visible: tuple[tuple[str, str], ...] = ()
+    deleted: bool = False
+    case_insensitive: bool = True
 
 
 @dataclass(frozen=True)
@@ -49,35 +60,41 @@ class Located:
     """The index holds other values for its patient or study (see archive/outgoing.py)."""
 
 
-def visible_instances() -> sa.Select[tuple[object, ...]]:
-    """Every visible instance, with what :class:`Located` needs."""
-    return (
-        sa.select(
-            instance.c.pk,
-            study.c.study_instance_uid,
-            series.c.series_instance_uid,
-            instance.c.sop_instance_uid,
-            instance.c.sop_class_uid,
-            instance.c.transfer_syntax_uid,
-            instance.c.file_path,
-            instance.c.file_size,
-            instance.c.number_of_frames,
-            sa.or_(patient.c.edited, study.c.edited).label("edited"),
-        )
-        .select_from(
-            study.join(series, series.c.study_pk == study.c.pk)
-            .join(instance, instance.c.series_pk == series.c.pk)
-            .join(patient, patient.c.pk == study.c.patient_pk)
-        )
-        .where(instance.c.rejection.is_(None))
+def visible_instances(deleted: bool = False) -> sa.Select[tuple[object, ...]]:
+    """Every visible instance (with ``deleted``, hidden ones too), with what
+    :class:`Located` needs."""
+    statement = sa.select(
+        instance.c.pk,
+        study.c.study_instance_uid,
+        series.c.series_instance_uid,
+        instance.c.sop_instance_uid,
+        instance.c.sop_class_uid,
+        instance.c.transfer_syntax_uid,
+        instance.c.file_path,
+        instance.c.file_size,
+        instance.c.number_of_frames,
+        sa.or_(patient.c.edited, study.c.edited).label("edited"),
+    ).select_from(
+        study.join(series, series.c.study_pk == study.c.pk)
+        .join(instance, instance.c.series_pk == series.c.pk)
+        .join(patient, patient.c.pk == study.c.patient_pk)
     )
+    return statement if deleted else statement.where(instance.c.rejection.is_(None))
 
 
 def selection(
-    study_uid: str, series_uid: str | None = None, sop_instance_uid: str | None = None
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    sight: Sight | None = None,
 ) -> sa.Select[tuple[object, ...]]:
-    """The visible instances under the named entity, in series and instance order."""
-    statement = visible_instances().where(study.c.study_instance_uid == study_uid)
+    """The visible instances under the named entity, in series and instance order, as
+    ``sight`` sees them (the requesting AE's ``visible`` and ``show_deleted``)."""
+    sight = sight or Sight()
+    statement = visible_instances(sight.deleted).where(study.c.study_instance_uid == study_uid)
+    if sight.visible:
+        shown = visible_studies(dict(sight.visible), sight.case_insensitive, sight.deleted)
+        statement = statement.where(study.c.pk.in_(shown))
     if series_uid is not None:
         statement = statement.where(series.c.series_instance_uid == series_uid)
     if sop_instance_uid is not None:
@@ -92,10 +109,12 @@ def locate(
     study_uid: str,
     series_uid: str | None = None,
     sop_instance_uid: str | None = None,
+    sight: Sight | None = None,
 ) -> list[Located]:
     """The stored instances under a study, series or instance; empty if there are none."""
+    statement = selection(study_uid, series_uid, sop_instance_uid, sight)
     with archive.database.reader.connect() as connection:
-        rows = connection.execute(selection(study_uid, series_uid, sop_instance_uid)).all()
+        rows = connection.execute(statement).all()
     return [located_row(row, archive.storage) for row in rows]
 
 

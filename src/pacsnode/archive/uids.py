@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydicom import Dataset
 from pydicom.uid import UID_dictionary
 
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 UNCOMPRESSED_TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
@@ -56,34 +57,39 @@ STORAGE_TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2.5",  # RLE Lossless
 )
 
-PRIVATE_STORAGE_SOP_CLASSES = (
-    "1.2.124.113532.3500.7",  # Agfa Basic Attribute Presentation State
-    "1.2.246.352.70.1.40",  # Varian Motion Management Protocol
-    "1.2.246.352.70.1.41",  # Varian Motion Management Waveform
-    "1.2.246.352.70.1.70",  # Varian RT Plan
-    "1.2.246.352.70.1.71",  # Varian RT Treatment Record
-    "1.2.840.113619.4.26",  # GE Private 3D Model
-    "1.2.840.113619.4.30",  # GE Private PET Raw Data
-    "1.3.12.2.1107.5.9.1",  # Siemens CSA Non-Image
-    "1.3.12.2.1107.5.99.3.10",  # Siemens CT MR Volume
-    "1.3.12.2.1107.5.99.3.11",  # Siemens AX Frame Sets
-    "1.3.46.670589.2.5.1.1",  # Philips Private 3D Presentation State
-    "1.3.46.670589.5.0.13",  # Philips Private Perfusion
-    "1.3.46.670589.5.0.14",  # Philips Private Perfusion Analysis
-    "1.3.46.670589.11.0.0.12.1",  # Philips Private MR Spectrum
-    "1.3.46.670589.11.0.0.12.2",  # Philips Private MR Series Data
-    "1.3.46.670589.11.0.0.12.4",  # Philips Private MR Examcard Data
-)
+PRIVATE_STORAGE_SOP_CLASS_NAMES = {
+    "1.2.124.113532.3500.7": "Agfa Basic Attribute Presentation State",
+    "1.2.246.352.70.1.40": "Varian Motion Management Protocol",
+    "1.2.246.352.70.1.41": "Varian Motion Management Waveform",
+    "1.2.246.352.70.1.70": "Varian RT Plan",
+    "1.2.246.352.70.1.71": "Varian RT Treatment Record",
+    "1.2.840.113619.4.26": "GE Private 3D Model",
+    "1.2.840.113619.4.30": "GE Private PET Raw Data",
+    "1.3.12.2.1107.5.9.1": "Siemens CSA Non-Image",
+    "1.3.12.2.1107.5.99.3.10": "Siemens CT MR Volume",
+    "1.3.12.2.1107.5.99.3.11": "Siemens AX Frame Sets",
+    "1.3.46.670589.2.5.1.1": "Philips Private 3D Presentation State",
+    "1.3.46.670589.5.0.13": "Philips Private Perfusion",
+    "1.3.46.670589.5.0.14": "Philips Private Perfusion Analysis",
+    "1.3.46.670589.11.0.0.12.1": "Philips Private MR Spectrum",
+    "1.3.46.670589.11.0.0.12.2": "Philips Private MR Series Data",
+    "1.3.46.670589.11.0.0.12.4": "Philips Private MR Examcard Data",
+}
+PRIVATE_STORAGE_SOP_CLASSES = tuple(PRIVATE_STORAGE_SOP_CLASS_NAMES)
 
-# Standard classes newer than pydicom's dictionary.
-NEWER_STORAGE_SOP_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.601.3",  # Thermography Image Storage
-    "1.2.840.10008.5.1.4.1.1.601.4",  # Thermography Multi-frame Image Storage
-    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation Storage
-    "1.2.840.10008.5.1.4.1.1.66.8",  # Height Map Segmentation Storage
-    "1.2.840.10008.5.1.4.1.1.9.100.1",  # Waveform Presentation State Storage
-    "1.2.840.10008.5.1.4.1.1.9.100.2",  # Waveform Acquisition Presentation State Storage
-)
+NEWER_UID_NAMES = {
+    "1.2.840.10008.5.1.4.1.1.601.3": "Thermography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.601.4": "Thermography Multi-frame Image Storage",
+    "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.66.8": "Height Map Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.9.100.1": "Waveform Presentation State Storage",
+    "1.2.840.10008.5.1.4.1.1.9.100.2": "Waveform Acquisition Presentation State Storage",
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
+"""Standard UIDs newer than pydicom's dictionary, with their names."""
+NEWER_STORAGE_SOP_CLASSES = tuple(uid for uid, name in NEWER_UID_NAMES.items() if "Storage" in name)
 
 _NOT_STORAGE = ("Commitment", "Media Storage", "Storage Management")
 
@@ -232,6 +238,14 @@ COMMON_STORAGE_SOP_CLASSES = (
 proposes when it cannot know which classes it will receive."""
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
+
+
+def uid_name(uid: str) -> str:
+    """A SOP class's or transfer syntax's name: pydicom's, else ours, else the UID."""
+    known = UID_dictionary.get(uid)
+    if known is not None:
+        return str(known[0])
+    return NEWER_UID_NAMES.get(uid) or PRIVATE_STORAGE_SOP_CLASS_NAMES.get(uid) or uid
 
 
 _ENCODING_TO_SYNTAX = {

@@ -124,7 +124,7 @@ def allows(role: Role, required: Role) -> bool:
 
 def role_of(value: Any, field: str = "role") -> Role:
     if value not in ROLES:
-        raise UserError(f"{field} must be one of {', '.join(ROLES)}", field)
+        raise UserError(f"{field} {value!r} is not one of {', '.join(ROLES)}", field)
     return cast(Role, value)
 
 
@@ -181,7 +181,9 @@ def expiry(days: float | None) -> timedelta | None:
     if days is None:
         return None
     if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= 36_500:
-        raise UserError("expires_days must be a number of days from 0 to 36500", "expires_days")
+        raise UserError(
+            f"expires_days {days!r} is not a number of days from 0 to 36500", "expires_days"
+        )
     return timedelta(days=days)
 
 
@@ -221,7 +223,8 @@ def parse_config_users(entries: Sequence[str]) -> dict[str, tuple[Role, str]]:
 def _check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise UserError(
-            "name must be 1 to 64 letters, digits and . _ @ -, starting with a letter or digit",
+            f"name {name!r} is not 1 to 64 letters, digits and . _ @ -, "
+            "starting with a letter or digit",
             "name",
         )
     return name

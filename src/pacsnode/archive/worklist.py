@@ -8,15 +8,18 @@ matching as Query/Retrieve, whichever of the many worklist keys it uses.
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydicom import Dataset
+from pydicom import Dataset, config
+from pydicom.datadict import dictionary_VR
 from pydicom.uid import generate_uid
+from pydicom.valuerep import validate_value
 
 from pacsnode.archive.attributes import fold, item_values
 from pacsnode.archive.authorities import Issuers
@@ -27,6 +30,36 @@ from pacsnode.archive.schema import sequence_value, worklist_item
 SCHEDULED = "SCHEDULED"
 FINISHED = ("COMPLETED", "DISCONTINUED")
 SPS = "ScheduledProcedureStepSequence"
+REQUEST_FIELDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "RequestedProcedureID",
+    "RequestedProcedureDescription",
+    "ReferringPhysicianName",
+)
+"""The attributes of an item a person types, on top of the data set."""
+STEP_FIELDS = (
+    "Modality",
+    "ScheduledStationAETitle",
+    "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime",
+    "ScheduledProcedureStepID",
+    "ScheduledProcedureStepDescription",
+    "ScheduledPerformingPhysicianName",
+)
+"""Those of its (first) Scheduled Procedure Step."""
+_EXPECTED = {
+    "DA": "a date (YYYYMMDD)",
+    "TM": "a time (HHMM or HHMMSS)",
+    "AE": "an AE title (1 to 16 characters)",
+    "CS": "a code (up to 16 capital letters, digits, spaces or _)",
+    "SH": "at most 16 characters",
+    "LO": "at most 64 characters",
+    "PN": "a person name (FAMILY^GIVEN, at most 64 characters)",
+}
 
 
 class WorklistError(ValueError):
@@ -109,6 +142,54 @@ def prepared(dataset: Dataset) -> Dataset:
         if not step.get("ScheduledProcedureStepStatus"):
             step.ScheduledProcedureStepStatus = SCHEDULED
     return dataset
+
+
+def with_fields(fields: Mapping[str, str], dataset: Dataset | None = None) -> Dataset:
+    """An item (a copy of ``dataset``, or a new one) with these attributes set, each
+    where it belongs: the patient and request on top, the step in its Scheduled
+    Procedure Step. An empty value removes the attribute. Dates and times may be typed
+    as 2026-11-24 and 10:30; any value its VR cannot hold is refused, naming both."""
+    item = Dataset() if dataset is None else copy.deepcopy(dataset)
+    steps = list(item.get(SPS) or [Dataset()])
+    for keyword, typed in fields.items():
+        if keyword not in REQUEST_FIELDS + STEP_FIELDS:
+            raise WorklistError(f"{keyword} is not an attribute the worklist form sets")
+        target = steps[0] if keyword in STEP_FIELDS else item
+        value = _checked(keyword, typed)
+        if value:
+            setattr(target, keyword, value)
+        elif keyword in target:
+            delattr(target, keyword)
+    setattr(item, SPS, steps)
+    return item
+
+
+def _checked(keyword: str, typed: str) -> str:
+    vr = dictionary_VR(keyword)
+    value = typed.strip()
+    if vr == "DA":
+        value = value.replace("-", "")
+    elif vr == "TM":
+        value = value.replace(":", "")
+    elif vr == "CS":
+        value = value.upper()
+    if not value:
+        return ""
+    try:
+        validate_value(vr, value, config.RAISE)
+    except ValueError:
+        raise WorklistError(f"{keyword} {typed!r}: must be {_EXPECTED.get(vr, vr)}") from None
+    if keyword == "PatientSex" and value not in ("M", "F", "O"):
+        raise WorklistError(f"PatientSex {typed!r}: must be M, F or O")
+    return value
+
+
+def fields_of(dataset: Dataset) -> dict[str, str]:
+    """The values :func:`with_fields` sets, as a form shows them."""
+    step = (dataset.get(SPS) or [Dataset()])[0]
+    values = {keyword: dataset.get(keyword, "") for keyword in REQUEST_FIELDS}
+    values |= {keyword: step.get(keyword, "") for keyword in STEP_FIELDS}
+    return {keyword: str(value or "") for keyword, value in values.items()}
 
 
 def _drop_specific_character_set(dataset: Dataset) -> Dataset:

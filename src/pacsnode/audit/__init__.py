@@ -18,20 +18,20 @@ import socket
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal
-
-from pydicom import Dataset
 
 from pacsnode.audit import messages
 from pacsnode.audit.messages import (
     BEGIN_TRANSFERRING,
-    EXPLICIT_VR_LITTLE_ENDIAN,
     MAJOR_FAILURE,
     MINOR_FAILURE,
     SERIOUS_FAILURE,
     SUCCESS,
     Code,
+    Message,
     Participant,
+    Study,
 )
 from pacsnode.config import Settings
 
@@ -55,12 +55,15 @@ __all__ = [
     "configure",
     "instances_accessed",
     "instances_deleted",
+    "instances_restored",
     "instances_sent",
     "instances_stored",
     "instances_updated",
     "media_exported",
     "media_imported",
     "patient_record",
+    "patients_deleted",
+    "patients_restored",
     "query",
     "security_alert",
     "studies_deleted",
@@ -341,16 +344,15 @@ def patient_record(
     patient_id: str,
     patient_name: str,
     *,
-    created: bool = False,
+    created: bool,
     changed: Mapping[str, str] | None = None,
-    deleted: bool = False,
 ) -> None:
-    """A patient record created, updated with ``changed`` (keyword to new value), or
-    deleted (merged into another): Patient Record. ``None`` is pacsnode itself."""
+    """A patient record created, or updated with ``changed`` (keyword to new value):
+    Patient Record. ``None`` is pacsnode itself."""
     if (trail := _trail) is None:
         return
     values = dict(changed or {})
-    action: Literal["C", "U", "D"] = "C" if created else "D" if deleted else "U"
+    action: Literal["C", "U"] = "C" if created else "U"
     trail.emit(
         lambda _s: trail.builder.patient_record(
             user.participant() if user is not None else trail.application,
@@ -411,10 +413,11 @@ def instances_deleted(user: Actor | None, instances: Iterable[str]) -> None:
         trail.emit(lambda found: trail.builder.accessed(who, found, "D"), studies=partly)
 
 
-def studies_deleted(user: Actor, instances: Iterable[str], description: str) -> None:
-    """Studies, or some of their series or instances, deleted at a user's request (call
-    it before): DICOM Study Deleted. ``description`` says what and how (soft or hard)."""
-    log.info("audit: %s by %s", description, user.user_id)
+def studies_deleted(user: Actor | None, instances: Iterable[str], description: str) -> None:
+    """Studies, or some of their series or instances, deleted at a user's request or by
+    retention (``None``: pacsnode itself; call it before): DICOM Study Deleted.
+    ``description`` says what and how (soft or hard)."""
+    log.info("audit: %s by %s", description, user.user_id if user else "pacsnode")
     if (trail := _trail) is None:
         return
     try:
@@ -422,36 +425,68 @@ def studies_deleted(user: Actor, instances: Iterable[str], description: str) -> 
     except Exception:
         log.exception("audit: cannot read the studies of deleted instances")
         return
+    who = user.participant() if user is not None else trail.application
     if studies:
         trail.emit(
-            lambda found: trail.builder.study_deleted(user.participant(), found, description),
+            lambda found: trail.builder.study_deleted(who, found, description),
             studies=studies,
         )
 
 
-def query(requestor: Actor, sop_class: str, asked: Dataset | str) -> None:
-    """A C-FIND (its identifier) or a QIDO-RS search (its URL): Query."""
+def instances_restored(user: Actor, instances: Iterable[str]) -> None:
+    """Softly deleted instances shown again (undelete): DICOM Instances Accessed, C."""
+    restored = list(instances)
+    log.info("audit: %d instances restored by %s", len(restored), user.user_id)
+    if (trail := _trail) is not None and restored:
+        trail.emit(
+            lambda studies: trail.builder.accessed(user.participant(), studies, "C"), restored
+        )
+
+
+def patients_deleted(user: Actor | None, patients: Iterable[tuple[str, str]], hard: bool) -> None:
+    """Patients left with nothing visible by a deletion ((Patient ID, name) each):
+    Patient Record, action D, logical (soft) or permanent (hard) deletion."""
+    _patient_lifecycle(user, list(patients), "D", "15" if hard else "14")
+
+
+def patients_restored(user: Actor, patients: Iterable[tuple[str, str]]) -> None:
+    """Patients that an undelete made visible again: Patient Record, action C."""
+    _patient_lifecycle(user, list(patients), "C", "1")
+
+
+def _patient_lifecycle(
+    user: Actor | None, patients: list[tuple[str, str]], action: Literal["C", "D"], cycle: str
+) -> None:
     if (trail := _trail) is None:
         return
-    if isinstance(asked, Dataset):
-        try:
-            encoded, syntax = _encode(asked), EXPLICIT_VR_LITTLE_ENDIAN
-        except Exception as exc:
-            log.warning("audit: query identifier not encodable: %s", exc)
-            encoded, syntax = b"", ""
-    else:
-        encoded, syntax = asked.encode(), ""
+    who = user.participant() if user is not None else trail.application
+    for patient_id, name in patients:
+        trail.emit(partial(_patient_message, trail, who, patient_id, name, action, cycle))
+
+
+def _patient_message(
+    trail: Trail,
+    who: Participant,
+    patient_id: str,
+    name: str,
+    action: Literal["C", "D"],
+    cycle: str,
+    _studies: list[Study],
+) -> Message:
+    return trail.builder.patient_record(who, patient_id, name, action, {}, life_cycle=cycle)
+
+
+def query(requestor: Actor, sop_class: str, asked: bytes | str, syntax: str = "") -> None:
+    """A C-FIND (its identifier as received, in the transfer syntax ``syntax``) or a
+    QIDO-RS search (its URL): Query."""
+    if (trail := _trail) is None:
+        return
+    encoded = asked.encode() if isinstance(asked, str) else bytes(asked)
     trail.emit(
         lambda _s: trail.builder.query(
             requestor.participant(), trail.application, sop_class, encoded, syntax
         )
     )
-
-
-def _encode(identifier: Dataset) -> bytes:
-    from pacsnode.dimse.codec import encode
-
-    return encode(identifier, "1.2.840.10008.1.2.1")  # Explicit VR Little Endian
 
 
 def _outcome(done: int, failed: int) -> int:

@@ -69,8 +69,6 @@ STUDY_INSTANCE_UID = Code("110180", "Study Instance UID")
 SOP_CLASS_UID = Code("110181", "SOP Class UID")
 NODE_ID = Code("110182", "Node ID")
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-
 
 @dataclass(frozen=True)
 class Participant:
@@ -351,9 +349,11 @@ class Builder:
         patient_name: str,
         action: Action,
         changed: dict[str, str],
+        life_cycle: str = "",
     ) -> Message:
-        """Patient Record: created (C), updated (U, with the new values) or deleted (D,
-        merged into another)."""
+        """Patient Record: created (C) or updated (U, with the new values), or deleted
+        (D); ``life_cycle`` overrides the Data Life Cycle that action implies (RFC 3881:
+        14 logical deletion, 15 permanent erasure)."""
         root, when = self._message(PATIENT_RECORD, action, SUCCESS, [user])
         _object(
             root,
@@ -363,8 +363,8 @@ class Builder:
             "1",
             name=patient_name or None,
             details=sorted(changed.items()),
-            life_cycle={"C": "1", "D": "14"}.get(action, "3"),  # origination, logical
-        )  # deletion, or amendment
+            life_cycle=life_cycle or ("1" if action == "C" else "3"),  # origination, amendment
+        )
         message = self._finish(root, when, PATIENT_RECORD, None, SUCCESS, user)
         return replace(message, patients=(patient_id,))
 

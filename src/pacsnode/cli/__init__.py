@@ -8,7 +8,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from pacsnode.cli import (
     archive,
     audit,
+    conformance,
     deletion,
+    doctor,
     jobs,
     media,
     network,
@@ -20,6 +22,7 @@ from pacsnode.cli import (
     security,
     tls,
     users,
+    viewer,
     worklist,
 )
 from pacsnode.cli.common import app, fail
@@ -28,7 +31,9 @@ __all__ = [
     "app",
     "archive",
     "audit",
+    "conformance",
     "deletion",
+    "doctor",
     "jobs",
     "main",
     "media",
@@ -41,6 +46,7 @@ __all__ = [
     "security",
     "tls",
     "users",
+    "viewer",
     "worklist",
 ]
 

@@ -138,12 +138,14 @@ def peer(
     ours = check_ae_title(calling_ae or settings.ae_title, "--calling-ae")
     if port is not None:
         return dialer.to(target, port, check_ae_title(called_ae or "ANY-SCP", "--called-ae"), ours)
-    remote = _remote(settings, target)
+    remote = remote_named(settings, target)
     called = check_ae_title(called_ae or remote.ae_title, "-aec")
     return dialer.to(remote.host, remote.port, called, ours)
 
 
-def _remote(settings: Settings, name: str) -> RemoteAE:
+def remote_named(settings: Settings, name: str) -> RemoteAE:
+    """A remote AE by the title an administrator typed; a misspelt one ends the command
+    with the closest known title."""
     from pacsnode.archive.core import ArchiveError, remote_table
     from pacsnode.validation import did_you_mean
 

@@ -41,16 +41,41 @@ def export_media(
     pdi: Annotated[
         bool, typer.Option(help="Add IHE PDI's README.TXT and INDEX.HTM (no viewer).")
     ] = False,
+    deidentify: Annotated[
+        bool,
+        typer.Option(
+            help="Write the objects de-identified: PS3.15 Basic Application Level "
+            "Confidentiality Profile, pseudonyms from the archive's key."
+        ),
+    ] = False,
+    deidentify_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A PS3.15 option with --deidentify (repeatable): retain-uids, retain-dates, "
+            "retain-patient-characteristics, retain-device-identity, "
+            "retain-institution-identity, clean-descriptors, retain-safe-private."
+        ),
+    ] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Write the studies to OUT_DIR as a file-set with a DICOMDIR (File-set Creator), or
     with --update add them to the file-set there (File-set Updater)."""
+    from pacsnode.archive.deidentify import Deidentifier, OptionError, Options, pseudonym_key
     from pacsnode.media.dicomdir import ExportError, export
 
+    if deidentify_option and not deidentify:
+        raise fail("--deidentify-option goes with --deidentify")
+    try:
+        options = Options.from_words(deidentify_option or ())
+    except OptionError as exc:
+        raise fail(str(exc)) from exc
     archive = archive_of(config, data_dir, database_url)
     try:
+        deidentifier = (
+            Deidentifier(options, pseudonym_key(archive.settings.data_dir)) if deidentify else None
+        )
         report = export(
             archive,
             study,
@@ -60,6 +85,7 @@ def export_media(
             fileset_id=fileset_id,
             update=update,
             pdi=pdi,
+            deidentifier=deidentifier,
         )
         with audit.command_trail(archive.settings, archive.database) as user:
             medium = out_dir.resolve().as_uri()
@@ -73,7 +99,8 @@ def export_media(
         archive.close()
     out = Console()
     out.print(f"{report.dicomdir}: file-set {report.fileset_id}, profile {report.profile}")
-    out.print(f"exported {len(report.exported)} instances")
+    how = f" de-identified ({', '.join(options.words()) or 'basic profile'})" if deidentify else ""
+    out.print(f"exported {len(report.exported)} instances{how}")
     if report.already_there:
         out.print(f"{len(report.already_there)} instances were in the file-set already")
     for old, new in report.moved:

@@ -12,7 +12,7 @@ from pydicom import Dataset
 from rich.console import Console
 from rich.table import Table
 
-from pacsnode.archive.worklist import SPS, Worklist, WorklistError
+from pacsnode.archive.worklist import SPS, Worklist, WorklistError, with_fields
 from pacsnode.cli.common import (
     ConfigOption,
     DatabaseOption,
@@ -41,32 +41,6 @@ def _open(config: Path | None, data_dir: Path | None, database_url: str | None) 
     return Worklist(database, settings.worklist_hide_finished, scheduled, archive.issuers)
 
 
-def _from_options(values: dict[str, str | None], start: str | None) -> Dataset:
-    """An item from the command's options: patient and request on top, the step in SPS."""
-    top = {k: v for k, v in values.items() if v and k not in _STEP_KEYS}
-    step = {k: v for k, v in values.items() if v and k in _STEP_KEYS}
-    moment = datetime.strptime(start, "%Y%m%d%H%M") if start else datetime.now()
-    step["ScheduledProcedureStepStartDate"] = moment.strftime("%Y%m%d")
-    step["ScheduledProcedureStepStartTime"] = moment.strftime("%H%M%S")
-    dataset = Dataset()
-    for keyword, value in top.items():
-        setattr(dataset, keyword, value)
-    item = Dataset()
-    for keyword, value in step.items():
-        setattr(item, keyword, value)
-    setattr(dataset, SPS, [item])
-    return dataset
-
-
-_STEP_KEYS = {
-    "Modality",
-    "ScheduledStationAETitle",
-    "ScheduledProcedureStepID",
-    "ScheduledProcedureStepDescription",
-    "ScheduledPerformingPhysicianName",
-}
-
-
 @worklist.command()
 def add(
     patient_id: Text = None,
@@ -92,25 +66,28 @@ def add(
     database_url: DatabaseOption = None,
 ) -> None:
     """Schedule a procedure step on the worklist."""
-    if json_file is not None:
-        dataset = Dataset.from_json(json.loads(json_file.read_text()))
-    else:
-        options = {
-            "PatientID": patient_id,
-            "PatientName": patient_name,
-            "PatientBirthDate": birth_date,
-            "PatientSex": sex,
-            "AccessionNumber": accession,
-            "RequestedProcedureDescription": procedure,
-            "RequestedProcedureID": procedure_id,
-            "ReferringPhysicianName": physician,
-            "Modality": modality,
-            "ScheduledStationAETitle": station_ae,
-            "ScheduledProcedureStepID": step_id,
-            "ScheduledProcedureStepDescription": procedure,
-        }
-        dataset = _from_options(options, start)
+    moment = datetime.strptime(start, "%Y%m%d%H%M") if start else datetime.now()
+    options = {
+        "PatientID": patient_id,
+        "PatientName": patient_name,
+        "PatientBirthDate": birth_date,
+        "PatientSex": sex,
+        "AccessionNumber": accession,
+        "RequestedProcedureDescription": procedure,
+        "RequestedProcedureID": procedure_id,
+        "ReferringPhysicianName": physician,
+        "Modality": modality,
+        "ScheduledStationAETitle": station_ae,
+        "ScheduledProcedureStepID": step_id,
+        "ScheduledProcedureStepDescription": procedure,
+        "ScheduledProcedureStepStartDate": moment.strftime("%Y%m%d"),
+        "ScheduledProcedureStepStartTime": moment.strftime("%H%M%S"),
+    }
     try:
+        if json_file is not None:
+            dataset = Dataset.from_json(json.loads(json_file.read_text()))
+        else:
+            dataset = with_fields({k: v for k, v in options.items() if v})
         item = _open(config, data_dir, database_url).add(dataset)
     except WorklistError as exc:
         raise fail(str(exc), 1) from exc

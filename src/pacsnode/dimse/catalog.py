@@ -12,6 +12,7 @@ from pacsnode.archive.uids import (
     UNCOMPRESSED_TRANSFER_SYNTAXES,
     VERIFICATION_SOP_CLASS,
 )
+from pacsnode.config import Settings
 from pacsnode.dimse.qr_model import FIND_SOP_CLASSES, GET_SOP_CLASSES, MOVE_SOP_CLASSES
 from pacsnode.net.negotiation import Offer
 
@@ -24,8 +25,22 @@ INSTANCE_AVAILABILITY_NOTIFICATION = "1.2.840.10008.5.1.4.33"
 _UNCOMPRESSED = tuple(UNCOMPRESSED_TRANSFER_SYNTAXES)
 
 
-def offers() -> dict[str, Offer]:
-    """Every abstract syntax we serve, with our transfer syntaxes in our order."""
+def storage_sop_classes(settings: Settings | None = None) -> tuple[str, ...]:
+    """The storage SOP classes we accept: ``storage_sop_classes``, or all we know."""
+    allowed = settings.storage_sop_classes if settings is not None else ()
+    return tuple(uid for uid in STORAGE_SOP_CLASSES if not allowed or uid in allowed)
+
+
+def storage_transfer_syntaxes(settings: Settings | None = None) -> tuple[str, ...]:
+    """The transfer syntaxes of storage contexts, in our order: ``storage_transfer_syntaxes``
+    (Implicit VR Little Endian always among them), or all we know."""
+    allowed = settings.storage_transfer_syntaxes if settings is not None else ()
+    return tuple(uid for uid in STORAGE_TRANSFER_SYNTAXES if not allowed or uid in allowed)
+
+
+def offers(settings: Settings | None = None) -> dict[str, Offer]:
+    """Every abstract syntax we serve, with our transfer syntaxes in our order; the
+    storage classes and syntaxes as ``settings`` restrict them."""
     table: dict[str, Offer] = {VERIFICATION_SOP_CLASS: Offer(_UNCOMPRESSED)}
     for model in (*FIND_SOP_CLASSES, *MOVE_SOP_CLASSES, *GET_SOP_CLASSES):
         table[model] = Offer(_UNCOMPRESSED)
@@ -33,7 +48,8 @@ def offers() -> dict[str, Offer]:
     table[MPPS_SOP_CLASS] = Offer(_UNCOMPRESSED)
     # Both roles: a peer asks us to commit, or reports what we asked it to commit.
     table[STORAGE_COMMITMENT] = Offer(_UNCOMPRESSED, requestor_may_be_scp=True)
-    for storage_class in STORAGE_SOP_CLASSES:
+    syntaxes = storage_transfer_syntaxes(settings)
+    for storage_class in storage_sop_classes(settings):
         # Both roles: a C-GET requestor takes the SCP role to receive our C-STOREs.
-        table[storage_class] = Offer(tuple(STORAGE_TRANSFER_SYNTAXES), requestor_may_be_scp=True)
+        table[storage_class] = Offer(syntaxes, requestor_may_be_scp=True)
     return table

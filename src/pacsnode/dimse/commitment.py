@@ -243,27 +243,10 @@ def request_commitment(
     with _listener(listen_port, peer, settings) as on_new:
         association = connect(peer, [Proposal(STORAGE_COMMITMENT, SYNTAXES, scu=True, scp=True)])
         try:
-            context = association.context_for(STORAGE_COMMITMENT)
-            if context is None:
-                raise AssociationFailed(f"{peer} does not accept storage commitment")
-            information = Dataset()
-            information.TransactionUID = generate_uid()
-            information.ReferencedSOPSequence = [_item(ref) for ref in referenced]
-            command = {
-                "CommandField": commands.N_ACTION_RQ,
-                "RequestedSOPClassUID": STORAGE_COMMITMENT,
-                "RequestedSOPInstanceUID": STORAGE_COMMITMENT_INSTANCE,
-                "ActionTypeID": REQUEST_COMMIT,
-            }
-            data = codec.encode(information, context.transfer_syntax)
-            answer = final(request(association, context.id, command, data))
-            code = int(answer.command.get("Status", -1))
-            if code != status.SUCCESS:
-                raise AssociationFailed(f"{peer.ae_title} refused the request: {code:04X}")
             # A report on this association arrives while it is open; one on a new
             # association may come after we release, so the listener waits longer.
             wait = timeout if on_new is None else min(timeout, 5.0)
-            found = _report_on(association, wait)
+            found = commit_on(association, referenced, wait)
         finally:
             association.release()
         if found is None and on_new is not None:
@@ -271,6 +254,31 @@ def request_commitment(
         if found is None:
             raise TimeoutError(f"no storage commitment report within {timeout:.0f} s")
         return found
+
+
+def commit_on(
+    association: Association, referenced: list[Reference], timeout: float
+) -> CommitmentReport | None:
+    """Ask for commitment on an open association (which may have carried the C-STOREs)
+    and wait there for the report; None when it does not come on this association."""
+    context = association.context_for(STORAGE_COMMITMENT)
+    if context is None:
+        raise AssociationFailed(f"{association.called_ae} does not accept storage commitment")
+    information = Dataset()
+    information.TransactionUID = generate_uid()
+    information.ReferencedSOPSequence = [_item(ref) for ref in referenced]
+    command = {
+        "CommandField": commands.N_ACTION_RQ,
+        "RequestedSOPClassUID": STORAGE_COMMITMENT,
+        "RequestedSOPInstanceUID": STORAGE_COMMITMENT_INSTANCE,
+        "ActionTypeID": REQUEST_COMMIT,
+    }
+    data = codec.encode(information, context.transfer_syntax)
+    answer = final(request(association, context.id, command, data))
+    code = int(answer.command.get("Status", -1))
+    if code != status.SUCCESS:
+        raise AssociationFailed(f"{association.called_ae} refused the request: {code:04X}")
+    return _report_on(association, timeout)
 
 
 def _report_on(association: Association, timeout: float) -> CommitmentReport | None:

@@ -18,6 +18,7 @@ from pydicom import Dataset
 from pacsnode import audit, status
 from pacsnode.dimse import codec
 from pacsnode.dimse.catalog import MODALITY_WORKLIST_FIND
+from pacsnode.dimse.flat import Encoded
 from pacsnode.dimse.requests import Request
 from pacsnode.net import commands
 from pacsnode.net.association import Association
@@ -28,7 +29,7 @@ log = logging.getLogger("pacsnode.find")
 @dataclass(frozen=True)
 class Answer:
     status: int
-    identifier: Dataset | None = None
+    identifier: Dataset | Encoded | None = None
     comment: str = ""
 
     @property
@@ -69,7 +70,9 @@ class FindService:
             request.respond(status.UNABLE_TO_PROCESS, "identifier does not decode")
             return
         model = request.sop_class
-        audit.query(request.session.actor, model, identifier)
+        audit.query(
+            request.session.actor, model, bytes(request.message.data or b""), request.syntax
+        )
         found = FindRequest(
             identifier, model, request.association, request.syntax, request.cancelled
         )
@@ -98,11 +101,14 @@ class _Responder:
             return
         self.request.respond(status.SUCCESS)
 
-    def _pending_answer(self, code: int, identifier: Dataset) -> None:
+    def _pending_answer(self, code: int, identifier: Dataset | Encoded) -> None:
         encoded = self._pending.get(code)
         if encoded is None:
             command = self.request.response(code)
             command["CommandDataSetType"] = commands.HAS_DATA_SET
             encoded = self._pending[code] = commands.encode(command)
-        data = self.request.encode(identifier)
+        if isinstance(identifier, Encoded):
+            data = identifier.data
+        else:
+            data = self.request.encode(identifier)
         self.request.association.send_encoded(self.request.context.id, encoded, data)

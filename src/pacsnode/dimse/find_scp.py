@@ -20,8 +20,16 @@ from pacsnode import status
 from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.core import Archive
 from pacsnode.archive.matching import COMPUTED, Query, QueryError, row_value
+from pacsnode.dimse import flat
 from pacsnode.dimse.find import Answer, FindRequest
-from pacsnode.dimse.identifiers import NOT_KEYS, query_keys, requested_items, set_returned
+from pacsnode.dimse.flat import Encoded
+from pacsnode.dimse.identifiers import (
+    NOT_KEYS,
+    query_keys,
+    requested_items,
+    returned_vr,
+    set_returned,
+)
 from pacsnode.dimse.qr_model import STUDY_ROOT_FIND, combined_datetime, query_level, relational
 
 log = logging.getLogger("pacsnode.find")
@@ -60,7 +68,7 @@ class FindSCP:
                     yield Answer(status.CANCEL)
                     return
                 count += 1
-                yield Answer(pending, self._response(row, requested, query.level))
+                yield Answer(pending, self._response(row, requested, query.level, event.syntax))
         except DBAPIError as exc:
             log.error("C-FIND failed, index unavailable: %s", exc)
             yield Answer(status.OUT_OF_RESOURCES, comment="index unavailable")
@@ -81,19 +89,34 @@ class FindSCP:
             combined_datetime=combined_datetime(event.association, model),
             sequences=sequences,
             visible=self.archive.remotes.visible_to(event.calling_ae),
+            deleted=self.archive.remotes.sees_deleted(event.calling_ae),
         )
 
-    def _response(self, row: Any, requested: list[DataElement], level: Level) -> Dataset:
+    def _response(
+        self, row: Any, requested: list[DataElement], level: Level, syntax: str
+    ) -> Dataset | Encoded:
+        """One answer: written directly when it is flat, else through pydicom."""
+        settings = self.archive.settings
+        values = {e.keyword: _value(row, e.keyword, settings.ae_title) for e in requested}
+        values["RetrieveAETitle"] = settings.ae_title  # in every answer (PS3.4 C.4.1.1.3.2)
+        elements = [
+            (0x00080005, "CS", settings.response_character_set),
+            (0x00080052, "CS", level.value),
+            (0x00080054, "AE", settings.ae_title),
+            *((int(e.tag), returned_vr(e), values[e.keyword]) for e in requested),
+        ]
+        unique = list({tag: (tag, vr, value) for tag, vr, value in elements}.values())
+        if flat.encodable(unique, syntax):
+            return Encoded(flat.encode(unique, syntax, settings.response_character_set), values)
         response = Dataset()
-        response.SpecificCharacterSet = self.archive.settings.response_character_set
+        response.SpecificCharacterSet = settings.response_character_set
         response.QueryRetrieveLevel = level.value
         for element in requested:
-            value = _value(row, element.keyword, self.archive.settings.ae_title)
+            value = values[element.keyword]
             if isinstance(value, Sequence) and element.VR == "SQ" and element.value:
                 value = requested_items(value, element.value[0])
             set_returned(response, element, value)
-        # Where to retrieve from goes in every answer, asked for or not (PS3.4 C.4.1.1.3.2).
-        response.RetrieveAETitle = self.archive.settings.ae_title
+        response.RetrieveAETitle = settings.ae_title
         return response
 
 

@@ -51,9 +51,14 @@ def requested_items(stored: Sequence, requested: Dataset) -> Sequence:
     return Sequence(items)
 
 
+def returned_vr(element: DataElement) -> str:
+    """The VR a requested key is answered in: as asked, or the dictionary's."""
+    return element.VR if element.VR not in ("UN", "") else _vr(element.tag)
+
+
 def set_returned(response: Dataset, element: DataElement, value: Any) -> None:
     """Return every requested key: with its value, or empty, never dropped."""
-    vr = element.VR if element.VR not in ("UN", "") else _vr(element.tag)
+    vr = returned_vr(element)
     if value is None or value == "":
         response.add_new(element.tag, vr, [] if vr == "SQ" else None)
     else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import partial
 
 from pydicom import Dataset
 from sqlalchemy.exc import DBAPIError
@@ -29,9 +28,11 @@ from pacsnode.dimse.scu import (
     AssociationFailed,
     Dialer,
     OutgoingFile,
+    Sending,
     connect,
+    edits_toward,
     proposals_for,
-    send_one,
+    send_each,
 )
 from pacsnode.dimse.spanning import MoveSpanning
 from pacsnode.net import commands
@@ -168,6 +169,7 @@ class RetrieveService:
                 keys,
                 patient_root=model not in STUDY_ROOT,
                 visible=self.archive.remotes.visible_to(calling),
+                deleted=self.archive.remotes.sees_deleted(calling),
                 requestor=calling,
             )
         except QueryError as exc:
@@ -205,21 +207,9 @@ class RetrieveService:
         # A C-MOVE's sub-operations name the request they serve; a C-GET's need not.
         originator = request.session.calling_ae if is_move else None
         message_id = request.message_id if is_move else None
-        for item in selected:
-            if request.cancelled():
-                send_progress(request, status.CANCEL, tally)
-                return None
-            if not receiver.established:
-                tally.count(item.sop_instance, None)
-                continue
-            edits = partial(
-                self.archive.outgoing.modification,
-                item.path,
-                item.sop_instance,
-                item.edited,
-                destination,
-            )
-            outcome = send_one(receiver, item, originator, message_id, edits=edits)
+        edits = edits_toward(self.archive.outgoing, destination)
+        sending = Sending(originator, message_id, edits=edits)
+        for item, outcome in zip(selected, send_each(receiver, selected, sending), strict=True):
             if outcome.status != status.SUCCESS:
                 log.warning(
                     "sub-operation for %s: status %s %s",
@@ -228,6 +218,9 @@ class RetrieveService:
                     outcome.comment,
                 )
             tally.count(item.sop_instance, outcome.status)
+            if request.cancelled():
+                send_progress(request, status.CANCEL, tally)
+                return None
             if pending and tally.remaining:
                 send_progress(request, status.PENDING, tally)
         return tally

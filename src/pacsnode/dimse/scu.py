@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pacsnode import status
 from pacsnode.archive.encoding import split_meta
 from pacsnode.archive.modification import Modification
+from pacsnode.archive.outgoing import Outgoing
 from pacsnode.archive.storage import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pacsnode.archive.transcoding import convert, writable
 from pacsnode.archive.uids import (
@@ -101,8 +102,9 @@ class Dialer:
         return None if remote is None else self.peer(remote, calling_ae)
 
 
-def connect(peer: Peer, proposals: Sequence[Proposal]) -> Association:
-    """An association with ``peer``; raises :class:`AssociationFailed` without one."""
+def open_association(peer: Peer, proposals: Sequence[Proposal]) -> Association:
+    """An association with ``peer`` whatever it accepted, even none of the contexts:
+    for finding out what a node accepts. Raises :class:`AssociationFailed` without one."""
     local = LocalAE(
         peer.calling_ae,
         IMPLEMENTATION_CLASS_UID,
@@ -113,7 +115,12 @@ def connect(peer: Peer, proposals: Sequence[Proposal]) -> Association:
         peer.dimse_timeout,
     )
     endpoint = Endpoint(peer.host, peer.port, peer.ae_title, peer.tls, dict(peer.extended))
-    association = associate(local, endpoint, proposals)
+    return associate(local, endpoint, proposals)
+
+
+def connect(peer: Peer, proposals: Sequence[Proposal]) -> Association:
+    """An association with ``peer``; raises :class:`AssociationFailed` without one."""
+    association = open_association(peer, proposals)
     if not association.contexts:
         association.abort()
         raise AssociationFailed(f"{peer} accepted none of the presentation contexts proposed")
@@ -130,6 +137,14 @@ def request(
     """Send a request and yield its responses up to the final one (not pending)."""
     message_id = association.next_message_id()
     association.send(context_id, {**command, "MessageID": message_id}, data)
+    return _answers(association, message_id, on_request)
+
+
+def _answers(
+    association: Association,
+    message_id: int,
+    on_request: Callable[[Message], None] | None = None,
+) -> Iterator[Message]:
     for response in association.responses(message_id, on_request):
         yield response
         if status.category(int(response.command.get("Status", 0))) is not status.Category.PENDING:
@@ -256,15 +271,22 @@ def store(
     for batch in _batches(list(files)):
         association = connect(peer, proposals_for(batch))
         try:
-            for item in batch:
-                progress(send_one(association, item))
+            for outcome in send_each(association, batch):
+                progress(outcome)
         finally:
             association.release()
 
 
-Edits = Callable[[], Modification | None]
-"""The outgoing step's answer for one object (archive/outgoing.py), asked for as it is
-sent, so that a file it cannot read fails that object only."""
+Edits = Callable[[OutgoingFile], Modification | None]
+"""The outgoing step toward one destination (archive/outgoing.py): what to change in
+an object, asked as each is prepared, so that a file it cannot read fails alone."""
+
+
+def edits_toward(outgoing: Outgoing, destination: str | None) -> Edits:
+    """The outgoing step for what goes to ``destination`` (an AE title)."""
+    return lambda item: outgoing.modification(
+        item.path, item.sop_instance, item.edited, destination
+    )
 
 
 def payload(
@@ -277,7 +299,7 @@ def payload(
     """The context to send on and the data set: the stored bytes if the peer takes
     their syntax and nothing is to change, else converted (to ``target`` if given,
     else uncompressed) with the outgoing step's changes."""
-    modification = edits() if edits is not None else None
+    modification = edits(item) if edits is not None else None
     accepted = accepted_syntaxes(association, item.sop_class)
     choices = [target] if target else [item.transfer_syntax, *CONVERTED]
     if modification:  # a modified data set is written in Little Endian, not deflated
@@ -310,12 +332,84 @@ def send_one(
     target: str = "",
     edits: Edits | None = None,
 ) -> StoreOutcome:
-    """C-STORE one file; the originator names the C-MOVE this is a sub-operation of,
-    ``edits`` what the outgoing step changes in it."""
+    """C-STORE one file; the originator names the C-MOVE this is a sub-operation of."""
+    sending = Sending(originator_ae, originator_message_id, lossy_ratio, target, edits)
+    return next(send_each(association, [item], sending))
+
+
+@dataclass(frozen=True)
+class Sending:
+    """How files go out: for a C-MOVE, the originator its sub-operations name; for a
+    route, the target syntax and lossy ratio; for archive instances, what the outgoing
+    step changes in them."""
+
+    originator_ae: str | None = None
+    originator_message_id: int | None = None
+    lossy_ratio: int | None = None
+    target: str = ""
+    edits: Edits | None = None
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A C-STORE request ready to go: its context, command and mapped or converted data."""
+
+    item: OutgoingFile
+    context_id: int
+    command: dict[str, object]
+    data: list[Buffer]
+
+
+def send_each(
+    association: Association, items: Iterable[OutgoingFile], sending: Sending = Sending()
+) -> Iterator[StoreOutcome]:
+    """C-STORE ``items`` in turn on one association, yielding each outcome.
+
+    The next file is mapped (or converted) while the peer stores the current one, so
+    its request leaves the moment the answer arrives: a peer that polls its socket
+    never waits on us between two sub-operations.
+    """
+    pending = iter(items)
+    upcoming = _ready(association, next(pending, None), sending)
+    while upcoming is not None:
+        current = upcoming
+        if isinstance(current, StoreOutcome):
+            upcoming = _ready(association, next(pending, None), sending)
+            yield current
+            continue
+        message_id = association.next_message_id()
+        try:
+            association.send(
+                current.context_id, {**current.command, "MessageID": message_id}, current.data
+            )
+        except ConnectionError as exc:
+            upcoming = _ready(association, next(pending, None), sending)
+            yield StoreOutcome(current.item.path, None, f"not sent: {exc}")
+            continue
+        upcoming = _ready(association, next(pending, None), sending)
+        try:
+            answer = final(_answers(association, message_id))
+        except ConnectionError as exc:  # lost, aborted, or silent past the timeout
+            yield StoreOutcome(current.item.path, None, f"not sent: {exc}")
+            continue
+        code = int(answer.command.get("Status", -1))
+        yield StoreOutcome(current.item.path, code, str(answer.command.get("ErrorComment", "")))
+
+
+def _ready(
+    association: Association, item: OutgoingFile | None, sending: Sending
+) -> _Ready | StoreOutcome | None:
+    """The request for ``item``, or the outcome of a file that cannot be sent."""
+    if item is None:
+        return None
+    if not association.established:
+        return StoreOutcome(item.path, None, "not sent: the association is lost")
     if not accepted_syntaxes(association, item.sop_class):
         return StoreOutcome(item.path, None, "SOP class not accepted by the peer")
     try:
-        context_id, data = payload(association, item, lossy_ratio, target, edits)
+        context_id, data = payload(
+            association, item, sending.lossy_ratio, sending.target, sending.edits
+        )
     except Exception as exc:  # a codec that is missing or fails, an unreadable file
         return StoreOutcome(item.path, None, f"cannot convert for the peer: {exc}")
     command: dict[str, object] = {
@@ -324,15 +418,10 @@ def send_one(
         "AffectedSOPInstanceUID": item.sop_instance,
         "Priority": commands.MEDIUM,
     }
-    if originator_ae:
-        command["MoveOriginatorApplicationEntityTitle"] = originator_ae
-        command["MoveOriginatorMessageID"] = originator_message_id or 0
-    try:
-        answer = final(request(association, context_id, command, data))
-    except ConnectionError as exc:  # lost, aborted, or silent past the timeout
-        return StoreOutcome(item.path, None, f"not sent: {exc}")
-    code = int(answer.command.get("Status", -1))
-    return StoreOutcome(item.path, code, str(answer.command.get("ErrorComment", "")))
+    if sending.originator_ae:
+        command["MoveOriginatorApplicationEntityTitle"] = sending.originator_ae
+        command["MoveOriginatorMessageID"] = sending.originator_message_id or 0
+    return _Ready(item, context_id, command, data)
 
 
 def with_calling_ae(peer: Peer, calling_ae: str) -> Peer:

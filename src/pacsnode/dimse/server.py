@@ -78,7 +78,7 @@ class DimseServer:
         self.access = access_control
         self.identity = identity
         self.slots = slots or AssociationSlots(settings.max_associations)
-        self.offers = catalog.offers()
+        self.offers = catalog.offers(settings)
         self.handlers: dict[int, Handler] = {commands.C_ECHO_RQ: _echo}
         self.sink_factory: SinkFactory | None = None
         self.on_end: list[Callable[[Session, str], None]] = []

@@ -29,6 +29,7 @@ from pacsnode.archive.uids import UNCOMPRESSED_TRANSFER_SYNTAXES
 from pacsnode.config import RemoteAE
 from pacsnode.dimse import codec
 from pacsnode.dimse.find import Answer, FindRequest
+from pacsnode.dimse.flat import Encoded
 from pacsnode.dimse.query_scu import cancel, find_identifier, move_on
 from pacsnode.dimse.requests import Request
 from pacsnode.dimse.scu import Dialer, connect
@@ -42,7 +43,7 @@ _STOP_WAIT = 5.0
 _POLL = 0.1
 
 
-def dedupe_key(answer: Dataset) -> tuple[str, ...]:
+def dedupe_key(answer: Dataset | Encoded) -> tuple[str, ...]:
     """The 4-tuple two answers are the same entity by, from what the answer holds."""
     return tuple(str(answer.get(keyword, "") or "").strip() for keyword in DEDUPE_KEYS)
 

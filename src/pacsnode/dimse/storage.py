@@ -44,7 +44,14 @@ class SpoolFile:
         self.error: OSError | None = None
         self.size = 0
         self._digest = hashlib.sha256()
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:  # a read-only or vanished spool: answered, never raised
+            self.error = exc
+            self.created = False
+            return
+        self.created = True
         self._write(file_meta(sop_class, sop_instance, syntax, source_ae))
 
     @property
@@ -76,7 +83,12 @@ class SpoolFile:
 
     def abandon(self) -> None:
         self.finish()
-        self.path.unlink(missing_ok=True)
+        if not self.created:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:  # a spool that turned read-only: start-up clears it
+            log.warning("cannot remove the spool file %s: %s", self.path, exc.strerror)
 
 
 class Discard:
@@ -136,8 +148,7 @@ class StorageService:
         request.respond(result.status, result.comment)
 
     def _receive(self, request: Request, sink: SpoolFile) -> IngestResult:
-        if sink.error is not None:
-            log.error("cannot spool a received data set: %s", sink.error)
+        if sink.error is not None:  # logged as the failure is answered
             return self.archive.receiving.spool_failed(sink.error)
         association = request.association
         prepared = Prepared(sink.sop_class, sink.sop_instance, sink.size, sink.checksum)

@@ -23,6 +23,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.fileset import DIRECTORY_RECORDERS, FileSet, RecordNode, _four_level_record_type
 
 from pacsnode.archive.core import Archive
+from pacsnode.archive.deidentify import Deidentifier
 from pacsnode.archive.outgoing import Outgoing
 from pacsnode.archive.retrieve import Located, locate
 from pacsnode.archive.transcoding import TranscodeError, modified, transcode, writable
@@ -123,6 +124,14 @@ class ExportReport:
     moved: list[tuple[str, str]] = field(default_factory=list)  # (old File ID, new File ID)
     converted: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance, from)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance, why)
+    deidentifier: Deidentifier | None = None
+    """Set when the objects go de-identified (their UIDs are then pseudonyms)."""
+
+    def written_uid(self, sop_instance_uid: str) -> str:
+        """The SOP Instance UID an instance has on the medium."""
+        if self.deidentifier is None:
+            return sop_instance_uid
+        return self.deidentifier.uid(sop_instance_uid)
 
 
 def export(
@@ -136,6 +145,7 @@ def export(
     fileset_id: str | None = None,
     update: bool = False,
     pdi: bool = False,
+    deidentifier: Deidentifier | None = None,
 ) -> ExportReport:
     """Write the selected stored instances as a file-set with a DICOMDIR into ``out_dir``.
 
@@ -144,7 +154,8 @@ def export(
     Updater): only if everything it holds fits the profile, keeping its File-set ID,
     leaving out instances it already has. A fresh file-set is never written over one
     that is there, so an update is always asked for. ``pdi`` adds IHE PDI's README.TXT
-    and INDEX.HTM; an update rewrites them if they are there.
+    and INDEX.HTM; an update rewrites them if they are there. A ``deidentifier``
+    writes every object de-identified (:mod:`pacsnode.archive.deidentify`).
     """
     if profile not in PROFILES:
         raise ExportError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -155,7 +166,7 @@ def export(
         raise ExportError(f"{out_dir} already holds a file-set; to add to it, update it")
     else:
         fileset = _new(fileset_id or DEFAULT_FILESET_ID)
-    report = ExportReport(dicomdir, str(fileset.ID or ""), profile)
+    report = ExportReport(dicomdir, str(fileset.ID or ""), profile, deidentifier=deidentifier)
     chosen = _selected(archive, studies, set(series), set(instances))
     if not chosen:
         raise NothingSelected("no stored instance matches the selection")
@@ -184,7 +195,7 @@ def _write(
     with tempfile.TemporaryDirectory(prefix="export-", dir=out_dir) as spool:
         sources: dict[str, Path] = {}
         for item in chosen:
-            if item.sop_instance_uid in present:
+            if report.written_uid(item.sop_instance_uid) in present:
                 report.already_there.append(item.sop_instance_uid)
             elif (source := _add(fileset, item, report, Path(spool), outgoing)) is not None:
                 sources[item.sop_instance_uid] = source
@@ -194,8 +205,8 @@ def _write(
             fileset.write()
         written = {str(instance.SOPInstanceUID): instance for instance in fileset}
         for sop, source in sources.items():  # the staged header makes way for the object
-            shutil.copyfile(source, written[sop].path)
-    return {sop: instance.FileID for sop, instance in written.items()}
+            shutil.copyfile(source, written[report.written_uid(sop)].path)
+    return {sop: instance.FileID for sop, instance in written.items()}  # by the medium's UIDs
 
 
 def _new(fileset_id: str) -> FileSet:
@@ -242,11 +253,11 @@ def _selected(
 
 
 def as_stored(
-    found: Iterable[Located], work: Path, outgoing: Outgoing
+    found: Iterable[Located], work: Path, outgoing: Outgoing, destination: str | None = None
 ) -> list[tuple[str, Path | bytes]]:
     """A file-set of the stored files exactly as they are (unless the outgoing step
-    changes them), for a ZIP download: the DICOMDIR's bytes, then each File ID with the
-    stored file it names, or the changed object's bytes.
+    toward ``destination`` changes them), for a ZIP download: the DICOMDIR's bytes,
+    then each File ID with the stored file it names, or the changed object's bytes.
 
     Any transfer syntax goes (no profile applies); only the headers are read and staged,
     in ``work``, to have pydicom make the records and File IDs. An instance whose header
@@ -257,7 +268,7 @@ def as_stored(
     stored: dict[str, Path | bytes] = {}
     for item in found:
         try:
-            content = _outgoing(item, outgoing)
+            content = _outgoing(item, outgoing, destination)
             source = item.path if isinstance(content, Path) else io.BytesIO(content)
             _stage(fileset, dcmread(source, stop_before_pixels=True))
         except (TranscodeError, InvalidDicomError, OSError, ValueError):
@@ -272,9 +283,9 @@ def as_stored(
     return files
 
 
-def _outgoing(item: Located, outgoing: Outgoing) -> Path | bytes:
+def _outgoing(item: Located, outgoing: Outgoing, destination: str | None) -> Path | bytes:
     """The stored file, or the object the outgoing step makes of it."""
-    modification = outgoing.modification(item.path, item.sop_instance_uid, item.edited, None)
+    modification = outgoing.modification(item.path, item.sop_instance_uid, item.edited, destination)
     if not modification:
         return item.path
     return modified(item.path, item.transfer_syntax_uid, modification)
@@ -297,6 +308,10 @@ def _add(
             syntax = stored if stored in allowed and writable(stored) else EXPLICIT_VR_LITTLE_ENDIAN
             source = spool / item.sop_instance_uid
             source.write_bytes(transcode(item.path, stored, syntax, modification))
+        if report.deidentifier is not None:
+            clean = spool / f"{item.sop_instance_uid}.deid"
+            report.deidentifier.file(source, clean)
+            source = clean
         _stage(fileset, dcmread(source, stop_before_pixels=True))
     except (TranscodeError, InvalidDicomError, OSError, ValueError) as exc:
         report.skipped.append((item.sop_instance_uid, str(exc)))

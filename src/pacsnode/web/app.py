@@ -1,5 +1,6 @@
 """The HTTP application: DICOMweb under ``/dicom-web``, WADO-URI at ``/wado``, the admin
-REST API under ``/api``, all thin doors onto the same archive core."""
+REST API under ``/api``, the OHIF viewer at ``/viewer`` and the web UI at ``/``, all
+thin doors onto the same archive core."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
 from pacsnode.web.audit_api import AuditApi
 from pacsnode.web.auth import authentication
 from pacsnode.web.browse_api import BrowseApi
+from pacsnode.web.conformance_api import ConformanceApi
 from pacsnode.web.dicomweb.common import DicomWebError, error_response
 from pacsnode.web.dicomweb.qido import Qido
 from pacsnode.web.dicomweb.rendered import Rendered
 from pacsnode.web.dicomweb.stow import Stow
 from pacsnode.web.dicomweb.wado import Wado
+from pacsnode.web.lifecycle_api import LifecycleApi
 from pacsnode.web.media_api import MediaApi
 from pacsnode.web.openapi import docs_routes
 from pacsnode.web.patients_api import PatientsApi
@@ -37,12 +40,22 @@ from pacsnode.web.remotes_api import RemotesApi
 from pacsnode.web.replies import error
 from pacsnode.web.routes_api import RoutesApi
 from pacsnode.web.system_api import SystemApi
+from pacsnode.web.ui import ui_routes
+from pacsnode.web.ui.sessions import CsrfMiddleware, SessionBackend, Sessions
 from pacsnode.web.users_api import UsersApi
+from pacsnode.web.viewer import Viewer
 from pacsnode.web.wado_uri import WadoUri
 from pacsnode.workflows.prefetch import on_scheduled
+from pacsnode.workflows.retention import RetentionJobs
 from pacsnode.workflows.routing import Router
 
 log = logging.getLogger("pacsnode.http")
+
+
+def _as_remote_ae(archive: Archive) -> list[BaseRoute]:
+    """QIDO-RS and WADO-RS as a remote AE sees the archive by DIMSE (``visible``,
+    ``show_deleted``), under ``/dicom-web/aets/{ae_title}``."""
+    return [*Qido(archive).routes(), *Wado(archive).routes()]
 
 
 def _dicomweb(archive: Archive) -> list[BaseRoute]:
@@ -55,23 +68,26 @@ def _dicomweb(archive: Archive) -> list[BaseRoute]:
 
 
 def _api(
-    archive: Archive, workers: Workers, router: Router | None, users: Users
+    archive: Archive,
+    workers: Workers,
+    router: Router | None,
+    users: Users,
+    retention: RetentionJobs | None,
+    worklist: Worklist,
 ) -> list[BaseRoute]:
     settings = archive.settings
-    prefetch = on_scheduled(workers.queue, settings)
-    worklist = Worklist(
-        archive.database, settings.worklist_hide_finished, prefetch, archive.issuers
-    )
     return [
         *BrowseApi(archive).routes(),
         *PatientsApi(archive).routes(),
+        *LifecycleApi(archive, retention).routes(),
         *SystemApi(archive).routes(),
+        *ConformanceApi(archive).routes(),
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),
         *RejectedApi(archive.rejections).routes(),
         *RemotesApi(archive, workers).routes(),
-        *MediaApi(archive).routes(),
+        *MediaApi(archive, workers).routes(),
         *PrintApi(archive, workers).routes(),
         *(RoutesApi(router).routes() if router is not None else []),
         *UsersApi(users).routes(),
@@ -79,8 +95,10 @@ def _api(
     ]
 
 
-def _middleware(settings: Settings, users: Users) -> list[Middleware]:
-    """CORS comes first, so that a browser's preflight is answered without credentials."""
+def _middleware(settings: Settings, users: Users, sessions: Sessions) -> list[Middleware]:
+    """CORS comes first, so that a browser's preflight is answered without credentials;
+    the UI's session cookies are checked before the door's own credentials, and the
+    CSRF token once the caller is known."""
     middleware = []
     if settings.cors_origins:
         middleware.append(
@@ -93,20 +111,35 @@ def _middleware(settings: Settings, users: Users) -> list[Middleware]:
             )
         )
     access = [Middleware(AccessLog)] if settings.http_access_log else []
-    return [*access, *middleware, *authentication(settings, users)]
+    guard = authentication(settings, users, lambda inner: SessionBackend(inner, sessions, users))
+    return [*access, *middleware, *guard, Middleware(CsrfMiddleware, sessions=sessions)]
 
 
-def create_app(archive: Archive, workers: Workers, router: Router | None = None) -> Starlette:
-    users = Users(archive.database, archive.settings.http_users)
+def create_app(
+    archive: Archive,
+    workers: Workers,
+    router: Router | None = None,
+    retention: RetentionJobs | None = None,
+) -> Starlette:
+    settings = archive.settings
+    users = Users(archive.database, settings.http_users)
+    sessions = Sessions(settings.data_dir, secure=settings.http_tls)
+    prefetch = on_scheduled(workers.queue, settings)
+    worklist = Worklist(
+        archive.database, settings.worklist_hide_finished, prefetch, archive.issuers
+    )
     routes: list[BaseRoute] = [
+        Mount("/dicom-web/aets/{ae_title}", routes=_as_remote_ae(archive)),
         Mount("/dicom-web", routes=_dicomweb(archive)),
-        Mount("/api", routes=_api(archive, workers, router, users)),
+        Mount("/api", routes=_api(archive, workers, router, users, retention, worklist)),
         *WadoUri(archive).routes(),
     ]
-    routes += docs_routes(routes, archive.settings)
+    routes += docs_routes(routes, settings)
+    routes += Viewer(settings.data_dir).routes()
+    routes += ui_routes(archive, workers, router, users, sessions, worklist)
     return Starlette(
         routes=routes,
-        middleware=_middleware(archive.settings, users),
+        middleware=_middleware(settings, users, sessions),
         exception_handlers={DicomWebError: error_response, DBAPIError: _index_unavailable},
     )
 

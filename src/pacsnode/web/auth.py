@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
@@ -81,19 +82,26 @@ LOGIN_AUDIT_INTERVAL = 600.0
 audited again: every request logs in, and the audit trail is for people to read."""
 
 
-def authentication(settings: Settings, users: Users | None = None) -> list[Middleware]:
+def authentication(
+    settings: Settings,
+    users: Users | None = None,
+    wrap: Callable[[AuthenticationBackend], AuthenticationBackend] | None = None,
+) -> list[Middleware]:
     """The middleware that guards the HTTP door; none when ``http_auth`` is "none"
     (the node then keeps the door on loopback). Install it after CORS, which answers
     preflights itself; the backends let preflights through anyway.
 
     ``users`` are the config file's and the database's; without them, those of
-    ``http_users`` alone.
+    ``http_users`` alone. ``wrap`` puts a backend in front of the door's (the web UI's
+    session cookies).
     """
     if users is None:
         users = Users(None, settings.http_users)
     backend = _backend(settings, users)
     if backend is None:
         return []
+    if wrap is not None:
+        backend = wrap(backend)
     return [
         Middleware(AuthenticationMiddleware, backend=backend, on_error=_refusal),
         Middleware(RoleMiddleware),

@@ -5,7 +5,8 @@ as keyword JSON, and deleting from it.
 with any key the index keeps, at any level, as C-FIND matches; ``GET
 /api/studies/{uid}`` is one study with the UIDs of its series. ``DELETE`` on an entity
 is a soft delete (hidden, restorable; operator) or with ``?hard=1`` a hard one (rows
-and files; admin), through the same core call as ``pacsnode delete``. A patient is
+and files; admin), through the same core call as ``pacsnode delete``; ``?reason=`` is
+the rejection code the IOCM destinations are told (113039 by default). A patient is
 named by its Patient ID, and ``?issuer=`` when several issuers use that ID.
 """
 
@@ -19,7 +20,8 @@ from starlette.routing import Route
 
 from pacsnode.archive.browse import RESOURCES, Browser, FilterError, filters_from, paging
 from pacsnode.archive.core import Archive
-from pacsnode.archive.deletion import AmbiguousPatient, NothingToDelete, Target
+from pacsnode.archive.deletion import AmbiguousPatient, NothingToDelete, Target, check_reason
+from pacsnode.archive.rejection import RETENTION_EXPIRED
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.replies import error
 
@@ -68,10 +70,13 @@ class BrowseApi:
         issuer = request.query_params.get("issuer") if level == "patient" else None
         try:
             hard = hard_requested(request.query_params)
+            reason = check_reason(request.query_params.get("reason", RETENTION_EXPIRED))
             target = Target(level, request.path_params["id"], issuer)
-            deleted = self.archive.deletion.delete(target, hard, audit_actor(request))
+            deleted = self.archive.deletion.delete(target, hard, audit_actor(request), reason)
         except FilterError as exc:
             return error(400, str(exc), exc.field)
+        except ValueError as exc:  # a reason that is no rejection code
+            return error(400, str(exc), "reason")
         except NothingToDelete as exc:
             return error(404, str(exc))
         except AmbiguousPatient as exc:

@@ -6,6 +6,11 @@ root and the files it names, in the transfer syntaxes the media profile allows (
 asked with ``pdi``, IHE PDI's README.TXT and INDEX.HTM). The
 file-set is written into the data directory's ``tmp`` (emptied at start-up should the
 server stop mid-download), streamed, then removed.
+
+``POST /api/studies/{study}/export`` is the way out for research and teaching: the
+study de-identified by default (PS3.15 Basic Application Level Confidentiality
+Profile with the options asked for, see :mod:`pacsnode.archive.deidentify`), as such a
+ZIP, or sent to a remote AE by a ``store`` job (202) that de-identifies as it sends.
 """
 
 from __future__ import annotations
@@ -24,10 +29,16 @@ from starlette.routing import BaseRoute, Route
 
 from pacsnode import audit
 from pacsnode.archive.core import Archive
+from pacsnode.archive.deidentify import Deidentifier, OptionError, Options, pseudonym_key
+from pacsnode.archive.remotes import RemoteNotFound
+from pacsnode.jobs.workers import Workers
 from pacsnode.media.dicomdir import ExportError, ExportReport, NothingSelected, export
 from pacsnode.media.zipped import tree, zip_stream
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.replies import error, json_object
+from pacsnode.workflows.sending import STORE_JOB, NothingToSend, SendError, SendRequest, plan
+
+EXPORT_TARGETS = ("zip", "remote")
 
 DEFAULT_PROFILE = "STD-GEN-CD"
 log = logging.getLogger("pacsnode.http.media")
@@ -51,15 +62,86 @@ def _warnings(report: ExportReport) -> str | None:
     return ", ".join(f'299 pacsnode: "{text}"' for text in said) or None
 
 
+def _export_request(body: dict[str, object]) -> tuple[bool, Options, str, list[str]]:
+    """Whether to de-identify, with which options, where to, which series; ValueError
+    names what is wrong."""
+    deidentify = body.get("deidentify", True)
+    words = body.get("options", [])
+    target = body.get("to", "zip")
+    series = _uids(body, "series")
+    if not isinstance(deidentify, bool):
+        raise ValueError('"deidentify" must be true or false')
+    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+        raise ValueError('"options" must be a list of PS3.15 option names')
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f'"to" must be one of {", ".join(EXPORT_TARGETS)}')
+    if series is None:
+        raise ValueError('"series" must be a list of Series Instance UIDs')
+    try:
+        return deidentify, Options.from_words(words), str(target), series
+    except OptionError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 class MediaApi:
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, workers: Workers | None = None) -> None:
         self.archive = archive
+        self.workers = workers
 
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/studies/{study}/media", self.study, methods=["GET"]),
             Route("/media", self.selection, methods=["POST"]),
+            Route("/studies/{study}/export", self.export_study, methods=["POST"]),
         ]
+
+    async def export_study(self, request: Request) -> Response:
+        """Export a study, de-identified unless asked otherwise: a ZIP of a file-set, or
+        sent to a remote AE (202, a job)."""
+        body = await json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            deidentify, options, target, series = _export_request(body)
+        except ValueError as exc:
+            return error(400, str(exc))
+        study = request.path_params["study"]
+        if target == "remote":
+            remote = body.get("remote")
+            if not isinstance(remote, str) or not remote:
+                return error(400, '"remote" must name the remote AE to send to', "remote")
+            send = self._send
+            return await run_in_threadpool(send, remote, study, series, deidentify, options)
+        key = pseudonym_key(self.archive.settings.data_dir)
+        deidentifier = Deidentifier(options, key) if deidentify else None
+        profile = body.get("profile", DEFAULT_PROFILE)
+        if not isinstance(profile, str):
+            return error(400, '"profile" must be a string')
+        download = self._download
+        return await run_in_threadpool(
+            download, request, [study], series, profile, None, False, deidentifier
+        )
+
+    def _send(
+        self, remote: str, study: str, series: list[str], deidentify: bool, options: Options
+    ) -> JSONResponse:
+        if self.workers is None:
+            return error(503, "this server sends nothing")
+        try:
+            payload, description = plan(self.archive, SendRequest(remote, study, tuple(series)))
+        except (RemoteNotFound, NothingToSend) as exc:
+            return error(404, str(exc))
+        except SendError as exc:
+            return error(400, str(exc), exc.field)
+        if deidentify:
+            payload["deidentify"] = options.words()
+            description += " de-identified"
+        pk = self.workers.enqueue(STORE_JOB, payload, description)
+        return JSONResponse(
+            {"id": pk, "description": description},
+            status_code=202,
+            headers={"Location": f"/api/jobs/{pk}"},
+        )
 
     def study(self, request: Request) -> Response:
         """Download a study as a ZIP of a file-set with a DICOMDIR."""
@@ -97,6 +179,7 @@ class MediaApi:
         profile: str,
         fileset_id: str | None,
         pdi: bool,
+        deidentifier: Deidentifier | None = None,
     ) -> Response:
         work = Path(tempfile.mkdtemp(prefix="media-", dir=self.archive.storage.tmp))
         root = work / "fileset"
@@ -109,6 +192,7 @@ class MediaApi:
                 profile=profile,
                 fileset_id=fileset_id,
                 pdi=pdi,
+                deidentifier=deidentifier,
             )
         except ExportError as exc:
             shutil.rmtree(work, ignore_errors=True)

@@ -3,11 +3,14 @@
 A viewer reads (GET and HEAD anywhere but the admin-only resources); an operator also
 does the daily work (STOW-RS, retrieves and sends, echo and query of remote AEs, job
 retry and cancel, worklist and MPPS changes, print, restoring rejected instances, soft
-deletion, patient and study corrections and merges); an admin does everything,
-including hard deletion, the configuration (remote AEs, routes, authorities, users)
-and the audit log. What the table does not name needs
-viewer to read and admin to change, so a new route is safe before anyone thinks about
-it.
+deletion and its undoing, exports, patient and study corrections and merges); an admin
+does everything, including hard deletion, the configuration (remote AEs, routes,
+authorities, users), retention runs and the audit log. What the table does not name
+needs viewer to read and admin to change, so a new route is safe before anyone thinks
+about it.
+
+The web UI's pages and actions are in the same table, by the measure of the REST
+routes they mirror, and its templates ask it before showing an action.
 
 The check runs right after authentication, before routing, so no endpoint can forget
 it. A caller who is known but not allowed gets 403 and a security alert in the audit
@@ -45,9 +48,19 @@ _RULES: tuple[tuple[frozenset[str], re.Pattern[str], Role], ...] = (
     (CHANGE, re.compile(r"/api/(worklist|mpps)(/.*)?"), "operator"),
     (POST, re.compile(r"/api/print"), "operator"),
     (POST, re.compile(r"/api/rejected/[^/]+/restore"), "operator"),
+    (POST, re.compile(r"/api/(patients|studies|series|instances)/[^/]+/restore"), "operator"),
+    (POST, re.compile(r"/api/studies/[^/]+/export"), "operator"),
     (DELETE, DELETABLE, "operator"),
     (frozenset({"PATCH"}), re.compile(r"/api/(patients|studies)/[^/]+"), "operator"),
     (POST, re.compile(r"/api/patients/[^/]+/merge"), "operator"),
+    # the web UI's pages and actions, by the same measure as their REST routes
+    (POST, re.compile(r"/logout"), "viewer"),
+    (ANY, re.compile(r"/(tokens|account)(/.*)?"), "viewer"),
+    (ANY, re.compile(r"/(users|audit)(/.*)?"), "admin"),
+    (POST, re.compile(r"/studies/[^/]+/(send|delete)"), "operator"),
+    (POST, re.compile(r"/jobs/\d+/(retry|cancel)"), "operator"),
+    (POST, re.compile(r"/remotes/[^/]+/(echo|query|retrieve)"), "operator"),
+    (POST, re.compile(r"/worklist(/.*)?"), "operator"),
     (READ, re.compile(r".*"), "viewer"),
 )
 """Methods, path, the role they need; the first match wins, and what none matches

@@ -7,8 +7,6 @@ restart (see :mod:`pacsnode.workflows.routing`).
 
 from __future__ import annotations
 
-import json
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,8 +14,16 @@ from starlette.routing import Route
 
 from pacsnode import audit
 from pacsnode.web.audit_api import actor as audit_actor
-from pacsnode.web.replies import error
+from pacsnode.web.replies import error, json_object
 from pacsnode.workflows.routing import Router, RuleError, rule_json
+
+
+def rule_status(exc: RuleError) -> int:
+    """404 for no such rule, 409 for a name taken or a rule of the config file, else 400."""
+    text = str(exc)
+    if text.startswith("no route"):
+        return 404
+    return 409 if "exists" in text or "in the config file" in text else 400
 
 
 class RoutesApi:
@@ -30,19 +36,28 @@ class RoutesApi:
 
     async def add(self, request: Request) -> JSONResponse:
         """Add a routing rule at run time (kept in the data directory)."""
-        try:
-            table = json.loads(await request.body())
-        except ValueError:
-            return error(400, "the body must be a JSON object")
-        if not isinstance(table, dict):
-            return error(400, "the body must be a JSON object")
+        table = await json_object(request)
+        if isinstance(table, JSONResponse):
+            return table
         try:
             rule = await run_in_threadpool(self.router.add, table)
         except RuleError as exc:
-            status = 409 if "exists" in str(exc) else 400
-            return error(status, str(exc))
+            return error(rule_status(exc), str(exc))
         audit.configuration_change(audit_actor(request), f"route {rule.name} added")
         return JSONResponse(rule_json(rule, "api"), status_code=201)
+
+    async def replace(self, request: Request) -> JSONResponse:
+        """Change a routing rule added at run time, its name too."""
+        name = request.path_params["name"]
+        table = await json_object(request)
+        if isinstance(table, JSONResponse):
+            return table
+        try:
+            rule = await run_in_threadpool(self.router.replace, name, table)
+        except RuleError as exc:
+            return error(rule_status(exc), str(exc))
+        audit.configuration_change(audit_actor(request), f"route {name} changed")
+        return JSONResponse(rule_json(rule, "api"))
 
     def remove(self, request: Request) -> Response:
         """Remove a routing rule added at run time."""
@@ -50,7 +65,7 @@ class RoutesApi:
         try:
             self.router.remove(name)
         except RuleError as exc:
-            return error(404 if str(exc).startswith("no route") else 409, str(exc))
+            return error(rule_status(exc), str(exc))
         audit.configuration_change(audit_actor(request), f"route {name} removed")
         return Response(status_code=204)
 
@@ -58,5 +73,6 @@ class RoutesApi:
         return [
             Route("/routes", self.index),
             Route("/routes", self.add, methods=["POST"]),
+            Route("/routes/{name}", self.replace, methods=["PUT"]),
             Route("/routes/{name}", self.remove, methods=["DELETE"]),
         ]

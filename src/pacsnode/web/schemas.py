@@ -19,6 +19,8 @@ from pacsnode.archive.attributes import BY_KEYWORD, Kind, Level
 from pacsnode.archive.browse import MAX_LIMIT, RESOURCES, keywords_of
 from pacsnode.archive.matching import COMPUTED
 from pacsnode.config import Authority, Printer, RemoteAE, RouteRule
+from pacsnode.conformance.model import Statement
+from pacsnode.conformance.render import FORMATS, MEDIA_TYPES
 
 Schema = dict[str, Any]
 JSON = "application/json"
@@ -108,6 +110,15 @@ def _entity_with_children(level: Level) -> Schema:
     if child is not None:
         schema = {**schema, "properties": {**schema["properties"], child: array(STRING)}}
     return schema
+
+
+def _conformance() -> dict[str, Schema]:
+    """The statement's schema and those of its parts, made by pydantic from the model."""
+    schema = TypeAdapter(Statement).json_schema(
+        ref_template="#/components/schemas/Conformance{model}"
+    )
+    parts = schema.pop("$defs", {})
+    return {"Conformance": schema, **{f"Conformance{name}": s for name, s in parts.items()}}
 
 
 JOB = obj(
@@ -200,6 +211,33 @@ COMPONENTS: dict[str, Schema] = {
         studies=array(STRING),
         bytes=INTEGER,
     ),
+    "Restored": obj(
+        level={"enum": ["patient", "study", "series", "instance"]},
+        id=STRING,
+        instances=INTEGER,
+        series=INTEGER,
+        studies=array(STRING),
+    ),
+    "ExportRequest": obj(
+        deidentify={"type": "boolean", "default": True},
+        options=array(
+            {
+                "enum": [
+                    "retain-uids",
+                    "retain-dates",
+                    "retain-patient-characteristics",
+                    "retain-device-identity",
+                    "retain-institution-identity",
+                    "clean-descriptors",
+                    "retain-safe-private",
+                ]
+            }
+        ),
+        to={"enum": ["zip", "remote"], "default": "zip"},
+        remote=STRING,
+        series=array(STRING),
+        profile=STRING,
+    ),
     "Echo": obj(ae_title=STRING, status=STRING, ok=BOOLEAN, milliseconds=INTEGER),
     "QueryRequest": obj(
         model={"enum": ["patient", "study", "psonly", "mwl"], "default": "study"},
@@ -284,6 +322,7 @@ COMPONENTS: dict[str, Schema] = {
         studies=array(STRING),
         xml=STRING,
     ),
+    **_conformance(),
     **{_NAMES[level]: _entity_with_children(level) for level in RESOURCES.values()},
     **{
         f"{_NAMES[level]}Page": obj(
@@ -349,6 +388,11 @@ FILTERS = tuple(
 )
 HARD = param("hard", {"type": "integer", "enum": [0, 1], "default": 0}, "1: remove rows and files")
 ISSUER = param("issuer", STRING, "Issuer of Patient ID, when several issuers use the Patient ID")
+REASON = param(
+    "reason",
+    {"enum": ["113001", "113037", "113038", "113039"], "default": "113039"},
+    "Rejection code the IOCM destinations are told",
+)
 QIDO = (
     param("includefield", STRING, "Attributes to return besides the defaults, or all"),
     param("limit", {"type": "integer", "minimum": 0}, "At most this many results"),
@@ -386,7 +430,10 @@ def _browse() -> dict[tuple[str, str], Operation]:
             ok(ref(name)), query=extra, tag="Archive"
         )
         table["DELETE", f"/api/{resource}/{{id}}"] = Operation(
-            ok(ref("Deleted")), query=(HARD, *extra), tag="Archive"
+            ok(ref("Deleted")), query=(HARD, REASON, *extra), tag="Archive"
+        )
+        table["POST", f"/api/{resource}/{{id}}/restore"] = Operation(
+            ok(ref("Restored")), query=extra, tag="Archive"
         )
     table["PATCH", "/api/patients/{id}"] = Operation(
         ok(ref("Updated")), body=ref("PatientChange"), query=(ISSUER,), tag="Archive"
@@ -436,6 +483,14 @@ def _dicomweb() -> dict[tuple[str, str], Operation]:
     )
     table["POST", "/dicom-web/studies"] = stow
     table["POST", studies] = stow
+    as_remote = "/dicom-web/aets/{ae_title}"
+    for path in [*searches, studies, series, instance]:
+        table["GET", path.replace("/dicom-web", as_remote)] = table["GET", path]
+    for path in (studies, series, instance):
+        metadata = f"{path}/metadata"
+        table["GET", metadata.replace("/dicom-web", as_remote)] = table["GET", metadata]
+    for path in (frames, f"{instance}/bulkdata/{{tag_path}}"):
+        table["GET", path.replace("/dicom-web", as_remote)] = table["GET", path]
     table["GET", "/wado"] = web(
         ok(BINARY, "application/dicom", *IMAGES),
         query=tuple(
@@ -459,6 +514,17 @@ def _admin() -> dict[tuple[str, str], Operation]:
     return {
         ("GET", "/api/stats"): Operation(ok(ref("Stats")), tag="Archive"),
         ("GET", "/api/system"): Operation(ok(ref("System")), tag="Archive"),
+        ("GET", "/api/conformance"): Operation(
+            ok({"anyOf": [ref("Conformance"), STRING]}, JSON, *MEDIA_TYPES.values()),
+            query=(
+                param(
+                    "format",
+                    {"enum": list(FORMATS), "default": "json"},
+                    "json (the data), md (Markdown) or html (a page)",
+                ),
+            ),
+            tag="Archive",
+        ),
         ("GET", "/api/jobs"): Operation(
             ok(array(ref("Job"))),
             query=(param("status", STRING, "pending, running, done, failed or cancelled"),),
@@ -519,11 +585,20 @@ def _admin() -> dict[tuple[str, str], Operation]:
             tag="Archive",
         ),
         ("POST", "/api/media"): Operation(ok(BINARY, ZIP), body=ref("MediaRequest"), tag="Archive"),
+        ("POST", "/api/studies/{study}/export"): Operation(
+            {**ok(BINARY, ZIP), **ok(ref("JobQueued"), status=QUEUED)},
+            body=ref("ExportRequest"),
+            tag="Archive",
+        ),
+        ("POST", "/api/retention/run"): Operation(queued, tag="Archive"),
         ("GET", "/api/printers"): Operation(ok(array(ref("Printer"))), tag="Print"),
         ("POST", "/api/print"): Operation(queued, body=ref("PrintRequest"), tag="Print"),
         ("GET", "/api/routes"): Operation(ok(array(ref("Route"))), tag="Routing"),
         ("POST", "/api/routes"): Operation(
             ok(ref("Route"), status=CREATED), body=ref("RouteInput"), tag="Routing"
+        ),
+        ("PUT", "/api/routes/{name}"): Operation(
+            ok(ref("Route")), body=ref("RouteInput"), tag="Routing"
         ),
         ("DELETE", "/api/routes/{name}"): Operation(NO_CONTENT, tag="Routing"),
         ("GET", "/api/me"): Operation(ok(ref("Me")), tag="Users"),

@@ -11,8 +11,9 @@ named by ``frameNumber``, comes as image/jpeg, and anything else as application/
 application/dicom comes in ``transferSyntax``, by default Explicit VR Little Endian;
 an object that cannot be decompressed (a lossy one whose codec is missing) then comes
 as stored, which PS3.18 §8.7.3.4 allows. ``transferSyntax=*`` also asks for the
-stored syntax. ``anonymize=yes`` is refused with 400 rather than ignored: this archive
-does not de-identify, and ignoring it would hand out what the client wanted removed.
+stored syntax. ``anonymize=yes`` is refused with 400 rather than ignored: WADO-URI does
+not de-identify here (the de-identified export does), and ignoring it would hand out
+what the client wanted removed.
 ``annotation``, ``charset``, ``presentationUID`` and ``presentationSeriesUID`` are
 ignored: nothing is burned in and presentation states are not applied.
 """
@@ -65,7 +66,9 @@ class WadoUri:
             _required(params, name) for name in ("studyUID", "seriesUID", "objectUID")
         )
         if params.get("anonymize", "").lower() == "yes":
-            raise DicomWebError(400, "anonymize: this archive does not de-identify objects")
+            raise DicomWebError(
+                400, "anonymize: WADO-URI does not de-identify; use POST /api/studies/{uid}/export"
+            )
         item = located(self.archive, study, series, instance)[0]
         audit.instances_accessed(audit_actor(request), [item.sop_instance_uid])
         dataset = open_image(item.path, item.transfer_syntax_uid)

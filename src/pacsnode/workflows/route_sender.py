@@ -7,13 +7,20 @@ failing that, as stored (or decoded, as every C-STORE SCU may). Lossy compressio
 applied only when the rule allows it and the object is not lossy already: compressing
 twice would lose twice. A refused or lost object fails the job, which the queue
 retries, resending the lot (destinations keep or replace what they already hold).
-With ``commit``, storage commitment is requested afterwards.
+With ``commit``, storage commitment is requested afterwards. A payload with
+``deidentify`` (a list of PS3.15 options) sends de-identified copies, made in the
+data directory's ``tmp`` for the association and removed after it; their pseudonyms
+come from the archive's key, so a study sent twice arrives under the same UIDs.
 """
 
 from __future__ import annotations
 
 import logging
-from functools import partial
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +28,7 @@ import sqlalchemy as sa
 from pacsnode import audit, status
 from pacsnode.archive.commitment import Reference
 from pacsnode.archive.core import Archive
+from pacsnode.archive.deidentify import Deidentifier, Options, pseudonym_key
 from pacsnode.archive.schema import instance, patient, series, study
 from pacsnode.config import RemoteAE, is_lossy_syntax
 from pacsnode.dimse.commitment import ALL_COMMITTED, request_commitment
@@ -30,6 +38,7 @@ from pacsnode.dimse.scu import (
     OutgoingFile,
     accepted_syntaxes,
     connect,
+    edits_toward,
     send_one,
     store_contexts,
 )
@@ -68,15 +77,37 @@ class RouteSender:
             return
         targets = [payload["transfer_syntax"]] if payload["transfer_syntax"] else []
         targets = targets or list(remote.transfer_syntaxes)
-        failures = self._store(remote, files, targets, payload["allow_lossy"])
-        if failures:
-            raise AssociationFailed(
-                f"{len(failures)} of {len(files)} not stored at {destination}: {failures[0]}"
-            )
+        with self._outgoing(files, payload.get("deidentify")) as outgoing:
+            failures = self._store(remote, outgoing, targets, payload["allow_lossy"])
+            if failures:
+                raise AssociationFailed(
+                    f"{len(failures)} of {len(files)} not stored at {destination}: {failures[0]}"
+                )
         log.info("route %s: %d sent to %s", payload["rule"], len(files), destination)
         audit.instances_sent(_audited(remote), [item.sop_instance for item in files])
         if payload["commit"]:
-            self._commit(remote, files)
+            self._commit(remote, outgoing)
+
+    @contextmanager
+    def _outgoing(
+        self, files: list[OutgoingFile], deidentify: list[str] | None
+    ) -> Iterator[list[OutgoingFile]]:
+        """The files to send: as stored, or de-identified copies with ``deidentify``."""
+        if deidentify is None:
+            yield files
+            return
+        key = pseudonym_key(self.archive.settings.data_dir)
+        deidentifier = Deidentifier(Options.from_words(deidentify), key)
+        work = Path(tempfile.mkdtemp(prefix="deidentified-", dir=self.archive.storage.tmp))
+        try:
+            copies = []
+            for number, item in enumerate(files):
+                path = work / f"{number}.dcm"
+                uid = deidentifier.file(item.path, path)
+                copies.append(OutgoingFile(path, item.sop_class, uid, item.transfer_syntax, True))
+            yield copies
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     def _files(self, payload: dict[str, Any]) -> list[OutgoingFile]:
         query = (
@@ -127,17 +158,13 @@ class RouteSender:
     ) -> tuple[int | None, str]:
         """In the first target syntax the destination accepted and the object can be
         converted to, else as stored (or decoded); through the outgoing step."""
-        edits = partial(
-            self.archive.outgoing.modification,
-            item.path,
-            item.sop_instance,
-            item.edited,
-            association.called_ae,
-        )
+        edits = edits_toward(self.archive.outgoing, association.called_ae)
         accepted = accepted_syntaxes(association, item.sop_class)
         for target in targets:
-            if target not in accepted or target == item.transfer_syntax:
+            if target not in accepted:
                 continue
+            if target == item.transfer_syntax:
+                break  # stored as the rule wants it: sent as stored
             ratio = LOSSY_RATIO if is_lossy_syntax(target) else None
             if ratio and not lossy:
                 log.info("%s not sent in lossy %s: the rule forbids it", item.sop_instance, target)

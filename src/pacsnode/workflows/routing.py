@@ -34,9 +34,11 @@ from typing import Any
 import sqlalchemy as sa
 from pydicom import dcmread
 
+from pacsnode.archive.attributes import Kind
 from pacsnode.archive.core import Archive
 from pacsnode.archive.database import aware, now
 from pacsnode.archive.ingest import IngestResult, Outcome
+from pacsnode.archive.matching import key_kind, value_matches
 from pacsnode.archive.receiving import Origin
 from pacsnode.archive.schema import instance, series, study
 from pacsnode.config import ConfigError, RouteRule, route_from_table
@@ -76,7 +78,10 @@ class CompiledRule:
     def __init__(self, rule: RouteRule, case_insensitive: bool) -> None:
         self.rule = rule
         flags = re.IGNORECASE if case_insensitive else 0
-        self.match = [(keyword, _pattern(value, flags)) for keyword, value in rule.match]
+        self.match = [
+            (keyword, key_kind(keyword), value, _pattern(value, flags))
+            for keyword, value in rule.match
+        ]
 
     def accepts_aes(self, calling_ae: str, called_ae: str) -> bool:
         rule = self.rule
@@ -91,11 +96,17 @@ class CompiledRule:
         )
 
     def accepts_attributes(self, attributes: dict[str, list[str]]) -> bool:
-        """Each ``match`` key must match one of the attribute's values (multi-valued)."""
+        """Each ``match`` key must match one of the attribute's values (multi-valued),
+        as C-FIND matches: UID lists, date and time ranges, wildcards on text."""
         return all(
-            any(pattern.fullmatch(value) for value in attributes.get(keyword, [""]))
-            for keyword, pattern in self.match
+            any(_matches(kind, wanted, pattern, value) for value in attributes.get(keyword, [""]))
+            for keyword, kind, wanted, pattern in self.match
         )
+
+
+def _matches(kind: Kind, wanted: str, pattern: re.Pattern[str], value: str) -> bool:
+    typed = value_matches(kind, wanted, value)
+    return bool(pattern.fullmatch(value)) if typed is None else typed
 
 
 def _pattern(value: str, flags: int) -> re.Pattern[str]:
@@ -140,30 +151,57 @@ class Router:
 
     def add(self, table: dict[str, Any]) -> RouteRule:
         """Add a rule at run time; it is kept in the data directory."""
-        try:
-            rule = route_from_table(table, tuple(self.archive.remotes.all()), "route")
-        except ConfigError as exc:
-            raise RuleError(str(exc)) from exc
+        rule = self._checked(table)
         with self._lock:
-            if any(existing.name == rule.name for existing, _source in self.rules()):
-                raise RuleError(f"a route named {rule.name!r} exists")
+            self._refuse_taken(rule.name)
             self._added[rule.name] = rule
             self._save_added()
             self._compiled = self._compile()
         log.info("route %r added", rule.name)
         return rule
 
+    def replace(self, name: str, table: dict[str, Any]) -> RouteRule:
+        """Change a rule added at run time, in its place (its name too: a study waiting
+        under the old name is then not sent)."""
+        rule = self._checked(table)
+        with self._lock:
+            if name not in self._added:
+                raise self._not_added(name)
+            if rule.name != name:
+                self._refuse_taken(rule.name)
+            self._added = {
+                rule.name if key == name else key: rule if key == name else value
+                for key, value in self._added.items()
+            }
+            self._save_added()
+            self._compiled = self._compile()
+        log.info("route %r changed", name)
+        return rule
+
     def remove(self, name: str) -> None:
         with self._lock:
             if name not in self._added:
-                configured = any(rule.name == name for rule in self.archive.settings.routes)
-                raise RuleError(
-                    f"route {name!r} is in the config file" if configured else f"no route {name!r}"
-                )
+                raise self._not_added(name)
             del self._added[name]
             self._save_added()
             self._compiled = self._compile()
         log.info("route %r removed", name)
+
+    def _checked(self, table: dict[str, Any]) -> RouteRule:
+        try:
+            return route_from_table(table, tuple(self.archive.remotes.all()), "route")
+        except ConfigError as exc:
+            raise RuleError(str(exc)) from exc
+
+    def _refuse_taken(self, name: str) -> None:
+        if any(existing.name == name for existing, _source in self.rules()):
+            raise RuleError(f"a route named {name!r} exists")
+
+    def _not_added(self, name: str) -> RuleError:
+        configured = any(rule.name == name for rule in self.archive.settings.routes)
+        return RuleError(
+            f"route {name!r} is in the config file" if configured else f"no route {name!r}"
+        )
 
     def _compile(self) -> tuple[CompiledRule, ...]:
         insensitive = self.archive.settings.case_insensitive_matching
@@ -210,7 +248,7 @@ class Router:
         if facts is None:
             return
         candidates = [c for c in candidates if c.accepts_index(facts)]
-        keywords = {keyword for c in candidates for keyword, _pattern in c.match}
+        keywords = {condition[0] for c in candidates for condition in c.match}
         attributes = _attribute_values(facts.path, keywords) if keywords else {}
         for compiled in candidates:
             if compiled.accepts_attributes(attributes):
@@ -307,6 +345,7 @@ def _payload(
         "transfer_syntax": rule.transfer_syntax,
         "allow_lossy": rule.allow_lossy,
         "commit": rule.commit,
+        "deidentify": list(rule.deidentify_options) if rule.deidentify else None,
     }
 
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from pacsnode.archive.core import Archive
-from pacsnode.archive.retrieve import Located, locate
+from pacsnode.archive.retrieve import Located, Sight, locate
 
 log = logging.getLogger("pacsnode.dicomweb")
 
@@ -32,23 +32,45 @@ def error_response(request: Request, exc: Exception) -> Response:
 
 
 def base_url(request: Request, public_url: str) -> str:
-    """The DICOMweb root as the client reached it, for Retrieve URLs and BulkDataURIs."""
+    """The DICOMweb root as the client reached it, for Retrieve URLs and BulkDataURIs
+    (a remote AE's root under ``/dicom-web/aets/{ae_title}``, so that what it finds
+    there is retrieved there)."""
+    title = request.path_params.get("ae_title")
+    root = f"/dicom-web/aets/{title}" if title else "/dicom-web"
     if public_url:
-        return public_url.rstrip("/") + "/dicom-web"
+        return public_url.rstrip("/") + root
     url = request.base_url
     server = request.scope.get("server")
     if url.port is None and server and server[1] not in (80, 443):
         # Some clients (dicomweb-client among them) send Host without the port; the
         # URLs we hand back must still reach the port the request came in on.
         url = url.replace(port=server[1])
-    return str(url).rstrip("/") + "/dicom-web"
+    return str(url).rstrip("/") + root
+
+
+def sight(archive: Archive, request: Request) -> Sight:
+    """What the request may see: everything visible under ``/dicom-web``; under
+    ``/dicom-web/aets/{ae_title}`` what that remote AE sees by DIMSE (its ``visible``
+    criteria, and hidden instances with ``show_deleted``); 404 for an unknown AE."""
+    title = request.path_params.get("ae_title")
+    if title is None:
+        return Sight()
+    remote = archive.remotes.get(title)
+    if remote is None:
+        raise DicomWebError(404, f"no remote AE {title!r}")
+    insensitive = archive.settings.case_insensitive_matching
+    return Sight(remote.visible, remote.show_deleted, insensitive)
 
 
 def located(
-    archive: Archive, study: str, series: str | None = None, instance: str | None = None
+    archive: Archive,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+    seen: Sight | None = None,
 ) -> list[Located]:
-    """The instances a resource path names; 404 when there are none."""
-    found = locate(archive, study, series, instance)
+    """The instances a resource path names, as ``seen`` sees them; 404 when none."""
+    found = locate(archive, study, series, instance, seen)
     if not found:
         what = "instance" if instance else "series" if series else "study"
         raise DicomWebError(404, f"{what} not found")

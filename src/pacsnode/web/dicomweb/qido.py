@@ -32,7 +32,7 @@ from pacsnode.archive.matching import COMPUTED, Query, QueryError, check_value, 
 from pacsnode.dimse.qr_model import STUDY_ROOT_FIND
 from pacsnode.web.audit_api import actor as audit_actor
 from pacsnode.web.dicomweb.accept import accepted
-from pacsnode.web.dicomweb.common import DICOM_JSON, DicomWebError, base_url, log
+from pacsnode.web.dicomweb.common import DICOM_JSON, DicomWebError, base_url, log, sight
 from pacsnode.web.dicomweb.dicom_json import element
 from pacsnode.web.dicomweb.dicom_xml import native_model
 from pacsnode.web.dicomweb.federated import federation
@@ -285,7 +285,9 @@ class Qido:
         return Response(body, media_type=DICOM_JSON, headers=headers)
 
     def matches(self, search: Search, request: Request) -> list[dict[str, Any]]:
-        """The answers of a search, run by the same engine as C-FIND."""
+        """The answers of a search, run by the same engine as C-FIND (and, under
+        ``/dicom-web/aets/{ae_title}``, with what that AE sees)."""
+        seen = sight(self.archive, request)
         query = Query(
             level=search.level,
             keys=search.keys,
@@ -293,6 +295,8 @@ class Qido:
             case_insensitive=self.archive.settings.case_insensitive_matching,
             relational=True,
             sequences=search.sequences,
+            visible=seen.visible,
+            deleted=seen.deleted,
         )
         limit = None if search.limit is None else search.limit + 1
         try:

@@ -41,6 +41,7 @@ from pacsnode.web.dicomweb.common import (
     frame_numbers,
     located,
     log,
+    sight,
 )
 from pacsnode.web.dicomweb.dicom_xml import native_model
 from pacsnode.web.multipart import Part, content_type, new_boundary, stream
@@ -65,6 +66,11 @@ def _path_uids(request: Request) -> tuple[str, str | None, str | None]:
     return params["study"], params.get("series"), params.get("instance")
 
 
+def _found(archive: Archive, request: Request) -> list[Located]:
+    """The instances the path names, as the requester sees them."""
+    return located(archive, *_path_uids(request), sight(archive, request))
+
+
 class Wado:
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
@@ -86,11 +92,13 @@ class Wado:
     def instances(self, request: Request) -> Response:
         """Retrieve DICOM instances (WADO-RS), as multipart/related or ZIP."""
         offer = _instance_offer(accepted(request))
-        found = located(self.archive, *_path_uids(request))
+        found = _found(self.archive, request)
         audit.instances_accessed(audit_actor(request), [i.sop_instance_uid for i in found])
+        # Under /dicom-web/aets/{ae_title}, that AE's send rules apply (archive/coercion.py).
+        destination = request.path_params.get("ae_title")
         if offer.media_type == "application/zip":
             return StreamingResponse(
-                zip_stream(self._fileset(found)),
+                zip_stream(self._fileset(found, destination)),
                 media_type="application/zip",
                 headers={
                     "Content-Disposition": f'attachment; filename="{found[0].sop_instance_uid}.zip"'
@@ -106,16 +114,18 @@ class Wado:
             raise DicomWebError(406, f"cannot convert {refused[0].transfer_syntax_uid} to {target}")
         boundary = new_boundary()
         return StreamingResponse(
-            stream(_dicom_parts(found, target, self.archive.outgoing), boundary),
+            stream(_dicom_parts(found, target, self.archive.outgoing, destination), boundary),
             media_type=content_type("application/dicom", boundary),
         )
 
-    def _fileset(self, found: list[Located]) -> list[tuple[str, Path | bytes]]:
+    def _fileset(
+        self, found: list[Located], destination: str | None
+    ) -> list[tuple[str, Path | bytes]]:
         """The ZIP's content: a DICOMDIR (PS3.18 lets a ZIP retrieve carry one) and the
         stored files under their File IDs, unchanged whatever their syntax."""
         work = Path(tempfile.mkdtemp(prefix="zip-", dir=self.archive.storage.tmp))
         try:
-            files = as_stored(found, work, self.archive.outgoing)
+            files = as_stored(found, work, self.archive.outgoing, destination)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if left_out := len(found) - max(len(files) - 1, 0):
@@ -125,7 +135,7 @@ class Wado:
     def metadata(self, request: Request) -> Response:
         """Retrieve metadata (WADO-RS), bulk data as BulkDataURIs."""
         as_xml = _metadata_as_xml(accepted(request))
-        found = located(self.archive, *_path_uids(request))
+        found = _found(self.archive, request)
         documents = self.archive.metadata.documents(found)
         base = base_url(request, self.archive.settings.public_url)
         text = "[" + ",".join(documents) + "]"
@@ -142,13 +152,13 @@ class Wado:
     def frames(self, request: Request) -> Response:
         """Retrieve frames (WADO-RS), as stored or decompressed."""
         numbers = frame_numbers(request.path_params["frames"])
-        [item] = located(self.archive, *_path_uids(request))
+        [item] = _found(self.archive, request)
         audit.instances_accessed(audit_actor(request), [item.sop_instance_uid])
         return self._pixel_parts(request, item, numbers)
 
     def bulkdata(self, request: Request) -> Response:
         """Retrieve a bulk data value (WADO-RS)."""
-        [item] = located(self.archive, *_path_uids(request))
+        [item] = _found(self.archive, request)
         tag_path = request.path_params["tag_path"].strip("/").upper()
         if tag_path == "7FE00010":
             frames = item.number_of_frames or 1
@@ -217,9 +227,11 @@ def _metadata_as_xml(ranges: list[MediaRange]) -> bool:
     raise DicomWebError(406, "metadata is application/dicom+json or application/dicom+xml")
 
 
-def _dicom_parts(found: list[Located], target: str, outgoing: Outgoing) -> Iterator[Part]:
+def _dicom_parts(
+    found: list[Located], target: str, outgoing: Outgoing, destination: str | None
+) -> Iterator[Part]:
     """Each instance as a part, converted only when the client needs another syntax or
-    the outgoing step changes it.
+    the outgoing step toward ``destination`` changes it.
 
     Once streaming has started the status is sent; an instance that fails to convert
     is left out and logged rather than cutting the response short.
@@ -228,7 +240,7 @@ def _dicom_parts(found: list[Located], target: str, outgoing: Outgoing) -> Itera
         stored = item.transfer_syntax_uid
         try:
             modification = outgoing.modification(
-                item.path, item.sop_instance_uid, item.edited, None
+                item.path, item.sop_instance_uid, item.edited, destination
             )
             syntax = stored if target == ANY_SYNTAX else target
             if modification and not writable(syntax):
