@@ -122,6 +122,16 @@ def test_each_requestor_finds_its_own_patient(
     assert names(find(sites.server.port, calling_ae, PatientID="P100")) == expected
 
 
+def test_qido_as_a_remote_ae_resolves_as_that_ae(sites: Sites) -> None:
+    def qido(root: str) -> list[str]:
+        url = f"{sites.server.url}{root}/studies"
+        found = httpx.get(url, params={"PatientID": "P100"}).json()
+        return sorted(s["00100010"]["Value"][0]["Alphabetic"] for s in found)
+
+    assert qido("/dicom-web/aets/SITE_A") == ["ALPHA^ANNA"]
+    assert qido("/dicom-web") == ["ALPHA^ANNA", "BETA^BERT", "GAMMA^GUS"]  # no AE: as written
+
+
 def test_an_issuer_in_the_request_wins_and_an_unknown_one_matches_nothing(sites: Sites) -> None:
     port = sites.server.port
     assert names(find(port, "SITE_A", PatientID="P100", IssuerOfPatientID="SITEB")) == ["BETA^BERT"]

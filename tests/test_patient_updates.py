@@ -23,11 +23,13 @@ import httpx
 import pytest
 from conftest import RunningServer, ct_dataset, free_port, save, stored_path
 from dataset_compare import differences
+from dicomweb_client.api import DICOMwebClient
 from hl7.client import MLLPClient
 from lxml import etree
 from module_servers import BACKENDS, module_server
 from peers import associate, dcmtk, pacsnode_cli, send_files
 from pydicom import Dataset, dcmread
+from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from test_audit import SCHEMA
 
@@ -233,6 +235,28 @@ def test_adt_a08_renames_the_patient_at_every_door(records: Records) -> None:
     assert "(0010,0010) PN [NEU^NAME^Q]" in dumped.stdout
     assert "(0400,0565) CS [CORRECT]" in dumped.stdout
     assert "(0010,0010) PN [OLD^NAME]" in dumped.stdout  # inside the sequence
+
+
+def test_wado_rs_and_media_export_carry_the_correction(records: Records, tmp_path: Path) -> None:
+    client = DICOMwebClient(url=f"{records.server.url}/dicom-web")
+    retrieved = client.retrieve_study(records.study)
+    assert len(retrieved) == 2
+    for sent in retrieved:
+        assert str(sent.PatientName) == "NEU^NAME^Q"
+        previous = sent.OriginalAttributesSequence[0].ModifiedAttributesSequence[0]
+        assert str(previous.PatientName) == "OLD^NAME"
+    out = tmp_path / "cd"
+    config = str(records.server.config_path)
+    exported = pacsnode_cli("export-media", str(out), "--study", records.study, "--config", config)
+    assert exported.returncode == 0, exported.stderr
+    dicomdir = dcmread(out / "DICOMDIR")
+    records_of = dicomdir.DirectoryRecordSequence
+    [patient] = [r for r in records_of if r.DirectoryRecordType == "PATIENT"]
+    assert str(patient.PatientName) == "NEU^NAME^Q"
+    exported_files = list(FileSet(dicomdir))
+    assert len(exported_files) == 2
+    for instance in exported_files:
+        assert str(instance.load().PatientName) == "NEU^NAME^Q"
 
 
 def test_hl7_messages_that_cannot_be_applied_are_answered(records: Records) -> None:

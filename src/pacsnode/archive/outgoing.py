@@ -30,6 +30,7 @@ from pacsnode.archive.coercion import Coercions, View, apply_rule
 from pacsnode.archive.database import Database
 from pacsnode.archive.modification import Change, Modification, Reason, element_for
 from pacsnode.archive.schema import LEVEL_TABLES, instance, patient, series, study
+from pacsnode.config import Coercion
 
 log = logging.getLogger("pacsnode.outgoing")
 
@@ -115,7 +116,18 @@ class Outgoing:
         with the instance. Raises OSError or pydicom's errors for a file that cannot
         be read: the door counts that instance as failed.
         """
-        rules = self.coercions.rules("send", destination)
+        return self._modification(
+            path, sop_instance_uid, edited, self.coercions.rules("send", destination)
+        )
+
+    def corrections(self, path: Path, sop_instance_uid: str, edited: bool) -> Modification | None:
+        """What the index says only, without send rules: for a copy that is rewritten
+        further (de-identified) and then sent through :meth:`modification`."""
+        return self._modification(path, sop_instance_uid, edited, ())
+
+    def _modification(
+        self, path: Path, sop_instance_uid: str, edited: bool, rules: tuple[Coercion, ...]
+    ) -> Modification | None:
         if not edited and not rules:
             return None
         dataset = header(path)

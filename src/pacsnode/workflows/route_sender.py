@@ -30,6 +30,7 @@ from pacsnode.archive.commitment import Reference
 from pacsnode.archive.core import Archive
 from pacsnode.archive.deidentify import Deidentifier, Options, pseudonym_key
 from pacsnode.archive.schema import instance, patient, series, study
+from pacsnode.archive.transcoding import modified
 from pacsnode.config import RemoteAE, is_lossy_syntax
 from pacsnode.dimse.commitment import ALL_COMMITTED, request_commitment
 from pacsnode.dimse.scu import (
@@ -92,7 +93,8 @@ class RouteSender:
     def _outgoing(
         self, files: list[OutgoingFile], deidentify: list[str] | None
     ) -> Iterator[list[OutgoingFile]]:
-        """The files to send: as stored, or de-identified copies with ``deidentify``."""
+        """The files to send: as stored, or de-identified copies with ``deidentify``, made
+        from what the index says of them (their corrections, archive/outgoing.py)."""
         if deidentify is None:
             yield files
             return
@@ -102,12 +104,22 @@ class RouteSender:
         try:
             copies = []
             for number, item in enumerate(files):
+                source = self._corrected(item, work / f"{number}.corrected.dcm")
                 path = work / f"{number}.dcm"
-                uid = deidentifier.file(item.path, path)
+                uid = deidentifier.file(source, path)
                 copies.append(OutgoingFile(path, item.sop_class, uid, item.transfer_syntax, True))
             yield copies
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _corrected(self, item: OutgoingFile, copy: Path) -> Path:
+        """The stored file, or a copy with the index's corrections written into it."""
+        outgoing = self.archive.outgoing
+        corrections = outgoing.corrections(item.path, item.sop_instance, item.edited)
+        if not corrections:
+            return item.path
+        copy.write_bytes(modified(item.path, item.transfer_syntax, corrections))
+        return copy
 
     def _files(self, payload: dict[str, Any]) -> list[OutgoingFile]:
         query = (

@@ -300,7 +300,8 @@ class Qido:
         )
         limit = None if search.limit is None else search.limit + 1
         try:
-            rows = self.archive.find(query, search.offset or None, limit)
+            requestor = request.path_params.get("ae_title")  # its issuers, as by DIMSE
+            rows = self.archive.find(query, search.offset or None, limit, requestor)
         except QueryError as exc:
             raise DicomWebError(400, str(exc)) from exc
         keywords = _returned_keywords(search, dict(request.path_params))
