@@ -24,6 +24,7 @@ from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
 from pacsnode.web.audit_api import AuditApi
 from pacsnode.web.auth import authentication
 from pacsnode.web.browse_api import BrowseApi
+from pacsnode.web.cluster_api import ClusterApi
 from pacsnode.web.dicomweb.common import DicomWebError, error_response
 from pacsnode.web.dicomweb.qido import Qido
 from pacsnode.web.dicomweb.rendered import Rendered
@@ -62,6 +63,7 @@ def _api(
     return [
         *BrowseApi(archive).routes(),
         *SystemApi(archive).routes(),
+        *ClusterApi(archive).routes(),
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),
