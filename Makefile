@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test lint pytest bench-ingest bench-query bench-dicomweb migration clean
+.PHONY: run test lint pytest bench-ingest bench-query bench-dicomweb bench-cluster migration clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,9 @@ bench-query: $(VENV)/.installed  ## C-FIND on a 1M-instance index; C-FIND, C-MOV
 
 bench-dicomweb: $(VENV)/.installed  ## study metadata, QIDO-RS, WADO-RS vs Orthanc (needs orthanc-dicomweb, dcmtk): make bench-dicomweb ARGS="--quick"
 	cd benchmarks && ../$(PY) dicomweb.py $(ARGS)
+
+bench-cluster: $(VENV)/.installed  ## ingest through HAProxy into 1 and 3 cluster nodes, the proxy hop (needs haproxy, dcmtk, PACSNODE_BENCH_POSTGRES_URL)
+	cd benchmarks && ../$(PY) cluster.py $(ARGS)
 
 migration: $(VENV)/.installed  ## new Alembic revision from schema changes: make migration MSG="..."
 	$(PY) -c "from alembic import command; from pacsnode.archive.database import MIGRATIONS, alembic_config; \
