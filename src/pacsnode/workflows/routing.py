@@ -234,12 +234,14 @@ class Router:
 
     def arrived(self, result: IngestResult, calling_ae: str, called_ae: str) -> None:
         """Route one ingested instance; never raises, a routing fault costs no store."""
+        if result.outcome not in ROUTED_OUTCOMES or not result.sop_instance_uid:
+            return
         try:
             compiled = self._current()
         except sa.exc.SQLAlchemyError as exc:  # the stored instance is not lost for it
             log.error("routing of %s skipped, no rules: %s", result.sop_instance_uid, exc)
             return
-        if not compiled or result.outcome not in ROUTED_OUTCOMES or not result.sop_instance_uid:
+        if not compiled:
             return
         calling_ae, called_ae = calling_ae.strip(), called_ae.strip()
         candidates = [c for c in compiled if c.accepts_aes(calling_ae, called_ae)]
@@ -371,12 +373,12 @@ def rule_json(rule: RouteRule, source: str) -> dict[str, Any]:
     return {**_table(rule), "source": source}
 
 
-def import_rules_file(archive: Archive) -> int:
+def import_rules_file(archive: Archive) -> None:
     """Move the rules an earlier version kept in ``routes.json`` into the index, once
-    (the file is renamed ``routes.json.imported``); returns how many were new there."""
+    (the file is renamed ``routes.json.imported``)."""
     path = archive.settings.data_dir / RULES_FILE
     if not path.is_file():
-        return 0
+        return
     moment = now()
     imported = 0
     with archive.database.writer.begin() as connection:
@@ -398,4 +400,3 @@ def import_rules_file(archive: Archive) -> int:
             imported += 1
     path.replace(path.with_name(f"{RULES_FILE}.imported"))
     log.info("%d routes moved from %s into the index", imported, path)
-    return imported
