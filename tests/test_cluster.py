@@ -63,8 +63,7 @@ class Cluster:
     nodes: dict[str, RunningServer]
     proxy: HAProxy
     storage: Path
-    database_url: str
-    directory: Path
+    """The shared storage directory."""
     routed: StoreScp
     """The routing destination, DEST (started and stopped by the tests)."""
     moved: StoreScp
@@ -78,14 +77,15 @@ class Cluster:
         return self.nodes[name].url
 
 
-def _node(directory: Path, name: str, database_url: str, storage: Path, **extra: Any) -> Any:
-    port, http_port = free_port(), free_port()
-    data = directory / f"{name}-data"
+def _settings(
+    directory: Path, name: str, database_url: str, storage: Path, **extra: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A node's [server] and [cluster] sections."""
     server = {
         "ae_title": AE,
-        "dicom_port": port,
-        "http_port": http_port,
-        "data_dir": str(data),
+        "dicom_port": free_port(),
+        "http_port": free_port(),
+        "data_dir": str(directory / f"{name}-data"),
         "bind_address": "127.0.0.1",
         "log_level": "INFO",
         "workers": 1,
@@ -103,13 +103,11 @@ def _node(directory: Path, name: str, database_url: str, storage: Path, **extra:
         "job_lease": 3.0,
         "drain_seconds": 1.5,  # above haproxy's inter 500ms times fall 2
     }
-    return server, cluster, data
+    return server, cluster
 
 
 def _start_all(nodes: list[RunningServer]) -> None:
     """Start nodes together (they migrate one after the other) and wait for each."""
-    for node in nodes:
-        node.extra_args = []
     threads = [threading.Thread(target=node.start, kwargs={"timeout": 60}) for node in nodes]
     for thread in threads:
         thread.start()
@@ -124,37 +122,42 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     directory = tmp_path_factory.mktemp("cluster")
     storage = directory / "shared"
     routed = StoreScp(directory / "routed", options=("+xa", "-uf"))
-    moved = StoreScp(directory / "moved", options=("+xa", "-uf")).start()
+    moved = StoreScp(directory / "moved", options=("+xa", "-uf"))
     remotes = [
         {"ae_title": "DEST", "host": "127.0.0.1", "port": routed.port},
         {"ae_title": "MOVEDEST", "host": "127.0.0.1", "port": moved.port},
     ]
+    nodes: dict[str, RunningServer] = {}
+    proxy: HAProxy | None = None
     with postgres_database() as database_url:
-        nodes: dict[str, RunningServer] = {}
-        for name in NAMES:
-            extra = {"workers": 2} if name == "node-a" else {}
-            server, section, data = _node(directory, name, database_url, storage, **extra)
-            config = write_config(directory / f"{name}.toml", server, remotes, {"cluster": section})
-            nodes[name] = RunningServer(
-                config,
-                data,
-                server["dicom_port"],
-                AE,
-                directory / f"{name}.log",
-                database_url,
-                server["http_port"],
-            )
-        _start_all(list(nodes.values()))
-        proxy = HAProxy(
-            directory,
-            [Backend(name, node.port, node.http_port) for name, node in nodes.items()],
-        )
         try:
+            moved.start()
+            for name in NAMES:
+                extra = {"workers": 2} if name == "node-a" else {}
+                server, section = _settings(directory, name, database_url, storage, **extra)
+                config = write_config(
+                    directory / f"{name}.toml", server, remotes, {"cluster": section}
+                )
+                nodes[name] = RunningServer(
+                    config,
+                    Path(server["data_dir"]),
+                    server["dicom_port"],
+                    AE,
+                    directory / f"{name}.log",
+                    database_url,
+                    server["http_port"],
+                )
+            _start_all(list(nodes.values()))
+            proxy = HAProxy(
+                directory,
+                [Backend(name, node.port, node.http_port) for name, node in nodes.items()],
+            )
             for name in NAMES:
                 proxy.wait_until(name, "UP")
-            yield Cluster(nodes, proxy, storage, database_url, directory, routed, moved)
+            yield Cluster(nodes, proxy, storage, routed, moved)
         finally:
-            proxy.stop()
+            if proxy is not None:
+                proxy.stop()
             for node in nodes.values():
                 node.kill()
             routed.stop()
