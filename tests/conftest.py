@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,18 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_config(path: Path, server: dict[str, Any], remotes: list[dict[str, Any]]) -> Path:
+def write_config(
+    path: Path,
+    server: dict[str, Any],
+    remotes: list[dict[str, Any]],
+    sections: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """A config file: ``[server]``, other ``sections`` (``[cluster]``), ``[[remote_ae]]``."""
     lines = ["[server]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in server.items()]
+    for name, section in (sections or {}).items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in section.items()]
     for remote in remotes:
         lines.append("\n[[remote_ae]]")
         lines += [f"{key} = {_toml_value(value)}" for key, value in remote.items()]
@@ -204,6 +214,13 @@ def server(server_factory: ServerFactory) -> RunningServer:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
+    with postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards (for module fixtures)."""
     admin_url = os.environ.get(POSTGRES_ENV)
     if not admin_url:  # make test sets it, and tools/test-setup starts PostgreSQL
         pytest.fail(f"set {POSTGRES_ENV} to run against PostgreSQL (make test does)")

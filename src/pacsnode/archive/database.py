@@ -154,9 +154,21 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+MIGRATION_LOCK = 0x7061_6373
+"""The PostgreSQL advisory lock the nodes of a cluster take in turn to migrate."""
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; a no-op when it is already there."""
+    """Bring the schema to the newest revision; a no-op when it is already there.
+
+    Nodes of a cluster (and the worker processes of a node) that start together
+    migrate one after the other, under an advisory lock held until the transaction
+    ends: the second finds the schema made, instead of failing to make it again."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

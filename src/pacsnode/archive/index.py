@@ -254,9 +254,14 @@ def _still_hidden(connection: Connection, table: sa.Table, pk: int) -> bool:
 
     A parent a concurrent writer removed meanwhile reads as hidden; inserting below it
     then breaks its foreign key, and the transaction is run again.
+
+    The lock is ``FOR NO KEY UPDATE``: a writer that inserted a child row (a new series
+    of the study) holds a key-share lock on the parent through the foreign key, which
+    a plain ``FOR UPDATE`` would wait for, and two writers adding series to one study
+    on different nodes would deadlock.
     """
     count = connection.execute(
-        sa.select(table.c.num_instances).where(table.c.pk == pk).with_for_update()
+        sa.select(table.c.num_instances).where(table.c.pk == pk).with_for_update(key_share=True)
     ).scalar()
     return not count
 

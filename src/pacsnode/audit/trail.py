@@ -40,7 +40,9 @@ class _Pending:
 class Trail:
     def __init__(self, settings: Settings, database: Database | None = None) -> None:
         self.hostname = socket.gethostname()
-        self.builder = Builder(Source(settings.ae_title))
+        # A cluster's nodes share an AE title: each audits as itself (its node name).
+        source = settings.cluster.node if settings.cluster is not None else settings.ae_title
+        self.builder = Builder(Source(source))
         self.application = Participant(
             settings.ae_title, self.hostname, alternative_id=f"AETITLES={settings.ae_title}"
         )
