@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -33,17 +34,19 @@ def test_failed_attempts_back_off_then_give_up(queue: JobQueue) -> None:
     claimed = queue.claim(["report"])
     assert claimed is not None and claimed.pk == pk and claimed.payload == {"to": "MODALITY"}
     assert queue.claim(["report"]) is None  # running: nobody else takes it
-    assert queue.fail(claimed, "refused") is JobStatus.PENDING
-    assert queue.claim(["report"]) is None  # not due before its backoff
-    delays = []
-    for _attempt in range(2):
-        started = time.monotonic()
-        while (again := queue.claim(["report"])) is None:
-            time.sleep(0.02)
-        delays.append(time.monotonic() - started)
-        status = queue.fail(again, "refused again")
-    assert status is JobStatus.FAILED
-    assert delays[1] > delays[0]  # 0.4 s after the second failure, 0.2 s after the first
+    backoffs = []
+    for attempt, job in enumerate([claimed, None]):
+        if job is None:  # due again once its backoff is over
+            while (job := queue.claim(["report"])) is None:
+                time.sleep(0.02)
+        failed_at = datetime.now(UTC)
+        assert queue.fail(job, "refused") is JobStatus.PENDING, attempt
+        assert queue.claim(["report"]) is None  # not due before its backoff
+        backoffs.append((queue.get(pk).next_run_at - failed_at).total_seconds())
+    assert backoffs[0] >= 0.2 and backoffs[1] >= 0.4  # doubled after each failure
+    while (again := queue.claim(["report"])) is None:
+        time.sleep(0.02)
+    assert queue.fail(again, "refused again") is JobStatus.FAILED
     failed = queue.get(pk)
     assert (failed.status, failed.attempts, failed.last_error) == (
         JobStatus.FAILED,
