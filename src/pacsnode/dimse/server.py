@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -52,6 +53,9 @@ log = logging.getLogger("pacsnode.dimse")
 SILENT_CONNECTIONS = 200
 """Open connections yet to send their A-ASSOCIATE-RQ that do not count against
 ``max_associations``; each is closed after ``acse_timeout``."""
+ACCEPT_DEFERRAL = 0.02
+"""Seconds a worker waits, per connection it serves above the least busy worker,
+before it takes a new connection itself."""
 
 Handler = Callable[[Request], None]
 SinkFactory = Callable[[Session, dict[str, object], Context], Sink | None]
@@ -112,11 +116,25 @@ class DimseServer:
         return int(self._listeners[0][0].getsockname()[1])
 
     def _accept(self, listener: socket.socket, tls_context: ssl.SSLContext | None) -> None:
+        """Take the connections of a listener the node's worker processes share.
+
+        Every worker waits for a connection to arrive, and a busier worker lets the
+        others try first: left to the kernel, the worker that accepted last is woken
+        first, and four senders could all land on one process (one core).
+        """
+        listener.setblocking(False)
         while True:
             try:
+                select.select([listener], [], [])
+                if lead := self.slots.lead():
+                    time.sleep(min(lead, 4) * ACCEPT_DEFERRAL)
                 sock, address = listener.accept()
-            except OSError:
+            except BlockingIOError:
+                continue  # another worker took it
+            except (OSError, ValueError):
                 return  # closed by stop()
+            sock.setblocking(True)
+            self.slots.connected()
             with self._lock:
                 crowded = self._connections >= self.settings.max_associations + SILENT_CONNECTIONS
                 if not crowded:
@@ -124,6 +142,7 @@ class DimseServer:
             if crowded:
                 log.warning("connection from %s:%d closed: too many connections", *address[:2])
                 sock.close()
+                self.slots.disconnected()
                 continue
             threading.Thread(
                 target=self._connection, args=(sock, address, tls_context), daemon=True
@@ -143,6 +162,7 @@ class DimseServer:
             log.exception("association from %s:%d failed", *address[:2])
             sock.close()
         finally:
+            self.slots.disconnected()
             with self._lock:
                 self._connections -= 1
                 self._idle.notify_all()
