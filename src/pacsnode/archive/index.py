@@ -7,8 +7,6 @@ C-STORE answers success, so what a peer was told is stored is in the index.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -311,10 +309,7 @@ rejected one, kept on disk, and shown again by clearing the code (an undelete)."
 class Index:
     def __init__(self, database: Database) -> None:
         self.database = database
-        # SQLite lets one writer in at a time and makes the others poll with sleeps of
-        # a millisecond and more; queueing them on a lock here hands over at once.
-        sqlite_writer = database.writer.dialect.name == "sqlite"
-        self._write_lock = threading.Lock() if sqlite_writer else contextlib.nullcontext()
+        self._write_lock = database.write_lock
 
     def add(
         self,
@@ -335,7 +330,7 @@ class Index:
         """
         for attempt in range(_ATTEMPTS):
             try:
-                with self._write_lock, self.database.writer.begin() as connection:
+                with self.database.indexing() as connection:
                     _refuse_rejected(connection, rows.instance["sop_instance_uid"], refused_codes)
                     return self._add(connection, rows, charset, on_duplicate)
             except _Unchanged as unchanged:
