@@ -338,3 +338,26 @@ def start_server(
         config, data, port, settings["ae_title"], base / "server.log", url, http_port
     )
     return running.start()
+
+
+def _servers_of(item: pytest.Item) -> list[RunningServer]:
+    """The servers a test's fixtures hold, directly or as an attribute of a set-up."""
+    found: dict[int, RunningServer] = {}
+    for value in getattr(item, "funcargs", {}).values():
+        candidates = [value, *(vars(value).values() if hasattr(value, "__dict__") else ())]
+        for candidate in candidates:
+            if isinstance(candidate, RunningServer):
+                found[id(candidate)] = candidate
+    return list(found.values())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report ends with the log of each pacsnode it talked to: CI
+    shows only the report, and why an association ended is written only there."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for running in _servers_of(item):
+            tail = "\n".join(running.log().splitlines()[-40:])
+            report.sections.append((f"pacsnode log {running.log_path}", tail))
