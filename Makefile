@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: run test test-setup lint pytest bench-ingest bench-query bench-dicomweb bench-ui migration clean
+.PHONY: run test test-setup lint pytest bench-ingest bench-query bench-dicomweb bench-ui bench-cluster migration clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-dicomweb: $(VENV)/.installed  ## study metadata, QIDO-RS, WADO-RS vs Ortha
 
 bench-ui: $(VENV)/.installed  ## the web UI's study list on 10,000 studies; OHIF's first image of a 300-slice CT (needs chromium)
 	cd benchmarks && ../$(PY) ui.py
+
+bench-cluster: $(VENV)/.installed  ## ingest through HAProxy into 1 and 3 cluster nodes, the proxy hop (needs haproxy, dcmtk, PACSNODE_BENCH_POSTGRES_URL)
+	cd benchmarks && ../$(PY) cluster.py $(ARGS)
 
 migration: $(VENV)/.installed  ## new Alembic revision from schema changes: make migration MSG="..."
 	$(PY) -c "from alembic import command; from pacsnode.archive.database import MIGRATIONS, alembic_config; \

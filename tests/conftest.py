@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,15 @@ def write_config(
     path: Path,
     server: dict[str, Any],
     remotes: list[dict[str, Any]],
-    tables: dict[str, list[dict[str, Any]]] | None = None,
+    sections: dict[str, dict[str, Any] | list[dict[str, Any]]] | None = None,
 ) -> Path:
-    """A config file; ``tables`` are other arrays of tables (``{"authority": [...]}``)."""
+    """A config file: ``[server]``, ``[[remote_ae]]`` and other ``sections``: a dict is a
+    table (``{"cluster": {...}}``), a list an array of tables (``{"authority": [...]}``)."""
     lines = ["[server]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in server.items()]
-    for section, entries in {"remote_ae": remotes, **(tables or {})}.items():
-        for entry in entries:
-            lines.append(f"\n[[{section}]]")
+    for name, section in {"remote_ae": remotes, **(sections or {})}.items():
+        for entry in section if isinstance(section, list) else [section]:
+            lines.append(f"\n[[{name}]]" if isinstance(section, list) else f"\n[{name}]")
             lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -211,6 +213,13 @@ def server(server_factory: ServerFactory) -> RunningServer:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
+    with postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards (for module fixtures)."""
     admin_url = os.environ.get(POSTGRES_ENV)
     if not admin_url:  # make test sets it, and tools/test-setup starts PostgreSQL
         pytest.fail(f"set {POSTGRES_ENV} to run against PostgreSQL (make test does)")
@@ -328,3 +337,26 @@ def start_server(
         config, data, port, settings["ae_title"], base / "server.log", url, http_port
     )
     return running.start()
+
+
+def _servers_of(item: pytest.Item) -> list[RunningServer]:
+    """The servers a test's fixtures hold, directly or as an attribute of a set-up."""
+    found: dict[int, RunningServer] = {}
+    for value in getattr(item, "funcargs", {}).values():
+        candidates = [value, *(vars(value).values() if hasattr(value, "__dict__") else ())]
+        for candidate in candidates:
+            if isinstance(candidate, RunningServer):
+                found[id(candidate)] = candidate
+    return list(found.values())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report ends with the log of each pacsnode it talked to: CI
+    shows only the report, and why an association ended is written only there."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for running in _servers_of(item):
+            tail = "\n".join(running.log().splitlines()[-40:])
+            report.sections.append((f"pacsnode log {running.log_path}", tail))

@@ -174,3 +174,68 @@ def test_lists_come_from_toml_arrays_or_comma_separated_variables(tmp_path: Path
     assert load_settings(config, environ={}).mpps_destinations == ("RIS", "PACS2")
     environ = {"PACSNODE_IAN_SUBSCRIBERS": "RIS, VIEWER"}
     assert load_settings(None, environ=environ).ian_subscribers == ("RIS", "VIEWER")
+
+
+CLUSTER = '[cluster]\nnode = "node-a"\ndatabase_url = "postgresql+psycopg://u:p@db/pacs"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[cluster]\nnode = "node-a"\n', "{file}: [cluster] needs database_url, storage"),
+        (
+            CLUSTER.replace("postgresql+psycopg://u:p@db/pacs", "sqlite:///index.sqlite")
+            + 'storage = "/srv/pacs"\n',
+            "{file}: [cluster] database_url: sqlite is not PostgreSQL: the nodes of a cluster "
+            "share one PostgreSQL index (SQLite serves one node only)",
+        ),
+        (
+            CLUSTER + 'storage = "/srv/pacs"\nnod = "x"\n',
+            "{file}: [cluster] has no key 'nod' (did you mean 'node'?)",
+        ),
+        (
+            CLUSTER.replace("node-a", "node a") + 'storage = "/srv/pacs"\n',
+            "{file}: [cluster] node: 'node a' is not a node name (letters, digits, '.', '_' "
+            "and '-', at most 63)",
+        ),
+        (
+            CLUSTER + 'storage = "/srv/pacs"\njob_lease = "long"\n',
+            "{file}: [cluster] job_lease: 'long' is not a number",
+        ),
+        (
+            '[server]\ndatabase_url = "postgresql+psycopg://u:p@other/pacs"\n'
+            + CLUSTER
+            + 'storage = "/srv/pacs"\n',
+            "{file}: [cluster]: database_url is also set for the server; a cluster node uses "
+            "[cluster] database_url only",
+        ),
+        ('[clustre]\nnode = "a"\n', "{file}: unknown section [clustre] (did you mean [cluster]?)"),
+    ],
+)
+def test_bad_cluster_sections_are_named(tmp_path: Path, text: str, message: str) -> None:
+    config = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config, environ={})
+    assert str(raised.value) == message.format(file=config)
+
+
+def test_a_cluster_node_shares_index_and_storage_and_names_itself(tmp_path: Path) -> None:
+    config = write(tmp_path, CLUSTER + 'storage = "/srv/pacs"\n')
+    settings = load_settings(config, environ={"PACSNODE_CLUSTER_NODE": "node-b"})
+    assert settings.cluster is not None and settings.node_name == "node-b"  # unit file wins
+    assert settings.resolved_database_url == "postgresql+psycopg://u:p@db/pacs"
+    assert settings.storage_dir == Path("/srv/pacs")
+    assert settings.cluster.job_lease == 30.0 and settings.cluster.drain_seconds == 5.0
+    single = load_settings(None, environ={})
+    assert single.cluster is None and single.storage_dir == single.data_dir
+    from_variables = load_settings(
+        None,
+        environ={
+            "PACSNODE_CLUSTER_NODE": "n1",
+            "PACSNODE_CLUSTER_DATABASE_URL": "postgresql://db/pacs",
+            "PACSNODE_CLUSTER_STORAGE": "/mnt/pacs",
+        },
+    )
+    assert from_variables.cluster is not None and from_variables.node_name == "n1"
+    with pytest.raises(ConfigError, match=r"^\[cluster\] needs database_url, storage$"):
+        load_settings(None, environ={"PACSNODE_CLUSTER_NODE": "n1"})

@@ -23,17 +23,20 @@ STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 class Sender(threading.Thread):
     """A modality sending instances one by one, remembering what was acknowledged."""
 
-    def __init__(self, port: int, datasets: list[Dataset]) -> None:
+    def __init__(self, port: int, datasets: list[Dataset], timeout: float = 8) -> None:
         super().__init__(daemon=True)
         self.port = port
         self.datasets = datasets
+        self.timeout = timeout
         self.acknowledged: dict[str, Dataset] = {}
         self.error: str | None = None
 
     def run(self) -> None:
         # pynetdicom notices a killed or aborting peer only when its DIMSE timeout
-        # expires: keep it short, but far above the few milliseconds a store takes.
-        assoc = associate(self.port, [(CTImageStorage, [ExplicitVRLittleEndian])], timeout=8)
+        # expires: keep it short where the server is killed, but far above the few
+        # milliseconds a store takes.
+        contexts = [(CTImageStorage, [ExplicitVRLittleEndian])]
+        assoc = associate(self.port, contexts, timeout=self.timeout)
         try:
             for ds in self.datasets:
                 if not assoc.is_established:
@@ -111,10 +114,10 @@ def test_kill_9_during_a_500_instance_send_loses_nothing_acknowledged(
         remaining = [ds for ds in remaining if str(ds.SOPInstanceUID) not in acknowledged]
         server.start()
         assert not partial_files(server), "partial files survived"
-    sender = Sender(server.port, remaining)
+    sender = Sender(server.port, remaining, timeout=30)  # nothing is killed now
     sender.run()
     acknowledged.update(sender.acknowledged)
-    assert len(acknowledged) == 500
+    assert len(acknowledged) == 500, sender.error
     assert assert_all_kept(server, acknowledged, tmp_path) == 500
 
 

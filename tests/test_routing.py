@@ -3,6 +3,7 @@ real process, rules from the config file and from the REST API."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -249,6 +250,30 @@ def test_rules_through_the_rest_api(server_factory: ServerFactory, storescp: Sto
     assert send_datasets(server.port, [second]) == [0]
     jobs = route_jobs(server)
     assert all(j["payload"]["instances"] != [second.SOPInstanceUID] for j in jobs)
+
+
+def test_rules_of_an_older_routes_json_move_into_the_index(
+    server_factory: ServerFactory, storescp: StoreScp
+) -> None:
+    """An archive whose run-time rules were kept in routes.json keeps them: they move
+    into the index once, as the node starts."""
+    server = server_factory(
+        remotes=[{"ae_title": "STORESCP", "host": "127.0.0.1", "port": storescp.port}]
+    )
+    server.stop()
+    old = {"name": "old-mr", "destinations": ["STORESCP"], "modality": ["MR"]}
+    (server.data_dir / "routes.json").write_text(json.dumps([old]))
+    server.start()
+    listed = httpx.get(f"{server.url}/api/routes").json()
+    assert [(r["name"], r["source"], r["modality"]) for r in listed] == [("old-mr", "api", ["MR"])]
+    assert not (server.data_dir / "routes.json").exists()
+    assert (server.data_dir / "routes.json.imported").is_file()
+    mr = ct_dataset(modality="MR", sop_class=MRImageStorage)
+    assert send_datasets(server.port, [mr]) == [0]
+    wait_for(lambda: storescp.received(mr.SOPInstanceUID), "MR not routed")
+    server.stop()
+    server.start()  # once: the renamed file is not read again
+    assert [r["name"] for r in httpx.get(f"{server.url}/api/routes").json()] == ["old-mr"]
 
 
 def test_destination_down_then_restart(server_factory: ServerFactory, tmp_path: Path) -> None:

@@ -1263,3 +1263,25 @@ def test_routing_rule_made_in_the_ui_sends_de_identified_copies(
         page.close()
     finally:
         scp.stop()
+
+
+def test_the_conformance_statement_page_is_the_apis(browser: Browser, site: Site) -> None:
+    """A viewer reads the node's conformance statement in the UI: the same sections
+    and the same storage SOP classes as the statement the API makes."""
+    context = _logged_in(browser, site, "viewer")
+    page = context.new_page()
+    answer = page.goto(site.server.url + "/conformance")
+    assert answer is not None and answer.status == 200
+    with site.api() as api:
+        made = api.get("/api/conformance").json()
+    headings = page.locator("article.conformance h2").all_inner_texts()
+    assert headings[:3] == [
+        f"Conformance Statement Overview: pacsnode {made['version']}",
+        "1 Introduction",
+        "2 Networking",
+    ]
+    annex = page.locator("article.conformance section", has_text="Annex A: Storage SOP Classes")
+    shown = annex.last.locator("tbody td:nth-child(2)").all_inner_texts()
+    assert shown == [entry["uid"] for entry in made["sop_class_sets"]["storage"]]
+    assert page.locator("nav a[href='/conformance']").count() == 1
+    context.close()

@@ -79,6 +79,21 @@ def test_four_senders_are_spread_over_the_workers(node: RunningServer, tmp_path:
         archive.close()
 
 
+def test_associations_held_at_once_are_shared_evenly(node: RunningServer) -> None:
+    """Four associations open together land two on each worker (one per core): a
+    busier worker lets the other take a new connection first."""
+    held = []
+    for _ in range(4):
+        held.append(associate(node.port, [(VERIFICATION, [ImplicitVRLittleEndian])]))
+        assert held[-1].is_established
+    for assoc in held:
+        assoc.release()
+    deadline = time.monotonic() + 10
+    while sum(served_by(node).values()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sorted(served_by(node).values()) == [2, 2]
+
+
 def test_max_associations_holds_across_workers(server_factory: ServerFactory) -> None:
     node = server_factory(workers=2, max_associations=3)
     held = [associate(node.port, [(VERIFICATION, [ImplicitVRLittleEndian])]) for _ in range(3)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,33 @@ class RouteRule:
     """PS3.15 options: retain-uids, retain-dates, retain-patient-characteristics,
     retain-device-identity, retain-institution-identity, clean-descriptors,
     retain-safe-private."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """This node as one of several sharing one PostgreSQL index and one storage
+    directory (``[cluster]``; ``PACSNODE_CLUSTER_NODE`` and the like). Each node keeps
+    its own ``data_dir`` (the audit log); everything else they share."""
+
+    node: str
+    """This node's name, unique in the cluster: it names the node in logs, audit
+    messages, job claims, ``/api/cluster`` and its spool directory."""
+    database_url: str
+    """The PostgreSQL index every node uses (``postgresql+psycopg://…``)."""
+    storage: Path
+    """The storage directory every node mounts: the instance files, and each node's
+    spool and temporary files (``tmp/<node>``), on one filesystem so that a finished
+    file is renamed into place."""
+    job_lease: float = 30.0
+    """Seconds a node's claim on a running job holds without renewal: how long a job
+    of a node that died waits before another node takes it over."""
+    health_check_ae: str = "HEALTHCHECK"
+    """The calling AE title of the load balancer's C-ECHO health check."""
+    drain_seconds: float = 5.0
+    """On SIGTERM, for this long the node refuses the health check's association while
+    serving all others, so that the load balancer marks it down and sends new
+    associations elsewhere before its ports close; longer than the balancer's
+    ``inter`` times ``fall``."""
 
 
 @dataclass(frozen=True)
@@ -408,21 +436,42 @@ class Settings:
     printers: tuple[Printer, ...] = field(default_factory=tuple)
     authorities: tuple[Authority, ...] = field(default_factory=tuple)
     coercions: tuple[Coercion, ...] = field(default_factory=tuple)
+    cluster: Cluster | None = None
+    """Set when this node is one of several (``[cluster]``); None for a single node."""
     config_file: Path | None = None
     """The file these settings were read from, if any (not a setting itself)."""
 
     @property
     def resolved_database_url(self) -> str:
+        if self.cluster is not None:
+            return self.cluster.database_url
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def storage_dir(self) -> Path:
+        """Where the instance files and the spool are: the cluster's shared directory,
+        else the data directory."""
+        return self.cluster.storage if self.cluster is not None else self.data_dir
+
+    @property
+    def node_name(self) -> str:
+        """Who this node is in job claims, logs and audit messages: its cluster name,
+        else the host's name."""
+        return self.cluster.node if self.cluster is not None else socket.gethostname()
 
 
 SERVER_KEYS = {
     f.name: f
     for f in dataclasses.fields(Settings)
-    if f.name not in ("remote_ae", "routes", "printers", "authorities", "coercions", "config_file")
+    if f.name
+    not in ("remote_ae", "routes", "printers", "authorities", "coercions", "cluster", "config_file")
 }
+CLUSTER_KEYS = [f.name for f in dataclasses.fields(Cluster)]
+CLUSTER_REQUIRED = ("node", "database_url", "storage")
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+"""A node name: it becomes part of directory and file names."""
 ENTRIES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
     "remote_ae": (RemoteAE, "ae_title", ("ae_title", "host", "port")),
     "route": (RouteRule, "name", ("name", "destinations")),
@@ -431,7 +480,7 @@ ENTRIES: dict[str, tuple[type[Any], str, tuple[str, ...]]] = {
     "coercion": (Coercion, "name", ("name", "direction")),
 }
 """The arrays of tables: their dataclass, the key that names an entry, required keys."""
-SECTIONS = ("server", *ENTRIES)
+SECTIONS = ("server", "cluster", *ENTRIES)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -640,6 +689,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if len(names) != len(set(names)):
             raise ConfigError(f"{path}: [[{section}]] names must be unique")
     _check_authorities(values["authorities"], remotes, path)
+    cluster = document.get("cluster")
+    if cluster is not None:
+        if not isinstance(cluster, dict):
+            raise ConfigError(f"{path}: cluster must be a section, [cluster]")
+        try:
+            check_unknown(CLUSTER_KEYS, cluster, f"{path}: [cluster]")
+        except Invalid as exc:
+            raise ConfigError(str(exc)) from None
+        values["cluster"] = (f"{path}: [cluster]", cluster)
     return values
 
 
@@ -715,7 +773,7 @@ def _check_sections(document: dict[str, Any], path: Path) -> None:
         if name in SERVER_KEYS:
             raise ConfigError(f"{path}: {name} must be written under [server]")
         written = f"[[{name}]]" if isinstance(value, list) else f"[{name}]"
-        choices = [f"[{s}]" if s == "server" else f"[[{s}]]" for s in SECTIONS]
+        choices = [f"[[{s}]]" if s in ENTRIES else f"[{s}]" for s in SECTIONS]
         raise ConfigError(f"{path}: unknown section {written}{did_you_mean(written, choices, '')}")
 
 
@@ -733,6 +791,51 @@ def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
         for name in SERVER_KEYS
         if ENV_PREFIX + name.upper() in environ
     }
+
+
+def _cluster_variable(key: str) -> str:
+    return f"{ENV_PREFIX}CLUSTER_{key.upper()}"
+
+
+def _cluster(
+    section: tuple[str, dict[str, Any]] | None, environ: dict[str, str], settings: Settings
+) -> Cluster | None:
+    """The ``[cluster]`` section with ``PACSNODE_CLUSTER_*`` variables over it (so that a
+    unit file can name the node of a config file all nodes share), checked; None when
+    neither is there."""
+    where, written = section or ("[cluster]", {})
+    values = dict(written)
+    origins = {key: f"{where} {key}" for key in written}
+    for key in CLUSTER_KEYS:
+        if _cluster_variable(key) in environ:
+            values[key] = environ[_cluster_variable(key)]
+            origins[key] = _cluster_variable(key)
+    if section is None and not values:
+        return None
+    missing = [key for key in CLUSTER_REQUIRED if key not in values]
+    if missing:
+        raise ConfigError(f"{where} needs {', '.join(missing)}")
+    cluster: Cluster = _typed(Cluster, values, lambda key: origins.get(key, key))
+    if not NODE_NAME.fullmatch(cluster.node):
+        raise ConfigError(
+            f"{origins['node']}: {cluster.node!r} is not a node name (letters, digits, "
+            "'.', '_' and '-', at most 63)"
+        )
+    scheme = cluster.database_url.split(":", 1)[0]
+    if not scheme.startswith("postgresql"):
+        raise ConfigError(
+            f"{origins['database_url']}: {scheme} is not PostgreSQL: the nodes of a cluster "
+            "share one PostgreSQL index (SQLite serves one node only)"
+        )
+    if settings.database_url and settings.database_url != cluster.database_url:
+        raise ConfigError(
+            f"{where}: database_url is also set for the server; a cluster node uses "
+            "[cluster] database_url only"
+        )
+    if cluster.job_lease <= 0:
+        raise ConfigError(f"{origins['job_lease']}: job_lease must be more than 0 seconds")
+    _check_ae_title(cluster.health_check_ae, origins.get("health_check_ae", "health_check_ae"))
+    return cluster
 
 
 def load_settings(
@@ -766,6 +869,7 @@ def load_settings(
         printers=merged.get("printers", ()),
         authorities=merged.get("authorities", ()),
         coercions=merged.get("coercions", ()),
+        cluster=_cluster(merged.get("cluster"), environ, settings),
         config_file=config_file,
     )
     _check_server(settings, lambda name: origins.get(name, name))

@@ -15,12 +15,16 @@ from pacsnode.config import Settings
 
 FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
 """With the process ID: worker processes of one node write the same log."""
+CLUSTER_FORMAT = "%(asctime)s %(levelname)-7s [{node}:%(process)d] %(name)s: %(message)s"
+"""A cluster node's lines also name it, so that the logs of all nodes can be merged."""
 
 
-def configure_logging(level: str, handlers: list[logging.Handler] | None = None) -> None:
+def configure_logging(
+    level: str, handlers: list[logging.Handler] | None = None, node: str = ""
+) -> None:
     logging.basicConfig(
         level=level.upper(),
-        format=FORMAT,
+        format=CLUSTER_FORMAT.format(node=node) if node else FORMAT,
         handlers=handlers or [logging.StreamHandler(sys.stderr)],
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
@@ -42,4 +46,5 @@ def configure_server_logging(settings: Settings) -> None:
                 encoding="utf-8",
             )
         )
-    configure_logging(settings.log_level, handlers)
+    node = settings.cluster.node if settings.cluster is not None else ""
+    configure_logging(settings.log_level, handlers, node)

@@ -17,6 +17,7 @@ from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.metadata import MetadataWarmer
 from pacsnode.archive.mpps import COMPLETED, IN_PROGRESS, Step
+from pacsnode.archive.nodes import Heartbeat, Nodes
 from pacsnode.archive.worklist import Worklist
 from pacsnode.config import Settings
 from pacsnode.dimse import tls
@@ -24,7 +25,7 @@ from pacsnode.dimse.scu import Dialer
 from pacsnode.dimse.services import dimse_server
 from pacsnode.dimse.slots import AssociationSlots
 from pacsnode.hl7.listener import Hl7Listener
-from pacsnode.jobs.queue import JobQueue
+from pacsnode.jobs.queue import LEASE, JobQueue
 from pacsnode.jobs.workers import Workers
 from pacsnode.web.app import create_app
 from pacsnode.web.server import HttpServer
@@ -36,7 +37,7 @@ from pacsnode.workflows.print_jobs import PrintJobs
 from pacsnode.workflows.retention import RetentionJobs
 from pacsnode.workflows.retrieve import Retriever
 from pacsnode.workflows.route_sender import RouteSender
-from pacsnode.workflows.routing import Router
+from pacsnode.workflows.routing import Router, import_rules_file
 from pacsnode.workflows.sending import STORE_JOB
 
 log = logging.getLogger("pacsnode")
@@ -70,13 +71,22 @@ def bind(settings: Settings) -> Listeners:
     return Listeners(dimse, tls_port, http)
 
 
+def close_listeners(listeners: Listeners) -> None:
+    """The parent of worker processes lets go of the node's sockets as it stops: the
+    workers' own stop ends the listening (after leaving the load balancer), and then
+    no connection waits in a queue that nobody takes from any more."""
+    for sock in (listeners.dimse, listeners.tls, listeners.http):
+        if sock is not None:
+            sock.close()
+
+
 class Node:
     """One process's share of the node: the archive, its job workers, the doors.
 
     ``archive`` is the one ``settings`` name, opened by the caller (which says which
     one it is, and refuses to make one where none was asked for). ``primary`` is the
     process that also does the node's background duties (metadata documents, study
-    stability watch, the HL7 listener): one process of a node.
+    stability watch, the HL7 listener, the node's heartbeat): one process of a node.
     """
 
     def __init__(
@@ -91,10 +101,11 @@ class Node:
         self.archive = archive
         self.dialer = Dialer(settings, self.archive.remotes.get)
         self.dialer.tls.check()
+        lease = settings.cluster.job_lease if settings.cluster is not None else LEASE
         self.jobs = JobQueue(
-            self.archive.database, settings.job_max_attempts, settings.job_retry_delay
+            self.archive.database, settings.job_max_attempts, settings.job_retry_delay, lease
         )
-        self.workers = Workers(self.jobs, settings.job_workers)
+        self.workers = Workers(self.jobs, settings.job_workers, node=settings.node_name)
         Retriever(self.archive, self.workers, self.dialer)  # runs retrieve jobs
         PrintJobs(self.archive, self.workers)  # runs print jobs
         self.router = Router(self.archive, self.workers)
@@ -132,6 +143,9 @@ class Node:
             if settings.hl7_port and primary
             else None
         )
+        self.heartbeat = Heartbeat(
+            Nodes(self.archive.database), settings, lambda: self.dimse.slots.count
+        )
         self.http = (
             HttpServer(
                 create_app(self.archive, self.workers, self.router, self.retention),
@@ -154,11 +168,14 @@ class Node:
 
     def prepare(self) -> None:
         """What a node does once as it starts, before any process serves: clean up
-        after an interrupted run, make its interrupted jobs due again."""
+        after its own interrupted run (never another node's files or jobs), make its
+        interrupted jobs due again, move an older version's ``routes.json`` into the
+        index."""
         removed = self.archive.storage.clean_partial_files()
         if removed:
             log.info("removed %d partial files left by an interrupted run", removed)
         self.workers.recover()
+        import_rules_file(self.archive)
 
     def start(self, listeners: Listeners | None = None) -> None:
         """Serve: on ``listeners`` bound by the parent of worker processes, else on
@@ -183,9 +200,11 @@ class Node:
             self.stop()
             raise
         if self.primary:
+            self.heartbeat.start()
             audit.application_started()
 
     def stop(self) -> None:
+        self.dimse.leave_balancer()  # everything serves until the balancer looks away
         if self.orders is not None:
             self.orders.stop()
         if self.http is not None:
@@ -193,6 +212,7 @@ class Node:
         self.dimse.stop()
         if self.primary:
             self.retention.stop()
+            self.heartbeat.stop()
             self.notifier.stop()
             self.warmer.stop()
         self.workers.stop()

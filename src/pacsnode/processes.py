@@ -28,11 +28,14 @@ import signal
 import threading
 import time
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pacsnode.archive.storage import Storage
 from pacsnode.config import Settings
 from pacsnode.dimse.slots import AssociationSlots
+
+if TYPE_CHECKING:
+    from pacsnode.node import Listeners
 
 log = logging.getLogger("pacsnode")
 
@@ -73,7 +76,9 @@ class Supervisor:
         finally:
             writer.stop()
 
-    def _serve(self, stop: threading.Event, listeners: Any) -> None:
+    def _serve(self, stop: threading.Event, listeners: Listeners) -> None:
+        from pacsnode.node import close_listeners
+
         for worker in range(self.count):
             self._start(worker, listeners)
         try:
@@ -91,6 +96,7 @@ class Supervisor:
                 if not process.is_alive():
                     self._replace(worker, process, listeners)
         log.info("shutting down")
+        close_listeners(listeners)
         self._stop_all()
 
     def _start(self, worker: int, listeners: Any) -> None:
@@ -130,7 +136,7 @@ class Supervisor:
         )
         self.slots.forget(worker)
 
-        Storage(self.settings.data_dir).clean_spool_of(pid)
+        Storage.of(self.settings).clean_spool_of(pid)
         time.sleep(_RESTART_PAUSE)
         self._start(worker, listeners)
         try:
@@ -166,7 +172,9 @@ def serve_worker(
     from pacsnode.logs import configure_logging
     from pacsnode.node import Node
 
-    configure_logging(settings.log_level, [logging.handlers.QueueHandler(log_records)])
+    to_parent = logging.handlers.QueueHandler(log_records)
+    to_parent.setFormatter(logging.Formatter("%(message)s"))  # the parent's handlers format
+    configure_logging(settings.log_level, [to_parent])
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

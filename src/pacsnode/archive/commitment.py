@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from pacsnode.archive.index import Index, StoredInstance
 from pacsnode.archive.rejection import KEY_OBJECT_SELECTION
 from pacsnode.archive.schema import rejected_instance
-from pacsnode.archive.storage import Storage
+from pacsnode.archive.storage import ObjectStore
 
 PROCESSING_FAILURE = 0x0110
 NO_SUCH_OBJECT_INSTANCE = 0x0112
@@ -37,9 +36,9 @@ class Commitment:
     """Each failed reference with its Failure Reason (PS3.4 Table J.3-2)."""
 
 
-def _sha256(path: Path) -> str:
+def _sha256(storage: ObjectStore, key: str) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with storage.open(key) as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -57,7 +56,7 @@ def _rejection_note(index: Index, stored: StoredInstance) -> bool:
         return connection.execute(rejected.limit(1)).first() is None
 
 
-def commit(index: Index, storage: Storage, references: list[Reference]) -> Commitment:
+def commit(index: Index, storage: ObjectStore, references: list[Reference]) -> Commitment:
     result = Commitment()
     for reference in references:
         stored = index.find_instance(reference.sop_instance_uid)
@@ -66,9 +65,9 @@ def commit(index: Index, storage: Storage, references: list[Reference]) -> Commi
         elif stored.sop_class_uid != reference.sop_class_uid:
             result.failed.append((reference, CLASS_INSTANCE_CONFLICT))
         else:
-            path = storage.absolute(stored.file_path)
+            key = stored.file_path
             try:
-                intact = _sha256(path) == stored.checksum
+                intact = storage.exists(key) and _sha256(storage, key) == stored.checksum
             except OSError:
                 intact = False
             if intact:

@@ -56,7 +56,7 @@ class Archive:
         self.settings = settings
         self.database: Database = open_database(settings.resolved_database_url)
         migrate(self.database.writer)
-        self.storage = Storage(settings.data_dir)
+        self.storage = Storage.of(settings)
         self.index = Index(self.database)
         warn = settings.rejected_store_answer == "warning"
         self.ingest = Ingest(
@@ -191,7 +191,8 @@ def _check_new(settings: Settings, create: bool) -> None:
     data_dir = settings.data_dir.absolute()
     if not create:
         named = settings.config_file or f"none (no --config, ${CONFIG_ENV} or {SYSTEM_CONFIG})"
-        index = f" (index {display_url(settings.database_url)})" if settings.database_url else ""
+        chosen = settings.database_url or settings.cluster  # not the default SQLite file
+        index = f" (index {display_url(settings.resolved_database_url)})" if chosen else ""
         raise ArchiveError(
             f"no archive in {data_dir}{index}; config file: {named}. Name the archive's "
             "config file, or create an archive with 'pacsnode serve' or 'pacsnode import'"

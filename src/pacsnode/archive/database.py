@@ -8,7 +8,13 @@ when both upgrade from a read lock).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 LOCK_TIMEOUT_MS = 10_000
@@ -35,13 +41,13 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _configure_sqlite(engine: Engine, begin: str) -> None:
+def _configure_sqlite(engine: Engine, begin: str, synchronous: str = "FULL") -> None:
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         # LIKE must be case-sensitive as on PostgreSQL: case-insensitive matching uses
@@ -63,10 +69,103 @@ class Database:
 
     writer: Engine
     reader: Engine
+    write_lock: AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext)
+    """Held around write transactions of the index's hot path: on SQLite it makes the
+    writers of every thread and process of a node queue, each handed over the moment
+    the lock is free, where SQLite's own busy handler sleeps 1, 2, 5, 10 ms… between
+    tries. PostgreSQL queues writers itself."""
+    indexer: Engine | None = None
+    """SQLite: the writer of :meth:`indexing`, committing without waiting for the disk
+    (``synchronous=NORMAL``), which :attr:`wal_sync` then makes durable."""
+    wal_sync: WalSync | None = None
+
+    @contextmanager
+    def indexing(self) -> Iterator[Connection]:
+        """A write transaction of the hot path (an instance indexed), durable when the
+        block ends.
+
+        On SQLite the commit only writes the WAL, and the lock is given back at once;
+        the WAL is fsynced after, outside it, one fsync for every commit made until it
+        began. With the fsync inside the lock, four associations queued behind each
+        other's fsyncs (300 CT over four associations: 280 → 320 instances/s).
+        """
+        with self.write_lock, (self.indexer or self.writer).begin() as connection:
+            yield connection
+        if self.wal_sync is not None:
+            self.wal_sync.after_commit()
 
     def dispose(self) -> None:
         self.writer.dispose()
         self.reader.dispose()
+        if self.indexer is not None:
+            self.indexer.dispose()
+
+
+class WalSync:
+    """Group commit of the WAL: a commit waits for an fsync that began after it, and
+    one fsync covers every commit made before it began, so that commits arriving
+    together share one trip to the disk."""
+
+    def __init__(self, wal: Path) -> None:
+        self.wal = wal
+        self._changed = threading.Condition()
+        self._committed = 0
+        self._synced = 0
+        self._syncing = False
+
+    def after_commit(self) -> None:
+        with self._changed:
+            self._committed += 1
+            mine = self._committed
+            while self._synced < mine:
+                if self._syncing:
+                    self._changed.wait()
+                    continue
+                self._syncing, covered = True, self._committed
+                self._changed.release()
+                try:
+                    _fsync(self.wal)
+                finally:
+                    self._changed.acquire()
+                    self._syncing = False
+                    self._changed.notify_all()
+                self._synced = max(self._synced, covered)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # checkpointed into the database (synced) and removed
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class WriterLock:
+    """One writer at a time among the threads of this process (a mutex) and among the
+    processes of the node (``flock`` on a file beside the database)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._threads = threading.Lock()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644) if path is not None else None
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
 
 
 def open_database(url: str) -> Database:
@@ -78,7 +177,12 @@ def open_database(url: str) -> Database:
         _configure_sqlite(writer, "BEGIN IMMEDIATE")
         reader = sa.create_engine(url, pool_size=32, max_overflow=32, pool_timeout=60)
         _configure_sqlite(reader, "BEGIN")
-        return Database(writer, reader)
+        if not database:  # in memory: nothing to make durable
+            return Database(writer, reader, WriterLock(None))
+        indexer = sa.create_engine(url, pool_size=32, max_overflow=32, pool_timeout=60)
+        _configure_sqlite(indexer, "BEGIN IMMEDIATE", synchronous="NORMAL")
+        lock = WriterLock(Path(f"{database}.write-lock"))
+        return Database(writer, reader, lock, indexer, WalSync(Path(f"{database}-wal")))
     engine = sa.create_engine(
         url,
         pool_size=16,
@@ -154,9 +258,21 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+MIGRATION_LOCK = 0x7061_6373
+"""The PostgreSQL advisory lock the nodes of a cluster take in turn to migrate."""
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; a no-op when it is already there."""
+    """Bring the schema to the newest revision; a no-op when it is already there.
+
+    Nodes of a cluster (and the worker processes of a node) that start together
+    migrate one after the other, under an advisory lock held until the transaction
+    ends: the second finds the schema made, instead of failing to make it again."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -8,7 +8,6 @@ C-STORE answers success, so what a peer was told is stored is in the index.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -254,9 +253,14 @@ def _still_hidden(connection: Connection, table: sa.Table, pk: int) -> bool:
 
     A parent a concurrent writer removed meanwhile reads as hidden; inserting below it
     then breaks its foreign key, and the transaction is run again.
+
+    The lock is ``FOR NO KEY UPDATE``: a writer that inserted a child row (a new series
+    of the study) holds a key-share lock on the parent through the foreign key, which
+    a plain ``FOR UPDATE`` would wait for, and two writers adding series to one study
+    on different nodes would deadlock.
     """
     count = connection.execute(
-        sa.select(table.c.num_instances).where(table.c.pk == pk).with_for_update()
+        sa.select(table.c.num_instances).where(table.c.pk == pk).with_for_update(key_share=True)
     ).scalar()
     return not count
 
@@ -316,10 +320,7 @@ rejected one, kept on disk, and shown again by clearing the code (an undelete)."
 class Index:
     def __init__(self, database: Database) -> None:
         self.database = database
-        # SQLite lets one writer in at a time and makes the others poll with sleeps of
-        # a millisecond and more; queueing them on a lock here hands over at once.
-        sqlite_writer = database.writer.dialect.name == "sqlite"
-        self._write_lock = threading.Lock() if sqlite_writer else contextlib.nullcontext()
+        self._write_lock = database.write_lock
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Connection]:
@@ -346,7 +347,7 @@ class Index:
         """
         for attempt in range(_ATTEMPTS):
             try:
-                with self._write_lock, self.database.writer.begin() as connection:
+                with self.database.indexing() as connection:
                     _refuse_rejected(connection, rows.instance["sop_instance_uid"], refused_codes)
                     return self._add(connection, rows, charset, on_duplicate)
             except _Unchanged as unchanged:

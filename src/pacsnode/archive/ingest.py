@@ -518,7 +518,7 @@ class Ingest:
         relative = self.storage.new_relative_path(uids["StudyInstanceUID"], uids["SOPInstanceUID"])
         prepared = received.prepared
         if prepared is not None and prepared.matches(uids):
-            adopting = self.storage.adopt_in_background(received.path, relative)
+            adopting = self.storage.put_file(received.path, relative)
             return Placement(relative, prepared.size, prepared.checksum, adopting.result)
         header = file_meta(
             uids["SOPClassUID"], uids["SOPInstanceUID"], parsed.transfer_syntax, received.source_ae
@@ -526,7 +526,7 @@ class Ingest:
         try:
             with received.path.open("rb") as source:
                 source.seek(parsed.offset)
-                stored = self.storage.write(relative, header, source)
+                stored = self.storage.put(relative, header, source)
         except OSError as exc:
             raise resource_error(exc) from exc
         return Placement(relative, stored.size, stored.checksum, lambda: None)

@@ -29,6 +29,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import Tag
+from sqlalchemy.dialects import postgresql, sqlite
 
 from pacsnode.archive.database import Database
 from pacsnode.archive.modification import Modification
@@ -277,19 +278,15 @@ class MetadataCache:
         if not made:
             return
         rows = [{"instance_pk": pk, "document": text} for pk, text in made.items()]
+        dialect = postgresql if self.database.writer.dialect.name == "postgresql" else sqlite
+        # Another process or node may have made some of them meanwhile: theirs stay.
+        insert = dialect.insert(instance_metadata).on_conflict_do_nothing(
+            index_elements=["instance_pk"]
+        )
         try:
             with self.database.writer.begin() as connection:
-                existing = set(
-                    connection.execute(
-                        sa.select(instance_metadata.c.instance_pk).where(
-                            instance_metadata.c.instance_pk.in_(list(made))
-                        )
-                    ).scalars()
-                )
-                fresh = [row for row in rows if row["instance_pk"] not in existing]
-                if fresh:
-                    connection.execute(sa.insert(instance_metadata), fresh)
-        except sa.exc.DBAPIError as exc:  # a concurrent delete or writer: made again later
+                connection.execute(insert, rows)
+        except sa.exc.DBAPIError as exc:  # an instance deleted meanwhile: made again later
             log.info("metadata not cached this time: %s", exc)
 
     def warm_after(self, last_pk: int, limit: int) -> int | None:

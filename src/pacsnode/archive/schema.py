@@ -200,9 +200,18 @@ job = sa.Table(
     # renew; once it lapses (the process died), any worker may take the job over.
     sa.Column("claimed_by", sa.String(128)),
     sa.Column("lease_until", sa.DateTime(timezone=True)),
+    # Set by enqueue_once: no two pending jobs share it, whichever node queued them.
+    sa.Column("once_key", sa.String(200)),
     *_timestamps(),
     sa.Index("ix_job_due", "status", "next_run_at"),
     sa.Index("ix_job_queue_key", "queue_key"),
+    sa.Index(
+        "uq_job_pending_once_key",
+        "once_key",
+        unique=True,
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    ),
 )
 
 mpps = sa.Table(
@@ -316,6 +325,31 @@ api_token = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("last_used_at", sa.DateTime(timezone=True)),
+)
+
+# Routing rules added at run time (REST API), shared by every node: the rule as its
+# config table, JSON.
+route_rule = sa.Table(
+    "route_rule",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("rule", sa.Text, nullable=False),
+    *_timestamps(),
+)
+
+# The nodes serving this index, each writing a heartbeat while it runs (/api/cluster).
+cluster_node = sa.Table(
+    "cluster_node",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("dicom_port", sa.Integer, nullable=False),
+    sa.Column("http_port", sa.Integer, nullable=False),
+    sa.Column("associations", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("stopped_at", sa.DateTime(timezone=True)),
 )
 
 LEVEL_TABLES: dict[Level, sa.Table] = {

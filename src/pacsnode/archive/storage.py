@@ -1,10 +1,19 @@
 """Where instance files live, and how one is written so that a crash never half-writes it.
 
-A file is assembled in ``<data_dir>/tmp``, fsynced, then renamed into
-``<data_dir>/storage`` (same filesystem, so the rename is atomic) and the directory is
-fsynced. Whatever a crash leaves behind is in ``tmp`` only, which start-up empties.
-The data set bytes are copied exactly as received; only the File Meta Information is
-ours, and it records who sent the object.
+The archive keeps each instance under a key (the index's ``file_path``) in an
+:class:`ObjectStore`: put, open, delete, exists. The filesystem is the one kind there
+is; an object store would be a second, behind the same calls.
+
+On the filesystem a file is assembled in a temporary directory, fsynced, then renamed
+into ``storage/`` (same filesystem, so the rename is atomic) and the directory is
+fsynced. Whatever a crash leaves behind is in the temporary directory only, which
+start-up empties. The data set bytes are copied exactly as received; only the File
+Meta Information is ours, and it records who sent the object.
+
+A single node keeps both under its data directory (``storage/``, ``tmp/``). The nodes
+of a cluster share one storage directory: each has its own temporary directory in it,
+``tmp/<node>/``, which only that node's start-up empties, and puts its name in every
+file name it makes, so that no two nodes can ever pick the same one.
 """
 
 from __future__ import annotations
@@ -18,11 +27,14 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from pydicom.uid import PYDICOM_ROOT_UID
 
 from pacsnode import __version__
+
+if TYPE_CHECKING:  # the configuration model checks options that import this module
+    from pacsnode.config import Settings
 
 IMPLEMENTATION_CLASS_UID = f"{PYDICOM_ROOT_UID}7001.{__version__.split('.')[1]}"
 IMPLEMENTATION_VERSION_NAME = f"PACSNODE_{__version__.replace('.', '')}"[:16]
@@ -77,16 +89,58 @@ def _element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
+class ObjectStore(Protocol):
+    """What the archive asks of the place its instance files are kept, by key."""
+
+    def put(self, key: str, header: bytes, source: BinaryIO) -> StoredFile:
+        """Store ``header`` then the rest of ``source`` durably under ``key``."""
+        ...
+
+    def put_file(self, path: Path, key: str) -> Future[None]:
+        """Store a complete file received into this node's spool under ``key``, in the
+        background (the index commits once it is done)."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """The stored bytes, for reading."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove what is stored under ``key``; nothing there is no error."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def absolute(self, key: str) -> Path:
+        """A local file holding the object, for readers that need a file name (pydicom,
+        a memory map, an HTTP file response): the stored file itself here; an object
+        store would give a cached copy."""
+        ...
+
+
 class Storage:
-    def __init__(self, data_dir: Path) -> None:
-        self.root = data_dir / "storage"
-        self.tmp = data_dir / "tmp"
+    """The filesystem :class:`ObjectStore`: ``storage/`` under ``root``, and the node's
+    temporary directory beside it."""
+
+    def __init__(self, root: Path, node: str = "") -> None:
+        self.root = root / "storage"
+        self.tmp = root / "tmp" / node if node else root / "tmp"
+        self.node = node
+        """This node's name in a cluster (part of every file name it makes), else empty."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="storage-io")
 
+    @classmethod
+    def of(cls, settings: Settings) -> Storage:
+        """The storage these settings name: a cluster's shared one, or the data
+        directory's."""
+        node = settings.cluster.node if settings.cluster is not None else ""
+        return cls(settings.storage_dir, node)
+
     def clean_partial_files(self) -> int:
-        """Remove what an interrupted write or receive left behind; returns how many."""
+        """Remove what an interrupted write or receive of this node left behind; returns
+        how many. Other nodes' temporary files are theirs, in flight or not."""
         removed = 0
         for entry in self.tmp.iterdir():
             if entry.is_dir():
@@ -103,30 +157,37 @@ class Storage:
         return self.tmp / f"spool-{os.getpid()}"
 
     def clean_spool_of(self, pid: int) -> None:
-        """Remove what a process that died left in its spool directory."""
+        """Remove what a process of this node that died left in its spool directory."""
         shutil.rmtree(self.tmp / f"spool-{pid}", ignore_errors=True)
 
-    @staticmethod
-    def new_relative_path(study_instance_uid: str, sop_instance_uid: str) -> str:
-        """A fresh name for a new copy of an instance, in its study's directory.
+    def new_relative_path(self, study_instance_uid: str, sop_instance_uid: str) -> str:
+        """A fresh key for a new copy of an instance, in its study's directory.
 
         One directory per study keeps a study together on disk and costs one
         directory creation per study, not per instance. Each write gets its own file
-        name, so a replacement or a concurrent duplicate never overwrites the file
-        that an index row (and its checksum) points to.
+        name (a cluster node's name in it, then random), so a replacement or a
+        concurrent duplicate, here or on another node, never overwrites the file that
+        an index row (and its checksum) points to.
         """
         study = _digest(study_instance_uid)
-        return f"{study[:2]}/{study[2:20]}/{_digest(sop_instance_uid)}.{secrets.token_hex(4)}.dcm"
+        unique = f"{self.node}-{secrets.token_hex(4)}" if self.node else secrets.token_hex(4)
+        return f"{study[:2]}/{study[2:20]}/{_digest(sop_instance_uid)}.{unique}.dcm"
 
     def absolute(self, relative_path: str) -> Path:
         return self.root / relative_path
 
-    def adopt_in_background(self, path: Path, relative_path: str) -> Future[None]:
-        """Make a complete file (on our filesystem) durable at ``relative_path``.
+    def open(self, key: str) -> BinaryIO:
+        return self.absolute(key).open("rb")
+
+    def exists(self, key: str) -> bool:
+        return self.absolute(key).is_file()
+
+    def put_file(self, path: Path, key: str) -> Future[None]:
+        """Make a complete file (spooled on this filesystem) durable under ``key``.
 
         Runs on an I/O thread: the fsyncs overlap with the caller's index work.
         """
-        return self._io.submit(self._adopt, path, relative_path)
+        return self._io.submit(self._adopt, path, key)
 
     def _adopt(self, path: Path, relative_path: str) -> None:
         fd = os.open(path, os.O_RDONLY)
@@ -136,7 +197,7 @@ class Storage:
             os.close(fd)
         self._move_into_place(path, self.absolute(relative_path))
 
-    def write(self, relative_path: str, header: bytes, source: BinaryIO) -> StoredFile:
+    def put(self, relative_path: str, header: bytes, source: BinaryIO) -> StoredFile:
         """Write ``header`` then the rest of ``source`` durably at ``relative_path``."""
         final = self.absolute(relative_path)
         checksum = hashlib.sha256(header)

@@ -438,8 +438,10 @@ def instances_restored(user: Actor, instances: Iterable[str]) -> None:
     restored = list(instances)
     log.info("audit: %d instances restored by %s", len(restored), user.user_id)
     if (trail := _trail) is not None and restored:
+        # described now: a deletion may take them again before the trail's thread runs
         trail.emit(
-            lambda studies: trail.builder.accessed(user.participant(), studies, "C"), restored
+            lambda studies: trail.builder.accessed(user.participant(), studies, "C"),
+            studies=trail.studies_of(restored),
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -75,16 +75,24 @@ class Journal:
         self.directory = directory
         self._lock = threading.Lock()
 
-    def append(self, message: Message) -> None:
-        line = json.dumps(message.as_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
-        path = self.directory / f"{_PREFIX}{message.time.date().isoformat()}{_SUFFIX}"
+    def append(self, messages: Iterable[Message]) -> None:
+        """Add messages to their days' files, each day's lines in one write."""
+        days: dict[Path, list[str]] = {}
+        for message in messages:
+            path = self.directory / f"{_PREFIX}{message.time.date().isoformat()}{_SUFFIX}"
+            days.setdefault(path, []).append(
+                json.dumps(message.as_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
+            )
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(descriptor, line.encode())
-            finally:
-                os.close(descriptor)
+            for path, lines in days.items():
+                descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    data = memoryview("".join(lines).encode())
+                    while data:
+                        data = data[os.write(descriptor, data) :]
+                finally:
+                    os.close(descriptor)
 
     def search(self, search: Search) -> list[dict[str, Any]]:
         """Matching entries, newest first, at most ``search.limit``."""

@@ -11,6 +11,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ from pacsnode.config import Settings
 log = logging.getLogger("pacsnode.audit")
 
 Build = Callable[[list[Study]], Message]
+_GATHER = 0.02
+"""Seconds the trail waits, once woken, for more events to record together."""
+_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,9 @@ class _Pending:
 class Trail:
     def __init__(self, settings: Settings, database: Database | None = None) -> None:
         self.hostname = socket.gethostname()
-        self.builder = Builder(Source(settings.ae_title))
+        # A cluster's nodes share an AE title: each audits as itself (its node name).
+        source = settings.cluster.node if settings.cluster is not None else settings.ae_title
+        self.builder = Builder(Source(source))
         self.application = Participant(
             settings.ae_title, self.hostname, alternative_id=f"AETITLES={settings.ae_title}"
         )
@@ -83,18 +89,43 @@ class Trail:
             self.sender.close()
 
     def _run(self) -> None:
-        while (pending := self._queue.get()) is not None:
-            try:
-                self._record(pending)
-            except Exception:  # an audit failure never stops the trail
-                log.exception("audit message failed")
+        """Wake for an event, let more gather for a moment, then record them all: a
+        stream of C-FINDs wakes this thread once per batch, not once per query, and
+        the thread it would take the interpreter from is the one answering them."""
+        running = True
+        while running:
+            batch = [self._queue.get()]
+            time.sleep(_GATHER)
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            running = None not in batch
+            messages = []
+            for pending in batch:
+                if pending is None:
+                    continue
+                try:
+                    messages.append(self._built(pending))
+                except Exception:  # an audit failure never stops the trail
+                    log.exception("audit message failed")
+            self._record(messages)
 
-    def _record(self, pending: _Pending) -> None:
+    def _built(self, pending: _Pending) -> Message:
         studies = list(pending.studies)
         if pending.instances:
             studies += self.studies_of(pending.instances)
-        message = pending.build(studies)
-        if self.sender is not None:
-            self.sender.send(frame(message.xml, message.outcome, message.time, self.hostname))
-        if self.journal is not None:
-            self.journal.append(message)
+        return pending.build(studies)
+
+    def _record(self, messages: list[Message]) -> None:
+        try:
+            if self.sender is not None:
+                for message in messages:
+                    self.sender.send(
+                        frame(message.xml, message.outcome, message.time, self.hostname)
+                    )
+            if self.journal is not None:
+                self.journal.append(messages)
+        except Exception:  # an audit failure never stops the trail
+            log.exception("audit messages failed")

@@ -90,7 +90,8 @@ def open_archive(settings: Settings, create: bool = False) -> Archive:
         archive = Archive.open(settings, create)
     except ArchiveError as exc:
         raise fail(str(exc)) from exc
-    index = "" if settings.database_url == "" else f"index {display_url(settings.database_url)}; "
+    named = settings.database_url or settings.cluster  # not the default SQLite file
+    index = f"index {display_url(settings.resolved_database_url)}; " if named else ""
     console.print(
         f"archive {settings.data_dir.absolute()} ({index}config {settings.config_file or 'none'})",
         style="dim",

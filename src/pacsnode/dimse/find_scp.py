@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset
@@ -56,8 +57,12 @@ class FindSCP:
             log.warning("C-FIND identifier unreadable: %s", exc)
             yield Answer(status.UNABLE_TO_PROCESS, comment=f"identifier unreadable: {exc}")
             return
-        requested = [element for element in identifier if element.keyword not in NOT_KEYS]
-        unsupported = [str(e.tag) for e in requested if not _supported(e.keyword)]
+        requested = [
+            _Requested(element, element.keyword, returned_vr(element))
+            for element in identifier
+            if element.keyword not in NOT_KEYS
+        ]
+        unsupported = [str(r.element.tag) for r in requested if not _supported(r.keyword)]
         if unsupported:
             log.info("C-FIND keys not supported, returned empty: %s", ", ".join(unsupported))
         pending = status.PENDING_WARNING if unsupported else status.PENDING
@@ -93,17 +98,17 @@ class FindSCP:
         )
 
     def _response(
-        self, row: Any, requested: list[DataElement], level: Level, syntax: str
+        self, row: Any, requested: list[_Requested], level: Level, syntax: str
     ) -> Dataset | Encoded:
         """One answer: written directly when it is flat, else through pydicom."""
         settings = self.archive.settings
-        values = {e.keyword: _value(row, e.keyword, settings.ae_title) for e in requested}
+        values = {r.keyword: _value(row, r.keyword, settings.ae_title) for r in requested}
         values["RetrieveAETitle"] = settings.ae_title  # in every answer (PS3.4 C.4.1.1.3.2)
         elements = [
             (0x00080005, "CS", settings.response_character_set),
             (0x00080052, "CS", level.value),
             (0x00080054, "AE", settings.ae_title),
-            *((int(e.tag), returned_vr(e), values[e.keyword]) for e in requested),
+            *((int(r.element.tag), r.vr, values[r.keyword]) for r in requested),
         ]
         unique = list({tag: (tag, vr, value) for tag, vr, value in elements}.values())
         if flat.encodable(unique, syntax):
@@ -111,13 +116,22 @@ class FindSCP:
         response = Dataset()
         response.SpecificCharacterSet = settings.response_character_set
         response.QueryRetrieveLevel = level.value
-        for element in requested:
-            value = values[element.keyword]
-            if isinstance(value, Sequence) and element.VR == "SQ" and element.value:
-                value = requested_items(value, element.value[0])
-            set_returned(response, element, value)
+        for r in requested:
+            value = values[r.keyword]
+            if isinstance(value, Sequence) and r.vr == "SQ" and r.element.value:
+                value = requested_items(value, r.element.value[0])
+            set_returned(response, r.element, value)
         response.RetrieveAETitle = settings.ae_title
         return response
+
+
+@dataclass(frozen=True)
+class _Requested:
+    """A key of the identifier, with its keyword and answer VR looked up once."""
+
+    element: DataElement
+    keyword: str
+    vr: str
 
 
 def _supported(keyword: str) -> bool:

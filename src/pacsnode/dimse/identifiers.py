@@ -21,14 +21,15 @@ def query_keys(identifier: Dataset) -> tuple[dict[str, str], dict[str, dict[str,
     keys: dict[str, str] = {}
     sequences: dict[str, dict[str, str]] = {}
     for element in identifier:
-        if not element.keyword or element.keyword in NOT_KEYS:
+        keyword = element.keyword
+        if not keyword or keyword in NOT_KEYS:
             continue
-        keys[element.keyword] = ""
+        keys[keyword] = ""
         if element.VR == "SQ":
             if element.value:  # matching on the first item; more are not allowed
-                sequences[element.keyword] = dict(item_values(element.value[0]))
+                sequences[keyword] = dict(item_values(element.value[0]))
         elif not element.is_empty:
-            keys[element.keyword] = text_value(element.value).strip()
+            keys[keyword] = text_value(element.value).strip()
     return keys, sequences
 
 

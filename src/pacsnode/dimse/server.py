@@ -13,10 +13,13 @@ arriving is never acknowledged, so the sender knows to send it again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,6 +53,9 @@ log = logging.getLogger("pacsnode.dimse")
 SILENT_CONNECTIONS = 200
 """Open connections yet to send their A-ASSOCIATE-RQ that do not count against
 ``max_associations``; each is closed after ``acse_timeout``."""
+ACCEPT_DEFERRAL = 0.02
+"""Seconds a worker waits, per connection it serves above the least busy worker,
+before it takes a new connection itself."""
 
 Handler = Callable[[Request], None]
 SinkFactory = Callable[[Session, dict[str, object], Context], Sink | None]
@@ -89,6 +95,8 @@ class DimseServer:
         self._connections = 0
         self._draining = threading.Event()
         self._idle = threading.Condition(self._lock)
+        self._leaving = threading.Event()
+        """Set while the node leaves its load balancer: the health check is refused."""
 
     # --- listening ---------------------------------------------------------------
 
@@ -108,11 +116,25 @@ class DimseServer:
         return int(self._listeners[0][0].getsockname()[1])
 
     def _accept(self, listener: socket.socket, tls_context: ssl.SSLContext | None) -> None:
+        """Take the connections of a listener the node's worker processes share.
+
+        Every worker waits for a connection to arrive, and a busier worker lets the
+        others try first: left to the kernel, the worker that accepted last is woken
+        first, and four senders could all land on one process (one core).
+        """
+        listener.setblocking(False)
         while True:
             try:
+                select.select([listener], [], [])
+                if lead := self.slots.lead():
+                    time.sleep(min(lead, 4) * ACCEPT_DEFERRAL)
                 sock, address = listener.accept()
-            except OSError:
+            except BlockingIOError:
+                continue  # another worker took it
+            except (OSError, ValueError):
                 return  # closed by stop()
+            sock.setblocking(True)
+            self.slots.connected()
             with self._lock:
                 crowded = self._connections >= self.settings.max_associations + SILENT_CONNECTIONS
                 if not crowded:
@@ -120,6 +142,7 @@ class DimseServer:
             if crowded:
                 log.warning("connection from %s:%d closed: too many connections", *address[:2])
                 sock.close()
+                self.slots.disconnected()
                 continue
             threading.Thread(
                 target=self._connection, args=(sock, address, tls_context), daemon=True
@@ -139,6 +162,7 @@ class DimseServer:
             log.exception("association from %s:%d failed", *address[:2])
             sock.close()
         finally:
+            self.slots.disconnected()
             with self._lock:
                 self._connections -= 1
                 self._idle.notify_all()
@@ -155,7 +179,8 @@ class DimseServer:
             transport.send(
                 [encode_reject(AssociateReject(refusal.result, refusal.source, refusal.reason))]
             )
-            access.report_refusal(refusal, request.calling_ae, request.called_ae, address)
+            if refusal is not LEAVING:
+                access.report_refusal(refusal, request.calling_ae, request.called_ae, address)
             transport.close()
             return
         try:
@@ -187,6 +212,9 @@ class DimseServer:
         return None
 
     def _refusal(self, request: AssociateRequest, address: tuple[str, int]) -> Refusal | None:
+        cluster = self.settings.cluster
+        if self._leaving.is_set() and cluster and request.calling_ae == cluster.health_check_ae:
+            return LEAVING
         if request.application_context != APPLICATION_CONTEXT:
             return Refusal(2, f"application context {request.application_context}")
         if not request.protocol_version & 1:
@@ -310,11 +338,28 @@ class DimseServer:
 
     # --- stopping ----------------------------------------------------------------
 
+    def leave_balancer(self) -> None:
+        """A cluster node about to stop: for ``drain_seconds`` its load balancer's
+        health check is refused while every other association is served as before, so
+        that the balancer marks it down and stops sending it new associations; only
+        then do its ports close (:meth:`stop`). Closing at once would reset a connection
+        the balancer has just made and the node not yet accepted."""
+        cluster = self.settings.cluster
+        if cluster is None or cluster.drain_seconds <= 0 or not self._listeners:
+            return
+        self._leaving.set()
+        log.info(
+            "leaving the load balancer: refusing its health check (%s) for %.1f s",
+            cluster.health_check_ae,
+            cluster.drain_seconds,
+        )
+        time.sleep(cluster.drain_seconds)
+
     def stop(self) -> None:
         """Stop accepting; give associations ``shutdown_grace`` seconds to end, then end
         the idle ones at once and the busy ones as their operation completes."""
         for sock, _context in self._listeners:
-            sock.close()
+            stop_listening(sock)
         self._listeners.clear()
         grace = self.settings.shutdown_grace
         with self._lock:
@@ -335,6 +380,25 @@ class DimseServer:
     def associations(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+
+LEAVING = Refusal(
+    access.TEMPORARY_CONGESTION,
+    "leaving the load balancer",
+    access.REJECTED_TRANSIENT,
+    access.SERVICE_PROVIDER_PRESENTATION,
+)
+"""What the health check gets while the node leaves its load balancer."""
+
+
+def stop_listening(sock: socket.socket) -> None:
+    """Refuse new connections from now on. A plain close would leave an ``accept``
+    blocked in another thread to take one more connection, and a socket the parent of
+    worker processes still holds would go on queueing them; ``shutdown`` ends the
+    listening itself, so a load balancer's next attempt goes to another node."""
+    with contextlib.suppress(OSError):  # another process of the node did it first
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 def _echo(request: Request) -> None:

@@ -78,19 +78,22 @@ def dimse_server(
             commands.N_SET_RQ: mpps.handle_set,
         }
     )
-    server.on_end.append(_ended)
+    checker = settings.cluster.health_check_ae if settings.cluster is not None else ""
+    server.on_end.append(lambda session, how: _ended(session, how, checker))
     return server
 
 
-def _ended(session: Session, how: str) -> None:
+def _ended(session: Session, how: str, checker: str = "") -> None:
     """One audit message per association for what it sent us (PS3.15 A.5.3.6), and a
-    log line with what it did."""
+    log line with what it did (at DEBUG for the load balancer's health checks, which
+    come every second or two)."""
     counts = session.outcomes
     failed = counts[Outcome.FAILED] + counts[Outcome.REFUSED]
     audit.instances_stored(session.actor, session.stored, failed=failed)
     summary = ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o])
     host, port = session.association.peer_address
-    log.info(
+    log.log(
+        logging.DEBUG if checker and session.calling_ae == checker else logging.INFO,
         "association %s@%s:%d -> %s %s after %.1f s%s",
         session.calling_ae,
         host,

@@ -20,6 +20,8 @@ class AssociationSlots:
         self.worker = 0
         """Whose count this process changes: its worker number."""
         self._counts: SynchronizedArray[Any] = (context or multiprocessing).Array("i", workers)
+        self._connections: SynchronizedArray[Any] = (context or multiprocessing).Array("i", workers)
+        """Open connections per worker, associated or not yet: what spreads new ones."""
 
     def take(self) -> bool:
         """Take a place for a new association; False when all are taken."""
@@ -41,6 +43,22 @@ class AssociationSlots:
         """A worker died: its associations died with it."""
         with self._counts.get_lock():
             self._counts[worker] = 0
+        with self._connections.get_lock():
+            self._connections[worker] = 0
+
+    def connected(self) -> None:
+        with self._connections.get_lock():
+            self._connections[self.worker] += 1
+
+    def disconnected(self) -> None:
+        with self._connections.get_lock():
+            self._connections[self.worker] = max(0, self._connections[self.worker] - 1)
+
+    def lead(self) -> int:
+        """How many more connections this worker serves than the least busy one."""
+        with self._connections.get_lock():
+            counts = [int(self._connections[worker]) for worker in range(len(self._connections))]
+        return counts[self.worker] - min(counts)
 
     def counts(self) -> list[int]:
         """How many associations each worker serves now."""

@@ -10,6 +10,11 @@ single write lock, which serialises claims just as well.
 A claim is a lease: the claiming process (``node:pid``) renews it while the job runs.
 A process that dies (``kill -9``, a lost node) stops renewing, and once the lease has
 lapsed any worker of any process or node takes the job over.
+
+A job queued once (:meth:`JobQueue.enqueue_once`) carries a key that a partial unique
+index allows on one pending job only: two nodes queueing the same job at the same
+moment make one, whatever their timing, and a job that would become pending beside
+another with its key gives way to it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from pacsnode.archive.database import Database, aware, now
 from pacsnode.archive.schema import job
@@ -53,6 +59,7 @@ class Job:
     """What a long job reports as it runs and at its end (a retrieve's counts)."""
     claimed_by: str | None = None
     lease_until: datetime | None = None
+    once_key: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The job as the REST API shows it."""
@@ -101,12 +108,17 @@ class Deferred(Exception):
         self.seconds = seconds
 
 
-def _pending_with(queue_key: str) -> sa.Select[tuple[int]]:
+def _pending_with(once_key: str) -> sa.Select[tuple[int]]:
     return (
         sa.select(job.c.pk)
-        .where(job.c.queue_key == queue_key, job.c.status == JobStatus.PENDING)
+        .where(job.c.once_key == once_key, job.c.status == JobStatus.PENDING)
         .limit(1)
     )
+
+
+_PENDING_ONCE = job.c.status == JobStatus.PENDING
+"""The predicate of the partial unique index on ``once_key``."""
+SUPERSEDED = "superseded by a pending job queued once with the same key"
 
 
 LEASE = 30.0
@@ -139,7 +151,11 @@ class JobQueue:
         """Queue a job, due in ``delay`` seconds; jobs with the same ``queue_key`` run in
         the order queued."""
         with self.database.writer.begin() as connection:
-            return self._insert(connection, kind, payload, description, queue_key, delay)
+            inserted = connection.execute(
+                sa.insert(job).returning(job.c.pk),
+                self._row(kind, payload, description, queue_key, delay),
+            )
+            return int(inserted.scalar_one())
 
     def enqueue_once(
         self,
@@ -152,46 +168,46 @@ class JobQueue:
         """Queue a job unless one with ``queue_key`` is pending; the new job's pk, or None.
 
         The common case (one is pending) costs one indexed read and no write lock. The
-        check is repeated in the inserting transaction, which ``BEGIN IMMEDIATE``
-        serialises on SQLite; on PostgreSQL two racing callers may both insert."""
+        insert itself gives way to a pending job of the same key through the unique
+        index on ``once_key``: two nodes or processes racing make one job."""
         if self.pending(queue_key):
             return None
+        dialect = postgresql if self._postgres else sqlite
+        insert = (
+            dialect.insert(job)
+            .on_conflict_do_nothing(index_elements=[job.c.once_key], index_where=_PENDING_ONCE)
+            .returning(job.c.pk)
+        )
+        row = self._row(kind, payload, description, queue_key, delay)
         with self.database.writer.begin() as connection:
-            if connection.execute(_pending_with(queue_key)).first() is not None:
-                return None
-            return self._insert(connection, kind, payload, description, queue_key, delay)
+            return connection.execute(insert, {**row, "once_key": queue_key}).scalar()
 
     def pending(self, queue_key: str) -> bool:
-        """Whether a job with this key waits to run (a running one does not count)."""
+        """Whether a job queued once with this key waits to run (a running one does
+        not count)."""
         with self.database.reader.connect() as connection:
             return connection.execute(_pending_with(queue_key)).first() is not None
 
-    def _insert(
+    def _row(
         self,
-        connection: sa.Connection,
         kind: str,
         payload: dict[str, Any],
         description: str,
         queue_key: str | None,
         delay: float,
-    ) -> int:
+    ) -> dict[str, Any]:
         moment = now()
-        return int(
-            connection.execute(
-                sa.insert(job).returning(job.c.pk),
-                {
-                    "kind": kind,
-                    "payload": json.dumps(payload),
-                    "status": JobStatus.PENDING,
-                    "max_attempts": self.max_attempts,
-                    "next_run_at": moment + timedelta(seconds=delay),
-                    "description": description,
-                    "queue_key": queue_key,
-                    "created_at": moment,
-                    "updated_at": moment,
-                },
-            ).scalar_one()
-        )
+        return {
+            "kind": kind,
+            "payload": json.dumps(payload),
+            "status": JobStatus.PENDING,
+            "max_attempts": self.max_attempts,
+            "next_run_at": moment + timedelta(seconds=delay),
+            "description": description,
+            "queue_key": queue_key,
+            "created_at": moment,
+            "updated_at": moment,
+        }
 
     def claim(self, kinds: Sequence[str], owner: str = "") -> Job | None:
         """Take the job that has been due longest, of one of ``kinds``, for running:
@@ -258,38 +274,42 @@ class JobQueue:
         """Record a failed attempt: retry later with backoff, or give up at the limit
         (or at once when ``final``)."""
         attempts = claimed.attempts + 1
+        values = {"attempts": attempts, "last_error": error[:2000]}
         if final or attempts >= claimed.max_attempts:
-            status = JobStatus.FAILED
-            next_run = now()
-        else:
-            status = JobStatus.PENDING
-            next_run = now() + timedelta(seconds=self.backoff * 2 ** (attempts - 1))
-        self._update(
-            claimed.pk,
-            status=status,
-            attempts=attempts,
-            last_error=error[:2000],
-            next_run_at=next_run,
-        )
-        return status
+            self._update(claimed.pk, status=JobStatus.FAILED, next_run_at=now(), **values)
+            return JobStatus.FAILED
+        retry_at = now() + timedelta(seconds=self.backoff * 2 ** (attempts - 1))
+        status = self._back_to_pending(claimed.pk, next_run_at=retry_at, **values)
+        return status or JobStatus.PENDING
 
     def defer(self, claimed: Job, seconds: float) -> None:
         """Put a claimed job back, due in ``seconds``, its attempts unchanged."""
-        self._update(
-            claimed.pk,
-            status=JobStatus.PENDING,
-            next_run_at=now() + timedelta(seconds=seconds),
-        )
+        self._back_to_pending(claimed.pk, next_run_at=now() + timedelta(seconds=seconds))
+
+    def _back_to_pending(self, pk: int, *where: Any, **values: Any) -> JobStatus | None:
+        """Make a job pending again (if it still meets ``where``; None if not). A job
+        queued once whose key another pending job holds by now (queued meanwhile, by
+        any node) is cancelled instead: that one does its work when it runs."""
+        try:
+            changed = self._update(pk, *where, status=JobStatus.PENDING, **values)
+            return JobStatus.PENDING if changed else None
+        except sa.exc.IntegrityError:
+            values.pop("last_error", None)
+            self._update(pk, *where, status=JobStatus.CANCELLED, last_error=SUPERSEDED, **values)
+            return JobStatus.CANCELLED
 
     def retry(self, pk: int) -> None:
         """Run a failed or cancelled job again, now, with a fresh count of attempts."""
-        self._change(
-            pk,
-            {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING},
-            status=JobStatus.PENDING,
-            attempts=0,
-            next_run_at=now(),
-        )
+        try:
+            self._change(
+                pk,
+                {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING},
+                status=JobStatus.PENDING,
+                attempts=0,
+                next_run_at=now(),
+            )
+        except sa.exc.IntegrityError as exc:
+            raise JobError(f"job {pk}: another job with its key is pending") from exc
 
     def cancel(self, pk: int) -> None:
         self._change(pk, {JobStatus.PENDING, JobStatus.FAILED}, status=JobStatus.CANCELLED)
@@ -297,14 +317,16 @@ class JobQueue:
     def recover(self, node: str) -> int:
         """Jobs an earlier run of this node left running run again now, without waiting
         for their leases to lapse; returns how many. Other nodes' jobs are theirs."""
-        with self.database.writer.begin() as connection:
-            result = connection.execute(
-                sa.update(job)
-                .where(job.c.status == JobStatus.RUNNING)
-                .where(sa.or_(job.c.claimed_by.is_(None), job.c.claimed_by.like(f"{node}:%")))
-                .values(status=JobStatus.PENDING, lease_until=None, updated_at=now())
-            )
-            return int(result.rowcount)
+        ours = (
+            job.c.status == JobStatus.RUNNING,
+            sa.or_(
+                job.c.claimed_by.is_(None), job.c.claimed_by.startswith(f"{node}:", autoescape=True)
+            ),
+        )
+        with self.database.reader.connect() as connection:
+            pks = list(connection.execute(sa.select(job.c.pk).where(*ours)).scalars())
+        statuses = [self._back_to_pending(pk, *ours, lease_until=None) for pk in pks]
+        return statuses.count(JobStatus.PENDING)
 
     def report(self, pk: int, result: dict[str, Any]) -> None:
         """Record what a running job has done so far, or its final report."""
@@ -324,11 +346,13 @@ class JobQueue:
         with self.database.reader.connect() as connection:
             return [_job(row) for row in connection.execute(query)]
 
-    def _update(self, pk: int, **values: Any) -> None:
+    def _update(self, pk: int, *where: Any, **values: Any) -> int:
+        """Change a job (if it meets ``where``); how many rows changed."""
         with self.database.writer.begin() as connection:
-            connection.execute(
-                sa.update(job).where(job.c.pk == pk).values(**values, updated_at=now())
+            result = connection.execute(
+                sa.update(job).where(job.c.pk == pk, *where).values(**values, updated_at=now())
             )
+            return int(result.rowcount)
 
     def _change(self, pk: int, allowed: set[JobStatus], **values: Any) -> None:
         with self.database.writer.begin() as connection:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pacsnode.jobs.queue import Abandoned, Deferred, Job, JobQueue, JobStatus
+from pacsnode.jobs.queue import SUPERSEDED, Abandoned, Deferred, Job, JobQueue, JobStatus
 
 log = logging.getLogger("pacsnode.jobs")
 
@@ -24,7 +24,9 @@ Handler = Callable[[dict[str, Any]], None]
 
 
 class Workers:
-    def __init__(self, queue: JobQueue, count: int = 2, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self, queue: JobQueue, count: int = 2, poll_interval: float = 1.0, node: str = ""
+    ) -> None:
         self.queue = queue
         self.count = count
         self.poll_interval = poll_interval
@@ -35,7 +37,8 @@ class Workers:
         self._running = threading.local()
         self._held: set[int] = set()
         self._held_lock = threading.Lock()
-        self.node = socket.gethostname()
+        self.node = node or socket.gethostname()
+        """The node's name in the claims of its processes: a cluster node's own name."""
 
     def register(self, kind: str, handler: Handler) -> None:
         self.handlers[kind] = handler
@@ -155,7 +158,9 @@ class Workers:
             return
         except Exception as exc:
             status = self.queue.fail(claimed, f"{type(exc).__name__}: {exc}")
-            how = "gave up" if status is JobStatus.FAILED else "will retry"
+            how = {JobStatus.FAILED: "gave up", JobStatus.CANCELLED: SUPERSEDED}.get(
+                status, "will retry"
+            )
             log.warning(
                 "job %d (%s) attempt %d failed, %s: %s",
                 claimed.pk,

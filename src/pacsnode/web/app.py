@@ -25,6 +25,7 @@ from pacsnode.web.api import JobsApi, MppsApi, RejectedApi, WorklistApi
 from pacsnode.web.audit_api import AuditApi
 from pacsnode.web.auth import authentication
 from pacsnode.web.browse_api import BrowseApi
+from pacsnode.web.cluster_api import ClusterApi
 from pacsnode.web.conformance_api import ConformanceApi
 from pacsnode.web.dicomweb.common import DicomWebError, error_response
 from pacsnode.web.dicomweb.qido import Qido
@@ -82,6 +83,7 @@ def _api(
         *LifecycleApi(archive, retention).routes(),
         *SystemApi(archive).routes(),
         *ConformanceApi(archive).routes(),
+        *ClusterApi(archive).routes(),
         *JobsApi(workers).routes(),
         *MppsApi(MppsStore(archive.database)).routes(),
         *WorklistApi(worklist).routes(),

@@ -1,8 +1,8 @@
 """``/api/routes``: the routing rules, and adding or removing rules at run time.
 
 Rules from the config file are listed but cannot be removed here (the file is the
-administrator's); rules added here are kept in the data directory and survive a
-restart (see :mod:`pacsnode.workflows.routing`).
+administrator's); rules added here are kept in the index, apply on every node of a
+cluster within seconds and survive a restart (see :mod:`pacsnode.workflows.routing`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class RoutesApi:
         return JSONResponse([rule_json(rule, source) for rule, source in self.router.rules()])
 
     async def add(self, request: Request) -> JSONResponse:
-        """Add a routing rule at run time (kept in the data directory)."""
+        """Add a routing rule at run time (kept in the index, for every node)."""
         table = await json_object(request)
         if isinstance(table, JSONResponse):
             return table

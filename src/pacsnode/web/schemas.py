@@ -187,6 +187,7 @@ COMPONENTS: dict[str, Schema] = {
     "System": obj(
         name=STRING,
         version=STRING,
+        node=STRING,
         python=STRING,
         ae_title=STRING,
         dicom_port=INTEGER,
@@ -201,6 +202,22 @@ COMPONENTS: dict[str, Schema] = {
         remote_aes=INTEGER,
         routes=INTEGER,
         printers=INTEGER,
+    ),
+    "ClusterNode": obj(
+        name=STRING,
+        version=STRING,
+        host=STRING,
+        dicom_port=INTEGER,
+        http_port=INTEGER,
+        associations=INTEGER,
+        started_at=TIME,
+        heartbeat_at=TIME,
+    ),
+    "Cluster": obj(
+        node=STRING,
+        cluster=BOOLEAN,
+        live_seconds={"type": "number"},
+        nodes=array(ref("ClusterNode")),
     ),
     "Deleted": obj(
         level={"enum": ["patient", "study", "series", "instance"]},
@@ -525,6 +542,7 @@ def _admin() -> dict[tuple[str, str], Operation]:
             ),
             tag="Archive",
         ),
+        ("GET", "/api/cluster"): Operation(ok(ref("Cluster")), tag="Archive"),
         ("GET", "/api/jobs"): Operation(
             ok(array(ref("Job"))),
             query=(param("status", STRING, "pending, running, done, failed or cancelled"),),

@@ -45,6 +45,7 @@ def summary(archive: Archive) -> dict[str, Any]:
     return {
         "name": "pacsnode",
         "version": __version__,
+        "node": settings.node_name,
         "python": platform.python_version(),
         "ae_title": settings.ae_title,
         "dicom_port": settings.dicom_port,

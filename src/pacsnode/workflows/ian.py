@@ -139,20 +139,18 @@ class AvailabilityNotifier:
 
     def _quiet_studies(self, quiet: float) -> list[str]:
         """Studies with no new instance for ``quiet`` seconds, not announced since; they
-        are marked announced in the same transaction."""
+        are marked announced by the same statement, so that of several nodes watching
+        one index, one announces each study."""
         moment = now()
         due = sa.and_(
             study.c.updated_at <= moment - timedelta(seconds=quiet),
             sa.or_(study.c.notified_at.is_(None), study.c.notified_at < study.c.updated_at),
         )
+        announce = (
+            sa.update(study)
+            .where(due)
+            .values(notified_at=moment)
+            .returning(study.c.study_instance_uid)
+        )
         with self.archive.database.writer.begin() as connection:
-            uids = list(
-                connection.execute(sa.select(study.c.study_instance_uid).where(due)).scalars()
-            )
-            if uids:
-                connection.execute(
-                    sa.update(study)
-                    .where(study.c.study_instance_uid.in_(uids))
-                    .values(notified_at=moment)
-                )
-        return uids
+            return list(connection.execute(announce).scalars())

@@ -14,9 +14,14 @@ Matching runs on every C-STORE, so the work is graded: no rules costs nothing, A
 titles are compared first, the index is read once only when a rule may still match,
 and the stored file's header only when a rule matches on other attributes.
 
-Persistence: rules added at run time live in ``routes.json`` in the data directory
-(config rules are read-only there); studies waiting to be stable are their
-``route-wait`` jobs, so that neither is lost on a restart.
+Persistence: rules added at run time live in the index (table ``route_rule``; config
+rules are read-only there), shared by every node of a cluster; studies waiting to be
+stable are their ``route-wait`` jobs, so that neither is lost on a restart. Each
+process reads the table again when its copy is :data:`RULES_SECONDS` old, so that a
+rule added or removed on one node applies on all within that time: a read of a few
+rows every two seconds costs less than keeping a ``LISTEN`` connection per process,
+and works the same on SQLite. The ``routes.json`` of earlier versions is moved into
+the table once, as the node starts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -40,8 +46,8 @@ from pacsnode.archive.database import aware, now
 from pacsnode.archive.ingest import IngestResult, Outcome
 from pacsnode.archive.matching import key_kind, value_matches
 from pacsnode.archive.receiving import Origin
-from pacsnode.archive.schema import instance, series, study
-from pacsnode.config import ConfigError, RouteRule, route_from_table
+from pacsnode.archive.schema import instance, route_rule, series, study
+from pacsnode.config import ConfigError, RemoteAE, RouteRule, route_from_table
 from pacsnode.jobs.queue import Deferred
 from pacsnode.jobs.workers import Workers
 
@@ -50,6 +56,9 @@ log = logging.getLogger("pacsnode.routing")
 ROUTE_JOB = "route"
 ROUTE_WAIT_JOB = "route-wait"
 RULES_FILE = "routes.json"
+"""Where rules added at run time were kept before they moved into the index."""
+RULES_SECONDS = 2.0
+"""How old a process's copy of the rule table may get before it is read again."""
 MIN_DEFER = 0.2
 """Seconds; a study that is stable in less than that is looked at again after it."""
 ROUTED_OUTCOMES = (Outcome.STORED, Outcome.REPLACED)
@@ -133,9 +142,11 @@ class Router:
         self.archive = archive
         self.workers = workers
         self._lock = threading.Lock()
-        self._rules_file = archive.settings.data_dir / RULES_FILE
-        self._added = self._load_added()
+        self._source: tuple[dict[str, str], tuple[RemoteAE, ...]] = ({}, ())
+        """The rule table (name to JSON) and the remote AEs the rules were read against."""
+        self._added: dict[str, RouteRule] = {}
         self._compiled = self._compile()
+        self._read_at: float | None = None  # monotonic time of the last read
         workers.register(ROUTE_WAIT_JOB, self.release)
         archive.receiving.subscribe(self._received)
 
@@ -146,17 +157,32 @@ class Router:
 
     def rules(self) -> list[tuple[RouteRule, str]]:
         """Every rule with where it comes from: "config" or "api"."""
+        self._current()
+        return self._listed()
+
+    def _listed(self) -> list[tuple[RouteRule, str]]:
         configured = [(rule, "config") for rule in self.archive.settings.routes]
         return configured + [(rule, "api") for rule in self._added.values()]
 
     def add(self, table: dict[str, Any]) -> RouteRule:
-        """Add a rule at run time; it is kept in the data directory."""
+        """Add a rule at run time; it is kept in the index, for every node."""
         rule = self._checked(table)
-        with self._lock:
-            self._refuse_taken(rule.name)
-            self._added[rule.name] = rule
-            self._save_added()
-            self._compiled = self._compile()
+        self._refuse_configured(rule.name)
+        moment = now()
+        try:
+            with self.archive.database.writer.begin() as connection:
+                connection.execute(
+                    sa.insert(route_rule),
+                    {
+                        "name": rule.name,
+                        "rule": json.dumps(_table(rule)),
+                        "created_at": moment,
+                        "updated_at": moment,
+                    },
+                )
+        except sa.exc.IntegrityError as exc:
+            raise RuleError(f"a route named {rule.name!r} exists") from exc
+        self._invalidate()
         log.info("route %r added", rule.name)
         return rule
 
@@ -164,27 +190,31 @@ class Router:
         """Change a rule added at run time, in its place (its name too: a study waiting
         under the old name is then not sent)."""
         rule = self._checked(table)
-        with self._lock:
-            if name not in self._added:
-                raise self._not_added(name)
-            if rule.name != name:
-                self._refuse_taken(rule.name)
-            self._added = {
-                rule.name if key == name else key: rule if key == name else value
-                for key, value in self._added.items()
-            }
-            self._save_added()
-            self._compiled = self._compile()
+        if rule.name != name:
+            self._refuse_configured(rule.name)
+        try:
+            with self.archive.database.writer.begin() as connection:
+                changed = connection.execute(
+                    sa.update(route_rule)
+                    .where(route_rule.c.name == name)
+                    .values(name=rule.name, rule=json.dumps(_table(rule)), updated_at=now())
+                ).rowcount
+        except sa.exc.IntegrityError as exc:
+            raise RuleError(f"a route named {rule.name!r} exists") from exc
+        self._invalidate()
+        if not changed:
+            raise self._not_added(name)
         log.info("route %r changed", name)
         return rule
 
     def remove(self, name: str) -> None:
-        with self._lock:
-            if name not in self._added:
-                raise self._not_added(name)
-            del self._added[name]
-            self._save_added()
-            self._compiled = self._compile()
+        with self.archive.database.writer.begin() as connection:
+            deleted = connection.execute(
+                sa.delete(route_rule).where(route_rule.c.name == name)
+            ).rowcount
+        self._invalidate()
+        if not deleted:
+            raise self._not_added(name)
         log.info("route %r removed", name)
 
     def _checked(self, table: dict[str, Any]) -> RouteRule:
@@ -193,8 +223,9 @@ class Router:
         except ConfigError as exc:
             raise RuleError(str(exc)) from exc
 
-    def _refuse_taken(self, name: str) -> None:
-        if any(existing.name == name for existing, _source in self.rules()):
+    def _refuse_configured(self, name: str) -> None:
+        """A name the config file uses; the table's own names are kept unique by it."""
+        if any(existing.name == name for existing in self.archive.settings.routes):
             raise RuleError(f"a route named {name!r} exists")
 
     def _not_added(self, name: str) -> RuleError:
@@ -205,32 +236,54 @@ class Router:
 
     def _compile(self) -> tuple[CompiledRule, ...]:
         insensitive = self.archive.settings.case_insensitive_matching
-        return tuple(CompiledRule(rule, insensitive) for rule, _source in self.rules())
+        return tuple(CompiledRule(rule, insensitive) for rule, _source in self._listed())
 
-    def _load_added(self) -> dict[str, RouteRule]:
-        if not self._rules_file.exists():
-            return {}
-        remotes = tuple(self.archive.remotes.all())
+    def _current(self) -> tuple[CompiledRule, ...]:
+        """The compiled rules, after reading the rule table again if this copy is
+        :data:`RULES_SECONDS` old."""
+        with self._lock:
+            read_at = self._read_at
+            if read_at is not None and time.monotonic() - read_at < RULES_SECONDS:
+                return self._compiled
+            with self.archive.database.reader.connect() as connection:
+                rows = connection.execute(sa.select(route_rule.c.name, route_rule.c.rule)).all()
+            stored = {row.name: row.rule for row in sorted(rows)}
+            remotes = tuple(self.archive.remotes.all())
+            if (stored, remotes) != self._source:
+                self._source = (stored, remotes)
+                self._added = self._parse(stored, remotes)
+                self._compiled = self._compile()
+            self._read_at = time.monotonic()
+            return self._compiled
+
+    def _parse(self, stored: dict[str, str], remotes: tuple[RemoteAE, ...]) -> dict[str, RouteRule]:
+        """The rules of the table as the remote AE table stands; one that does not hold
+        (its destination was removed, or is not known here yet) is left out, and
+        logged, until either table changes."""
         added = {}
-        for table in json.loads(self._rules_file.read_text()):
+        for name, text in stored.items():
             try:
-                rule = route_from_table(table, remotes, f"{RULES_FILE}: route")
-            except ConfigError as exc:
-                log.error("route from %s ignored: %s", RULES_FILE, exc)
-                continue
-            added[rule.name] = rule
+                added[name] = route_from_table(json.loads(text), remotes, "route")
+            except (ConfigError, ValueError) as exc:
+                log.error("route %s ignored: %s", name, exc)
         return added
 
-    def _save_added(self) -> None:
-        tables = [_table(rule) for rule in self._added.values()]
-        _write_json(self._rules_file, tables)
+    def _invalidate(self) -> None:
+        with self._lock:
+            self._read_at = None
 
     # --- arrivals ----------------------------------------------------------------
 
     def arrived(self, result: IngestResult, calling_ae: str, called_ae: str) -> None:
         """Route one ingested instance; never raises, a routing fault costs no store."""
-        compiled = self._compiled
-        if not compiled or result.outcome not in ROUTED_OUTCOMES or not result.sop_instance_uid:
+        if result.outcome not in ROUTED_OUTCOMES or not result.sop_instance_uid:
+            return
+        try:
+            compiled = self._current()
+        except sa.exc.SQLAlchemyError as exc:  # the stored instance is not lost for it
+            log.error("routing of %s skipped, no rules: %s", result.sop_instance_uid, exc)
+            return
+        if not compiled:
             return
         calling_ae, called_ae = calling_ae.strip(), called_ae.strip()
         candidates = [c for c in compiled if c.accepts_aes(calling_ae, called_ae)]
@@ -363,8 +416,30 @@ def rule_json(rule: RouteRule, source: str) -> dict[str, Any]:
     return {**_table(rule), "source": source}
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """Replace the file whole, so that a crash leaves the old or the new one."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(value, indent=1))
-    partial.replace(path)
+def import_rules_file(archive: Archive) -> None:
+    """Move the rules an earlier version kept in ``routes.json`` into the index, once
+    (the file is renamed ``routes.json.imported``)."""
+    path = archive.settings.data_dir / RULES_FILE
+    if not path.is_file():
+        return
+    moment = now()
+    imported = 0
+    with archive.database.writer.begin() as connection:
+        taken = set(connection.execute(sa.select(route_rule.c.name)).scalars())
+        for table in json.loads(path.read_text()):
+            name = str(table.get("name", ""))
+            if not name or name in taken:
+                continue
+            taken.add(name)
+            connection.execute(
+                sa.insert(route_rule),
+                {
+                    "name": name,
+                    "rule": json.dumps(table),
+                    "created_at": moment,
+                    "updated_at": moment,
+                },
+            )
+            imported += 1
+    path.replace(path.with_name(f"{RULES_FILE}.imported"))
+    log.info("%d routes moved from %s into the index", imported, path)

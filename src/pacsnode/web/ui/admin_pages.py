@@ -1,5 +1,5 @@
 """The UI's pages of the node's work: remote AEs (add, edit, echo, query, retrieve),
-jobs (live status, retry, cancel) and the audit log.
+jobs (live status, retry, cancel), the audit log and the conformance statement.
 
 Each action calls what its REST route calls: the remote AE table, the SCU functions,
 the job queue, the audit journal; and answers with the REST route's status.
@@ -20,6 +20,8 @@ from pacsnode import audit
 from pacsnode.archive.core import Archive
 from pacsnode.archive.remotes import RemoteError, RemoteNotFound, remote_from_json
 from pacsnode.audit.journal import Journal, Search
+from pacsnode.conformance.build import statement
+from pacsnode.conformance.render import html_fragment
 from pacsnode.dimse import query_scu, scu
 from pacsnode.jobs.queue import JobError, JobStatus
 from pacsnode.jobs.workers import Workers
@@ -50,6 +52,7 @@ def _remote_form(form: FormData) -> dict[str, Any]:
 
 class AdminPages:
     def __init__(self, archive: Archive, workers: Workers, pages: Pages) -> None:
+        self.settings = archive.settings
         self.remotes = archive.remotes
         self.workers = workers
         self.pages = pages
@@ -194,6 +197,12 @@ class AdminPages:
             problem=problem,
         )
 
+    def conformance_page(self, request: Request) -> Response:
+        """The DICOM Conformance Statement of the running node (as ``GET
+        /api/conformance`` makes it), with links to its Markdown and JSON."""
+        made = statement(self.settings, self.remotes.all())
+        return self.pages.render(request, "conformance.html", statement=html_fragment(made))
+
     def routes(self) -> list[Route]:
         post = ["POST"]
         return [
@@ -208,4 +217,5 @@ class AdminPages:
             page("/jobs/{id:int}/retry", self.retry, methods=post),
             page("/jobs/{id:int}/cancel", self.cancel, methods=post),
             page("/audit", self.audit_page),
+            page("/conformance", self.conformance_page),
         ]

@@ -1,8 +1,8 @@
 """patient identity: assigning authorities, edited records, admission issuers
 
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-12-14
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
