@@ -161,6 +161,7 @@ def make_server(
     remotes: list[dict[str, Any]] | None = None,
     start: bool = True,
     data_dir: Path | None = None,
+    sections: dict[str, dict[str, Any] | list[dict[str, Any]]] | None = None,
     **server: Any,
 ) -> RunningServer:
     """A ``pacsnode serve`` with its config, data and log in ``base``, named ``name``
@@ -178,7 +179,7 @@ def make_server(
         "workers": 1,  # one process; test_workers.py starts several
         **server,
     }
-    config = write_config(base / f"{name}.toml", settings, remotes or [])
+    config = write_config(base / f"{name}.toml", settings, remotes or [], sections)
     running = RunningServer(
         config,
         data,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from conftest import free_port
 from pydicom import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
@@ -33,7 +34,6 @@ from pacsnode.dimse.print_scu import (
     PRINTER,
     positions,
 )
-from tests.conftest import free_port
 
 MISSING_ATTRIBUTE = 0x0120
 NO_SUCH_INSTANCE = 0x0112

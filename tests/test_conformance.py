@@ -17,6 +17,7 @@ import pytest
 from conftest import RunningServer, make_server
 from peers import pacsnode_cli
 
+from pacsnode.archive.deidentify import SAFE_PRIVATE_TABLE
 from pacsnode.archive.uids import STORAGE_SOP_CLASSES, STORAGE_TRANSFER_SYNTAXES
 from pacsnode.config import ConfigError, load_settings
 from pacsnode.net.pdu import (
@@ -40,7 +41,25 @@ RESTRICTED = {
 }
 
 
-def _server(base: Path, name: str, **settings: Any) -> RunningServer:
+IDENTITY: dict[str, Any] = {
+    "authority": [{"id": 0, "issuer": "MAIN"}, {"id": 1, "issuer": "CLINICS"}],
+    "coercion": [
+        {
+            "name": "latin-clinic",
+            "direction": "receive",
+            "ae_titles": ["CLINIC"],
+            "character_set": "ISO_IR 100",
+            "set": {"InstitutionName": "CLINIC A"},
+        },
+        {"name": "prefixed", "direction": "send", "prefix": {"AccessionNumber": "MAIN-"}},
+    ],
+}
+"""Assigning authorities and coercion rules, for the restricted node."""
+
+
+def _server(
+    base: Path, name: str, clinic: dict[str, Any] | None = None, **settings: Any
+) -> RunningServer:
     users = [":".join(ADMIN), f"{VIEWER[0]}:viewer:{VIEWER[1]}"]
     remotes = [
         {
@@ -50,6 +69,7 @@ def _server(base: Path, name: str, **settings: Any) -> RunningServer:
             "allowed": ["echo", "find"],
             "visible": {"InstitutionName": "CLINIC A*"},
             "duplicate_policy": "overwrite",
+            **(clinic or {}),
         }
     ]
     return make_server(base, name, remotes=remotes, http_auth="basic", http_users=users, **settings)
@@ -67,7 +87,16 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def restricted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     base = tmp_path_factory.mktemp("restricted")
-    running = _server(base, "restricted", transfer_syntax_choice="ours", **RESTRICTED)
+    running = _server(
+        base,
+        "restricted",
+        clinic={"fallback_authority": 1},
+        sections=IDENTITY,
+        issuer_heuristic=True,
+        country="FR",
+        transfer_syntax_choice="ours",
+        **RESTRICTED,
+    )
     try:
         yield running
     finally:
@@ -192,6 +221,24 @@ def test_a_restricted_catalog_is_what_the_statement_lists(restricted: RunningSer
         "JPEG-LS Lossless Image Compression",
     ) in rules
     assert ("transfer syntax", "our order wins over the proposer's") in rules
+    assert (
+        "coercion",
+        "objects are coerced before they are stored and the C-STORE answered B000: "
+        "latin-clinic (CLINIC): InstitutionName set to 'CLINIC A', Specific Character Set "
+        "ISO_IR 100 if none; country FR: EthnicGroup, PatientReligiousPreference removed "
+        "from every object; the values replaced are kept in Original Attributes Sequence "
+        "(0400,0561)",
+    ) in rules
+    assert (
+        "coercion on send",
+        "prefixed (every peer and door): AccessionNumber prefixed with 'MAIN-'",
+    ) in rules
+    assert (
+        "Issuer of Patient ID CLINIC",
+        "what it sends and asks without an issuer is authority 1's",
+    ) in rules
+    identity = dict(rules)["Issuer of Patient ID"]
+    assert "(authorities: 0 MAIN, 1 CLINICS)" in identity and "matching #.*," in identity
     annex = [s for s in document["services"] if s["group"] == "Transfer"]
     assert sum(s["scp"] for s in annex) == 3 and all(s["scu"] for s in annex)
 
@@ -209,6 +256,13 @@ def test_the_configuration_rules_and_policies(node: RunningServer) -> None:
         "duplicates",
         "a SOP Instance UID received again is acknowledged and the first copy kept",
     ) in rules
+    table = SAFE_PRIVATE_TABLE.read_text().splitlines()
+    rows = [line for line in table if line and not line.startswith("#")]
+    assert len(document["deidentification"]["safe_private"]) == len(rows) > 400
+    coercion = dict(rules)["coercion"]
+    assert coercion.startswith("none: objects are stored byte for byte as received")
+    identity = "a patient is its Patient ID with the issuer its objects name"
+    assert ("Issuer of Patient ID", identity) in rules
     association = document["association"]
     assert association["max_pdu_receive"] == 1048576
     assert association["max_associations"] == 30
@@ -262,6 +316,8 @@ def test_markdown_and_html_for_a_viewer(node: RunningServer) -> None:
     ):
         assert heading in text
     assert "| CT Image Storage | 1.2.840.10008.5.1.4.1.1.2 | Yes | Yes |" in text
+    assert "Retain Safe Private Option (113111)" in text.split("### 5.5 De-identification")[1]
+    assert "| ELSCINT1 | (00E1,xx21) | DS | DLP |" in text.split("Annex D: Safe Private")[1]
     page = statement(node, format="html")
     assert page.headers["content-type"].startswith("text/html")
     assert page.text.startswith("<!doctype html>")

@@ -20,14 +20,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from conftest import RunningServer, ServerFactory, ct_dataset, free_port, save
+from peers import pacsnode_cli
+from print_scp import PrintServer
 from pydicom import Dataset, dcmread
 
 from pacsnode.config import ConfigError, load_settings
 from pacsnode.dimse.print_scu import COLOR_META, GRAYSCALE_META, PrintFailed, print_images
 from pacsnode.dimse.scu import Peer
-from tests.conftest import RunningServer, ServerFactory, ct_dataset, free_port, save
-from tests.peers import pacsnode_cli
-from tests.print_scp import PrintServer
 
 PRINTER_AE = "IHEFULL"
 STORED_PRINT = "1.2.840.10008.5.1.1.27"

@@ -21,7 +21,7 @@ from pacsnode.archive.uids import (
     VERIFICATION_SOP_CLASS,
 )
 from pacsnode.config import RemoteAE, Settings
-from pacsnode.conformance import policies
+from pacsnode.conformance import changes, policies
 from pacsnode.conformance.model import (
     AcceptedContext,
     Activity,
@@ -93,6 +93,7 @@ def statement(settings: Settings, remotes: Sequence[RemoteAE] = ()) -> Statement
         dicomweb=policies.dicomweb() if settings.http_port else (),
         media=policies.media(),
         security=policies.security(settings),
+        deidentification=changes.deidentification(),
         remote_aes=policies.remote_nodes(remotes),
         configuration=policies.configuration(settings),
         differences=policies.differences(settings, remotes),

@@ -142,6 +142,21 @@ def _security(s: Statement) -> Section:
                     "Roles viewer, operator and admin decide what a user may do."
                 ],
             ),
+            _deidentification(s),
+        ],
+    )
+
+
+def _deidentification(s: Statement) -> Section:
+    made = s.deidentification
+    return Section(
+        "De-identification",
+        [
+            f"{made.profile}, with the actions of {made.table}, on the copies made by "
+            f"{', '.join(made.doors)}. Pseudonyms are consistent across a study. Options:",
+            Bullets(list(made.options)),
+            "Private attributes are removed, except, with the Retain Safe Private Option, "
+            "those of Annex D.",
         ],
     )
 
@@ -174,6 +189,17 @@ def _annexes(s: Statement) -> Section:
                 [
                     "Proposed in the SCP role by a C-GET that does not know what it will receive:",
                     Bullets([uid_text(c) for c in s.sop_class_sets["common storage"]]),
+                ],
+            ),
+            Section(
+                "Annex D: Safe Private Attributes",
+                [
+                    "Kept by de-identification with the Retain Safe Private Option "
+                    "(PS3.15 Table E.3.10-1):",
+                    Table(
+                        ("private creator", "tag", "VR", "meaning"),
+                        list(s.deidentification.safe_private),
+                    ),
                 ],
             ),
         ],

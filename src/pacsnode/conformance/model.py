@@ -194,6 +194,18 @@ class Security:
 
 
 @dataclass(frozen=True)
+class Deidentification:
+    """What the de-identified exports apply (PS3.15 Annex E)."""
+
+    profile: str
+    table: str
+    options: tuple[str, ...]
+    doors: tuple[str, ...]
+    safe_private: tuple[tuple[str, str, str, str], ...]
+    """Table E.3.10-1: private creator, tag, VR, meaning."""
+
+
+@dataclass(frozen=True)
 class Statement:
     product: str
     version: str
@@ -217,6 +229,7 @@ class Statement:
     dicomweb: tuple[WebResource, ...]
     media: tuple[MediaProfile, ...]
     security: Security
+    deidentification: Deidentification
     remote_aes: tuple[RemoteNode, ...]
     configuration: tuple[Setting, ...]
     differences: tuple[Difference, ...]

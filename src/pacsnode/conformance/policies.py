@@ -15,6 +15,7 @@ from pacsnode.archive.attributes import ATTRIBUTES, BY_KEYWORD, Kind, kind_of_vr
 from pacsnode.archive.matching import COMPUTED, UNIQUE_KEYS
 from pacsnode.archive.uids import STORAGE_TRANSFER_SYNTAXES
 from pacsnode.config import RemoteAE, Settings
+from pacsnode.conformance import changes
 from pacsnode.conformance.model import (
     Difference,
     Key,
@@ -345,15 +346,8 @@ def configuration(settings: Settings) -> tuple[Setting, ...]:
 
 def differences(settings: Settings, remotes: Sequence[RemoteAE]) -> tuple[Difference, ...]:
     """What the configuration makes the node do, in words: the rules a peer meets."""
-    found = [
-        Difference(
-            "coercion",
-            "none: objects are stored byte for byte as received, after our File Meta "
-            f"Information; C-FIND answers are encoded in {settings.response_character_set}, "
-            "a character it cannot represent becoming '?'",
-        ),
-        Difference("duplicates", _duplicates(settings.duplicate_policy)),
-    ]
+    found = changes.differences(settings, remotes)
+    found.append(Difference("duplicates", _duplicates(settings.duplicate_policy)))
     found += _storage_restrictions(settings)
     if settings.transfer_syntax_choice == "ours":
         found.append(Difference("transfer syntax", "our order wins over the proposer's"))
