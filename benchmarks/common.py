@@ -325,9 +325,9 @@ def run_discard_scp(port: int, ae_title: str, max_pdu: int) -> None:
     ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60
     syntaxes = [ExplicitVRLittleEndian, "1.2.840.10008.1.2"]
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, syntaxes)
+        ae.add_supported_context(str(context.abstract_syntax), syntaxes)
     ae.add_supported_context("1.2.840.10008.1.1", syntaxes)
-    handlers = [
+    handlers: list[Any] = [  # pynetdicom types its events loosely
         (evt.EVT_C_STORE, on_store),
         (evt.EVT_RELEASED, on_closed),
         (evt.EVT_ABORTED, on_closed),

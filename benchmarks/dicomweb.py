@@ -116,7 +116,7 @@ def _uid(*parts: object) -> str:
 
 
 def _template() -> Dataset:
-    return dcmread(get_testdata_file("CT_small.dcm"))
+    return dcmread(str(get_testdata_file("CT_small.dcm")))
 
 
 def _cached(name: str, count: int, write: Callable[[Path], None]) -> list[Path]:
@@ -293,7 +293,7 @@ def orthanc_target(base: Path, files: Corpus, metadata_mode: str | None) -> Targ
     dicomweb: dict[str, object] = {"Enable": True, "Root": "/dicom-web/"}
     if metadata_mode:
         dicomweb["StudiesMetadata"] = dicomweb["SeriesMetadata"] = metadata_mode
-    extra = {"Plugins": [plugin], "DicomWeb": dicomweb}
+    extra: dict[str, object] = {"Plugins": [plugin], "DicomWeb": dicomweb}
 
     mode = metadata_mode or "Full, the plugin's default"
     notes: list[str] = []

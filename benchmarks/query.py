@@ -88,7 +88,6 @@ from pacsnode.archive.ingest import _level_rows
 from pacsnode.archive.matching import Query, build
 from pacsnode.archive.schema import metadata
 from pacsnode.archive.schema import study as study_table
-from pacsnode.archive.storage import Storage
 from pacsnode.dimse.codec import encode
 from pacsnode.dimse.query_scu import move_on
 from pacsnode.dimse.scu import Peer, connect, final, request
@@ -340,7 +339,7 @@ class Population:
     def study_rows(self, study: int) -> list[Any]:
         """The index rows of the study's instances, split by level as ingest splits them."""
         ds = self.study_dataset(study)
-        rows = _level_rows(ds)
+        rows = _level_rows(ds, None)  # no issuer heuristic
         study_uid = ds.StudyInstanceUID
         size = int(ds.Rows) * int(ds.Columns) * 2 + 2048
         station = ds.StationName
@@ -352,7 +351,7 @@ class Population:
                 sop_instance_uid=uid,
                 instance_number=number + 1,
                 transfer_syntax_uid=ExplicitVRLittleEndian,
-                file_path=Storage.new_relative_path(study_uid, uid),
+                file_path=f"{study_uid}/{uid}.dcm",  # never read: no file is written
                 file_size=size,
                 checksum=hashlib.sha256(uid.encode()).hexdigest(),
                 source_ae=station,
@@ -1042,13 +1041,13 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
                 for line in log.read_text().splitlines()
                 if line.startswith("association closed")
             ]
-            complete = sum(
+            whole = sum(
                 1
                 for (_, to), runs in moves.items()
                 for m in runs
                 if to == destination and m.status == 0 and m.completed == len(ct)
             )
-            if received.count(len(ct)) != 1 + complete:  # storescu, then complete moves
+            if received.count(len(ct)) != 1 + whole:  # storescu, then complete moves
                 print(f"warning: {destination} received {received} instances per association")
 
     _print_latencies(
@@ -1103,8 +1102,8 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
             "failed_runs": len(runs) - len(ok),
         }
     print(f"\nC-GET of the study by getscu --ignore, median of {args.moves} (goal: >= 1.0x)")
-    for name, runs in gets.items():
-        seconds = statistics.median(runs)
+    for name, get_seconds in gets.items():
+        seconds = statistics.median(get_seconds)
         ratio = statistics.median(gets[orthanc_name]) / seconds
         print(f"{name:24s} {seconds:8.2f} s {len(ct) / seconds:8.0f} inst/s {ratio:6.2f}x")
         figures["servers"].setdefault(name, {})["get"] = {

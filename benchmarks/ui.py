@@ -165,7 +165,7 @@ def first_image(folder: Path) -> dict[str, float | list[float]]:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pacsnode-bench-ui-") as name:
         folder = Path(name)
-        results = {"study_list_10000_studies": study_list(folder)}
+        results: dict[str, object] = {"study_list_10000_studies": study_list(folder)}
         results["ohif_first_image_ct300"] = first_image(folder)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
