@@ -152,36 +152,42 @@ def storescu(
     return time.perf_counter() - started
 
 
+def cpu_seconds(command_part: bytes) -> float:
+    """User and system CPU seconds used so far by the processes whose command line holds
+    ``command_part`` (``b"pacsnode\0serve"``) and by their descendants (the workers)."""
+    stats: dict[int, list[str]] = {}
+    roots = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if command_part in (entry / "cmdline").read_bytes():
+                roots.add(int(entry.name))
+        except OSError:  # it ended meanwhile
+            continue
+
+    def counted(pid: int) -> bool:
+        while pid > 1:
+            if pid in roots:
+                return True
+            pid = int(stats[pid][1]) if pid in stats else 0
+        return False
+
+    ticks = sum(int(f[11]) + int(f[12]) for pid, f in stats.items() if counted(pid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def pacsnode_server(workdir: Path, ae_title: str = "PACSNODE") -> Iterator[int]:
-    """A pacsnode on its embedded defaults in a fresh data directory."""
-    port = free_port()
+    """A pacsnode on its embedded defaults in a fresh data directory, once every worker
+    process is ready (a client connecting earlier would wait in the listen backlog, and
+    the start-up would be measured as ingest time)."""
     data = workdir / "pacsnode-data"
     shutil.rmtree(data, ignore_errors=True)
-    log_path = workdir / "pacsnode.log"
-    log_path.write_bytes(b"")
-    process = spawn(
-        [
-            sys.executable,
-            "-m",
-            "pacsnode",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--dicom-port",
-            str(port),
-            "--ae-title",
-            ae_title,
-            "--log-level",
-            "WARNING",
-        ],
-        log_path,
-    )
-    try:
-        wait_for_port(port)
+    settings = {"ae_title": ae_title, "data_dir": str(data), "http_port": free_port()}
+    with pacsnode_serve(workdir, "pacsnode", settings) as port:
         yield port
-    finally:
-        stop(process)
 
 
 @contextmanager

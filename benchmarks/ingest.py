@@ -4,7 +4,8 @@
 
 Each measurement starts a fresh server (empty storage), sends the same corpus of
 512x512 16-bit CT instances with ``storescu`` over one association and over four
-parallel associations, and reports instances/s and MB/s. Orthanc runs twice: as
+parallel associations, and reports instances/s, MB/s and the CPU milliseconds the
+server's processes spent per instance. Orthanc runs twice: as
 installed, and with ``TCP_NODELAY=1`` (DCMTK leaves Nagle's algorithm on, which on
 loopback costs Orthanc an order of magnitude). storescu always gets TCP_NODELAY=1.
 pacsnode fsyncs every file and commits its index before answering success.
@@ -18,20 +19,28 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from common import ct_corpus, orthanc_server, pacsnode_server, storescu, workdir
+from common import cpu_seconds, ct_corpus, orthanc_server, pacsnode_server, storescu, workdir
 
 Server = Callable[[], AbstractContextManager[int]]
 
 
 def measure(
-    server: Server, called_ae: str, files: list[Path], associations: int, repeat: int
-) -> float:
-    """Median seconds over ``repeat`` runs, each into a fresh server."""
-    times = []
+    server: Server,
+    process: bytes,
+    called_ae: str,
+    files: list[Path],
+    associations: int,
+    repeat: int,
+) -> tuple[float, float]:
+    """Median seconds over ``repeat`` runs, each into a fresh server, and the median
+    CPU seconds the server's processes spent on a run."""
+    times, cpu = [], []
     for _ in range(repeat):
         with server() as port:
+            before = cpu_seconds(process)
             times.append(storescu(port, called_ae, files, associations))
-    return statistics.median(times)
+            cpu.append(cpu_seconds(process) - before)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def main() -> None:
@@ -52,20 +61,20 @@ def main() -> None:
 
         return start
 
-    servers: dict[str, tuple[Server, str]] = {
-        "pacsnode": (lambda: pacsnode_server(base), "PACSNODE"),
-        "orthanc": (orthanc(False), "ORTHANC"),
-        "orthanc TCP_NODELAY=1": (orthanc(True), "ORTHANC"),
+    servers: dict[str, tuple[Server, bytes, str]] = {
+        "pacsnode": (lambda: pacsnode_server(base), b"pacsnode\0serve", "PACSNODE"),
+        "orthanc": (orthanc(False), b"Orthanc", "ORTHANC"),
+        "orthanc TCP_NODELAY=1": (orthanc(True), b"Orthanc", "ORTHANC"),
     }
     print(f"corpus: {len(files)} CT instances, {megabytes:.0f} MB; median of {args.repeat}")
     results: dict[tuple[str, int], float] = {}
     for associations in (1, 4):
-        for name, (server, ae) in servers.items():
-            seconds = measure(server, ae, files, associations, args.repeat)
+        for name, (server, process, ae) in servers.items():
+            seconds, cpu = measure(server, process, ae, files, associations, args.repeat)
             results[(name, associations)] = seconds
             print(
                 f"{name:24s} {associations} assoc: {len(files) / seconds:8.1f} inst/s "
-                f"{megabytes / seconds:8.1f} MB/s"
+                f"{megabytes / seconds:8.1f} MB/s  server CPU {cpu / len(files) * 1000:.2f} ms/inst"
             )
     for associations in (1, 4):
         ours = results[("pacsnode", associations)]
