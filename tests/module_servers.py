@@ -6,36 +6,14 @@ start it once per backend (``@pytest.fixture(scope="module", params=BACKENDS)``)
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-import sqlalchemy as sa
-from conftest import POSTGRES_ENV, RunningServer, free_port, write_config
+from conftest import RunningServer, free_port, postgres_database, write_config
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards (as conftest's ``postgres_url``)."""
-    admin_url = os.environ.get(POSTGRES_ENV)
-    if not admin_url:  # make test sets it, and tools/test-setup starts PostgreSQL
-        pytest.fail(f"set {POSTGRES_ENV} to run against PostgreSQL (make test does)")
-    name = f"pacsnode_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @contextmanager

@@ -34,6 +34,15 @@ from pacsnode.cli.common import (
     fail,
 )
 
+PatientOption = Annotated[str | None, typer.Option(help="A Patient ID.")]
+IssuerOption = Annotated[
+    str | None, typer.Option(help="Its Issuer of Patient ID, when several share the ID.")
+]
+StudyOption = Annotated[str | None, typer.Option(help="A Study Instance UID.")]
+SeriesOption = Annotated[str | None, typer.Option(help="A Series Instance UID.")]
+InstanceOption = Annotated[str | None, typer.Option(help="A SOP Instance UID.")]
+"""What ``delete`` and ``restore`` reach: one of them (with ``--issuer`` for a patient)."""
+
 
 def _describe(selection: Selection) -> str:
     how = "hard (rows and files, cannot be undone)" if selection.hard else "soft (restorable)"
@@ -48,13 +57,11 @@ def _describe(selection: Selection) -> str:
 
 @app.command()
 def delete(
-    patient: Annotated[str | None, typer.Option(help="A Patient ID.")] = None,
-    issuer: Annotated[
-        str | None, typer.Option(help="Its Issuer of Patient ID, when several share the ID.")
-    ] = None,
-    study: Annotated[str | None, typer.Option(help="A Study Instance UID.")] = None,
-    series: Annotated[str | None, typer.Option(help="A Series Instance UID.")] = None,
-    instance: Annotated[str | None, typer.Option(help="A SOP Instance UID.")] = None,
+    patient: PatientOption = None,
+    issuer: IssuerOption = None,
+    study: StudyOption = None,
+    series: SeriesOption = None,
+    instance: InstanceOption = None,
     hard: Annotated[
         bool, typer.Option("--hard", help="Remove rows and files; it cannot be undone.")
     ] = False,
@@ -102,13 +109,11 @@ def delete(
 
 @app.command()
 def restore(
-    patient: Annotated[str | None, typer.Option(help="A Patient ID.")] = None,
-    issuer: Annotated[
-        str | None, typer.Option(help="Its Issuer of Patient ID, when several share the ID.")
-    ] = None,
-    study: Annotated[str | None, typer.Option(help="A Study Instance UID.")] = None,
-    series: Annotated[str | None, typer.Option(help="A Series Instance UID.")] = None,
-    instance: Annotated[str | None, typer.Option(help="A SOP Instance UID.")] = None,
+    patient: PatientOption = None,
+    issuer: IssuerOption = None,
+    study: StudyOption = None,
+    series: SeriesOption = None,
+    instance: InstanceOption = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
