@@ -92,7 +92,7 @@ def _identity(settings: Settings) -> str:
     authorities = ", ".join(f"{a.id} {a.issuer}" for a in settings.authorities) or "none"
     return (
         "objects received take Issuer of Patient ID and Issuer of Admission ID from the "
-        "calling AE's fallback authority (authorities: "
+        "calling AE's fallback authority, authority 0 without one (authorities: "
         f"{authorities}); C-FIND, C-MOVE, C-GET, worklist and MPPS requests without an "
         f"issuer use authority 0 from calling AE titles matching {settings.session_ae_pattern}, "
         "the caller's fallback authority otherwise; an issuer no authority has matches nothing"
