@@ -20,9 +20,11 @@ from conftest import PYDICOM_FILES, ct_dataset, dataset_bytes, save
 from pydicom import Dataset, dcmread
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage, generate_uid
 
-from pacsnode.archive.core import Archive
+from pacsnode.archive.attributes import Level
+from pacsnode.archive.core import QUICK_ROWS, Archive
 from pacsnode.archive.database import alembic_config
 from pacsnode.archive.ingest import IngestResult, Outcome, Received
+from pacsnode.archive.matching import Query
 from pacsnode.archive.schema import instance, patient, sequence_value, series, study
 from pacsnode.config import DuplicatePolicy, Settings
 
@@ -488,3 +490,21 @@ def test_revision_0008_counts_the_ingest_rate_from_an_index(archive: Archive) ->
     assert ingest(archive, ct_dataset())[0].ok
     assert archive.index.received_since(datetime(2000, 1, 1, tzinfo=UTC)) == 1
     assert archive.index.received_since(datetime(2999, 1, 1, tzinfo=UTC)) == 0
+
+
+def test_a_search_beyond_the_first_read_returns_every_match(archive: Archive) -> None:
+    """PostgreSQL reads a search's first rows in one go and streams only longer ones:
+    either way every match comes back once, and offset and limit hold."""
+    total = QUICK_ROWS + 5
+    for number in range(total):
+        assert ingest(archive, ct_dataset(patient_id="MANY", rows=8, InstanceNumber=number))[0].ok
+    query = Query(Level.STUDY, {"StudyInstanceUID": "", "PatientID": "MANY"}, patient_root=False)
+
+    def found(offset: int | None = None, limit: int | None = None) -> list[str]:
+        return [row["study.study_instance_uid"] for row in archive.find(query, offset, limit)]
+
+    every = found()
+    assert len(every) == len(set(every)) == total
+    assert len(found(limit=QUICK_ROWS + 3)) == QUICK_ROWS + 3
+    assert len(found(offset=3, limit=QUICK_ROWS + 10)) == total - 3
+    assert len(found(limit=4)) == 4

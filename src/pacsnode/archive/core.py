@@ -34,6 +34,8 @@ from pacsnode.config import CONFIG_ENV, SYSTEM_CONFIG, Settings
 
 log = logging.getLogger("pacsnode.archive")
 
+QUICK_ROWS = 200
+"""Rows a PostgreSQL search reads in one go before it streams them (:meth:`Archive._found`)."""
 ARCHIVE_NEIGHBOURS = frozenset({"viewer"})
 """What may be in a data directory before its archive is made: the OHIF viewer, which
 'make run' installs before the first 'pacsnode serve'."""
@@ -97,7 +99,7 @@ class Archive:
         statement = build(query).offset(offset)
         if limit is not None:
             statement = statement.limit(limit)
-        return self._rows(statement)
+        return self._found(statement, limit)
 
     def select(
         self,
@@ -143,6 +145,23 @@ class Archive:
     def _rows(self, statement: sa.Select[Any]) -> Iterator[sa.RowMapping]:
         with self.database.reader.connect() as connection:
             yield from search(connection, statement)
+
+    def _found(self, statement: sa.Select[Any], limit: int | None) -> Iterator[sa.RowMapping]:
+        """The rows of a search: on PostgreSQL first up to :data:`QUICK_ROWS` of them in
+        one round trip, streamed again only when there are more (most searches match a
+        few)."""
+        quick = self.database.quick_reader
+        if quick is None:
+            yield from self._rows(statement)
+            return
+        bounded = limit is not None and limit <= QUICK_ROWS
+        with quick.connect() as connection:
+            first = statement if bounded else statement.limit(QUICK_ROWS + 1)
+            rows = connection.execute(first).mappings().all()
+        if bounded or len(rows) <= QUICK_ROWS:
+            yield from rows
+        else:
+            yield from self._rows(statement)
 
     @classmethod
     def open(cls, settings: Settings, create: bool = False) -> Archive:

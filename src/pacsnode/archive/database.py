@@ -78,6 +78,10 @@ class Database:
     """SQLite: the writer of :meth:`indexing`, committing without waiting for the disk
     (``synchronous=NORMAL``), which :attr:`wal_sync` then makes durable."""
     wal_sync: WalSync | None = None
+    quick_reader: Engine | None = None
+    """PostgreSQL: the reader in autocommit, for a bounded read in one round trip (the
+    reader's streamed reads take a transaction and a server-side cursor: BEGIN,
+    DECLARE, FETCH, CLOSE, ROLLBACK, ~1 ms on loopback against ~0.2 ms)."""
 
     @contextmanager
     def indexing(self) -> Iterator[Connection]:
@@ -190,7 +194,9 @@ def open_database(url: str) -> Database:
         pool_pre_ping=True,
         connect_args={"options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"},
     )
-    return Database(engine, engine)
+    return Database(
+        engine, engine, quick_reader=engine.execution_options(isolation_level="AUTOCOMMIT")
+    )
 
 
 def has_schema(url: str) -> bool:
