@@ -34,8 +34,9 @@ from pacsnode.config import CONFIG_ENV, SYSTEM_CONFIG, Settings
 
 log = logging.getLogger("pacsnode.archive")
 
-QUICK_ROWS = 200
-"""Rows a PostgreSQL search reads in one go before it streams them (:meth:`Archive._found`)."""
+QUICK_ROWS = 1000
+"""Rows a PostgreSQL search reads in one go (about 1 MB) before it streams them instead
+(:meth:`Archive._found`): a search that matches more is read twice."""
 ARCHIVE_NEIGHBOURS = frozenset({"viewer"})
 """What may be in a data directory before its archive is made: the OHIF viewer, which
 'make run' installs before the first 'pacsnode serve'."""
