@@ -99,8 +99,11 @@ def _sr_record(recorder: _Recorder) -> _Recorder:
     return record
 
 
-for _kind in ("SR DOCUMENT", "KEY OBJECT DOC"):
-    DIRECTORY_RECORDERS[_kind] = _sr_record(DIRECTORY_RECORDERS[_kind])
+MENDED_RECORDERS = {
+    kind: _sr_record(DIRECTORY_RECORDERS[kind]) for kind in ("SR DOCUMENT", "KEY OBJECT DOC")
+}
+"""Our record creators where pydicom's do not meet PS3.3 F.5; their records go in through
+``FileSet.add_custom`` (pydicom's table itself is left as it is)."""
 
 
 class ExportError(Exception):
@@ -323,15 +326,23 @@ def _add(
 
 
 def _stage(fileset: FileSet, dataset: Dataset) -> None:
-    """Add with pydicom's records; if Type 1 record keys are missing, invent them."""
+    """Add with pydicom's records, or ours for SR and KOS leaves; if Type 1 record keys
+    are missing, invent them."""
+    if _four_level_record_type(dataset) not in MENDED_RECORDERS:
+        try:
+            fileset.add(dataset)
+            return
+        except ValueError:
+            pass
     try:
-        fileset.add(dataset)
+        leaf = _records(dataset, dataset)
     except ValueError:
-        fileset.add_custom(dataset, _invented_leaf(dataset))
+        leaf = _records(dataset, _with_invented_keys(dataset))
+    fileset.add_custom(dataset, leaf)
 
 
-def _invented_leaf(dataset: Dataset) -> RecordNode:
-    """PATIENT/STUDY/SERIES/leaf records from the object plus invented missing keys."""
+def _with_invented_keys(dataset: Dataset) -> Dataset:
+    """A copy of the object with the record keys it lacks invented."""
     source = Dataset()
     source.update(dataset)
     for keyword, value in INVENTED.items():
@@ -342,10 +353,16 @@ def _invented_leaf(dataset: Dataset) -> RecordNode:
     if not source.get("PatientID"):  # one per name: patients without an ID stay apart
         name = str(source.get("PatientName") or "")
         source.PatientID = "NOID" + hashlib.sha1(name.encode()).hexdigest()[:12].upper()
+    return source
+
+
+def _records(dataset: Dataset, source: Dataset) -> RecordNode:
+    """PATIENT/STUDY/SERIES/leaf records of ``dataset`` made from ``source`` (itself,
+    or a copy with invented keys); the leaf node is returned."""
     leaf = _four_level_record_type(source)
     parent: RecordNode | None = None
     for kind in ("PATIENT", "STUDY", "SERIES", leaf):
-        record = DIRECTORY_RECORDERS[kind](source)
+        record = MENDED_RECORDERS.get(kind, DIRECTORY_RECORDERS[kind])(source)
         record.OffsetOfTheNextDirectoryRecord = 0
         record.RecordInUseFlag = 0xFFFF
         record.OffsetOfReferencedLowerLevelDirectoryEntity = 0
