@@ -93,6 +93,45 @@ def send_datasets(
         assoc.release()
 
 
+def wait_for_echo(port: int, called_ae: str, process: subprocess.Popen[bytes]) -> None:
+    """Return once the peer answers C-ECHO; fail if ``process`` exits first."""
+    ae = AE(ae_title="WORKSTATION")
+    ae.add_requested_context(VERIFICATION)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"exited early with {process.returncode}"
+        assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+        if assoc.is_established:
+            status = assoc.send_c_echo()
+            assoc.release()
+            assert status.Status == 0x0000
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{called_ae} on port {port} does not answer")
+
+
+@contextmanager
+def dcmtk_server(
+    command: Sequence[str], port: int, called_ae: str, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A DCMTK server (storescp, dcmqrscp, wlmscpfs…) listening on ``port``, once it
+    answers C-ECHO as ``called_ae``; stopped afterwards. Its output goes to ``log``."""
+    out = log.open("wb") if log is not None else None
+    process = subprocess.Popen(
+        list(command),
+        stdout=out or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if out else subprocess.DEVNULL,
+    )
+    if out is not None:
+        out.close()
+    try:
+        wait_for_echo(port, called_ae, process)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def dcmtk(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK (or dicom3tools) tool, capturing its output. A tool that is missing
     fails the test: CI installs them, and a check that quietly did not run proves

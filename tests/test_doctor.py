@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 from conftest import RunningServer, ct_dataset, free_port, make_server, save, write_config
-from peers import associate, dcmtk, orthanc, pacsnode_cli, send_files
+from peers import associate, dcmtk, dcmtk_server, orthanc, pacsnode_cli, send_files
 from pydicom.data import get_testdata_file
-from test_qr_clients import wait_for_echo
 from test_tls import Certificates, make_certificates
 
 from pacsnode.archive.core import Archive, remote_table
@@ -121,17 +120,8 @@ def storescp(home: Home) -> Iterator[int]:
     folder = home.base / "storescp"
     folder.mkdir()
     port = home.ports["storescp"]
-    process = subprocess.Popen(
-        ["storescp", "-od", str(folder), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_echo(port, "STORESCP", process)
+    with dcmtk_server(["storescp", "-od", str(folder), str(port)], port, "STORESCP"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 # --- Orthanc ----------------------------------------------------------------------------
@@ -278,17 +268,8 @@ def dcmqrscp(home: Home) -> Iterator[int]:
     config.write_text(text)
     indexed = dcmtk("dcmqridx", str(storage), str(home.ct))
     assert indexed.returncode == 0, indexed.stderr
-    process = subprocess.Popen(
-        ["dcmqrscp", "-c", str(config), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_echo(port, "DCMQRSCP", process)
+    with dcmtk_server(["dcmqrscp", "-c", str(config), str(port)], port, "DCMQRSCP"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 DCMQRSCP_OUTCOMES = {
@@ -356,17 +337,8 @@ def test_dcmqrscp_with_a_wrong_port_or_no_entry_for_us(home: Home, dcmqrscp: int
 
 def test_our_port_taken(home: Home, dcmqrscp: int) -> None:
     """Our server (here a storescp) holds our port: what arrives cannot be seen."""
-    process = subprocess.Popen(
-        ["storescp", "--ignore", str(home.port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_echo(home.port, "ANY", process)
+    with dcmtk_server(["storescp", "--ignore", str(home.port)], home.port, "ANY"):
         report = home.probe(dcmqrscp, "DCMQRSCP")
-    finally:
-        process.terminate()
-        process.wait(10)
     assert outcomes(report) == {**DCMQRSCP_OUTCOMES, "archive": "skipped", "move": "warning"}
     assert report.listening.startswith(f"cannot listen on port {home.port} (")
     move = report.finding("move")
@@ -418,17 +390,8 @@ def wlm(home: Home) -> Iterator[int]:
     made = dcmtk("dump2dcm", str(dump), str(folder / "item.wl"))
     assert made.returncode == 0, made.stderr
     port = home.ports["wlm"]
-    process = subprocess.Popen(
-        ["wlmscpfs", "-dfp", str(folder.parent), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_echo(port, "WLM", process)
+    with dcmtk_server(["wlmscpfs", "-dfp", str(folder.parent), str(port)], port, "WLM"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 WORKLIST_ITEM = """\

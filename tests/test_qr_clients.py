@@ -3,7 +3,6 @@ and Sirona SIDICOM QR walking the tree and retrieving studies (seed 000, A4 and 
 
 from __future__ import annotations
 
-import subprocess
 import time
 import warnings
 from collections import Counter
@@ -21,7 +20,7 @@ from conftest import (
     save,
     write_config,
 )
-from peers import dcmtk, send_files
+from peers import dcmtk, dcmtk_server, send_files
 from pydicom import Dataset, dcmread
 from pydicom.uid import (
     ExplicitVRBigEndian,
@@ -80,23 +79,6 @@ def non_image(sop_class: str, modality: str, **attributes: Any) -> Dataset:
     for keyword in PIXEL_KEYWORDS:
         delattr(ds, keyword)
     return ds
-
-
-def wait_for_echo(port: int, called_ae: str, process: subprocess.Popen[bytes]) -> None:
-    """Return once the peer answers C-ECHO; fail if ``process`` exits first."""
-    ae = AE(ae_title="WORKSTATION")
-    ae.add_requested_context(VERIFICATION)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"exited early with {process.returncode}"
-        assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
-        if assoc.is_established:
-            status = assoc.send_c_echo()
-            assoc.release()
-            assert status.Status == 0x0000
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{called_ae} on port {port} does not answer")
 
 
 def identifier(level: str, **keys: str) -> Dataset:
@@ -280,19 +262,9 @@ def dcmqrscp(tmp_path_factory: pytest.TempPathFactory, qr_corpus: Corpus) -> Ite
     config.write_text(DCMQRSCP_CONFIG.format(port=port, storage=storage))
     indexed = dcmtk("dcmqridx", str(storage), *map(str, qr_corpus.files))
     assert indexed.returncode == 0, indexed.stderr
-    log = (base / "dcmqrscp.log").open("wb")
-    process = subprocess.Popen(
-        ["dcmqrscp", "-c", str(config), str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    try:
-        wait_for_echo(port, "DCMQRSCP", process)
+    command = ["dcmqrscp", "-c", str(config), str(port)]
+    with dcmtk_server(command, port, "DCMQRSCP", base / "dcmqrscp.log"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 PR, SR = PATIENT_ROOT_FIND, STUDY_ROOT_FIND

@@ -22,13 +22,12 @@ from conftest import (
     stored_path,
     write_config,
 )
-from peers import Orthanc, dcmtk, orthanc, pacsnode_cli, send_datasets, send_files
+from peers import Orthanc, dcmtk, orthanc, pacsnode_cli, send_datasets, send_files, wait_for_echo
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.events import Event
-from test_qr_clients import wait_for_echo
 
 from pacsnode.config import Settings
 

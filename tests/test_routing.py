@@ -15,11 +15,10 @@ import httpx
 import numpy as np
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset, dataset_bytes, free_port, save
-from peers import orthanc, send_datasets, send_files
+from peers import orthanc, send_datasets, send_files, wait_for_echo
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, MRImageStorage
-from test_qr_clients import wait_for_echo
 
 from pacsnode.config import ConfigError, load_settings
 from pacsnode.jobs.queue import JobQueue

@@ -22,10 +22,10 @@ from conftest import (
     stored_path,
     write_config,
 )
-from peers import dcmtk, orthanc, pacsnode_cli, send_files
+from peers import dcmtk, dcmtk_server, orthanc, pacsnode_cli, send_files
 from pydicom import dcmread
 from pydicom.uid import RLELossless, generate_uid
-from test_qr_clients import DCMQRSCP_CONFIG, wait_for_echo
+from test_qr_clients import DCMQRSCP_CONFIG
 from typer.testing import CliRunner
 
 from pacsnode.cli import app
@@ -209,17 +209,9 @@ def storescp(node: Node, tmp_path: Path) -> Iterator[Path]:
     """DCMTK's storescp as the C-MOVE destination; yields the folder it writes into."""
     out = tmp_path / "received"
     out.mkdir()
-    process = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "-od", str(out), str(node.storescp_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_echo(node.storescp_port, "STORESCP", process)
+    command = ["storescp", "-aet", "STORESCP", "-od", str(out), str(node.storescp_port)]
+    with dcmtk_server(command, node.storescp_port, "STORESCP"):
         yield out
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def by_uid(folder: Path) -> dict[str, bytes]:
@@ -354,17 +346,8 @@ def dcmqrscp(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
     config.write_text(DCMQRSCP_CONFIG.format(port=port, storage=storage))
     indexed = dcmtk("dcmqridx", str(storage), *map(str, node.files))
     assert indexed.returncode == 0, indexed.stderr
-    process = subprocess.Popen(
-        ["dcmqrscp", "-c", str(config), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_echo(port, "DCMQRSCP", process)
+    with dcmtk_server(["dcmqrscp", "-c", str(config), str(port)], port, "DCMQRSCP"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_find_and_tree_against_dcmqrscp(dcmqrscp: int) -> None:

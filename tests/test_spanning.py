@@ -13,12 +13,11 @@ from typing import NamedTuple
 import httpx
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset, free_port, save, write_config
-from peers import Orthanc, associate, dcmtk, orthanc, send_datasets
+from peers import Orthanc, associate, dcmtk, orthanc, send_datasets, wait_for_echo
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
-from test_qr_clients import wait_for_echo
 
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
