@@ -60,6 +60,7 @@ def test_dcmtk_echoscu(server: RunningServer, count: str) -> None:
 
 def test_one_log_line_per_association(server: RunningServer) -> None:
     dcmtk("echoscu", "-aet", "LOGCHECK", "127.0.0.1", str(server.port))
+    server.wait_for_log("LOGCHECK@127.0.0.1")  # written once the peer has gone
     lines = [line for line in server.log().splitlines() if "LOGCHECK@127.0.0.1" in line]
     assert len(lines) == 1
     assert "released" in lines[0]
