@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -62,18 +63,59 @@ def file_context(path: Path) -> tuple[str, str]:
     return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
 
 
+class _LostResponses(logging.Handler):
+    """Counts pynetdicom's "Received unexpected C-STORE service message": its requestor's
+    reactor thread took the response that ``send_c_store`` was waiting for (pynetdicom
+    issue 875), which then waits out its DIMSE timeout and aborts."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Received unexpected C-STORE" in record.getMessage():
+            self.count += 1
+
+
+def _store_all(
+    port: int, contexts: Sequence[tuple[str, Sequence[str]]], calling_ae: str, items: list[Any]
+) -> list[Dataset]:
+    """Each item's C-STORE response. What follows a response pynetdicom lost to its own
+    race is sent again on a new association (the server acknowledged it or not; a copy
+    is kept once); a response missing for any other reason is returned as it is, empty."""
+    lost = _LostResponses()
+    logger = logging.getLogger("pynetdicom.association")
+    logger.addHandler(lost)
+    responses: list[Dataset] = []
+    try:
+        for _attempt in range(3):
+            assoc = associate(port, contexts, calling_ae)
+            assert assoc.is_established
+            try:
+                for item in items[len(responses) :]:
+                    seen = lost.count
+                    response = assoc.send_c_store(item)
+                    if "Status" not in response and lost.count > seen:
+                        break
+                    responses.append(response)
+                else:
+                    return responses
+            finally:
+                if assoc.is_established:
+                    assoc.release()
+    finally:
+        logger.removeHandler(lost)
+    raise AssertionError(f"pynetdicom lost {lost.count} C-STORE responses to its own reactor")
+
+
 def send_files(
     port: int, paths: Iterable[Path], calling_ae: str = "MODALITY"
 ) -> dict[Path, Dataset | None]:
     """C-STORE each file as its own bytes, one context per (SOP class, syntax) used."""
     paths = list(paths)
     needed = sorted({file_context(p) for p in paths})
-    assoc = associate(port, [(sop, [ts]) for sop, ts in needed], calling_ae)
-    assert assoc.is_established
-    try:
-        return {path: assoc.send_c_store(path) for path in paths}
-    finally:
-        assoc.release()
+    contexts = [(sop, [ts]) for sop, ts in needed]
+    return dict(zip(paths, _store_all(port, contexts, calling_ae, paths), strict=True))
 
 
 def send_datasets(
@@ -85,12 +127,8 @@ def send_datasets(
     """C-STORE data sets; returns each response status."""
     datasets = list(datasets)
     classes = sorted({str(ds.SOPClassUID) for ds in datasets})
-    assoc = associate(port, [(sop, syntaxes) for sop in classes], calling_ae)
-    assert assoc.is_established
-    try:
-        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
-    finally:
-        assoc.release()
+    contexts = [(sop, syntaxes) for sop in classes]
+    return [int(r.Status) for r in _store_all(port, contexts, calling_ae, datasets)]
 
 
 def wait_for_echo(port: int, called_ae: str, process: subprocess.Popen[bytes]) -> None:
