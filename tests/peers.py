@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import xxhash
 from pydicom import Dataset, dcmread
 from pynetdicom import AE, _config, build_context
 from pynetdicom.association import Association
@@ -40,6 +41,12 @@ def _without_nagle(create: Callable[..., socket.socket]) -> Callable[..., socket
 AssociationSocket._create_socket = _without_nagle(AssociationSocket._create_socket)  # type: ignore[method-assign]
 
 VERIFICATION = "1.2.840.10008.1.1"
+
+
+def stored_checksum(data: bytes) -> str:
+    """The checksum the index should hold for a file of these bytes, computed here with
+    the xxhash library rather than by pacsnode's own code."""
+    return "xxh3-128:" + xxhash.xxh3_128_hexdigest(data)
 
 
 def associate(

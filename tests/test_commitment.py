@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,14 +14,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from conftest import RunningServer, ServerFactory, ct_dataset, free_port, stored_path
-from peers import send_datasets
+from peers import send_datasets, stored_checksum
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 from pynetdicom import AE, build_role, evt
 from test_iocm import KOS, note
 
 from pacsnode.archive.commitment import Reference
+from pacsnode.archive.schema import instance
 from pacsnode.dimse.commitment import request_commitment
 from pacsnode.dimse.scu import Peer
 
@@ -165,6 +168,44 @@ def test_failures_carry_their_reasons(server: RunningServer) -> None:
         str(wrong_class.SOPInstanceUID): 0x0119,
         unknown: 0x0112,
     }
+
+
+def test_new_files_carry_xxh3_and_files_indexed_with_sha256_are_checked_with_it(
+    server: RunningServer,
+) -> None:
+    """Files received before checksums became XXH3-128 hold a SHA-256 in the index:
+    commitment checks each file with its own algorithm."""
+    fresh, legacy, legacy_damaged = stored(server, 3)
+    expected = stored_checksum(stored_path(server, str(fresh.SOPInstanceUID)).read_bytes())
+    sha256 = {
+        str(ds.SOPInstanceUID): hashlib.sha256(
+            stored_path(server, str(ds.SOPInstanceUID)).read_bytes()
+        ).hexdigest()
+        for ds in (legacy, legacy_damaged)
+    }
+    archive = server.archive()
+    try:
+        found = archive.index.find_instance(str(fresh.SOPInstanceUID))
+        assert found is not None and found.checksum == expected
+        with archive.index.writing() as connection:
+            for uid, checksum in sha256.items():
+                connection.execute(
+                    sa.update(instance)
+                    .where(instance.c.sop_instance_uid == uid)
+                    .values(checksum=checksum)
+                )
+    finally:
+        archive.close()
+    path = stored_path(server, str(legacy_damaged.SOPInstanceUID))
+    content = bytearray(path.read_bytes())
+    content[-1] ^= 0xFF
+    path.write_bytes(bytes(content))
+    uids = [str(ds.SOPInstanceUID) for ds in (fresh, legacy, legacy_damaged)]
+    info = action([(CTImageStorage, uid) for uid in uids])
+    status, [(event_type, report)] = commit_on_same_association(server.port, info)
+    assert (status, event_type) == (0x0000, 2)
+    assert committed(report) == set(uids[:2])
+    assert reasons(report) == {uids[2]: 0x0110}
 
 
 def test_a_rejection_note_is_committed_though_hidden_and_what_it_rejects_is_not(

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import RunningServer, ServerFactory, ct_dataset, dataset_bytes, sigkill
 from filesystems import tmpfs
-from peers import VERIFICATION, associate, send_datasets
+from peers import VERIFICATION, associate, send_datasets, stored_checksum
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
@@ -85,7 +85,7 @@ def assert_all_kept(server: RunningServer, acknowledged: dict[str, Dataset], tmp
             found = archive.index.find_instance(uid)
             assert found is not None, f"acknowledged {uid} is not in the index"
             path = archive.storage.absolute(found.file_path)
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == found.checksum
+            assert stored_checksum(path.read_bytes()) == found.checksum
             assert dataset_bytes(path) == encoded(ds, tmp)
         with archive.database.reader.connect() as connection:
             rows = connection.execute(sa.text("SELECT file_path FROM instance")).all()

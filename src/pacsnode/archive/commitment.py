@@ -8,11 +8,11 @@ held and committed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from pacsnode.archive import checksums
 from pacsnode.archive.index import Index, StoredInstance
 from pacsnode.archive.rejection import KEY_OBJECT_SELECTION
 from pacsnode.archive.schema import rejected_instance
@@ -36,12 +36,9 @@ class Commitment:
     """Each failed reference with its Failure Reason (PS3.4 Table J.3-2)."""
 
 
-def _sha256(storage: ObjectStore, key: str) -> str:
-    digest = hashlib.sha256()
+def _intact(storage: ObjectStore, key: str, checksum: str) -> bool:
     with storage.open(key) as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return checksums.of_stream(handle, checksum) == checksum
 
 
 def _rejection_note(index: Index, stored: StoredInstance) -> bool:
@@ -67,7 +64,7 @@ def commit(index: Index, storage: ObjectStore, references: list[Reference]) -> C
         else:
             key = stored.file_path
             try:
-                intact = storage.exists(key) and _sha256(storage, key) == stored.checksum
+                intact = storage.exists(key) and _intact(storage, key, stored.checksum)
             except OSError:
                 intact = False
             if intact:

@@ -277,12 +277,15 @@ class _Parents:
     new_patient: bool = False
 
 
+_REJECTION_CODE = sa.select(rejected_instance.c.code).where(
+    rejected_instance.c.sop_instance_uid == sa.bindparam("uid")
+)
+
+
 def _refuse_rejected(connection: Connection, uid: str, refused_codes: Collection[str]) -> None:
     if not refused_codes:
         return
-    code = connection.execute(
-        sa.select(rejected_instance.c.code).where(rejected_instance.c.sop_instance_uid == uid)
-    ).scalar()
+    code = connection.execute(_REJECTION_CODE, {"uid": uid}).scalar()
     if code in refused_codes:
         raise _Unchanged(Added(0, "rejected", rejection=code))
 
@@ -310,6 +313,19 @@ def _flag_edited(connection: Connection, rows: LevelRows, patient_pk: int, study
                 sa.update(table).where(table.c.pk == pk, ~table.c.edited).values(edited=True)
             )
 
+
+_SERIES_PARENTS = (
+    sa.select(
+        series.c.pk,
+        study.c.pk,
+        study.c.patient_pk,
+        series.c.num_instances,
+        study.c.num_instances,
+    )
+    .join(study, study.c.pk == series.c.study_pk)
+    .where(series.c.series_instance_uid == sa.bindparam("uid"))
+)
+"""Built once: a statement built per instance cost more to build than to run."""
 
 _ATTEMPTS = 5
 SOFT_DELETED = "DELETED"
@@ -444,15 +460,7 @@ class Index:
         Almost every instance joins a visible series that exists, which one query finds.
         """
         found = connection.execute(
-            sa.select(
-                series.c.pk,
-                study.c.pk,
-                study.c.patient_pk,
-                series.c.num_instances,
-                study.c.num_instances,
-            )
-            .join(study, study.c.pk == series.c.study_pk)
-            .where(series.c.series_instance_uid == rows.series["series_instance_uid"])
+            _SERIES_PARENTS, {"uid": rows.series["series_instance_uid"]}
         ).first()
         if found is not None:
             series_pk, study_pk, patient_pk, in_series, in_study = found

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import re
 import secrets
 import struct
@@ -45,7 +46,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pacsnode import audit
-from pacsnode.archive.attributes import Level, column_values, sequence_values, text_value
+from pacsnode.archive.attributes import (
+    BY_KEYWORD,
+    Level,
+    attribute_value,
+    column_values,
+    sequence_values,
+    text_value,
+)
 from pacsnode.archive.authorities import resolve_received
 from pacsnode.archive.coercion import CharacterSetError, ReceiveCoercion, rewrite
 from pacsnode.archive.database import unavailable
@@ -181,12 +189,12 @@ def _parse(received: Received) -> _Parsed:
     multi-frame object. The File Meta is read by hand: pydicom's reader validates it
     element by element, a millisecond per object.
     """
-    size = received.path.stat().st_size
-    if not looks_like_dicom(received.path):
-        raise IngestError(CANNOT_UNDERSTAND, "not a DICOM file")
-    try:
-        with received.path.open("rb") as fp:
+    with received.path.open("rb") as fp:  # an OSError here is the caller's to answer
+        size = os.fstat(fp.fileno()).st_size
+        try:
             head = memoryview(fp.read(_HEAD))
+            if not _dicom_head(head):
+                raise IngestError(CANNOT_UNDERSTAND, "not a DICOM file")
             meta, offset = split_meta(head)
             syntax = received.transfer_syntax or meta_syntax(meta)
             if not syntax or syntax == DeflatedExplicitVRLittleEndian or offset >= len(head):
@@ -197,13 +205,15 @@ def _parse(received: Received) -> _Parsed:
                 cast(BinaryIO, fp), encoding.implicit, encoding.little, defer_size=_DEFER_SIZE
             )
             end = fp.tell()
-    except _PARSE_ERRORS as exc:
-        raise _unparsable(exc) from exc
+        except _PARSE_ERRORS as exc:
+            raise _unparsable(exc) from exc
+    syntax = str(syntax).rstrip("\0").strip()
+    _check_encoding(head[offset : offset + 6], syntax)
     # A file data set reads its deferred values (a long text) from the file when asked.
     dataset = FileDataset(
         str(received.path), body, None, FileMetaDataset(), encoding.implicit, encoding.little
     )
-    return _checked(received, dataset, offset, str(syntax).rstrip("\0").strip(), end, size)
+    return _checked(received, dataset, offset, syntax, end, size)
 
 
 _PARSE_ERRORS = (
@@ -239,6 +249,10 @@ def _parse_with_pydicom(received: Received, size: int) -> _Parsed:
         raise _unparsable(exc) from exc
     syntax = received.transfer_syntax or meta.get("TransferSyntaxUID")
     syntax = str(syntax).rstrip("\0").strip() if syntax else syntax_of_encoding(dataset)
+    if _UID_TEXT.fullmatch(syntax) and syntax != DeflatedExplicitVRLittleEndian:
+        with received.path.open("rb") as fp:
+            fp.seek(offset)
+            _check_encoding(fp.read(6), syntax)
     return _checked(received, dataset, offset, syntax, end, size)
 
 
@@ -248,7 +262,6 @@ def _checked(
     if not _UID_TEXT.fullmatch(syntax):
         raise IngestError(CANNOT_UNDERSTAND, "transfer syntax is not a valid UID")
     if syntax != DeflatedExplicitVRLittleEndian:
-        _check_encoding(received.path, offset, syntax)
         _check_complete(dataset, end, size)
     if len(dataset) == 0:
         raise IngestError(CANNOT_UNDERSTAND, "data set is empty or truncated")
@@ -266,13 +279,18 @@ def looks_like_dicom(path: Path) -> bool:
             head = fp.read(132)
     except OSError:
         return True
+    return _dicom_head(head)
+
+
+def _dicom_head(head: bytes | memoryview) -> bool:
     if head[128:132] == b"DICM":
         return True
     return len(head) >= 8 and struct.unpack("<H", head[:2])[0] in (0x0002, 0x0008)
 
 
-def _check_encoding(path: Path, offset: int, syntax: str) -> None:
-    """Refuse an implicit VR data set sent under an explicit VR transfer syntax.
+def _check_encoding(first: bytes | memoryview, syntax: str) -> None:
+    """Refuse an implicit VR data set sent under an explicit VR transfer syntax, from
+    the first six bytes of the data set.
 
     pydicom reads such a data set by guessing, but DCMTK and most viewers cannot read
     it back, so keeping it would hand every later reader a broken object.
@@ -280,10 +298,7 @@ def _check_encoding(path: Path, offset: int, syntax: str) -> None:
     uid = UID(syntax)
     if not uid.is_transfer_syntax or uid.is_implicit_VR:
         return  # a private syntax, or implicit VR: nothing to check on the first element
-    with path.open("rb") as fp:
-        fp.seek(offset)
-        first = fp.read(6)
-    if len(first) == 6 and first[4:6].decode("latin-1") not in _VRS:
+    if len(first) == 6 and bytes(first[4:6]).decode("latin-1") not in _VRS:
         raise IngestError(CANNOT_UNDERSTAND, "data set is not in explicit VR as negotiated")
 
 
@@ -304,7 +319,8 @@ def _required_uids(dataset: Dataset) -> dict[str, str]:
     uids: dict[str, str] = {}
     for keyword in _REQUIRED_UIDS:
         try:
-            value = dataset.get(keyword)
+            attr = BY_KEYWORD[keyword]
+            value = attribute_value(dataset, attr) if attr.tag in dataset else None
         except Exception as exc:  # a malformed element raises on first access
             raise IngestError(CANNOT_UNDERSTAND, f"{keyword} unreadable") from exc
         uid = str(value or "").rstrip("\0").strip()  # as the index will hold it

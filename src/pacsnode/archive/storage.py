@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 from pydicom.uid import PYDICOM_ROOT_UID
 
 from pacsnode import __version__
+from pacsnode.archive.checksums import Checksum
 
 if TYPE_CHECKING:  # the configuration model checks options that import this module
     from pacsnode.config import Settings
@@ -46,7 +47,8 @@ class StoredFile:
     relative_path: str
     size: int
     checksum: str
-    """SHA-256 of the whole file, checked again before storage commitment."""
+    """Of the whole file (:mod:`~pacsnode.archive.checksums`), checked again before
+    storage commitment."""
 
 
 def file_meta(
@@ -200,7 +202,7 @@ class Storage:
     def put(self, relative_path: str, header: bytes, source: BinaryIO) -> StoredFile:
         """Write ``header`` then the rest of ``source`` durably at ``relative_path``."""
         final = self.absolute(relative_path)
-        checksum = hashlib.sha256(header)
+        checksum = Checksum(header)
         size = len(header)
         fd, partial = tempfile.mkstemp(dir=self.tmp, suffix=".partial")
         try:
@@ -216,7 +218,7 @@ class Storage:
         except BaseException:
             Path(partial).unlink(missing_ok=True)
             raise
-        return StoredFile(relative_path, size, checksum.hexdigest())
+        return StoredFile(relative_path, size, checksum.text())
 
     def delete(self, relative_path: str) -> None:
         self.absolute(relative_path).unlink(missing_ok=True)

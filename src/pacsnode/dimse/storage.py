@@ -11,13 +11,13 @@ archive's status and the association goes on.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
 from pathlib import Path
 
 from pacsnode import status
+from pacsnode.archive.checksums import Checksum
 from pacsnode.archive.core import Archive
 from pacsnode.archive.ingest import IngestResult, Outcome, Prepared, Received
 from pacsnode.archive.receiving import Origin
@@ -43,7 +43,7 @@ class SpoolFile:
         self.syntax = syntax
         self.error: OSError | None = None
         self.size = 0
-        self._digest = hashlib.sha256()
+        self._checksum = Checksum()
         self._fd: int | None = None
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -56,7 +56,7 @@ class SpoolFile:
 
     @property
     def checksum(self) -> str:
-        return self._digest.hexdigest()
+        return self._checksum.text()
 
     def write(self, fragment: memoryview) -> None:
         self._write(fragment)
@@ -73,7 +73,7 @@ class SpoolFile:
             with contextlib.suppress(OSError):  # give the space back; the data is lost
                 os.ftruncate(self._fd, 0)
             return
-        self._digest.update(data)
+        self._checksum.update(data)
         self.size += len(data)
 
     def finish(self) -> None:
