@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from pacsnode import status
@@ -35,9 +36,17 @@ class SpoolFile:
     """A received data set on its way into storage: our File Meta, then its bytes."""
 
     def __init__(
-        self, directory: Path, sop_class: str, sop_instance: str, syntax: str, source_ae: str
+        self,
+        directory: Path,
+        sop_class: str,
+        sop_instance: str,
+        syntax: str,
+        source_ae: str,
+        sync_and_close: Callable[[int], None] = os.close,
     ) -> None:
         self.path = directory / f"{secrets.token_hex(8)}.dcm"
+        self._sync_and_close = sync_and_close
+        """What takes the descriptor of a complete file: the storage's early fsync."""
         self.sop_class = sop_class
         self.sop_instance = sop_instance
         self.syntax = syntax
@@ -77,9 +86,13 @@ class SpoolFile:
         self.size += len(data)
 
     def finish(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        if self.error is None:
+            self._sync_and_close(fd)
+        else:
+            os.close(fd)
 
     def abandon(self) -> None:
         self.finish()
@@ -122,6 +135,7 @@ class StorageService:
             str(command.get("AffectedSOPInstanceUID", "")),
             context.transfer_syntax,
             session.calling_ae,
+            self.archive.storage.sync_and_close,
         )
 
     def handle(self, request: Request) -> None:
