@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -86,6 +86,10 @@ class Query:
     deleted: bool = False
     """Hidden instances are found too: soft deleted, rejected by IOCM notes, and the
     notes (the calling AE's ``show_deleted``); counts then include them."""
+    returned: frozenset[str] | None = None
+    """The keywords whose values the caller reads from the rows (:func:`row_value`),
+    besides each level's key; ``None`` reads every column. A C-FIND asks for a few of
+    some 150, and each column costs in every statement and every row."""
 
 
 def _column(attr: Attribute) -> sa.ColumnElement[Any]:
@@ -468,12 +472,20 @@ def _visible(tables: list[sa.Table], deleted: bool = False) -> list[Any]:
 
     A query that sees hidden instances needs no condition: a row of any level has
     instance rows below it (index removes parents left empty)."""
+    return list(_hidden(tuple(table.name for table in tables), deleted))
+
+
+@cache
+def _hidden(names: tuple[str, ...], deleted: bool) -> tuple[Any, ...]:
+    """:func:`_visible`'s conditions, made once per set of tables."""
     if deleted:
-        return []
-    return [
-        table.c.rejection.is_(None) if table is instance else table.c.num_instances > 0
-        for table in tables
-    ]
+        return ()
+    return tuple(
+        _TABLES[name].c.rejection.is_(None)
+        if name == instance.name
+        else _TABLES[name].c.num_instances > 0
+        for name in names
+    )
 
 
 def build(query: Query) -> sa.Select[Any]:
@@ -484,7 +496,7 @@ def build(query: Query) -> sa.Select[Any]:
     tables = [LEVEL_TABLES[level] for level in levels]
     if not query.patient_root and Level.PATIENT not in levels:
         tables.insert(0, patient)  # Study Root returns patient attributes at STUDY level
-    statement = _shown(tuple(table.name for table in tables), query.deleted)
+    statement = _shown(tuple(table.name for table in tables), query.deleted, query.returned)
     grouped = _conditions(query)
     for level in LEVEL_ORDER[: LEVEL_ORDER.index(query.level) + 1]:
         statement = statement.where(*grouped[level])
@@ -525,20 +537,36 @@ def _all_modalities() -> sa.Select[Any]:
 _TABLES = {table.name: table for table in LEVEL_TABLES.values()}
 
 
-@cache
-def _shown(names: tuple[str, ...], deleted: bool) -> sa.Select[Any]:
+@lru_cache(maxsize=512)
+def _shown(
+    names: tuple[str, ...], deleted: bool, returned: frozenset[str] | None
+) -> sa.Select[Any]:
     """The labelled columns and the joins of a query over these tables: the same for
     every query of a kind, so made once (a C-FIND spent a third of its time here)."""
     tables = [_TABLES[name] for name in names]
     source: sa.FromClause = tables[0]
     for parent, child in itertools.pairwise(tables):
         source = source.join(child, _PARENT_KEYS[child.name] == parent.c.pk)
+    wanted = None if returned is None else _returned_columns(returned)
     columns = [
         _shown_column(table, c, deleted).label(f"{table.name}.{c.name}")
         for table in tables
         for c in table.c
+        if wanted is None or c.name == "pk" or (table.name, c.name) in wanted
     ]
     return sa.select(*columns).select_from(source)
+
+
+def _returned_columns(keywords: frozenset[str]) -> set[tuple[str, str]]:
+    """The (table, column) pairs :func:`row_value` reads for these keywords."""
+    pairs = set()
+    for keyword in keywords:
+        if keyword in COMPUTED:
+            level, column = COMPUTED[keyword]
+            pairs.add((LEVEL_TABLES[level].name, column))
+        elif (attr := BY_KEYWORD.get(keyword)) is not None:
+            pairs.add((LEVEL_TABLES[attr.level].name, attr.column))
+    return pairs
 
 
 def _shown_column(table: sa.Table, column: sa.Column[Any], deleted: bool) -> Any:

@@ -95,6 +95,7 @@ class FindSCP:
             sequences=sequences,
             visible=self.archive.remotes.visible_to(event.calling_ae),
             deleted=self.archive.remotes.sees_deleted(event.calling_ae),
+            returned=frozenset(element.keyword for element in identifier),
         )
 
     def _response(
