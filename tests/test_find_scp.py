@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pdu
 import pydicom
 import pytest
 from conftest import PYDICOM_FILES, RunningServer, ServerFactory, ct_dataset, save
 from peers import associate, dcmtk, send_datasets
 from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import generate_uid
 
 from pacsnode.archive.attributes import Level
@@ -23,6 +28,7 @@ PATIENT_ROOT = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_STUDY_ONLY = "1.2.840.10008.5.1.4.1.2.3.1"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.22"
+ELE = "1.2.840.10008.1.2.1"
 
 
 @pytest.fixture
@@ -424,3 +430,84 @@ def test_names_match_in_their_own_character_set(server: RunningServer, name: str
     assert final == 0
     assert [str(m.PatientName) for m in matches] == [full_name]
     assert CHARSET_FILES[name] in (charset if isinstance(charset, str) else list(charset))
+
+
+def test_the_association_log_line_counts_its_c_finds(
+    server: RunningServer, loaded: dict[str, str]
+) -> None:
+    """A workstation's queries are counted in its association's one log line, not
+    logged one line each."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientName = "DOE*"
+    assoc = associate(server.port, [(STUDY_ROOT, ["1.2.840.10008.1.2.1"])], calling_ae="COUNTED")
+    for _ in range(3):
+        statuses = [int(status.Status) for status, _ in assoc.send_c_find(identifier, STUDY_ROOT)]
+        assert statuses == [0xFF00, 0xFF00, 0x0000]
+    assoc.release()
+    server.wait_for_log("COUNTED@127.0.0.1")
+    lines = [line for line in server.log().splitlines() if "COUNTED" in line]
+    assert len(lines) == 1
+    assert "released" in lines[0] and lines[0].endswith(": 3 C-FIND")
+
+
+def _pdvs(data: bytes) -> list[tuple[int, bytes]]:
+    """The (control header, fragment) of every PDV in a run of P-DATA-TF PDUs."""
+    found = []
+    while data:
+        kind, _, length = struct.unpack(">BBI", data[:6])
+        assert kind == pdu.P_DATA_TF
+        body, data = data[6 : 6 + length], data[6 + length :]
+        while body:
+            (size,) = struct.unpack(">I", body[:4])
+            found.append((body[5], body[6 : 4 + size]))
+            body = body[4 + size :]
+    return found
+
+
+def _status(command: bytes) -> int:
+    """The Status (0000,0900) of an Implicit VR Little Endian command set."""
+    while command:
+        group, element, length = struct.unpack("<HHI", command[:8])
+        if (group, element) == (0x0000, 0x0900):
+            return int(struct.unpack("<H", command[8:10])[0])
+        command = command[8 + length :]
+    raise AssertionError("no Status")
+
+
+def test_a_single_match_and_the_final_response_leave_in_one_write(
+    server: RunningServer, loaded: dict[str, str]
+) -> None:
+    """The pending answer is held until the final response and both go out together:
+    the workstation's first read brings the whole result."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    with sock:
+        sock.sendall(pdu.associate_request("RAW", "PACSNODE", [(1, STUDY_ROOT, [ELE])]))
+        reply = pdu.read_pdu(sock)
+        assert reply is not None and reply[0] == pdu.ASSOCIATE_AC
+        command = b"".join(
+            struct.pack("<HHI", 0x0000, element, len(value)) + value
+            for element, value in (
+                (0x0002, STUDY_ROOT.encode() + b"\0"),
+                (0x0100, struct.pack("<H", 0x0020)),
+                (0x0110, struct.pack("<H", 7)),
+                (0x0700, struct.pack("<H", 0)),
+                (0x0800, struct.pack("<H", 0x0000)),
+            )
+        )
+        command = struct.pack("<HHII", 0x0000, 0x0000, 4, len(command)) + command
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.AccessionNumber = "A200"
+        identifier.StudyInstanceUID = ""
+        out = DicomBytesIO()
+        out.is_little_endian, out.is_implicit_VR = True, False
+        write_dataset(out, identifier)
+        for control, fragment in ((0x03, command), (0x02, out.getvalue())):
+            pdv = struct.pack(">IBB", len(fragment) + 2, 1, control) + fragment
+            sock.sendall(struct.pack(">BBI", pdu.P_DATA_TF, 0, len(pdv)) + pdv)
+        first_read = sock.recv(65536)
+    pdvs = _pdvs(first_read)
+    commands = [fragment for control, fragment in pdvs if control & 0x01]
+    assert [_status(c) for c in commands] == [0xFF00, 0x0000]
+    assert len(pdvs) == 3  # pending command, its identifier, final command

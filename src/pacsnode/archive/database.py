@@ -45,6 +45,7 @@ def _configure_sqlite(engine: Engine, begin: str | None, synchronous: str = "FUL
     """Pragmas on every connection, and the ``begin`` statement of each transaction;
     without one, every statement is its own transaction (a single read is consistent
     on its own)."""
+
     @sa.event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves

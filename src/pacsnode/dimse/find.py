@@ -22,6 +22,7 @@ from pacsnode.dimse.flat import Encoded
 from pacsnode.dimse.requests import Request
 from pacsnode.net import commands
 from pacsnode.net.association import Association
+from pacsnode.net.transport import Buffer
 
 log = logging.getLogger("pacsnode.find")
 
@@ -46,6 +47,9 @@ class FindRequest:
     association: Association
     syntax: str
     cancelled: Callable[[], bool]
+    slow: bool = False
+    """Answers come from other archives (C-FIND spanning), each in its own time: sent
+    as each is ready, none held for the next."""
 
     @property
     def calling_ae(self) -> str:
@@ -70,6 +74,7 @@ class FindService:
             request.respond(status.UNABLE_TO_PROCESS, "identifier does not decode")
             return
         model = request.sop_class
+        request.session.queries += 1
         audit.query(
             request.session.actor, model, bytes(request.message.data or b""), request.syntax
         )
@@ -77,13 +82,20 @@ class FindService:
             identifier, model, request.association, request.syntax, request.cancelled
         )
         answerer = self.worklist if model == MODALITY_WORKLIST_FIND else self.query
-        _Responder(request).send_all(answerer(found))
+        answers = answerer(found)
+        _Responder(request, hold=not found.slow).send_all(answers)
 
 
 class _Responder:
-    def __init__(self, request: Request) -> None:
+    """Sends each pending answer with the message after it, in one write: a query with
+    one match costs the peer one read, not two. Answers that may be slow to follow are
+    not held (``hold``)."""
+
+    def __init__(self, request: Request, hold: bool) -> None:
         self.request = request
+        self.hold = hold
         self._pending: dict[int, bytes] = {}
+        self._held: list[Buffer] = []
 
     def send_all(self, answers: Iterator[Answer]) -> None:
         try:
@@ -91,15 +103,19 @@ class _Responder:
                 if answer.pending and answer.identifier is not None:
                     self._pending_answer(answer.status, answer.identifier)
                 else:
-                    self.request.respond(answer.status, answer.comment)
+                    self._respond(answer.status, answer.comment)
                     return
         except (ConnectionError, OSError):
             raise
         except Exception as exc:  # a bug must still end the query for the peer
             log.exception("C-FIND failed")
-            self.request.respond(status.UNABLE_TO_PROCESS, f"processing failure: {exc}")
+            self._respond(status.UNABLE_TO_PROCESS, f"processing failure: {exc}")
             return
-        self.request.respond(status.SUCCESS)
+        self._respond(status.SUCCESS)
+
+    def _respond(self, code: int, comment: str = "") -> None:
+        held, self._held = self._held, []
+        self.request.respond(code, comment, before=held)
 
     def _pending_answer(self, code: int, identifier: Dataset | Encoded) -> None:
         encoded = self._pending.get(code)
@@ -111,4 +127,10 @@ class _Responder:
             data = identifier.data
         else:
             data = self.request.encode(identifier)
-        self.request.association.send_encoded(self.request.context.id, encoded, data)
+        association, context_id = self.request.association, self.request.context.id
+        held = self._held
+        self._held = (association.encoded(context_id, encoded, data) or []) if self.hold else []
+        if not self._held:  # not held, or too large to hold: sent now, after the one held
+            association.send_encoded(context_id, encoded, data, held)
+        elif held:
+            association.transport.send(held)

@@ -78,7 +78,7 @@ class FindSCP:
             log.error("C-FIND failed, index unavailable: %s", exc)
             yield Answer(status.OUT_OF_RESOURCES, comment="index unavailable")
             return
-        log.info(
+        log.debug(  # the association's line counts its C-FINDs
             "C-FIND %s level %s from %s: %d matches", model, query.level, event.calling_ae, count
         )
         yield Answer(status.SUCCESS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ class Session:
     busy: bool = False
     """Serving a request: a shutdown lets it finish."""
     outcomes: Counter[str] = field(default_factory=Counter)
+    queries: int = 0
+    """C-FINDs answered: counted in the association's log line, not one line each."""
     stored: list[str] = field(default_factory=list)
     """SOP Instance UIDs the archive holds from this association, for its audit."""
 
@@ -96,9 +99,13 @@ class Request:
         status: int,
         comment: str = "",
         data: bytes | list[Buffer] | None = None,
+        *,
+        before: Sequence[Buffer] = (),
         **fields: Any,
     ) -> None:
-        self.association.send(self.context.id, self.response(status, comment, **fields), data)
+        """Answer; ``before`` is an answer already encoded, sent in the same write."""
+        command = self.response(status, comment, **fields)
+        self.association.send(self.context.id, command, data, before)
 
     def response(self, status: int, comment: str = "", **fields: Any) -> dict[str, Any]:
         """The response command set of this request."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom import Dataset
 from sqlalchemy.exc import DBAPIError
@@ -76,7 +77,7 @@ def send_progress(
     request: Request, code: int, tally: Tally | None = None, comment: str = ""
 ) -> None:
     """A C-MOVE or C-GET response with the sub-operation counts (PS3.4 C.4.2.1.5)."""
-    fields: dict[str, int] = {}
+    fields: dict[str, Any] = {}
     data = None
     final = status.category(code) is not status.Category.PENDING
     if tally is not None:

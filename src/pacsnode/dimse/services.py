@@ -56,6 +56,7 @@ def dimse_server(
     def query(request: FindRequest) -> Iterator[Answer]:
         answers = find_scp.handle_find(request)
         if spanning.applies(request.calling_ae):
+            request.slow = True
             return spanning.answers(request, answers)
         return answers
 
@@ -90,7 +91,10 @@ def _ended(session: Session, how: str, checker: str = "") -> None:
     counts = session.outcomes
     failed = counts[Outcome.FAILED] + counts[Outcome.REFUSED]
     audit.instances_stored(session.actor, session.stored, failed=failed)
-    summary = ", ".join(f"{counts[o]} {o.value}" for o in Outcome if counts[o])
+    done = [f"{counts[o]} {o.value}" for o in Outcome if counts[o]]
+    if session.queries:
+        done.append(f"{session.queries} C-FIND")
+    summary = ", ".join(done)
     host, port = session.association.peer_address
     log.log(
         logging.DEBUG if checker and session.calling_ae == checker else logging.INFO,

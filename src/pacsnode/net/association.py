@@ -224,29 +224,50 @@ class Association:
     # --- sending -----------------------------------------------------------------
 
     def send(
-        self, context_id: int, command: Command, data: bytes | Sequence[Buffer] | None = None
+        self,
+        context_id: int,
+        command: Command,
+        data: bytes | Sequence[Buffer] | None = None,
+        before: Sequence[Buffer] = (),
     ) -> None:
-        """Send one message; ``data`` is the encoded data set, whole or in chunks."""
+        """Send one message; ``data`` is the encoded data set, whole or in chunks;
+        ``before``, a message :meth:`encoded` already, goes out in the same write."""
         kind = commands.NO_DATA_SET if data is None else commands.HAS_DATA_SET
         self.send_encoded(
-            context_id, commands.encode({**command, "CommandDataSetType": kind}), data
+            context_id, commands.encode({**command, "CommandDataSetType": kind}), data, before
         )
 
     def send_encoded(
-        self, context_id: int, encoded: bytes, data: bytes | Sequence[Buffer] | None = None
+        self,
+        context_id: int,
+        encoded: bytes,
+        data: bytes | Sequence[Buffer] | None = None,
+        before: Sequence[Buffer] = (),
     ) -> None:
         """Send a message whose command set is already encoded (and says whether a data
         set follows): a C-FIND sends the same pending command for every match."""
-        chunks: Sequence[Buffer] = [data] if isinstance(data, bytes | bytearray) else data or []
-        total = sum(len(chunk) for chunk in chunks)
-        if data is not None and len(encoded) + total + 12 <= self.fragment + 6:
-            self.transport.send(self._together(context_id, encoded, chunks, total))
+        small = self.encoded(context_id, encoded, data)
+        if small is not None:
+            self.transport.send([*before, *small])
             return
+        if before:
+            self.transport.send(before)
+        chunks: Sequence[Buffer] = [data] if isinstance(data, bytes | bytearray) else data or []
         command = list(self._pdus(context_id, [encoded], _COMMAND))
+        self._send_data(context_id, chunks, command)
+
+    def encoded(
+        self, context_id: int, encoded: bytes, data: bytes | Sequence[Buffer] | None = None
+    ) -> list[Buffer] | None:
+        """A small message's PDUs: a command alone, or with a data set that fits in the
+        same P-DATA-TF (a C-FIND answer); else ``None``."""
         if data is None:
-            self.transport.send(command)
-        else:
-            self._send_data(context_id, chunks, command)
+            return list(self._pdus(context_id, [encoded], _COMMAND))
+        chunks: Sequence[Buffer] = [data] if isinstance(data, bytes | bytearray) else data
+        total = sum(len(chunk) for chunk in chunks)
+        if len(encoded) + total + 12 <= self.fragment + 6:
+            return self._together(context_id, encoded, chunks, total)
+        return None
 
     def _together(
         self, context_id: int, command: bytes, chunks: Sequence[Buffer], total: int
