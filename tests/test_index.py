@@ -493,6 +493,26 @@ def test_revision_0008_counts_the_ingest_rate_from_an_index(archive: Archive) ->
     assert archive.index.received_since(datetime(2999, 1, 1, tzinfo=UTC)) == 0
 
 
+def test_a_search_on_connections_the_server_closed_is_answered(archive: Archive) -> None:
+    """Searches read without pinging the connection first (a round trip of its own):
+    after PostgreSQL ends every session, as a restart does, the next search still
+    answers, on a new connection."""
+    if archive.database.writer.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to close connections")
+    assert ingest(archive, ct_dataset(patient_id="AFTER"))[0].ok
+    query = Query(Level.STUDY, {"PatientID": "AFTER"}, patient_root=False)
+    assert len(list(archive.find(query))) == 1  # the quick reader's pool holds one now
+    with archive.database.writer.connect() as connection:
+        ended = connection.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    assert ended
+    assert len(list(archive.find(query))) == 1
+
+
 def test_a_search_beyond_the_first_read_returns_every_match(
     archive: Archive, monkeypatch: pytest.MonkeyPatch
 ) -> None:

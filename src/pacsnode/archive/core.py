@@ -148,17 +148,25 @@ class Archive:
             yield from search(connection, statement)
 
     def _found(self, statement: sa.Select[Any], limit: int | None) -> Iterator[sa.RowMapping]:
-        """The rows of a search: on PostgreSQL first up to :data:`QUICK_ROWS` of them in
-        one round trip, streamed again only when there are more (most searches match a
-        few)."""
+        """The rows of a search, read in autocommit. On PostgreSQL first up to
+        :data:`QUICK_ROWS` of them in one round trip, streamed again only when there
+        are more (most searches match a few)."""
         quick = self.database.quick_reader
         if quick is None:
             yield from self._rows(statement)
             return
+        if quick.dialect.name == "sqlite":  # no round trips to save: streamed
+            with quick.connect() as connection:
+                yield from connection.execute(statement).mappings()
+            return
         bounded = limit is not None and limit <= QUICK_ROWS
-        with quick.connect() as connection:
-            first = statement if bounded else statement.limit(QUICK_ROWS + 1)
-            rows = connection.execute(first).mappings().all()
+        first = statement if bounded else statement.limit(QUICK_ROWS + 1)
+        try:
+            rows = _read(quick, first)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            rows = _read(quick, first)  # the pool has let its stale connections go
         if bounded or len(rows) <= QUICK_ROWS:
             yield from rows
         else:
@@ -190,6 +198,11 @@ class Archive:
 
     def close(self) -> None:
         self.database.dispose()
+
+
+def _read(engine: sa.Engine, statement: sa.Select[Any]) -> list[sa.RowMapping]:
+    with engine.connect() as connection:
+        return list(connection.execute(statement).mappings())
 
 
 def remote_table(settings: Settings) -> Remotes:

@@ -111,7 +111,7 @@ class Database:
         self.reader.dispose()
         if self.indexer is not None:
             self.indexer.dispose()
-        if self.quick_reader is not None and self.quick_reader.pool is not self.reader.pool:
+        if self.quick_reader is not None:
             self.quick_reader.dispose()
 
 
@@ -202,16 +202,16 @@ def open_database(url: str) -> Database:
         lock = WriterLock(Path(f"{database}.write-lock"))
         wal = WalSync(Path(f"{database}-wal"))
         return Database(writer, reader, lock, indexer, wal, quick_reader=quick)
+    options = {"options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"}
     engine = sa.create_engine(
-        url,
-        pool_size=16,
-        max_overflow=48,
-        pool_pre_ping=True,
-        connect_args={"options": f"-c lock_timeout={LOCK_TIMEOUT_MS}"},
+        url, pool_size=16, max_overflow=48, pool_pre_ping=True, connect_args=options
     )
-    return Database(
-        engine, engine, quick_reader=engine.execution_options(isolation_level="AUTOCOMMIT")
+    # No ping before each use, which is a round trip of its own: a read that meets a
+    # connection the server closed is run again (Archive._found).
+    quick = sa.create_engine(
+        url, pool_size=16, max_overflow=48, isolation_level="AUTOCOMMIT", connect_args=options
     )
+    return Database(engine, engine, quick_reader=quick)
 
 
 def has_schema(url: str) -> bool:
