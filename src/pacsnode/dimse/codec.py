@@ -8,13 +8,18 @@ pydicom writes nested items in the encoding they were read in.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from typing import BinaryIO, cast
 
 from pydicom import Dataset
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import DicomDictionary, dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
+from pydicom.tag import BaseTag
 
 from pacsnode.archive.encoding import Encoding, reencode
 
@@ -31,12 +36,70 @@ def decode(data: bytes, syntax: str) -> Dataset:
         except zlib.error as exc:
             raise DecodeError(f"deflated data set does not inflate: {exc}") from exc
     try:
-        fp = cast(BinaryIO, DicomBytesIO(data))
-        dataset = read_dataset(fp, encoding.implicit, encoding.little)
+        dataset = _flat(data, encoding) if encoding.little else None
+        if dataset is None:
+            fp = cast(BinaryIO, DicomBytesIO(data))
+            dataset = read_dataset(fp, encoding.implicit, encoding.little)
         for _element in dataset:  # convert every value now: a bad one fails here
             pass
     except Exception as exc:  # pydicom raises nearly anything on a broken data set
         raise DecodeError(f"data set does not decode: {exc}") from exc
+    return dataset
+
+
+_IMPLICIT = struct.Struct("<HHI")
+_EXPLICIT = struct.Struct("<HH2sH")
+_LONG_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+
+
+def _flat(data: bytes, encoding: Encoding) -> Dataset | None:
+    """A little endian data set of standard top-level elements, read without
+    pydicom's general reader, which cost most of a C-FIND's decoding; ``None`` for
+    anything else (a sequence, a private or unknown element, a VR that differs from
+    the dictionary's), which pydicom then reads.
+
+    Empty elements, most of an identifier, get the value pydicom gives them
+    (:func:`empty_value_for_VR`); the others stay raw for pydicom to convert.
+    """
+    elements: dict[BaseTag, RawDataElement | DataElement] = {}
+    offset, end = 0, len(data)
+    while offset < end:
+        if end - offset < 8:
+            return None
+        if encoding.implicit:
+            group, number, length = _IMPLICIT.unpack_from(data, offset)
+            offset += 8
+            vr = None
+        else:
+            group, number, raw_vr, length = _EXPLICIT.unpack_from(data, offset)
+            vr = raw_vr.decode("latin-1")
+            offset += 8
+            if vr in _LONG_VRS:
+                if end - offset < 4:
+                    return None
+                (length,) = struct.unpack_from("<I", data, offset)
+                offset += 4
+        tag = BaseTag(group << 16 | number)
+        known = str(dictionary_VR(tag)) if group % 2 == 0 and tag in DicomDictionary else None
+        if known is None or known != (vr or known) or known == "SQ" or " or " in known:
+            return None
+        if length == 0xFFFFFFFF or offset + length > end:
+            return None
+        value = data[offset : offset + length]
+        if length:
+            elements[tag] = RawDataElement(
+                tag, known, length, value, offset, encoding.implicit, True
+            )
+        else:
+            empty = empty_value_for_VR(known)
+            elements[tag] = DataElement(tag, known, empty, already_converted=True)
+        offset += length
+    dataset = Dataset(elements)
+    charset = dataset.get("SpecificCharacterSet")
+    used = convert_encodings(charset) if charset is not None else default_encoding
+    dataset.set_original_encoding(encoding.implicit, True, used)
     return dataset
 
 
