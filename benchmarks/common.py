@@ -178,6 +178,20 @@ def cpu_seconds(command_part: bytes) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_quiet(command_part: bytes, timeout: float = 120.0) -> float:
+    """Wait until the server's processes (:func:`cpu_seconds`) use under 2 % of a core
+    over a second, so that work a server does after receiving (pacsnode makes the
+    DICOMweb metadata of what it received) is not measured as query time; returns
+    the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = cpu_seconds(command_part)
+        time.sleep(1.0)
+        if cpu_seconds(command_part) - before < 0.02:
+            break
+    return time.monotonic() - started
+
+
 @contextmanager
 def pacsnode_server(workdir: Path, ae_title: str = "PACSNODE") -> Iterator[int]:
     """A pacsnode on its embedded defaults in a fresh data directory, once every worker

@@ -17,10 +17,14 @@ wildcard (``SURNAME*``), StudyDate range (1 to 3 days), AccessionNumber and Pati
 each ``--queries`` times with varying values; median and 95th percentile in ms, and how
 many studies the queries matched.
 
-Small archive, next to Orthanc (``TCP_NODELAY=1`` in its environment). The same 100
+Small archive, next to Orthanc (``TCP_NODELAY=1`` in its environment; with PostgreSQL
+configured also Orthanc on PostgreSQL, through Debian's ``orthanc-postgresql`` index
+plugin, what pacsnode on PostgreSQL compares with like for like). The same 100
 studies (1,000 small instances) and one study of 1,000 CT instances of 512x512 16-bit are
 stored with ``storescu`` into pacsnode (SQLite, and PostgreSQL when configured) and into
-Orthanc. Then: the same C-FIND latencies on an open association; C-MOVE of the CT study
+Orthanc. Then, once the server's processes have gone quiet (pacsnode makes the
+DICOMweb metadata of what it received in the background): the same C-FIND latencies on an
+open association; C-MOVE of the CT study
 (Study Root, STUDY level), timed from the C-MOVE request to its final response (median
 of ``--moves``), to three receivers that accept and discard everything: STORESCP, DCMTK
 ``storescp --ignore`` (TCP_NODELAY=1); DISCARD, a plain pynetdicom Storage SCP
@@ -72,6 +76,7 @@ from common import (
     raw_discard_scp,
     storescp_discard,
     storescu,
+    wait_until_quiet,
     workdir,
     write_results,
 )
@@ -100,6 +105,8 @@ STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 CALLING_AE = "BENCHSCU"
+ORTHANC_POSTGRESQL = "orthanc postgresql"
+ORTHANC_POSTGRESQL_INDEX = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
 CHARSET = "ISO_IR 100"
 
 CACHE = BENCHMARKS / ".cache" / "query"
@@ -992,8 +999,36 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
                 admin.dispose()
 
         @contextmanager
-        def orthanc() -> Iterator[int]:
-            extra = {
+        def orthanc_postgres() -> Iterator[int]:
+            """Orthanc with its PostgreSQL index plugin (Debian's orthanc-postgresql):
+            what pacsnode on PostgreSQL compares with like for like."""
+            assert admin_url
+            name = f"orthanc_bench_small_{os.getpid()}"
+            admin = _admin(admin_url)
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            url = sa.make_url(admin_url)
+            index = {
+                "EnableIndex": True,
+                "EnableStorage": False,
+                "Host": url.host or "127.0.0.1",
+                "Port": url.port or 5432,
+                "Database": name,
+                "Username": url.username or "",
+                "Password": url.password or "",
+            }
+            try:
+                with orthanc(index) as port:
+                    yield port
+            finally:
+                with admin.connect() as connection:
+                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.dispose()
+
+        @contextmanager
+        def orthanc(index: dict[str, object] | None = None) -> Iterator[int]:
+            extra: dict[str, object] = {
                 "DicomAlwaysAllowFind": True,
                 "DicomAlwaysAllowMove": True,
                 "DicomModalities": {
@@ -1001,6 +1036,8 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
                     **{ae.lower(): [ae, "127.0.0.1", port] for ae, port in destinations.items()},
                 },
             }
+            if index is not None:
+                extra.update(Plugins=[ORTHANC_POSTGRESQL_INDEX], PostgreSQL=index)
             with orthanc_server(base, True, extra) as (dicom_port, _http_port):
                 yield dicom_port
 
@@ -1008,11 +1045,19 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
         if admin_url and "postgresql" in args.backends:
             servers["pacsnode postgresql"] = (pacsnode_postgres, "PACSNODE")
         servers["orthanc TCP_NODELAY=1"] = (orthanc, "ORTHANC")
+        if admin_url and "postgresql" in args.backends:
+            if Path(ORTHANC_POSTGRESQL_INDEX).exists():
+                servers[ORTHANC_POSTGRESQL] = (orthanc_postgres, "ORTHANC")
+            else:
+                print(f"no {ORTHANC_POSTGRESQL_INDEX} (apt-get install orthanc-postgresql)")
         for name, (start, ae) in servers.items():
             with start() as port:
                 stored = storescu(port, ae, small + ct)
+                quiet = wait_until_quiet(b"Orthanc" if ae == "ORTHANC" else b"pacsnode\0serve")
                 print(
-                    f"{name}: stored {len(small) + len(ct)} instances in {stored:.1f} s", flush=True
+                    f"{name}: stored {len(small) + len(ct)} instances in {stored:.1f} s, "
+                    f"quiet {quiet:.0f} s later",
+                    flush=True,
                 )
                 finds[name] = measure_finds(port, ae, population, args.queries)
                 for destination in destinations:
@@ -1058,18 +1103,25 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
     orthanc_name = "orthanc TCP_NODELAY=1"
     print("\nC-FIND speed ratio (Orthanc median / pacsnode median; goal >= 1.0)")
     for name in finds:
-        if name == orthanc_name:
+        if name.startswith("orthanc"):
             continue
-        ratios = {
-            kind: finds[orthanc_name][kind].median_ms / finds[name][kind].median_ms
-            for kind in QUERY_KINDS
-        }
-        print(
-            f"{name:24s} " + "  ".join(f"{QUERY_LABELS[k]}: {r:4.2f}x" for k, r in ratios.items())
-        )
-        figures["servers"].setdefault(name, {})["find_ratio_vs_orthanc"] = {
-            k: round(r, 2) for k, r in ratios.items()
-        }
+        references = [orthanc_name]
+        if name == "pacsnode postgresql" and ORTHANC_POSTGRESQL in finds:
+            references.append(ORTHANC_POSTGRESQL)
+        for reference in references:
+            ratios = {
+                kind: finds[reference][kind].median_ms / finds[name][kind].median_ms
+                for kind in QUERY_KINDS
+            }
+            print(
+                f"{name:24s} "
+                + "  ".join(f"{QUERY_LABELS[k]}: {r:4.2f}x" for k, r in ratios.items())
+                + ("" if reference == orthanc_name else f"  (vs {reference})")
+            )
+            key = "find_ratio_vs_orthanc" + ("" if reference == orthanc_name else "_postgresql")
+            figures["servers"].setdefault(name, {})[key] = {
+                k: round(r, 2) for k, r in ratios.items()
+            }
     print(
         f"\nC-MOVE of one study, {len(ct)} CT instances ({ct_megabytes:.0f} MB), "
         f"median of {args.moves} (goal: >= 1.0x Orthanc)"
@@ -1086,9 +1138,11 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
 
     for (name, destination), runs in moves.items():
         ok = good(runs)
-        reference = good(moves[(orthanc_name, destination)])
+        reference_runs = good(moves[(orthanc_name, destination)])
         seconds = statistics.median(ok) if ok else float("nan")
-        ratio = statistics.median(reference) / seconds if ok and reference else float("nan")
+        ratio = (
+            statistics.median(reference_runs) / seconds if ok and reference_runs else float("nan")
+        )
         print(
             f"{name:24s} {destination:12s} {seconds:8.2f} {len(ct) / seconds:8.0f} "
             f"{ct_megabytes / seconds:8.1f} {ratio:9.2f}x  {len(runs) - len(ok)} of {len(runs)}"
@@ -1098,7 +1152,7 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
             "median_seconds": round(seconds, 3) if ok else None,
             "inst_per_s": round(len(ct) / seconds, 1) if ok else None,
             "mb_per_s": round(ct_megabytes / seconds, 1) if ok else None,
-            "ratio_vs_orthanc": round(ratio, 2) if ok and reference else None,
+            "ratio_vs_orthanc": round(ratio, 2) if ok and reference_runs else None,
             "failed_runs": len(runs) - len(ok),
         }
     print(f"\nC-GET of the study by getscu --ignore, median of {args.moves} (goal: >= 1.0x)")

@@ -209,7 +209,12 @@ def open_database(url: str) -> Database:
     # No ping before each use, which is a round trip of its own: a read that meets a
     # connection the server closed is run again (Archive._found).
     quick = sa.create_engine(
-        url, pool_size=16, max_overflow=48, isolation_level="AUTOCOMMIT", connect_args=options
+        url,
+        pool_size=16,
+        max_overflow=48,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,  # autocommit: never a transaction to roll back
+        connect_args=options,
     )
     return Database(engine, engine, quick_reader=quick)
 
