@@ -46,7 +46,7 @@ class FindSCP:
     def handle_find(self, event: FindRequest) -> Iterator[Answer]:
         model = event.model
         try:
-            identifier = event.identifier
+            identifier = list(event.identifier)  # iterated here once, used three times
             query = self._query(identifier, event, model)
             matches = self.archive.find(query, requestor=event.calling_ae)
         except QueryError as exc:
@@ -83,10 +83,10 @@ class FindSCP:
         )
         yield Answer(status.SUCCESS)
 
-    def _query(self, identifier: Dataset, event: FindRequest, model: str) -> Query:
+    def _query(self, identifier: list[DataElement], event: FindRequest, model: str) -> Query:
         keys, sequences = query_keys(identifier)
         return Query(
-            level=query_level(identifier, model),
+            level=query_level(event.identifier, model),
             keys=keys,
             patient_root=model != STUDY_ROOT_FIND,
             case_insensitive=self.archive.settings.case_insensitive_matching,
@@ -95,7 +95,7 @@ class FindSCP:
             sequences=sequences,
             visible=self.archive.remotes.visible_to(event.calling_ae),
             deleted=self.archive.remotes.sees_deleted(event.calling_ae),
-            returned=frozenset(element.keyword for element in identifier),
+            returned=frozenset(keys),
         )
 
     def _response(

@@ -3,6 +3,7 @@ requested key, with its value or empty."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydicom import Dataset
@@ -15,7 +16,9 @@ from pacsnode.archive.attributes import item_values, text_value
 NOT_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
 
 
-def query_keys(identifier: Dataset) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+def query_keys(
+    identifier: Iterable[DataElement],
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """The identifier's keys (keyword to value, '' to return only), and the keys of
     the first item of each sequence key, flattened."""
     keys: dict[str, str] = {}
