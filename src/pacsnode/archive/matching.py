@@ -589,13 +589,18 @@ def _shown_column(table: sa.Table, column: sa.Column[Any], deleted: bool) -> Any
 def row_value(row: sa.RowMapping, keyword: str) -> Any:
     """What a :func:`build` row holds for a keyword: the stored value (a sequence as its
     DICOM JSON text), a computed count, or ``None`` when the index does not keep it."""
+    label = _label(keyword)
+    return None if label is None else row.get(label)
+
+
+@cache
+def _label(keyword: str) -> str | None:
+    """The label of a keyword's column in :func:`build` rows, if the index keeps it."""
     if keyword in COMPUTED:
         level, column = COMPUTED[keyword]
-        return row.get(f"{LEVEL_TABLES[level].name}.{column}")
+        return f"{LEVEL_TABLES[level].name}.{column}"
     attr = BY_KEYWORD.get(keyword)
-    if attr is None:
-        return None
-    return row.get(f"{LEVEL_TABLES[attr.level].name}.{attr.column}")
+    return None if attr is None else f"{LEVEL_TABLES[attr.level].name}.{attr.column}"
 
 
 def search(connection: Connection, statement: sa.Select[Any]) -> Iterator[sa.RowMapping]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pydicom.charset import convert_encodings, encode_string
@@ -59,7 +60,7 @@ def _plain(vr: str, value: Any) -> bool:
 def encode(elements: Iterable[Element], syntax: str, character_set: str) -> bytes:
     """The elements, sorted by tag, in ``syntax`` (check :func:`encodable` first)."""
     implicit = Encoding.of(syntax).implicit
-    codecs = convert_encodings([character_set] if character_set else [])
+    codecs = _codecs(character_set)
     out = bytearray()
     for tag, vr, value in sorted(elements, key=lambda element: element[0]):
         data = _value(vr, value, codecs)
@@ -72,6 +73,11 @@ def encode(elements: Iterable[Element], syntax: str, character_set: str) -> byte
             out += struct.pack("<HH2sH", group, element, vr.encode(), len(data))
         out += data
     return bytes(out)
+
+
+@cache
+def _codecs(character_set: str) -> list[str]:
+    return convert_encodings([character_set] if character_set else [])
 
 
 def _value(vr: str, value: Any, codecs: list[str]) -> bytes:

@@ -67,13 +67,21 @@ class Transport:
         self.max_p_data = (max_receive or UNLIMITED_P_DATA) + P_DATA_SLACK
         self._header = bytearray(HEADER.size)
         self._body = bytearray(64 * 1024)
+        self._timeout_set = sock.gettimeout()
         self.closed = False
         self.peer = _peer(sock)
         no_delay(sock)
 
+    def _wait_at_most(self, timeout: float | None) -> None:
+        """Set the socket's timeout, unless it is set already: each change is a call
+        into the kernel, and most PDUs would make two."""
+        if timeout != self._timeout_set:
+            self.sock.settimeout(timeout)
+            self._timeout_set = timeout
+
     def read_pdu(self, timeout: float | None = None) -> tuple[int, memoryview]:
         """The next PDU's type and body; the body is valid until the next read."""
-        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        self._wait_at_most(self.timeout if timeout is None else timeout)
         waited = self.timeout if timeout is None else timeout
         self._read_into(memoryview(self._header), f"network timeout reached ({waited:g} s)")
         pdu_type, length = HEADER.unpack(self._header)
@@ -84,7 +92,7 @@ class Transport:
             raise PduError(f"{PDU_NAMES[pdu_type]} declares {length} bytes, over {limit}")
         if length > len(self._body):
             self._body = bytearray(length)
-        self.sock.settimeout(self.timeout)
+        self._wait_at_most(self.timeout)
         body = memoryview(self._body)[:length]
         self._read_into(body, f"PDU incomplete: {PDU_NAMES[pdu_type]} stopped arriving")
         return pdu_type, body
@@ -114,7 +122,7 @@ class Transport:
 
     def send(self, buffers: Sequence[Buffer]) -> None:
         """Write every buffer, in order; raises :class:`ConnectionClosed` if it breaks."""
-        self.sock.settimeout(self.timeout)
+        self._wait_at_most(self.timeout)
         try:
             if self.tls:
                 self.sock.sendall(b"".join(buffers))
@@ -150,7 +158,7 @@ class Transport:
         self.closed = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(_LINGER)
+            self._wait_at_most(_LINGER)
             drained = 0
             while drained < _DRAIN_LIMIT and (chunk := self.sock.recv(65536)):
                 drained += len(chunk)
