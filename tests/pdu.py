@@ -129,6 +129,30 @@ def associate_request(
     return _pdu(ASSOCIATE_RQ, fixed + variable)
 
 
+def rejection(
+    port: int,
+    calling_ae: str = "MODALITY",
+    called_ae: str = "PACSNODE",
+    address: str = "127.0.0.1",
+    syntax: str = "1.2.840.10008.1.2",
+) -> tuple[int, int, int]:
+    """The (result, source, reason) of the A-ASSOCIATE-RJ that an association request
+    for Verification gets, read off the wire.
+
+    pynetdicom's requestor can lose a rejection it has received: when the rejection
+    comes back quickly and its reactor thread closes the connection before the
+    requesting thread looks, it reports an abort (seen under load)."""
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=30, source_address=(address, 0)
+    ) as sock:
+        sock.sendall(associate_request(calling_ae, called_ae, [(1, "1.2.840.10008.1.1", [syntax])]))
+        reply = read_pdu(sock)
+    assert reply is not None, "no answer to the A-ASSOCIATE-RQ"
+    kind, body = reply
+    assert kind == ASSOCIATE_RJ, f"PDU type 0x{kind:02X}, not A-ASSOCIATE-RJ"
+    return body[1], body[2], body[3]
+
+
 def _element(group: int, element: int, value: bytes) -> bytes:
     return struct.pack("<HHI", group, element, len(value)) + value
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import RunningServer, ServerFactory, ct_dataset
+from pdu import rejection
 from peers import VERIFICATION, associate, dcmtk
 from pydicom import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -37,14 +38,6 @@ def _associate_from(
     )
 
 
-def _rejection(assoc: Association) -> tuple[int | None, int | None, int | None]:
-    """The A-ASSOCIATE-RJ's result, source and reason."""
-    assert assoc.is_rejected
-    reply = assoc.acceptor.primitive
-    assert reply is not None
-    return reply.result, reply.result_source, reply.diagnostic
-
-
 def _audited(server: RunningServer, *words: str) -> bool:
     """Whether an audit record names all ``words``: the audit trail's files when it
     keeps some, else the lines the audit module logs."""
@@ -70,8 +63,7 @@ def test_unknown_calling_ae_is_rejected_when_configured(server_factory: ServerFa
         unknown_calling_ae="reject",
         remotes=[{"ae_title": "KNOWN", "host": "127.0.0.1", "port": 104}],
     )
-    refused = associate(server.port, [(VERIFICATION, IVLE)], calling_ae="STRANGER")
-    assert _rejection(refused) == (*PERMANENT_BY_USER, 0x03)
+    assert rejection(server.port, calling_ae="STRANGER") == (*PERMANENT_BY_USER, 0x03)
     _refusal_logged(server, "STRANGER", "calling AE title not recognized")
 
     known = associate(server.port, [(VERIFICATION, IVLE)], calling_ae="KNOWN")
@@ -95,8 +87,7 @@ def test_unknown_calling_ae_gets_the_default_profile(server_factory: ServerFacto
 
 def test_called_ae_title_is_checked(server_factory: ServerFactory) -> None:
     server = server_factory(check_called_ae=True)
-    refused = associate(server.port, [(VERIFICATION, IVLE)], called_ae="SOMEONE_ELSE")
-    assert _rejection(refused) == (*PERMANENT_BY_USER, 0x07)
+    assert rejection(server.port, called_ae="SOMEONE_ELSE") == (*PERMANENT_BY_USER, 0x07)
     _refusal_logged(server, "MODALITY", "called AE title not recognized")
 
     output = dcmtk("echoscu", "-v", "-aec", "WRONG", "127.0.0.1", str(server.port))
@@ -119,8 +110,8 @@ def test_host_must_match_when_checked(server_factory: ServerFactory) -> None:
     named = {"ae_title": "NAMED", "host": "localhost", "port": 104, "check_host": True}
     server = server_factory(remotes=[remote, named])
 
-    elsewhere = _associate_from("127.0.0.1", server.port, "BOUND")
-    assert _rejection(elsewhere) == (*PERMANENT_BY_USER, 0x03)
+    elsewhere = rejection(server.port, calling_ae="BOUND", address="127.0.0.1")
+    assert elsewhere == (*PERMANENT_BY_USER, 0x03)
     _refusal_logged(server, "BOUND", "127.0.0.1 is not the host 127.0.0.2")
 
     for address, calling_ae in (("127.0.0.2", "BOUND"), ("127.0.0.1", "NAMED")):
@@ -134,8 +125,7 @@ def test_too_many_associations_are_refused_as_local_limit(server_factory: Server
     server = server_factory(max_associations=1)
     first = associate(server.port, [(VERIFICATION, IVLE)], calling_ae="FIRST")
     assert first.is_established
-    second = associate(server.port, [(VERIFICATION, IVLE)], calling_ae="SECOND")
-    assert _rejection(second) == (0x02, 0x03, 0x02)
+    assert rejection(server.port, calling_ae="SECOND") == (0x02, 0x03, 0x02)
     _refusal_logged(server, "SECOND", "local limit exceeded")
     first.release()
 
@@ -230,8 +220,7 @@ def test_spanning_targets_pass_the_called_ae_check(server_factory: ServerFactory
     assoc = associate(server.port, [(VERIFICATION, IVLE)], called_ae="OTHERPACS")
     assert assoc.send_c_echo().Status == 0x0000
     assoc.release()
-    refused = associate(server.port, [(VERIFICATION, IVLE)], called_ae="NOBODY")
-    assert _rejection(refused) == (*PERMANENT_BY_USER, 0x07)
+    assert rejection(server.port, called_ae="NOBODY") == (*PERMANENT_BY_USER, 0x07)
 
 
 @pytest.mark.parametrize(

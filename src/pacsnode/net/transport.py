@@ -35,6 +35,9 @@ _LINGER = 1.0
 """Seconds a closing connection waits for the peer to close its half."""
 _DRAIN_LIMIT = 1024 * 1024
 ABORT_INVALID_PDU = encode_abort(Abort(source=2, reason=6))
+_UNSET = object()
+"""No timeout set through this transport yet: the socket's own may not be what its
+descriptor does (one handed over by another process can be non-blocking)."""
 
 
 class ConnectionClosed(ConnectionError):
@@ -67,7 +70,7 @@ class Transport:
         self.max_p_data = (max_receive or UNLIMITED_P_DATA) + P_DATA_SLACK
         self._header = bytearray(HEADER.size)
         self._body = bytearray(64 * 1024)
-        self._timeout_set = sock.gettimeout()
+        self._timeout_set: object = _UNSET
         self.closed = False
         self.peer = _peer(sock)
         no_delay(sock)
