@@ -71,17 +71,33 @@ def file_context(path: Path) -> tuple[str, str]:
 
 
 class _LostResponses(logging.Handler):
-    """Counts pynetdicom's "Received unexpected C-STORE service message": its requestor's
-    reactor thread took the response that ``send_c_store`` was waiting for (pynetdicom
-    issue 875), which then waits out its DIMSE timeout and aborts."""
+    """Counts pynetdicom's "Received unexpected C-STORE service message" (or another
+    service's): its requestor's reactor thread took the response that ``send_c_store``
+    was waiting for (pynetdicom issue 875), which then waits out its DIMSE timeout and
+    aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, service: str = "C-STORE") -> None:
         super().__init__(logging.WARNING)
+        self.service = service
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "Received unexpected C-STORE" in record.getMessage():
+        if f"Received unexpected {self.service}" in record.getMessage():
             self.count += 1
+
+
+def answers_echo(assoc: Association) -> bool:
+    """Whether the peer answers a C-ECHO on this association. A response that
+    pynetdicom's own reactor thread took instead (issue 875; more frequent the faster
+    the answer) was an answer too, though pynetdicom then aborts the association."""
+    lost = _LostResponses("C-ECHO")
+    logger = logging.getLogger("pynetdicom.association")
+    logger.addHandler(lost)
+    try:
+        status = assoc.send_c_echo().get("Status")
+    finally:
+        logger.removeHandler(lost)
+    return status == 0 or (status is None and lost.count > 0)
 
 
 def _store_all(
