@@ -83,8 +83,8 @@ def _flat(data: bytes, encoding: Encoding) -> Dataset | None:
                 offset += 4
         tag = BaseTag(group << 16 | number)
         known = str(dictionary_VR(tag)) if group % 2 == 0 and tag in DicomDictionary else None
-        if known is None or known != (vr or known) or known == "SQ" or " or " in known:
-            return None
+        if known is None or known == "SQ" or " or " in known or vr not in (None, known):
+            return None  # a sequence, an ambiguous VR, or one the sender chose otherwise
         if length == 0xFFFFFFFF or offset + length > end:
             return None
         value = data[offset : offset + length]
