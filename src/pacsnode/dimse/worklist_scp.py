@@ -52,7 +52,8 @@ class WorklistSCP:
                 yield Answer(status.CANCEL)
                 return
             yield Answer(status.PENDING, self._response(item, identifier))
-        log.info("worklist query from %s: %d items", requestor, len(items))
+        # the association's log line counts its C-FINDs, worklist queries included
+        log.debug("worklist query from %s: %d items", requestor, len(items))
         yield Answer(status.SUCCESS)
 
     def _response(self, item: WorklistItem, identifier: Dataset) -> Dataset:
