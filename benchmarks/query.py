@@ -590,6 +590,22 @@ def _database_url(admin_url: str, name: str) -> str:
     return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
+@contextmanager
+def scratch_database(admin_url: str, name: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one server's run; yields its URL and drops
+    it afterwards."""
+    admin = _admin(admin_url)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield _database_url(admin_url, name)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def _database_exists(admin: sa.Engine, name: str) -> bool:
     with admin.connect() as connection:
         found = connection.execute(
@@ -986,45 +1002,27 @@ def run_small(args: argparse.Namespace, admin_url: str | None) -> dict[str, Any]
         def pacsnode_postgres() -> Iterator[int]:
             assert admin_url
             name = f"pacsnode_bench_small_{os.getpid()}"
-            admin = _admin(admin_url)
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            try:
-                with pacsnode(_database_url(admin_url, name)) as port:
-                    yield port
-            finally:
-                with admin.connect() as connection:
-                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.dispose()
+            with scratch_database(admin_url, name) as url, pacsnode(url) as port:
+                yield port
 
         @contextmanager
         def orthanc_postgres() -> Iterator[int]:
             """Orthanc with its PostgreSQL index plugin (Debian's orthanc-postgresql):
             what pacsnode on PostgreSQL compares with like for like."""
             assert admin_url
-            name = f"orthanc_bench_small_{os.getpid()}"
-            admin = _admin(admin_url)
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            url = sa.make_url(admin_url)
-            index = {
-                "EnableIndex": True,
-                "EnableStorage": False,
-                "Host": url.host or "127.0.0.1",
-                "Port": url.port or 5432,
-                "Database": name,
-                "Username": url.username or "",
-                "Password": url.password or "",
-            }
-            try:
+            with scratch_database(admin_url, f"orthanc_bench_small_{os.getpid()}") as url:
+                parsed = sa.make_url(url)
+                index = {
+                    "EnableIndex": True,
+                    "EnableStorage": False,
+                    "Host": parsed.host or "127.0.0.1",
+                    "Port": parsed.port or 5432,
+                    "Database": parsed.database,
+                    "Username": parsed.username or "",
+                    "Password": parsed.password or "",
+                }
                 with orthanc(index) as port:
                     yield port
-            finally:
-                with admin.connect() as connection:
-                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                admin.dispose()
 
         @contextmanager
         def orthanc(index: dict[str, object] | None = None) -> Iterator[int]:
