@@ -23,9 +23,10 @@ from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage, generate_uid
 from pacsnode.archive import core
 from pacsnode.archive.attributes import Level
 from pacsnode.archive.core import Archive
-from pacsnode.archive.database import alembic_config
+from pacsnode.archive.database import alembic_config, aware
 from pacsnode.archive.ingest import IngestResult, Outcome, Received
 from pacsnode.archive.matching import Query
+from pacsnode.archive.prepared import PreparedStatements, cursor_of
 from pacsnode.archive.schema import instance, patient, sequence_value, series, study
 from pacsnode.config import DuplicatePolicy, Settings
 
@@ -491,6 +492,39 @@ def test_revision_0008_counts_the_ingest_rate_from_an_index(archive: Archive) ->
     assert ingest(archive, ct_dataset())[0].ok
     assert archive.index.received_since(datetime(2000, 1, 1, tzinfo=UTC)) == 1
     assert archive.index.received_since(datetime(2999, 1, 1, tzinfo=UTC)) == 0
+
+
+_TOUCH = (
+    sa.update(instance)
+    .where(instance.c.sop_instance_uid == sa.bindparam("uid"))
+    .values(received_at=sa.bindparam("at"))
+)
+_FIRST_UID = sa.select(instance.c.sop_instance_uid).order_by(instance.c.pk).limit(1)
+_INSERT = sa.insert(instance)
+
+
+def test_statements_on_the_dbapi_cursor_bind_and_fail_as_through_sqlalchemy(
+    archive: Archive,
+) -> None:
+    """The hot path's statements run on the DBAPI cursor (archive/prepared.py): their
+    values go through the column types as SQLAlchemy's would, a value compiled into
+    the statement (a LIMIT) is bound, and a broken unique key is SQLAlchemy's
+    IntegrityError, on which Index.add runs a transaction again on PostgreSQL."""
+    ds = ct_dataset()
+    assert ingest(archive, ds)[0].ok
+    statements = PreparedStatements(archive.database.writer.dialect)
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    with archive.database.writer.begin() as connection:
+        cursor = cursor_of(connection)
+        statements(_TOUCH).run(cursor, {"uid": ds.SOPInstanceUID, "at": moment})
+        assert statements(_FIRST_UID).run(cursor, {}).fetchone()[0] == ds.SOPInstanceUID
+    # Found by SQLAlchemy's own binding of the same moment: stored in the same form.
+    row = one(archive, instance, instance.c.received_at == moment)
+    assert (row["sop_instance_uid"], aware(row["received_at"])) == (ds.SOPInstanceUID, moment)
+    del row["pk"]
+    with pytest.raises(sa.exc.IntegrityError), archive.database.writer.begin() as connection:
+        statements(_INSERT, tuple(row)).run(cursor_of(connection), row)
+    assert len(rows(archive, instance)) == 1
 
 
 def test_a_search_on_connections_the_server_closed_is_answered(archive: Archive) -> None:

@@ -17,9 +17,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ClauseElement
 
 from pacsnode.archive.attributes import PATIENT_ATTRIBUTES, Kind
 from pacsnode.archive.database import Database, conflict, now
+from pacsnode.archive.prepared import PreparedStatements, cursor_of
 from pacsnode.archive.schema import (
     instance,
     patient,
@@ -208,10 +210,14 @@ _COUNTERS = {
 _COUNTER_UPDATES = {name: _counter_update(LEVELS[name], *c) for name, c in _COUNTERS.items()}
 
 
-def _bump(connection: Connection, table: sa.Table, pk: int, **increments: int) -> None:
+def _bump_params(table: sa.Table, pk: int, increments: dict[str, int]) -> dict[str, Any]:
     params: dict[str, Any] = dict.fromkeys(_COUNTERS[table.name], 0)
     params.update(increments, target=pk, now=now())
-    connection.execute(_COUNTER_UPDATES[table.name], params)
+    return params
+
+
+def _bump(connection: Connection, table: sa.Table, pk: int, **increments: int) -> None:
+    connection.execute(_COUNTER_UPDATES[table.name], _bump_params(table, pk, increments))
 
 
 def _add_sequence_values(
@@ -282,14 +288,6 @@ _REJECTION_CODE = sa.select(rejected_instance.c.code).where(
 )
 
 
-def _refuse_rejected(connection: Connection, uid: str, refused_codes: Collection[str]) -> None:
-    if not refused_codes:
-        return
-    code = connection.execute(_REJECTION_CODE, {"uid": uid}).scalar()
-    if code in refused_codes:
-        raise _Unchanged(Added(0, "rejected", rejection=code))
-
-
 def _add_modality(connection: Connection, study_pk: int, modality: str | None) -> None:
     if not modality:
         return
@@ -337,6 +335,7 @@ class Index:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._write_lock = database.write_lock
+        self._prepared = PreparedStatements((database.indexer or database.writer).dialect)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Connection]:
@@ -364,7 +363,8 @@ class Index:
         for attempt in range(_ATTEMPTS):
             try:
                 with self.database.indexing() as connection:
-                    _refuse_rejected(connection, rows.instance["sop_instance_uid"], refused_codes)
+                    uid = rows.instance["sop_instance_uid"]
+                    self._refuse_rejected(connection, uid, refused_codes)
                     return self._add(connection, rows, charset, on_duplicate)
             except _Unchanged as unchanged:
                 return unchanged.added
@@ -382,12 +382,12 @@ class Index:
         on_duplicate: DuplicatePolicy,
     ) -> Added:
         uid = rows.instance["sop_instance_uid"]
+        statement = _insert_or_skip(connection.dialect.name, instance, ("sop_instance_uid",))
         while True:
             parents = self._parents(connection, rows, charset)
-            statement = _insert_or_skip(connection.dialect.name, instance, ("sop_instance_uid",))
-            instance_pk = connection.execute(
-                statement, {**rows.instance, "series_pk": parents.series, "received_at": now()}
-            ).scalar()
+            values = {**rows.instance, "series_pk": parents.series, "received_at": now()}
+            inserted = self._run(connection, statement, values, tuple(values)).fetchone()
+            instance_pk = None if inserted is None else inserted[0]
             if instance_pk is not None:
                 _add_sequence_values(connection, rows, instance, instance_pk)
                 break
@@ -409,16 +409,22 @@ class Index:
             changed = _patient_change(before, _patient_state(connection, added.pk), added.patient)
             return Added(added.pk, "replaced", existing.file_path, changed)
         appearing_series = int(parents.series_appears)
-        _bump(connection, series, parents.series, num_instances=1)
-        _bump(connection, study, parents.study, num_instances=1, num_series=appearing_series)
-        _bump(
-            connection,
-            patient,
-            parents.patient,
-            num_instances=1,
-            num_series=appearing_series,
-            num_studies=int(parents.study_appears),
+        bumps: tuple[tuple[sa.Table, int, dict[str, int]], ...] = (
+            (series, parents.series, {"num_instances": 1}),
+            (study, parents.study, {"num_instances": 1, "num_series": appearing_series}),
+            (
+                patient,
+                parents.patient,
+                {
+                    "num_instances": 1,
+                    "num_series": appearing_series,
+                    "num_studies": int(parents.study_appears),
+                },
+            ),
         )
+        for table, pk, increments in bumps:
+            params = _bump_params(table, pk, increments)
+            self._run(connection, _COUNTER_UPDATES[table.name], params)
         if parents.series_appears:
             _add_modality(connection, parents.study, rows.series.get("modality"))
         created = None
@@ -426,6 +432,28 @@ class Index:
             name = str(rows.patient.get("patient_name") or "")
             created = PatientChange(rows.patient["patient_id"], name, created=True)
         return Added(int(instance_pk), "added", patient=created)
+
+    def _run(
+        self,
+        connection: Connection,
+        statement: ClauseElement,
+        params: dict[str, Any],
+        column_keys: tuple[str, ...] = (),
+    ) -> Any:
+        """Run a statement of the hot path (see :mod:`pacsnode.archive.prepared`);
+        returns the DBAPI cursor to fetch from."""
+        prepared = self._prepared(statement, column_keys)
+        return prepared.run(cursor_of(connection), params)
+
+    def _refuse_rejected(
+        self, connection: Connection, uid: str, refused_codes: Collection[str]
+    ) -> None:
+        if not refused_codes:
+            return
+        found = self._run(connection, _REJECTION_CODE, {"uid": uid}).fetchone()
+        code = None if found is None else found[0]
+        if code in refused_codes:
+            raise _Unchanged(Added(0, "rejected", rejection=code))
 
     @staticmethod
     def _refresh_parents(connection: Connection, instance_pk: int, rows: LevelRows) -> None:
@@ -459,9 +487,8 @@ class Index:
 
         Almost every instance joins a visible series that exists, which one query finds.
         """
-        found = connection.execute(
-            _SERIES_PARENTS, {"uid": rows.series["series_instance_uid"]}
-        ).first()
+        uid = rows.series["series_instance_uid"]
+        found = self._run(connection, _SERIES_PARENTS, {"uid": uid}).fetchone()
         if found is not None:
             series_pk, study_pk, patient_pk, in_series, in_study = found
             _flag_edited(connection, rows, patient_pk, study_pk)
