@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -106,6 +107,52 @@ class Deferred(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"deferred for {seconds:.1f} s")
         self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class _ClaimStatements:
+    due: sa.Select[tuple[int]]
+    """The pk of the job due longest (bound: ``moment``)."""
+    claim: sa.Update
+    """Its claim (bound: ``moment``, ``owner``, ``lease_until``)."""
+
+
+@cache
+def _claim_statements(kinds: tuple[str, ...], postgres: bool) -> _ClaimStatements:
+    """Built once per set of kinds: building them cost more than running them."""
+    moment: sa.BindParameter[datetime] = sa.bindparam("moment")
+    takeable = sa.or_(
+        sa.and_(job.c.status == JobStatus.PENDING, job.c.next_run_at <= moment),
+        sa.and_(job.c.status == JobStatus.RUNNING, job.c.lease_until < moment),
+    )
+    earlier = job.alias("earlier")
+    unfinished = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED)
+    waits_for_earlier = sa.exists().where(
+        earlier.c.queue_key == job.c.queue_key,
+        earlier.c.pk < job.c.pk,
+        earlier.c.status.in_(unfinished),
+    )
+    due = (
+        sa.select(job.c.pk)
+        .where(takeable)
+        .where(job.c.kind.in_(list(kinds)))
+        .where(sa.or_(job.c.queue_key.is_(None), ~waits_for_earlier))
+        .order_by(job.c.next_run_at, job.c.pk)
+        .limit(1)
+    )
+    locked = due.with_for_update(skip_locked=True) if postgres else due
+    claim = (
+        sa.update(job)
+        .where(job.c.pk == locked.scalar_subquery(), takeable)
+        .values(
+            status=JobStatus.RUNNING,
+            claimed_by=sa.bindparam("owner"),
+            lease_until=sa.bindparam("lease_until"),
+            updated_at=moment,
+        )
+        .returning(*job.c)
+    )
+    return _ClaimStatements(due, claim)
 
 
 def _pending_with(once_key: str) -> sa.Select[tuple[int]]:
@@ -211,42 +258,21 @@ class JobQueue:
 
     def claim(self, kinds: Sequence[str], owner: str = "") -> Job | None:
         """Take the job that has been due longest, of one of ``kinds``, for running:
-        a pending one, or one whose claimant's lease lapsed."""
+        a pending one, or one whose claimant's lease lapsed.
+
+        Whether one is due is read first: the workers of every process ask each
+        second, and a write transaction on an empty queue would take SQLite's write
+        lock from the instances being indexed meanwhile.
+        """
+        statements = _claim_statements(tuple(kinds), self._postgres)
         moment = now()
-        takeable = sa.or_(
-            sa.and_(job.c.status == JobStatus.PENDING, job.c.next_run_at <= moment),
-            sa.and_(job.c.status == JobStatus.RUNNING, job.c.lease_until < moment),
-        )
-        earlier = job.alias("earlier")
-        unfinished = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED)
-        waits_for_earlier = sa.exists().where(
-            earlier.c.queue_key == job.c.queue_key,
-            earlier.c.pk < job.c.pk,
-            earlier.c.status.in_(unfinished),
-        )
-        due = (
-            sa.select(job.c.pk)
-            .where(takeable)
-            .where(job.c.kind.in_(list(kinds)))
-            .where(sa.or_(job.c.queue_key.is_(None), ~waits_for_earlier))
-            .order_by(job.c.next_run_at, job.c.pk)
-            .limit(1)
-        )
-        if self._postgres:
-            due = due.with_for_update(skip_locked=True)
-        claim = (
-            sa.update(job)
-            .where(job.c.pk == due.scalar_subquery(), takeable)
-            .values(
-                status=JobStatus.RUNNING,
-                claimed_by=owner,
-                lease_until=moment + timedelta(seconds=self.lease),
-                updated_at=moment,
-            )
-            .returning(*job.c)
-        )
+        with self.database.reader.connect() as connection:
+            if connection.execute(statements.due, {"moment": moment}).first() is None:
+                return None
+        lease_until = moment + timedelta(seconds=self.lease)
+        params = {"moment": moment, "owner": owner, "lease_until": lease_until}
         with self.database.writer.begin() as connection:
-            row = connection.execute(claim).first()
+            row = connection.execute(statements.claim, params).first()
         return None if row is None else _job(row)
 
     def renew(self, owner: str, pks: Sequence[int]) -> None:
