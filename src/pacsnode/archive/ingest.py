@@ -30,6 +30,7 @@ import re
 import secrets
 import struct
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -128,6 +129,9 @@ class Prepared:
     sop_instance_uid: str
     size: int
     checksum: str
+    synced: Future[None] | None = None
+    """The fsync begun as its last byte came in, which placing it waits for instead of
+    syncing again: a second fsync of a clean file still costs the disk a cache flush."""
 
     def matches(self, uids: dict[str, str]) -> bool:
         """Whether its File Meta agrees with the data set (senders sometimes differ)."""
@@ -534,7 +538,7 @@ class Ingest:
         relative = self.storage.new_relative_path(uids["StudyInstanceUID"], uids["SOPInstanceUID"])
         prepared = received.prepared
         if prepared is not None and prepared.matches(uids):
-            adopting = self.storage.put_file(received.path, relative)
+            adopting = self.storage.put_file(received.path, relative, prepared.synced)
             return Placement(relative, prepared.size, prepared.checksum, adopting.result)
         header = file_meta(
             uids["SOPClassUID"], uids["SOPInstanceUID"], parsed.transfer_syntax, received.source_ae

@@ -98,14 +98,15 @@ class ObjectStore(Protocol):
         """Store ``header`` then the rest of ``source`` durably under ``key``."""
         ...
 
-    def sync_and_close(self, fd: int) -> None:
+    def sync_and_close(self, fd: int) -> Future[None]:
         """Begin writing a spooled file to the disk as soon as its last byte is in;
         takes the descriptor over and closes it."""
         ...
 
-    def put_file(self, path: Path, key: str) -> Future[None]:
+    def put_file(self, path: Path, key: str, synced: Future[None] | None = None) -> Future[None]:
         """Store a complete file received into this node's spool under ``key``, in the
-        background (the index commits once it is done)."""
+        background (the index commits once it is done); ``synced`` is its
+        :meth:`sync_and_close`, if it had one."""
         ...
 
     def open(self, key: str) -> BinaryIO:
@@ -189,25 +190,29 @@ class Storage:
     def exists(self, key: str) -> bool:
         return self.absolute(key).is_file()
 
-    def sync_and_close(self, fd: int) -> None:
+    def sync_and_close(self, fd: int) -> Future[None]:
         """Begin writing a spooled file to the disk as soon as its last byte is in,
-        while it is parsed and its rows are built; :meth:`put_file`'s own fsync then
-        finds little left to do. Takes the descriptor over and closes it."""
-        self._io.submit(_sync_and_close, fd)
+        while it is parsed and its rows are built; :meth:`put_file` waits for it.
+        Takes the descriptor over and closes it."""
+        return self._io.submit(_sync_and_close, fd)
 
-    def put_file(self, path: Path, key: str) -> Future[None]:
-        """Make a complete file (spooled on this filesystem) durable under ``key``.
+    def put_file(self, path: Path, key: str, synced: Future[None] | None = None) -> Future[None]:
+        """Make a complete file (spooled on this filesystem) durable under ``key``;
+        ``synced`` is its :meth:`sync_and_close`, waited for instead of syncing again.
 
         Runs on an I/O thread: the fsyncs overlap with the caller's index work.
         """
-        return self._io.submit(self._adopt, path, key)
+        return self._io.submit(self._adopt, path, key, synced)
 
-    def _adopt(self, path: Path, relative_path: str) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _adopt(self, path: Path, relative_path: str, synced: Future[None] | None) -> None:
+        if synced is not None:
+            synced.result()  # raises the fsync's OSError
+        else:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self._move_into_place(path, self.absolute(relative_path))
 
     def put(self, relative_path: str, header: bytes, source: BinaryIO) -> StoredFile:
@@ -252,8 +257,6 @@ def _digest(uid: str) -> str:
 def _sync_and_close(fd: int) -> None:
     try:
         os.fsync(fd)
-    except OSError:  # put_file syncs again, and reports it
-        pass
     finally:
         os.close(fd)
 

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 from pacsnode import status
@@ -42,11 +43,12 @@ class SpoolFile:
         sop_instance: str,
         syntax: str,
         source_ae: str,
-        sync_and_close: Callable[[int], None] = os.close,
+        sync_and_close: Callable[[int], Future[None] | None] = os.close,
     ) -> None:
         self.path = directory / f"{secrets.token_hex(8)}.dcm"
         self._sync_and_close = sync_and_close
         """What takes the descriptor of a complete file: the storage's early fsync."""
+        self.synced: Future[None] | None = None
         self.sop_class = sop_class
         self.sop_instance = sop_instance
         self.syntax = syntax
@@ -66,6 +68,10 @@ class SpoolFile:
     @property
     def checksum(self) -> str:
         return self._checksum.text()
+
+    def prepared(self) -> Prepared:
+        """What the archive needs to adopt the finished file as it is."""
+        return Prepared(self.sop_class, self.sop_instance, self.size, self.checksum, self.synced)
 
     def write(self, fragment: memoryview) -> None:
         self._write(fragment)
@@ -90,7 +96,7 @@ class SpoolFile:
             return
         fd, self._fd = self._fd, None
         if self.error is None:
-            self._sync_and_close(fd)
+            self.synced = self._sync_and_close(fd)
         else:
             os.close(fd)
 
@@ -165,13 +171,12 @@ class StorageService:
         if sink.error is not None:  # logged as the failure is answered
             return self.archive.receiving.spool_failed(sink.error)
         association = request.association
-        prepared = Prepared(sink.sop_class, sink.sop_instance, sink.size, sink.checksum)
         received = Received(
             path=sink.path,
             transfer_syntax=sink.syntax,
             expected_sop_class=sink.sop_class,
             expected_sop_instance=sink.sop_instance,
-            prepared=prepared,
+            prepared=sink.prepared(),
         )
         origin = Origin("C-STORE", association.calling_ae, association.called_ae)
         return self.archive.receive(received, origin)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pacsnode.archive.core import Archive
-from pacsnode.archive.ingest import Prepared, Received
+from pacsnode.archive.ingest import Received
 from pacsnode.archive.receiving import Origin
 from pacsnode.archive.remotes import RemoteNotFound, Remotes
 from pacsnode.config import RemoteAE
@@ -267,13 +267,12 @@ class _Keeper:
         self.refused = refused
 
     def __call__(self, spooled: SpoolFile) -> int:
-        prepared = Prepared(spooled.sop_class, spooled.sop_instance, spooled.size, spooled.checksum)
         received = Received(
             path=spooled.path,
             transfer_syntax=spooled.syntax,
             expected_sop_class=spooled.sop_class,
             expected_sop_instance=spooled.sop_instance,
-            prepared=prepared,
+            prepared=spooled.prepared(),
         )
         result = self.archive.receive(received, Origin("C-GET", self.source_ae))
         if not result.ok:
