@@ -409,22 +409,18 @@ class Index:
             changed = _patient_change(before, _patient_state(connection, added.pk), added.patient)
             return Added(added.pk, "replaced", existing.file_path, changed)
         appearing_series = int(parents.series_appears)
-        bumps: tuple[tuple[sa.Table, int, dict[str, int]], ...] = (
-            (series, parents.series, {"num_instances": 1}),
-            (study, parents.study, {"num_instances": 1, "num_series": appearing_series}),
-            (
-                patient,
-                parents.patient,
-                {
-                    "num_instances": 1,
-                    "num_series": appearing_series,
-                    "num_studies": int(parents.study_appears),
-                },
-            ),
+        self._count_in(connection, series, parents.series, num_instances=1)
+        self._count_in(
+            connection, study, parents.study, num_instances=1, num_series=appearing_series
         )
-        for table, pk, increments in bumps:
-            params = _bump_params(table, pk, increments)
-            self._run(connection, _COUNTER_UPDATES[table.name], params)
+        self._count_in(
+            connection,
+            patient,
+            parents.patient,
+            num_instances=1,
+            num_series=appearing_series,
+            num_studies=int(parents.study_appears),
+        )
         if parents.series_appears:
             _add_modality(connection, parents.study, rows.series.get("modality"))
         created = None
@@ -444,6 +440,12 @@ class Index:
         returns the DBAPI cursor to fetch from."""
         prepared = self._prepared(statement, column_keys)
         return prepared.run(cursor_of(connection), params)
+
+    def _count_in(
+        self, connection: Connection, table: sa.Table, pk: int, **increments: int
+    ) -> None:
+        """:func:`_bump` on the hot path."""
+        self._run(connection, _COUNTER_UPDATES[table.name], _bump_params(table, pk, increments))
 
     def _refuse_rejected(
         self, connection: Connection, uid: str, refused_codes: Collection[str]

@@ -23,7 +23,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 
-class Prepared:
+class PreparedStatement:
     """One statement compiled for one dialect."""
 
     def __init__(
@@ -68,9 +68,11 @@ class PreparedStatements:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        self._compiled: dict[tuple[int, tuple[str, ...]], Prepared] = {}
+        self._compiled: dict[tuple[int, tuple[str, ...]], PreparedStatement] = {}
 
-    def __call__(self, statement: ClauseElement, column_keys: Sequence[str] = ()) -> Prepared:
+    def __call__(
+        self, statement: ClauseElement, column_keys: Sequence[str] = ()
+    ) -> PreparedStatement:
         """``statement`` compiled; ``column_keys`` are the columns an INSERT sets.
 
         Statements are looked up by identity: pass module-level constants.
@@ -78,7 +80,8 @@ class PreparedStatements:
         key = (id(statement), tuple(column_keys))
         prepared = self._compiled.get(key)
         if prepared is None:
-            prepared = self._compiled[key] = Prepared(statement, self.dialect, column_keys)
+            prepared = PreparedStatement(statement, self.dialect, column_keys)
+            self._compiled[key] = prepared
         return prepared
 
 
