@@ -178,6 +178,13 @@ def cpu_seconds(command_part: bytes) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def idle_seconds() -> float:
+    """Seconds the machine's cores have spent idle so far, all cores added (the idle
+    column of /proc/stat; time waiting on the disk is counted apart, as iowait)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_until_quiet(command_part: bytes, seconds: int = 3, timeout: float = 120.0) -> float:
     """Wait until the server's processes (:func:`cpu_seconds`) have used under 10 % of a
     core in each of ``seconds`` seconds in a row (an idle pacsnode's processes use a few

@@ -4,8 +4,10 @@
 
 Each measurement starts a fresh server (empty storage), sends the same corpus of
 512x512 16-bit CT instances with ``storescu`` over one association and over four
-parallel associations, and reports instances/s, MB/s and the CPU milliseconds the
-server's processes spent per instance. Orthanc runs twice: as
+parallel associations, and reports instances/s, MB/s, the CPU milliseconds the
+server's processes spent per instance and the milliseconds per instance the machine's
+cores sat idle (not even waiting on the disk): time no process could use, which the
+CPU figures do not show. Orthanc runs twice: as
 installed, and with ``TCP_NODELAY=1`` (DCMTK leaves Nagle's algorithm on, which on
 loopback costs Orthanc an order of magnitude). storescu always gets TCP_NODELAY=1.
 pacsnode fsyncs every file and commits its index before answering success.
@@ -19,7 +21,15 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from common import cpu_seconds, ct_corpus, orthanc_server, pacsnode_server, storescu, workdir
+from common import (
+    cpu_seconds,
+    ct_corpus,
+    idle_seconds,
+    orthanc_server,
+    pacsnode_server,
+    storescu,
+    workdir,
+)
 
 Server = Callable[[], AbstractContextManager[int]]
 
@@ -31,16 +41,17 @@ def measure(
     files: list[Path],
     associations: int,
     repeat: int,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Median seconds over ``repeat`` runs, each into a fresh server, and the median
-    CPU seconds the server's processes spent on a run."""
-    times, cpu = [], []
+    CPU seconds the server's processes spent and the cores' idle seconds on a run."""
+    times, cpu, idle = [], [], []
     for _ in range(repeat):
         with server() as port:
-            before = cpu_seconds(process)
+            before, idle_before = cpu_seconds(process), idle_seconds()
             times.append(storescu(port, called_ae, files, associations))
             cpu.append(cpu_seconds(process) - before)
-    return statistics.median(times), statistics.median(cpu)
+            idle.append(idle_seconds() - idle_before)
+    return statistics.median(times), statistics.median(cpu), statistics.median(idle)
 
 
 def main() -> None:
@@ -70,11 +81,12 @@ def main() -> None:
     results: dict[tuple[str, int], float] = {}
     for associations in (1, 4):
         for name, (server, process, ae) in servers.items():
-            seconds, cpu = measure(server, process, ae, files, associations, args.repeat)
+            seconds, cpu, idle = measure(server, process, ae, files, associations, args.repeat)
             results[(name, associations)] = seconds
             print(
                 f"{name:24s} {associations} assoc: {len(files) / seconds:8.1f} inst/s "
-                f"{megabytes / seconds:8.1f} MB/s  server CPU {cpu / len(files) * 1000:.2f} ms/inst"
+                f"{megabytes / seconds:8.1f} MB/s  server CPU {cpu / len(files) * 1000:.2f} "
+                f"ms/inst  cores idle {idle / len(files) * 1000:.2f} ms/inst"
             )
     for associations in (1, 4):
         ours = results[("pacsnode", associations)]
