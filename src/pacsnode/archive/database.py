@@ -108,9 +108,9 @@ class Database:
         other's fsyncs (300 CT over four associations: 280 → 320 instances/s). The
         connection is taken from the pool and given back outside the lock too.
         """
-        with (self.indexer or self.writer).connect() as connection:
-            with self.write_lock, connection.begin():
-                yield connection
+        engine = self.indexer or self.writer
+        with engine.connect() as connection, self.write_lock, connection.begin():
+            yield connection
         if self.wal_sync is not None:
             self.wal_sync.after_commit()
 
