@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from functools import lru_cache
 from typing import BinaryIO, cast
 
 from pydicom import Dataset
@@ -40,8 +41,8 @@ def decode(data: bytes, syntax: str) -> Dataset:
         if dataset is None:
             fp = cast(BinaryIO, DicomBytesIO(data))
             dataset = read_dataset(fp, encoding.implicit, encoding.little)
-        for _element in dataset:  # convert every value now: a bad one fails here
-            pass
+            for _element in dataset:  # convert every value now: a bad one fails here
+                pass
     except Exception as exc:  # pydicom raises nearly anything on a broken data set
         raise DecodeError(f"data set does not decode: {exc}") from exc
     return dataset
@@ -61,9 +62,11 @@ def _flat(data: bytes, encoding: Encoding) -> Dataset | None:
     the dictionary's), which pydicom then reads.
 
     Empty elements, most of an identifier, get the value pydicom gives them
-    (:func:`empty_value_for_VR`); the others stay raw for pydicom to convert.
+    (:func:`empty_value_for_VR`); pydicom converts the others before it returns, so
+    that a bad value fails here.
     """
     elements: dict[BaseTag, RawDataElement | DataElement] = {}
+    valued: list[BaseTag] = []
     offset, end = 0, len(data)
     while offset < end:
         if end - offset < 8:
@@ -82,9 +85,9 @@ def _flat(data: bytes, encoding: Encoding) -> Dataset | None:
                 (length,) = struct.unpack_from("<I", data, offset)
                 offset += 4
         tag = BaseTag(group << 16 | number)
-        known = str(dictionary_VR(tag)) if group % 2 == 0 and tag in DicomDictionary else None
-        if known is None or known == "SQ" or " or " in known or vr not in (None, known):
-            return None  # a sequence, an ambiguous VR, or one the sender chose otherwise
+        known = _standard_vr(tag)
+        if known is None or vr not in (None, known):
+            return None  # see _standard_vr, or a VR the sender chose otherwise
         if length == 0xFFFFFFFF or offset + length > end:
             return None
         value = data[offset : offset + length]
@@ -92,6 +95,7 @@ def _flat(data: bytes, encoding: Encoding) -> Dataset | None:
             elements[tag] = RawDataElement(
                 tag, known, length, value, offset, encoding.implicit, True
             )
+            valued.append(tag)
         else:
             empty = empty_value_for_VR(known)
             elements[tag] = DataElement(tag, known, empty, already_converted=True)
@@ -100,7 +104,20 @@ def _flat(data: bytes, encoding: Encoding) -> Dataset | None:
     charset = dataset.get("SpecificCharacterSet")
     used = convert_encodings(charset) if charset is not None else default_encoding
     dataset.set_original_encoding(encoding.implicit, True, used)
+    for tag in valued:
+        dataset[tag]  # converted in place
     return dataset
+
+
+@lru_cache(maxsize=4096)
+def _standard_vr(tag: int) -> str | None:
+    """The dictionary VR of an element :func:`_flat` reads itself; ``None`` for a
+    private or unknown element, a sequence or an ambiguous VR. Cached: the same few
+    tags come in every C-FIND identifier."""
+    if (tag >> 16) % 2 or tag not in DicomDictionary:
+        return None
+    vr = str(dictionary_VR(tag))
+    return None if vr == "SQ" or " or " in vr else vr
 
 
 def encode(dataset: Dataset, syntax: str) -> bytes:
