@@ -324,10 +324,10 @@ class JobQueue:
             self._update(pk, *where, status=JobStatus.CANCELLED, last_error=SUPERSEDED, **values)
             return JobStatus.CANCELLED
 
-    def retry(self, pk: int) -> None:
+    def retry(self, pk: int) -> Job:
         """Run a failed or cancelled job again, now, with a fresh count of attempts."""
         try:
-            self._change(
+            return self._change(
                 pk,
                 {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PENDING},
                 status=JobStatus.PENDING,
@@ -337,8 +337,8 @@ class JobQueue:
         except sa.exc.IntegrityError as exc:
             raise JobError(f"job {pk}: another job with its key is pending") from exc
 
-    def cancel(self, pk: int) -> None:
-        self._change(pk, {JobStatus.PENDING, JobStatus.FAILED}, status=JobStatus.CANCELLED)
+    def cancel(self, pk: int) -> Job:
+        return self._change(pk, {JobStatus.PENDING, JobStatus.FAILED}, status=JobStatus.CANCELLED)
 
     def recover(self, node: str) -> int:
         """Jobs an earlier run of this node left running run again now, without waiting
@@ -380,13 +380,18 @@ class JobQueue:
             )
             return int(result.rowcount)
 
-    def _change(self, pk: int, allowed: set[JobStatus], **values: Any) -> None:
+    def _change(self, pk: int, allowed: set[JobStatus], **values: Any) -> Job:
+        """The job as the change left it: a worker may take it the moment after."""
         with self.database.writer.begin() as connection:
             current = connection.execute(sa.select(job.c.status).where(job.c.pk == pk)).scalar()
             if current is None:
                 raise JobError(f"no job {pk}")
             if current not in allowed:
                 raise JobError(f"job {pk} is {current}")
-            connection.execute(
-                sa.update(job).where(job.c.pk == pk).values(**values, updated_at=now())
-            )
+            changed = connection.execute(
+                sa.update(job)
+                .where(job.c.pk == pk)
+                .values(**values, updated_at=now())
+                .returning(*job.c)
+            ).one()
+        return _job(changed)

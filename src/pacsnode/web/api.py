@@ -61,12 +61,12 @@ class JobsApi:
     def _change(self, request: Request, change: Any) -> JSONResponse:
         pk = _id(request)
         try:
-            change(pk)
+            changed = change(pk)
         except JobError as exc:
             missing = str(exc).startswith("no job")
             return error(404 if missing else 409, str(exc))
-        self.workers.wake()
-        return JSONResponse(self.queue.get(pk).as_json())
+        self.workers.wake()  # it may be running by the time the answer is read
+        return JSONResponse(changed.as_json())
 
     def routes(self) -> list[Route]:
         return [
