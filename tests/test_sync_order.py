@@ -24,6 +24,7 @@ _PATH = re.compile(r"<([^<>]*)>")
 
 @dataclass
 class Call:
+    thread: str
     name: str
     start: float
     end: float
@@ -48,7 +49,7 @@ def calls(trace: str) -> list[Call]:
                 call.end, call.text = float(moment), call.text + rest
                 done.append(call)
             continue
-        call = Call(name, float(moment), float(moment), rest)
+        call = Call(pid, name, float(moment), float(moment), rest)
         if rest.endswith("<unfinished ...>"):
             pending[pid] = call
         else:
@@ -104,8 +105,14 @@ def test_a_store_is_answered_only_after_file_directory_and_wal_are_synced(
         directory = str(Path(placed).parent)
         dir_synced = [c for c in made if c.name == "fsync" and directory in c.paths()]
         assert any(rename.end < c.end < answer.start for c in dir_synced), "rename made durable"
+        # The association's thread commits and answers (a heartbeat may write the WAL too).
         commit = [
-            c for c in made if c.name == "pwrite64" and wal in c.paths() and c.end < answer.start
+            c
+            for c in made
+            if c.name == "pwrite64"
+            and wal in c.paths()
+            and c.thread == answer.thread
+            and c.end < answer.start
         ]
         assert commit, "the index row written to the WAL before the answer"
         wal_synced = [c for c in made if c.name == "fsync" and wal in c.paths()]
