@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -46,9 +47,26 @@ def corpus() -> list[Path]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port below the kernel's ephemeral range. One the kernel hands out from
+    that range can be taken by an outgoing connection of a test running beside this one
+    before the server under test binds it ("Address already in use" at start-up); below
+    the range only an explicit bind takes a port."""
+    below = _ephemeral_start()
+    while True:
+        port = random.randrange(20_000, below)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _toml_value(value: Any) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cluster.md"
 _SERVER = re.compile(r"^(\s*)server node-\w+ [\d.]+:(\d+) check$")
@@ -68,8 +69,8 @@ class HAProxy:
     def __init__(self, directory: Path, nodes: list[Backend], inter: str = "500ms") -> None:
         if shutil.which("haproxy") is None:
             pytest.fail("haproxy is not installed (apt-get install haproxy)")
-        self.dicom_port = _free_port()
-        self.http_port = _free_port()
+        self.dicom_port = free_port()
+        self.http_port = free_port()
         self.admin = directory / "haproxy.sock"
         self.config = directory / "haproxy.cfg"
         self.config.write_text(
@@ -120,9 +121,3 @@ class HAProxy:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
