@@ -1091,7 +1091,13 @@ def test_dashboard_counts_disk_ingest_and_associations(
     assert re.fullmatch(
         r"[\d.]+ [kMGT]?B\s+free of [\d.]+ [kMGT]?B", page.inner_text("#disk").strip()
     )
+    # The list is the audit journal's, which the audit thread writes a moment after
+    # the association ends: the page is loaded again until it is there.
     entry = page.locator("#associations tbody tr", has_text="DASHBOARD")
+    deadline = time.monotonic() + 10
+    while entry.count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        page.reload()
     assert entry.count() >= 1 and "stored" in entry.first.inner_text()
     page.close()
 
